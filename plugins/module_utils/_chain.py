@@ -1,0 +1,342 @@
+# -*- coding: utf-8 -*-
+# Copyright: volsnap.openstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Walk and judge the backing chain of a volume file.
+
+The walk reads each layer's header with :mod:`_image_format` (never qemu), follows backing
+links only when they stay inside the share, stops at ``max_depth`` and on loops, and checks
+the chain against the volume's Cinder ``.info`` file and, when given, against the chain a
+libvirt domain declares. Every finding is collected; ``safe`` means no finding of severity
+``error``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from ansible_collections.volsnap.openstack.plugins.module_utils._image_format import (
+    ERROR,
+    WARNING,
+    Finding,
+    ImageInfo,
+    inspect_image,
+)
+from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import (
+    InfoFileError,
+    SnapshotInfo,
+    backing_name_allowed,
+    info_path_for,
+    load_info,
+    split_volume_filename,
+)
+
+DEFAULT_MAX_DEPTH = 100
+
+# qemu's format names for the formats we detect, and the reverse aliases.
+_QEMU_NAMES = {'vhd': 'vpc', 'iso': 'raw'}
+_ALIASES = {'vpc': 'vhd', 'file': 'raw', 'host_device': 'raw'}
+_SNAPSHOT_SUFFIX = re.compile(r'^(tmp-snap-)?[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$')
+
+
+def qemu_format(fmt: str) -> str:
+    """The name qemu uses for a format this collection detected."""
+    return _QEMU_NAMES.get(fmt, fmt)
+
+
+def normalize_format(fmt: Optional[str]) -> Optional[str]:
+    """Map a qemu or libvirt format name to this collection's name."""
+    if fmt is None:
+        return None
+    return _ALIASES.get(fmt, fmt)
+
+
+def formats_agree(declared: str, detected: str) -> bool:
+    declared = normalize_format(declared) or ''
+    return declared == detected or (declared == 'raw' and detected == 'iso')
+
+
+def within(path: str, directory: str) -> bool:
+    """True when the resolved ``path`` lies inside the resolved ``directory``."""
+    real = os.path.realpath(path)
+    return real == directory or real.startswith(directory.rstrip('/') + '/')
+
+
+@dataclass
+class DeclaredChain:
+    """A chain as a hypervisor declares it: top first, (path, format) per layer.
+
+    ``complete`` is false when the declaration stops before the base (old libvirt without
+    ``<backingStore>``): layers below the last declared one are then only read from headers.
+    """
+
+    layers: List[Tuple[str, Optional[str]]]
+    complete: bool = True
+
+
+@dataclass
+class Layer:
+    image: ImageInfo
+    declared_format: Optional[str] = None
+    backing_path: Optional[str] = None
+    snapshot_id: Optional[str] = None
+    data_of_snapshot_id: Optional[str] = None
+
+    def as_dict(self) -> Dict[str, object]:
+        img = self.image
+        return {
+            'path': img.path,
+            'filename': img.filename,
+            'format': img.format,
+            'declared_format': self.declared_format,
+            'virtual_size': img.virtual_size,
+            'actual_size': img.actual_size,
+            'file_size': img.file_size,
+            'cluster_size': img.cluster_size,
+            'qcow2_version': img.qcow2_version,
+            'backing_file': img.backing_file,
+            'backing_path': self.backing_path,
+            'backing_format': img.backing_format,
+            'encrypted': img.encrypted,
+            'encryption_format': img.encryption_format,
+            'dirty': img.dirty,
+            'corrupt': img.corrupt,
+            'data_file': img.data_file,
+            'extended_l2': img.extended_l2,
+            'compression_type': img.compression_type,
+            'incompatible_features': list(img.incompatible_features),
+            'internal_snapshots': img.internal_snapshots,
+            'snapshot_id': self.snapshot_id,
+            'data_of_snapshot_id': self.data_of_snapshot_id,
+        }
+
+
+@dataclass
+class ChainReport:
+    path: str
+    share: str
+    layers: List[Layer] = field(default_factory=list)
+    problems: List[Finding] = field(default_factory=list)
+    volume_name: Optional[str] = None
+    info_file: Optional[str] = None
+    info: Optional[SnapshotInfo] = None
+    followed_info: bool = False
+
+    @property
+    def safe(self) -> bool:
+        return not any(p.severity == ERROR for p in self.problems)
+
+    @property
+    def errors(self) -> List[Finding]:
+        return [p for p in self.problems if p.severity == ERROR]
+
+    @property
+    def active(self) -> Optional[str]:
+        return self.layers[0].image.filename if self.layers else None
+
+    @property
+    def file_format(self) -> Dict[str, str]:
+        return dict((layer.image.filename, layer.image.format) for layer in self.layers)
+
+    def problem(self, code: str, message: str, severity: str = ERROR, filename: Optional[str] = None) -> None:
+        self.problems.append(Finding(code, message, severity, filename))
+
+    def summary(self) -> str:
+        return '; '.join('%s: %s' % (p.code, p.message) for p in self.errors)
+
+    def as_dict(self) -> Dict[str, object]:
+        return {
+            'path': self.path,
+            'share': self.share,
+            'active': self.active,
+            'active_path': self.layers[0].image.path if self.layers else None,
+            'volume_name': self.volume_name,
+            'info_file': self.info_file,
+            'snapshots': dict(self.info.snapshots) if self.info else {},
+            'depth': len(self.layers),
+            'chain': [layer.as_dict() for layer in self.layers],
+            'file_format': self.file_format,
+            'safe': self.safe,
+            'problems': [p.as_dict() for p in self.problems],
+        }
+
+
+def inspect_chain(path: str, share: Optional[str] = None, max_depth: int = DEFAULT_MAX_DEPTH,
+                  expected_format: Optional[str] = None, follow_info: bool = True,
+                  declared: Optional[DeclaredChain] = None) -> ChainReport:
+    """Inspect the chain that starts at ``path`` (or at the active file named by the volume's .info).
+
+    ``share`` bounds where backing files may live (default: the directory of ``path``).
+    ``expected_format`` is the format the caller knows the top file has (Cinder's volume format,
+    or libvirt's ``<driver type>``); a different detected format is the OSSA 2014-033 case.
+    Raises OSError only when ``path`` itself cannot be read.
+    """
+    path = os.path.abspath(path)
+    share_real = os.path.realpath(share) if share else os.path.dirname(os.path.realpath(path))
+    report = ChainReport(path=path, share=share_real)
+    directory = os.path.dirname(path)
+    start = path
+
+    parts = split_volume_filename(os.path.basename(path))
+    if parts is not None:
+        report.volume_name = parts[0]
+        report.info_file = info_path_for(os.path.join(directory, parts[0]))
+        try:
+            report.info = load_info(report.info_file)
+        except InfoFileError as exc:
+            report.problem('info_invalid', '%s %s' % (report.info_file, exc), filename=os.path.basename(report.info_file))
+        except (IOError, OSError) as exc:
+            report.problem('info_invalid', 'cannot read %s: %s' % (report.info_file, exc),
+                           filename=os.path.basename(report.info_file))
+        if follow_info and report.info is not None and parts[2] is None:
+            start = os.path.join(directory, report.info.active)
+            report.followed_info = start != path
+
+    if declared is not None and declared.layers and expected_format is None:
+        expected_format = declared.layers[0][1]
+    _walk(report, start, expected_format, max_depth)
+    if declared is not None:
+        _compare_declared(report, declared)
+    if report.volume_name is not None:
+        _check_info(report, directory)
+    return report
+
+
+def _walk(report: ChainReport, start: str, expected_format: Optional[str], max_depth: int) -> None:
+    current: Optional[str] = start
+    declared_format = normalize_format(expected_format)
+    visited = set()
+    is_top = True
+    while current is not None:
+        real = os.path.realpath(current)
+        name = os.path.basename(current)
+        if len(report.layers) >= max_depth:
+            report.problem('chain_too_deep', 'the chain is deeper than max_depth=%d; stopped at %s'
+                           % (max_depth, name), filename=name)
+            return
+        if not within(real, report.share):
+            report.problem('outside_share', '%s resolves to %s, outside the share %s' % (current, real, report.share),
+                           filename=name)
+            return
+        if real in visited:
+            report.problem('backing_loop', 'the chain loops back to %s' % name, filename=name)
+            return
+        visited.add(real)
+        try:
+            image = inspect_image(real)
+        except (IOError, OSError) as exc:
+            if is_top:
+                raise
+            code = 'missing_backing_file' if not os.path.lexists(current) else 'unreadable_backing_file'
+            report.problem(code, 'backing file %s of %s cannot be read: %s'
+                           % (current, report.layers[-1].image.filename, exc.strerror or exc), filename=name)
+            return
+        image.path = current
+        layer = Layer(image=image, declared_format=declared_format)
+        report.layers.append(layer)
+        report.problems.extend(image.findings)
+        is_top = False
+
+        if declared_format is not None and not formats_agree(declared_format, image.format):
+            report.problem('format_mismatch', '%s is declared %s but its content is %s: a guest may have written '
+                           'an image header into a raw volume (OSSA 2014-033); it is not followed'
+                           % (name, declared_format, image.format), filename=name)
+            return
+        if image.format != 'qcow2' or not image.backing_file:
+            return
+        if any(f.code in ('invalid_header', 'invalid_backing_name') for f in image.findings):
+            return
+        backing = image.backing_file
+        if os.path.isabs(backing):
+            backing_path = backing
+            report.problem('absolute_backing_path', '%s refers to its backing file by the absolute path %s; '
+                           'Cinder and Nova write relative names' % (name, backing), WARNING, name)
+        else:
+            backing_path = os.path.normpath(os.path.join(os.path.dirname(current), backing))
+        if not within(backing_path, report.share):
+            report.problem('backing_outside_share', '%s names backing file %s, which resolves to %s outside the '
+                           'share %s' % (name, backing, os.path.realpath(backing_path), report.share), filename=name)
+            return
+        if report.volume_name and not backing_name_allowed(backing, report.volume_name, report.share):
+            report.problem('backing_name_not_allowed', '%s names backing file %s, which Cinder refuses (it must be '
+                           '%s or %s.<snapshot id>)' % (name, backing, report.volume_name, report.volume_name),
+                           filename=name)
+        if image.backing_format is None:
+            report.problem('backing_format_unspecified', '%s does not declare the format of its backing file %s, so '
+                           'qemu would probe it' % (name, backing), WARNING, name)
+        layer.backing_path = backing_path
+        declared_format = normalize_format(image.backing_format)
+        current = backing_path
+
+
+def _compare_declared(report: ChainReport, declared: DeclaredChain) -> None:
+    for index, (path, fmt) in enumerate(declared.layers):
+        name = os.path.basename(path)
+        if index >= len(report.layers):
+            if report.safe:
+                report.problem('libvirt_chain_mismatch', 'libvirt lists %s at depth %d but the image headers end '
+                               'before it' % (path, index), filename=name)
+            return
+        layer = report.layers[index]
+        if os.path.realpath(path) != os.path.realpath(layer.image.path):
+            report.problem('libvirt_chain_mismatch', 'libvirt lists %s at depth %d but the image headers lead to %s'
+                           % (path, index, layer.image.path), filename=name)
+            return
+        if fmt is not None and not formats_agree(fmt, layer.image.format):
+            report.problem('format_mismatch', 'libvirt opens %s as %s but its content is %s'
+                           % (name, fmt, layer.image.format), filename=name)
+    if declared.complete and len(report.layers) > len(declared.layers):
+        extra = report.layers[len(declared.layers)].image.filename
+        report.problem('libvirt_chain_mismatch', 'the image headers continue to %s below the chain libvirt declares'
+                       % extra, filename=extra)
+
+
+def _check_info(report: ChainReport, directory: str) -> None:
+    volume_name = report.volume_name or ''
+    info = report.info
+    chain_files = [layer.image.filename for layer in report.layers]
+    chain_set = set(chain_files)
+    try:
+        listing = os.listdir(directory)
+    except OSError:
+        listing = []
+    present = set(listing)
+    snapshot_like = set(
+        entry for entry in listing
+        if entry.startswith(volume_name + '.') and _SNAPSHOT_SUFFIX.match(entry[len(volume_name) + 1:]))
+
+    if info is None:
+        stray = [f for f in chain_files if f != volume_name and f in snapshot_like]
+        if stray and report.info_file and not any(p.code == 'info_invalid' for p in report.problems):
+            report.problem('info_missing', 'the chain holds snapshot files (%s) but %s does not exist'
+                           % (', '.join(stray), report.info_file), filename=os.path.basename(report.info_file))
+        return
+
+    named = set(info.snapshots.values()) | {info.active}
+    for snap_id, filename in sorted(info.snapshots.items()):
+        if filename not in present:
+            report.problem('info_missing_file', 'the .info file names %s for snapshot %s but the file does not exist'
+                           % (filename, snap_id), filename=filename)
+        elif report.active == info.active and filename not in chain_set:
+            report.problem('info_file_not_in_chain', 'snapshot %s file %s is not in the backing chain of %s'
+                           % (snap_id, filename, info.active), filename=filename)
+    if info.active not in present:
+        report.problem('info_missing_file', 'the .info file names %s as active but it does not exist' % info.active,
+                       filename=info.active)
+    for filename in chain_files:
+        if filename in snapshot_like and filename not in named:
+            report.problem('snapshot_file_not_in_info', '%s is in the chain but the .info file does not name it '
+                           '(an interrupted snapshot operation?)' % filename, filename=filename)
+    for filename in sorted(snapshot_like - named - chain_set):
+        report.problem('orphan_snapshot_file', '%s looks like a snapshot file of %s but neither the .info file nor '
+                       'the chain uses it' % (filename, volume_name), WARNING, filename)
+
+    owners = dict((name, snap_id) for snap_id, name in info.snapshots.items())
+    previous: Optional[str] = None
+    for layer in report.layers:
+        layer.snapshot_id = owners.get(layer.image.filename)
+        layer.data_of_snapshot_id = previous
+        previous = layer.snapshot_id
+

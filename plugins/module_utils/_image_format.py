@@ -1,0 +1,504 @@
+# -*- coding: utf-8 -*-
+# Copyright: volsnap.openstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Format detection and header parsing of disk image files, in pure Python.
+
+Every file is treated as hostile: only header bytes are read, every offset and length
+read from a file is bounded before it is used, and nothing here ever asks qemu to probe
+a file. The result of an inspection is an :class:`ImageInfo` holding what the header
+says plus a list of :class:`Finding` (problems found while parsing: truncated headers,
+external data files, unknown incompatible features, vmdk extents that point elsewhere...).
+
+The layout facts come from qemu's docs/interop/qcow2.rst and the other formats'
+public specifications; the choice of checks follows oslo.utils' format_inspector.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import struct
+import uuid
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+# Formats this module can detect.
+FORMATS = ('raw', 'qcow2', 'qed', 'vmdk', 'vhd', 'vhdx', 'vdi', 'luks', 'iso')
+
+# Severities of findings. An ``error`` makes a chain unsafe, a ``warning`` does not.
+ERROR = 'error'
+WARNING = 'warning'
+
+SECTOR = 512
+# How much of a text descriptor (vmdk) or a LUKS2 JSON area we are willing to read.
+MAX_DESCRIPTOR_BYTES = 64 * 1024
+MAX_LUKS2_JSON_BYTES = 4 * 1024 * 1024
+HEAD_BYTES = 4096
+
+QCOW2_MAGIC = b'QFI\xfb'
+QCOW2_MIN_CLUSTER_BITS = 9
+QCOW2_MAX_CLUSTER_BITS = 21
+QCOW2_MAX_BACKING_NAME = 1023
+QCOW2_V2_HEADER_LENGTH = 72
+QCOW2_V3_MIN_HEADER_LENGTH = 104
+
+QCOW2_EXT_END = 0x00000000
+QCOW2_EXT_BACKING_FORMAT = 0xE2792ACA
+QCOW2_EXT_FEATURE_TABLE = 0x6803F857
+QCOW2_EXT_CRYPTO_HEADER = 0x0537BE77
+QCOW2_EXT_BITMAPS = 0x23852875
+QCOW2_EXT_DATA_FILE = 0x44415441
+
+# Incompatible feature bits qemu knows (docs/interop/qcow2.rst).
+QCOW2_INCOMPAT_DIRTY = 1 << 0
+QCOW2_INCOMPAT_CORRUPT = 1 << 1
+QCOW2_INCOMPAT_DATA_FILE = 1 << 2
+QCOW2_INCOMPAT_COMPRESSION = 1 << 3
+QCOW2_INCOMPAT_EXTL2 = 1 << 4
+QCOW2_INCOMPAT_KNOWN = 0x1F
+QCOW2_AUTOCLEAR_DATA_FILE_RAW = 1 << 1
+
+QCOW2_INCOMPAT_NAMES = {
+    QCOW2_INCOMPAT_DIRTY: 'dirty',
+    QCOW2_INCOMPAT_CORRUPT: 'corrupt',
+    QCOW2_INCOMPAT_DATA_FILE: 'external_data_file',
+    QCOW2_INCOMPAT_COMPRESSION: 'compression_type',
+    QCOW2_INCOMPAT_EXTL2: 'extended_l2',
+}
+QCOW2_CRYPT_METHODS = {0: None, 1: 'aes', 2: 'luks'}
+QCOW2_COMPRESSION_TYPES = {0: 'zlib', 1: 'zstd'}
+
+QED_MAGIC = b'QED\x00'
+VMDK_SPARSE_MAGIC = b'KDMV'
+VMDK_COWD_MAGIC = b'COWD'
+VMDK_DESCRIPTOR_MAGIC = b'# Disk DescriptorFile'
+VMDK_SAFE_CREATE_TYPES = ('monolithicSparse', 'streamOptimized')
+VHD_MAGIC = b'conectix'
+VHDX_MAGIC = b'vhdxfile'
+VHDX_REGION_TABLE_OFFSETS = (192 * 1024, 256 * 1024)
+VHDX_METADATA_REGION = uuid.UUID('8B7CA206-4790-4B9A-B8FE-575F050F886E').bytes_le
+VHDX_VIRTUAL_DISK_SIZE = uuid.UUID('2FA54224-CD1B-4876-B211-5DBED83BF4B8').bytes_le
+VHDX_PARENT_LOCATOR = uuid.UUID('A8D35F2D-B30B-454D-ABF7-D3D84834AB0C').bytes_le
+VHDX_MAX_ENTRIES = 2047
+VDI_SIGNATURE = 0xBEDA107F
+LUKS_MAGIC = b'LUKS\xba\xbe'
+ISO_OFFSETS = (0x8001, 0x8801, 0x9001)
+
+
+@dataclass
+class Finding:
+    """One problem found in an image or in a chain."""
+
+    code: str
+    message: str
+    severity: str = ERROR
+    filename: Optional[str] = None
+
+    def as_dict(self) -> Dict[str, Optional[str]]:
+        return {'code': self.code, 'severity': self.severity, 'message': self.message, 'filename': self.filename}
+
+
+@dataclass
+class ImageInfo:
+    """What the header of one image file says."""
+
+    path: str
+    format: str = 'raw'
+    file_size: int = 0
+    actual_size: int = 0
+    virtual_size: Optional[int] = None
+    cluster_size: Optional[int] = None
+    qcow2_version: Optional[int] = None
+    backing_file: Optional[str] = None
+    backing_format: Optional[str] = None
+    encrypted: bool = False
+    encryption_format: Optional[str] = None
+    dirty: bool = False
+    corrupt: bool = False
+    data_file: Optional[str] = None
+    data_file_raw: bool = False
+    extended_l2: bool = False
+    compression_type: Optional[str] = None
+    incompatible_features: List[str] = field(default_factory=list)
+    unknown_incompatible_features: int = 0
+    internal_snapshots: int = 0
+    references: List[str] = field(default_factory=list)
+    findings: List[Finding] = field(default_factory=list)
+
+    @property
+    def filename(self) -> str:
+        return os.path.basename(self.path)
+
+    def add(self, code: str, message: str, severity: str = ERROR) -> None:
+        self.findings.append(Finding(code, message, severity, self.filename))
+
+
+class _Reader:
+    """Bounded positional reads on an open file descriptor."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = size
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Read up to ``length`` bytes at ``offset``; short at the end of the file."""
+        if offset < 0 or length <= 0 or offset >= self.size:
+            return b''
+        length = min(length, self.size - offset)
+        chunks = []
+        while length > 0:
+            chunk = os.pread(self.fd, length, offset)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            offset += len(chunk)
+            length -= len(chunk)
+        return b''.join(chunks)
+
+
+class _Truncated(Exception):
+    """A header field lies beyond the end of the file or of its container."""
+
+
+def _unpack(fmt: str, data: bytes, offset: int) -> tuple:
+    if offset < 0 or offset + struct.calcsize(fmt) > len(data):
+        raise _Truncated('needs %d bytes at offset %d, has %d' % (struct.calcsize(fmt), offset, len(data)))
+    return struct.unpack_from(fmt, data, offset)
+
+
+def _text(raw: bytes) -> Optional[str]:
+    """Decode a name stored in a header; None when it is not clean UTF-8 text."""
+    try:
+        text = raw.decode('utf-8')
+    except UnicodeDecodeError:
+        return None
+    if '\x00' in text or any(ord(c) < 0x20 for c in text):
+        return None
+    return text
+
+
+def detect_format(head: bytes, reader: Optional[_Reader] = None) -> str:
+    """Return the format of an image from its first bytes (and, for iso, a few more).
+
+    The order mirrors the strength of each signature; anything unknown is raw.
+    """
+    if head[:4] == QCOW2_MAGIC:
+        return 'qcow2'
+    if head[:4] == QED_MAGIC:
+        return 'qed'
+    if head[:4] in (VMDK_SPARSE_MAGIC, VMDK_COWD_MAGIC) or head.startswith(VMDK_DESCRIPTOR_MAGIC):
+        return 'vmdk'
+    if head[:8] == VHDX_MAGIC:
+        return 'vhdx'
+    if head[:8] == VHD_MAGIC:
+        return 'vhd'
+    if len(head) >= 0x44 and struct.unpack_from('<I', head, 0x40)[0] == VDI_SIGNATURE:
+        return 'vdi'
+    if head[:6] == LUKS_MAGIC:
+        return 'luks'
+    if reader is not None:
+        for offset in ISO_OFFSETS:
+            if reader.read(offset, 5) == b'CD001':
+                return 'iso'
+    return 'raw'
+
+
+def inspect_image(path: str) -> ImageInfo:
+    """Inspect one file: detect its format and parse its header.
+
+    Never raises for a bad file: problems are reported as findings. Raises OSError only
+    when the file cannot be opened or stat'ed at all (missing, permission denied).
+    """
+    info = ImageInfo(path=path)
+    fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_NONBLOCK', 0)
+                 | getattr(os, 'O_CLOEXEC', 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            info.format = 'unknown'
+            info.add('not_regular_file', '%s is not a regular file; only image files are accepted' % path)
+            return info
+        info.file_size = st.st_size
+        info.actual_size = getattr(st, 'st_blocks', 0) * 512
+        reader = _Reader(fd, st.st_size)
+        head = reader.read(0, HEAD_BYTES)
+        info.format = detect_format(head, reader)
+        parser = _PARSERS.get(info.format)
+        try:
+            if parser is None:
+                info.virtual_size = st.st_size
+            else:
+                parser(info, reader, head)
+        except _Truncated as exc:
+            info.add('invalid_header', 'the %s header of %s is truncated or malformed (%s)' % (info.format, path, exc))
+        except (ValueError, struct.error) as exc:
+            info.add('invalid_header', 'the %s header of %s is malformed (%s)' % (info.format, path, exc))
+    finally:
+        os.close(fd)
+    return info
+
+
+def _parse_qcow2(info: ImageInfo, reader: _Reader, head: bytes) -> None:
+    (_magic, version, backing_offset, backing_size, cluster_bits, size,
+     crypt_method) = _unpack('>4sIQIIQI', head, 0)
+    (nb_snapshots,) = _unpack('>I', head, 60)
+    if version not in (2, 3):
+        info.add('invalid_header', 'qcow2 version %d is not supported (only 2 and 3 exist)' % version)
+        return
+    info.qcow2_version = version
+    if not QCOW2_MIN_CLUSTER_BITS <= cluster_bits <= QCOW2_MAX_CLUSTER_BITS:
+        info.add('invalid_header', 'qcow2 cluster_bits %d is out of range %d-%d'
+                 % (cluster_bits, QCOW2_MIN_CLUSTER_BITS, QCOW2_MAX_CLUSTER_BITS))
+        return
+    cluster_size = 1 << cluster_bits
+    info.cluster_size = cluster_size
+    if size >= 1 << 63:
+        info.add('invalid_header', 'qcow2 virtual size %d is out of range' % size)
+        return
+    info.virtual_size = size
+    info.internal_snapshots = nb_snapshots
+    info.encryption_format = QCOW2_CRYPT_METHODS.get(crypt_method)
+    if crypt_method not in QCOW2_CRYPT_METHODS:
+        info.add('invalid_header', 'unknown qcow2 encryption method %d' % crypt_method)
+    info.encrypted = crypt_method != 0
+    if crypt_method == 1:
+        info.add('legacy_aes_encryption', 'the legacy qcow2 AES encryption is insecure; use LUKS', WARNING)
+
+    if version == 2:
+        header_length = QCOW2_V2_HEADER_LENGTH
+        incompatible = compatible = autoclear = 0
+    else:
+        incompatible, compatible, autoclear, _refcount_order, header_length = _unpack('>QQQII', head, 72)
+        if header_length < QCOW2_V3_MIN_HEADER_LENGTH or header_length % 8 or header_length > cluster_size:
+            info.add('invalid_header', 'qcow2 header_length %d is invalid' % header_length)
+            return
+        if header_length > QCOW2_V3_MIN_HEADER_LENGTH:
+            (compression,) = _unpack('>B', head, 104)
+            info.compression_type = QCOW2_COMPRESSION_TYPES.get(compression, 'unknown(%d)' % compression)
+    info.incompatible_features = [name for bit, name in sorted(QCOW2_INCOMPAT_NAMES.items()) if incompatible & bit]
+    info.unknown_incompatible_features = incompatible & ~QCOW2_INCOMPAT_KNOWN
+    info.dirty = bool(incompatible & QCOW2_INCOMPAT_DIRTY)
+    info.corrupt = bool(incompatible & QCOW2_INCOMPAT_CORRUPT)
+    info.extended_l2 = bool(incompatible & QCOW2_INCOMPAT_EXTL2)
+    info.data_file_raw = bool(autoclear & QCOW2_AUTOCLEAR_DATA_FILE_RAW)
+    if info.compression_type is None and incompatible & QCOW2_INCOMPAT_COMPRESSION:
+        info.add('invalid_header', 'qcow2 compression type bit set in a %d-byte header' % header_length)
+    if info.unknown_incompatible_features:
+        info.add('unknown_incompatible_features', 'qcow2 incompatible feature bits 0x%x are unknown; '
+                 'qemu refuses such files and so do we' % info.unknown_incompatible_features)
+    if info.corrupt:
+        info.add('corrupt', 'the qcow2 corrupt bit is set; repair the image with qemu-img check -r before use')
+    if info.dirty:
+        info.add('dirty', 'the qcow2 dirty bit is set (refcounts need a repair on next open)', WARNING)
+
+    # The backing file name must lie inside the first cluster.
+    if backing_offset:
+        if backing_size == 0 or backing_size > QCOW2_MAX_BACKING_NAME:
+            info.add('invalid_header', 'qcow2 backing file name length %d is out of range 1-%d'
+                     % (backing_size, QCOW2_MAX_BACKING_NAME))
+            return
+        if backing_offset + backing_size > cluster_size:
+            info.add('invalid_header', 'qcow2 backing file name lies outside the first cluster')
+            return
+        raw = reader.read(backing_offset, backing_size)
+        if len(raw) != backing_size:
+            raise _Truncated('backing file name at offset %d' % backing_offset)
+        name = _text(raw)
+        if name is None:
+            info.add('invalid_backing_name', 'the qcow2 backing file name is not clean UTF-8 text')
+            return
+        info.backing_file = name
+
+    # Header extensions run from header_length to the backing file name (or cluster end).
+    ext_end = backing_offset if backing_offset else cluster_size
+    if ext_end < header_length:
+        info.add('invalid_header', 'qcow2 backing file name overlaps the header')
+        return
+    area = head[:ext_end]
+    offset = header_length
+    while offset + 8 <= ext_end:
+        if offset + 8 > len(area) and len(area) < ext_end:
+            area = reader.read(0, ext_end)
+        ext_type, ext_len = _unpack('>II', area, offset)
+        offset += 8
+        if ext_type == QCOW2_EXT_END:
+            break
+        if offset + ext_len > ext_end:
+            info.add('invalid_header', 'qcow2 header extension 0x%08x overruns the header area' % ext_type)
+            return
+        if offset + ext_len > len(area) and len(area) < ext_end:
+            area = reader.read(0, ext_end)
+        data = area[offset:offset + ext_len]
+        if len(data) != ext_len:
+            raise _Truncated('header extension 0x%08x' % ext_type)
+        if ext_type == QCOW2_EXT_BACKING_FORMAT:
+            fmt = _text(data)
+            if fmt is None:
+                info.add('invalid_header', 'the qcow2 backing format extension is not text')
+            else:
+                info.backing_format = fmt
+        elif ext_type == QCOW2_EXT_DATA_FILE:
+            info.data_file = _text(data) or repr(data[:64])
+        offset += (ext_len + 7) & ~7
+
+    if incompatible & QCOW2_INCOMPAT_DATA_FILE or info.data_file is not None:
+        info.add('external_data_file', 'the image keeps its data in an external data file (%s); such '
+                 'files can read or write any file on the host and are refused' % (info.data_file or 'unnamed'))
+        if info.data_file:
+            info.references.append(info.data_file)
+    if info.backing_file:
+        info.references.append(info.backing_file)
+
+
+def _parse_qed(info: ImageInfo, reader: _Reader, head: bytes) -> None:
+    (_cluster, _table, _header_size, _features, _compat, _autoclear, _l1, image_size,
+     name_offset, name_size) = _unpack('<IIIQQQQQII', head, 4)
+    info.virtual_size = image_size
+    if name_offset and 0 < name_size <= QCOW2_MAX_BACKING_NAME:
+        info.backing_file = _text(reader.read(name_offset, name_size))
+        if info.backing_file:
+            info.references.append(info.backing_file)
+    info.add('format_not_allowed', 'QED images are not supported by Cinder and are refused (qemu has deprecated QED)')
+
+
+_VMDK_EXTENT = re.compile(r'^\s*(RW|RDONLY|NOACCESS)\s+(\d+)\s+(\w+)(?:\s+"([^"]*)")?')
+_VMDK_KEY = re.compile(r'^\s*(\w+)\s*=\s*"?([^"]*)"?\s*$')
+
+
+def _parse_vmdk(info: ImageInfo, reader: _Reader, head: bytes) -> None:
+    if head[:4] == VMDK_COWD_MAGIC:
+        info.add('vmdk_unsupported_type', 'ESX COWD vmdk sparse extents are refused')
+        return
+    if head[:4] == VMDK_SPARSE_MAGIC:
+        (_version, _flags, capacity, _grain, desc_offset, desc_size) = _unpack('<IIQQQQ', head, 4)
+        info.virtual_size = capacity * SECTOR
+        if not desc_offset:
+            return
+        if desc_size * SECTOR > MAX_DESCRIPTOR_BYTES:
+            info.add('invalid_header', 'the vmdk embedded descriptor is larger than %d bytes' % MAX_DESCRIPTOR_BYTES)
+            return
+        descriptor = reader.read(desc_offset * SECTOR, desc_size * SECTOR)
+    else:
+        if info.file_size > MAX_DESCRIPTOR_BYTES:
+            info.add('invalid_header', 'a vmdk text descriptor larger than %d bytes is refused' % MAX_DESCRIPTOR_BYTES)
+            return
+        descriptor = reader.read(0, MAX_DESCRIPTOR_BYTES)
+    text = descriptor.split(b'\x00', 1)[0].decode('utf-8', 'replace')
+    create_type = None
+    extent_sectors = 0
+    for line in text.splitlines():
+        key = _VMDK_KEY.match(line)
+        if key and key.group(1) == 'createType':
+            create_type = key.group(2)
+        elif key and key.group(1) == 'parentFileNameHint':
+            info.backing_file = key.group(2)
+            info.references.append(key.group(2))
+            info.add('vmdk_parent', 'the vmdk names a parent (%s); vmdk delta chains are refused' % key.group(2))
+        extent = _VMDK_EXTENT.match(line)
+        if extent:
+            extent_sectors += int(extent.group(2))
+            target = extent.group(4)
+            if target and target != info.filename:
+                info.references.append(target)
+                info.add('vmdk_external_extent', 'the vmdk descriptor points to another file (%s); '
+                         'extents outside the image are refused' % target)
+    if create_type is not None and create_type not in VMDK_SAFE_CREATE_TYPES:
+        info.add('vmdk_unsupported_type', 'vmdk createType %s is refused (only %s are accepted)'
+                 % (create_type, ', '.join(VMDK_SAFE_CREATE_TYPES)))
+    if info.virtual_size is None:
+        info.virtual_size = extent_sectors * SECTOR
+
+
+def _parse_vhd(info: ImageInfo, reader: _Reader, head: bytes) -> None:
+    (current_size,) = _unpack('>Q', head, 48)
+    (disk_type,) = _unpack('>I', head, 60)
+    info.virtual_size = current_size
+    if disk_type == 4:
+        info.add('unsupported_differencing_image', 'differencing VHD images name a parent outside the file; refused')
+
+
+def _parse_vhdx(info: ImageInfo, reader: _Reader, head: bytes) -> None:
+    for table_offset in VHDX_REGION_TABLE_OFFSETS:
+        table = reader.read(table_offset, 64 * 1024)
+        if table[:4] != b'regi':
+            continue
+        (count,) = _unpack('<I', table, 8)
+        if count > VHDX_MAX_ENTRIES:
+            raise ValueError('vhdx region table has %d entries' % count)
+        for index in range(count):
+            entry = 16 + index * 32
+            guid = table[entry:entry + 16]
+            region_offset, region_length = _unpack('<QI', table, entry + 16)
+            if guid == VHDX_METADATA_REGION:
+                _parse_vhdx_metadata(info, reader, region_offset, region_length)
+                return
+        break
+    raise _Truncated('no vhdx region table with a metadata region')
+
+
+def _parse_vhdx_metadata(info: ImageInfo, reader: _Reader, region_offset: int, region_length: int) -> None:
+    table = reader.read(region_offset, 64 * 1024)
+    if table[:8] != b'metadata':
+        raise _Truncated('vhdx metadata table signature')
+    (count,) = _unpack('<H', table, 10)
+    if count > VHDX_MAX_ENTRIES:
+        raise ValueError('vhdx metadata table has %d entries' % count)
+    for index in range(count):
+        entry = 32 + index * 32
+        guid = table[entry:entry + 16]
+        item_offset, item_length = _unpack('<II', table, entry + 16)
+        if guid == VHDX_PARENT_LOCATOR:
+            info.add('unsupported_differencing_image', 'differencing VHDX images name a parent outside the file; refused')
+        if guid == VHDX_VIRTUAL_DISK_SIZE:
+            if item_length < 8 or item_offset + 8 > region_length:
+                raise ValueError('vhdx virtual disk size item out of its region')
+            (info.virtual_size,) = _unpack('<Q', reader.read(region_offset + item_offset, 8), 0)
+    if info.virtual_size is None:
+        raise _Truncated('vhdx virtual disk size item')
+
+
+def _parse_vdi(info: ImageInfo, reader: _Reader, head: bytes) -> None:
+    (image_type,) = _unpack('<I', head, 0x4C)
+    (info.virtual_size,) = _unpack('<Q', head, 0x170)
+    if image_type == 4:
+        info.add('unsupported_differencing_image', 'differencing VDI images name a parent outside the file; refused')
+
+
+def _parse_luks(info: ImageInfo, reader: _Reader, head: bytes) -> None:
+    info.encrypted = True
+    info.encryption_format = 'luks'
+    (version,) = _unpack('>H', head, 6)
+    if version == 1:
+        (payload_sectors,) = _unpack('>I', head, 104)
+        payload = payload_sectors * SECTOR
+    elif version == 2:
+        (header_size,) = _unpack('>Q', head, 8)
+        if not 4096 < header_size <= MAX_LUKS2_JSON_BYTES:
+            raise ValueError('LUKS2 header size %d out of range' % header_size)
+        area = reader.read(4096, header_size - 4096).split(b'\x00', 1)[0]
+        metadata = json.loads(area.decode('utf-8'))
+        segment = metadata.get('segments', {}).get('0', {})
+        payload = int(segment.get('offset', '0'))
+    else:
+        raise ValueError('LUKS version %d is unknown' % version)
+    if payload > info.file_size:
+        raise _Truncated('LUKS payload offset %d beyond the end of the file' % payload)
+    info.virtual_size = info.file_size - payload
+
+
+def _parse_iso(info: ImageInfo, reader: _Reader, head: bytes) -> None:
+    info.virtual_size = info.file_size
+
+
+_PARSERS = {
+    'qcow2': _parse_qcow2,
+    'qed': _parse_qed,
+    'vmdk': _parse_vmdk,
+    'vhd': _parse_vhd,
+    'vhdx': _parse_vhdx,
+    'vdi': _parse_vdi,
+    'luks': _parse_luks,
+    'iso': _parse_iso,
+}

@@ -1,0 +1,148 @@
+# -*- coding: utf-8 -*-
+# Copyright: volsnap.openstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""libvirt access: domain XML parsing (pure) and a thin connection wrapper.
+
+Disks are found as Nova finds them: by ``<serial>`` (the Cinder volume id) or by target dev.
+The backing chain comes from the domain XML's nested ``<backingStore>`` elements (spec 000:
+"querying the instance VM's disk backing chain information via the domain.XMLDesc() output").
+"""
+
+from __future__ import annotations
+
+import traceback
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+from ansible_collections.volsnap.openstack.plugins.module_utils._chain import (
+    DeclaredChain,
+    normalize_format,
+)
+from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+
+LIBVIRT_IMPORT_ERROR: Optional[str]
+try:
+    import libvirt
+except ImportError:
+    libvirt = None
+    LIBVIRT_IMPORT_ERROR = traceback.format_exc()
+else:
+    LIBVIRT_IMPORT_ERROR = None
+
+DEFAULT_URI = 'qemu:///system'
+
+
+@dataclass
+class DiskInfo:
+    target: str
+    serial: Optional[str]
+    source: Optional[str]
+    format: Optional[str]
+    disk_type: str
+    chain: List[Tuple[str, Optional[str]]] = field(default_factory=list)
+    chain_complete: bool = True
+
+    def declared(self) -> DeclaredChain:
+        return DeclaredChain(layers=[(p, normalize_format(f)) for p, f in self.chain], complete=self.chain_complete)
+
+
+def _source_path(element: ET.Element) -> Optional[str]:
+    source = element.find('source')
+    if source is None:
+        return None
+    return source.get('file') or source.get('dev')
+
+
+def parse_disks(xml: str) -> List[DiskInfo]:
+    """All ``<disk device='disk'>`` elements of a domain XML with their declared chains."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        raise VolsnapError('the domain XML cannot be parsed: %s' % exc)
+    disks = []
+    for disk in root.findall('./devices/disk'):
+        if disk.get('device', 'disk') != 'disk':
+            continue
+        target = disk.find('target')
+        driver = disk.find('driver')
+        serial = disk.find('serial')
+        info = DiskInfo(
+            target=target.get('dev', '') if target is not None else '',
+            serial=serial.text.strip() if serial is not None and serial.text else None,
+            source=_source_path(disk),
+            format=driver.get('type') if driver is not None else None,
+            disk_type=disk.get('type', 'file'),
+        )
+        if info.source:
+            info.chain.append((info.source, info.format))
+        node = disk.find('backingStore')
+        info.chain_complete = node is not None
+        while node is not None:
+            path = _source_path(node)
+            if path is None:
+                break  # an empty <backingStore/> ends the chain
+            fmt = node.find('format')
+            info.chain.append((path, fmt.get('type') if fmt is not None else None))
+            nested = node.find('backingStore')
+            if nested is None:
+                info.chain_complete = False
+            node = nested
+        disks.append(info)
+    return disks
+
+
+def find_disk(xml: str, disk: str) -> DiskInfo:
+    """The disk whose target dev or serial (Cinder volume id) is ``disk``."""
+    disks = parse_disks(xml)
+    matches = [d for d in disks if disk in (d.target, d.serial)]
+    if not matches:
+        known = ', '.join('%s (serial %s)' % (d.target, d.serial or '-') for d in disks) or 'none'
+        raise VolsnapError('the domain has no disk with target dev or serial %r; its disks: %s' % (disk, known))
+    if len(matches) > 1:
+        raise VolsnapError('more than one disk of the domain matches %r; name the target dev instead' % disk)
+    found = matches[0]
+    if found.disk_type not in ('file', 'block') or not found.source:
+        raise VolsnapError('disk %s is a %s disk without a local source file; only file-based volumes have a '
+                           'qcow2 chain to read' % (found.target, found.disk_type))
+    return found
+
+
+class Libvirt:
+    """A connection to libvirt, opened lazily. Needs the libvirt Python bindings."""
+
+    def __init__(self, uri: str = DEFAULT_URI) -> None:
+        self.uri = uri
+        self._conn = None
+
+    @property
+    def conn(self):
+        if self._conn is None:
+            libvirt.registerErrorHandler(lambda *args: None, None)
+            try:
+                self._conn = libvirt.open(self.uri)
+            except libvirt.libvirtError as exc:
+                raise VolsnapError('cannot connect to libvirt at %s: %s' % (self.uri, exc.get_error_message()))
+        return self._conn
+
+    def domain(self, name: str):
+        """Look a domain up by name or UUID."""
+        lookups = [self.conn.lookupByName]
+        if len(name) == 36:
+            lookups.append(self.conn.lookupByUUIDString)
+        for lookup in lookups:
+            try:
+                return lookup(name)
+            except libvirt.libvirtError:
+                continue
+        raise VolsnapError('libvirt at %s has no domain named %r' % (self.uri, name))
+
+    def xml(self, name: str) -> str:
+        return self.domain(name).XMLDesc(0)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None

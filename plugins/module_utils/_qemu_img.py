@@ -1,0 +1,91 @@
+# -*- coding: utf-8 -*-
+# Copyright: volsnap.openstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""qemu-img, always with argv lists and an explicit ``-f`` (never format probing).
+
+The runner is injected: in a module it is ``AnsibleModule.run_command``; in tests and benchmarks
+:func:`subprocess_runner`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from typing import Callable, Dict, List, Optional, Tuple
+
+from ansible_collections.volsnap.openstack.plugins.module_utils._chain import (
+    ChainReport,
+    normalize_format,
+    qemu_format,
+)
+from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+
+Runner = Callable[[List[str]], Tuple[int, str, str]]
+
+
+def subprocess_runner(argv: List[str]) -> Tuple[int, str, str]:
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                          check=False)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+class QemuImg:
+    def __init__(self, runner: Runner, binary: str = 'qemu-img') -> None:
+        self.runner = runner
+        self.binary = binary
+
+    def run(self, args: List[str]) -> str:
+        argv = [self.binary] + args
+        rc, out, err = self.runner(argv)
+        if rc != 0:
+            raise VolsnapError('%s failed (rc=%d): %s' % (' '.join(argv), rc, (err or out).strip()),
+                               command=argv, rc=rc, stderr=err)
+        return out
+
+    def info(self, path: str, fmt: str) -> Dict[str, object]:
+        """``qemu-img info`` of one layer with its format given (backing files are not opened)."""
+        out = self.run(['info', '-U', '-f', qemu_format(fmt), '--output=json', path])
+        try:
+            return json.loads(out)
+        except ValueError:
+            raise VolsnapError('qemu-img info printed no JSON for %s: %s' % (path, out[:200]))
+
+
+def cross_check(report: ChainReport, qemu: QemuImg) -> List[Dict[str, object]]:
+    """Compare every layer the native engine read with ``qemu-img info -f <detected>``.
+
+    Layers with error findings are not handed to qemu (it could open an external data file).
+    Each disagreement becomes an ``engine_mismatch`` error on the report. Returns qemu's
+    answers, one per layer (None for layers not checked).
+    """
+    answers: List[Optional[Dict[str, object]]] = []
+    for layer in report.layers:
+        image = layer.image
+        if any(f.severity == 'error' and f.filename == image.filename for f in report.problems):
+            answers.append(None)
+            continue
+        try:
+            answer = qemu.info(image.path, image.format)
+        except VolsnapError as exc:
+            report.problem('engine_error', str(exc), filename=image.filename)
+            answers.append(None)
+            continue
+        answers.append(answer)
+        expected = {
+            'format': qemu_format(image.format),
+            'virtual-size': image.virtual_size,
+            'backing-filename': image.backing_file,
+        }
+        if image.format == 'qcow2':
+            expected['cluster-size'] = image.cluster_size
+            expected['backing-filename-format'] = image.backing_format
+        for key, value in expected.items():
+            got = answer.get(key)
+            if key == 'backing-filename-format':
+                got = normalize_format(got) if got else None
+                value = normalize_format(value) if value else None
+            if got != value:
+                report.problem('engine_mismatch', 'qemu-img reports %s=%r for %s, the native engine read %r'
+                               % (key, got, os.path.basename(image.path), value), filename=image.filename)
+    return answers

@@ -1,0 +1,170 @@
+# -*- coding: utf-8 -*-
+# Copyright: volsnap.openstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The on-disk layout of Cinder's RemoteFS (NFS) snapshots.
+
+* volume file ``<share>/volume-<volume id>``
+* snapshot overlay ``volume-<volume id>.<snapshot id>`` (the overlay created when the snapshot
+  was taken; the snapshot's data lives in its backing file)
+* ``volume-<volume id>.info``: JSON ``{"active": <file>, <snapshot id>: <file>, ...}`` written by
+  Cinder with ``json.dump(info, f, indent=1, sort_keys=True)`` (no trailing newline).
+
+This file keeps that format byte for byte so a real Cinder NFS driver can take over.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+VOLUME_PREFIX = 'volume-'
+INFO_SUFFIX = '.info'
+ACTIVE_KEY = 'active'
+
+# A Cinder id: a UUID (Cinder always uses them); accepted with or without dashes as Cinder's
+# own backing-file pattern does, but never anything that could be a path.
+_ID = r'[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}'
+ID_RE = re.compile(r'^%s$' % _ID)
+VOLUME_NAME_RE = re.compile(r'^(%s(%s))(?:\.(.+))?$' % (re.escape(VOLUME_PREFIX), _ID))
+# Cinder remotefs: (<basedir>/[0-9a-f]+/)?<volname>(.(tmp-snap-)?[0-9a-f-]+)?(.vhd|.vhdx)?$
+_BACKING_SUFFIX = r'(\.(tmp-snap-)?[0-9a-f-]+)?(\.vhd|\.vhdx)?$'
+
+
+class InfoFileError(ValueError):
+    """The .info file exists but is not what Cinder writes."""
+
+
+def is_cinder_id(value: str) -> bool:
+    return bool(ID_RE.match(value or ''))
+
+
+def split_volume_filename(filename: str):
+    """Return (volume name, volume id, suffix) for ``volume-<id>[.<suffix>]``, or None."""
+    match = VOLUME_NAME_RE.match(filename)
+    if not match:
+        return None
+    return match.group(1), match.group(2), match.group(3)
+
+
+def snapshot_filename(volume_name: str, snapshot_id: str) -> str:
+    return '%s.%s' % (volume_name, snapshot_id)
+
+
+def info_path_for(volume_path: str) -> str:
+    return volume_path + INFO_SUFFIX
+
+
+def backing_name_allowed(backing: str, volume_name: str, share: str) -> bool:
+    """Cinder's check of a backing file name (remotefs ``_qemu_img_info_base``).
+
+    Cinder accepts ``<volname>[.<snapshot id or tmp-snap-id>][.vhd|.vhdx]``, optionally prefixed
+    with ``<mount point base>/<share hash>/``, which for us is the share directory itself.
+    """
+    prefix = '(%s/)?' % re.escape(share.rstrip('/'))
+    return re.match('^%s%s%s' % (prefix, re.escape(volume_name), _BACKING_SUFFIX), backing) is not None
+
+
+@dataclass
+class SnapshotInfo:
+    """The content of a volume's .info file."""
+
+    active: str
+    snapshots: Dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> Dict[str, str]:
+        data = dict(self.snapshots)
+        data[ACTIVE_KEY] = self.active
+        return data
+
+    def dumps(self) -> str:
+        """Serialise exactly as Cinder's ``_write_info_file`` does."""
+        return json.dumps(self.as_dict(), indent=1, sort_keys=True)
+
+    def snapshot_for_file(self, filename: str) -> Optional[str]:
+        for snap_id, name in self.snapshots.items():
+            if name == filename:
+                return snap_id
+        return None
+
+    @classmethod
+    def loads(cls, text: str) -> 'SnapshotInfo':
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise InfoFileError('is not valid JSON (%s)' % exc)
+        if not isinstance(data, dict):
+            raise InfoFileError('is not a JSON object')
+        active = data.get(ACTIVE_KEY)
+        if not isinstance(active, str) or not active:
+            raise InfoFileError('has no "active" entry')
+        snapshots = {}
+        for key, value in data.items():
+            if key == ACTIVE_KEY:
+                continue
+            if not isinstance(value, str) or not value or '/' in value or value in ('.', '..'):
+                raise InfoFileError('entry %r is not a file name in the volume directory' % key)
+            snapshots[key] = value
+        if '/' in active or active in ('.', '..'):
+            raise InfoFileError('"active" is not a file name in the volume directory')
+        return cls(active=active, snapshots=snapshots)
+
+
+def load_info(path: str) -> Optional[SnapshotInfo]:
+    """Read a .info file; None when it does not exist. Raises InfoFileError when invalid."""
+    try:
+        with open(path, 'r') as handle:
+            text = handle.read(1024 * 1024 + 1)
+    except IOError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+    if len(text) > 1024 * 1024:
+        raise InfoFileError('is larger than 1 MiB')
+    return SnapshotInfo.loads(text)
+
+
+def write_atomic(path: str, content: str, like: Optional[str] = None) -> None:
+    """Write ``content`` to ``path`` atomically: temp file in the same directory, fsync, rename.
+
+    Owner, group and mode are taken from ``like`` (or from ``path`` itself when it exists), so a
+    rewrite never changes who may read the file. The directory is fsynced after the rename.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    reference = like if like and os.path.exists(like) else path
+    try:
+        ref_stat = os.stat(reference)
+    except OSError:
+        ref_stat = None
+    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), suffix='.tmp', dir=directory)
+    try:
+        with os.fdopen(fd, 'w') as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if ref_stat is not None:
+            os.chmod(tmp, ref_stat.st_mode & 0o7777)
+            if os.geteuid() == 0:
+                os.chown(tmp, ref_stat.st_uid, ref_stat.st_gid)
+        else:
+            os.chmod(tmp, 0o644)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(directory)
+
+
+def fsync_dir(directory: str) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0))
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
