@@ -249,16 +249,14 @@ def _walk(report: ChainReport, start: str, expected_format: Optional[str], max_d
         if any(f.code in ('invalid_header', 'invalid_backing_name') for f in image.findings):
             return
         backing = image.backing_file
-        if os.path.isabs(backing):
-            backing_path = backing
-            report.problem('absolute_backing_path', '%s refers to its backing file by the absolute path %s; '
-                           'Cinder and Nova write relative names' % (name, backing), WARNING, name)
-        else:
-            backing_path = os.path.normpath(os.path.join(os.path.dirname(current), backing))
+        backing_path = os.path.normpath(os.path.join(os.path.dirname(current), backing))
         if not within(backing_path, report.share):
             report.problem('backing_outside_share', '%s names backing file %s, which resolves to %s outside the '
                            'share %s' % (name, backing, os.path.realpath(backing_path), report.share), filename=name)
             return
+        if os.path.isabs(backing):
+            report.problem('absolute_backing_path', '%s refers to its backing file by the absolute path %s; '
+                           'Cinder and Nova write relative names' % (name, backing), WARNING, name)
         if report.volume_name and not backing_name_allowed(backing, report.volume_name, report.share):
             report.problem('backing_name_not_allowed', '%s names backing file %s, which Cinder refuses (it must be '
                            '%s or %s.<snapshot id>)' % (name, backing, report.volume_name, report.volume_name),
