@@ -12,6 +12,7 @@ libvirt domain declares. Every finding is collected; ``safe`` means no finding o
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from dataclasses import dataclass, field
@@ -191,8 +192,11 @@ def inspect_chain(path: str, share: Optional[str] = None, max_depth: int = DEFAU
             report.problem('info_invalid', 'cannot read %s: %s' % (report.info_file, exc),
                            filename=os.path.basename(report.info_file))
         if follow_info and report.info is not None and parts[2] is None:
-            start = os.path.join(directory, report.info.active)
-            report.followed_info = start != path
+            active = os.path.join(directory, report.info.active)
+            # A stale "active" entry is reported by the .info checks; the walk then starts at path.
+            if os.path.lexists(active):
+                start = active
+                report.followed_info = start != path
 
     if declared is not None and declared.layers and expected_format is None:
         expected_format = declared.layers[0][1]
@@ -204,40 +208,76 @@ def inspect_chain(path: str, share: Optional[str] = None, max_depth: int = DEFAU
     return report
 
 
+class _Resolver(object):
+    """Physical paths of layers, resolving each directory once.
+
+    A simple backing name (no ``/``) is joined to its directory's resolved path; a final component
+    that is a symlink is caught by ``O_NOFOLLOW`` when the file is opened, and then resolved fully.
+    Names with directory parts are always resolved fully (``sub/..`` must follow ``sub`` physically,
+    as the kernel does when qemu opens the file).
+    """
+
+    def __init__(self, share: str) -> None:
+        self.share = share
+        self.prefix = share.rstrip('/') + '/'
+        self._dirs: Dict[str, str] = {}
+
+    def resolve(self, directory: str, name: str) -> str:
+        if '/' in name or name in ('.', '..'):
+            return os.path.realpath(os.path.join(directory, name))
+        real_dir = self._dirs.get(directory)
+        if real_dir is None:
+            real_dir = self._dirs[directory] = os.path.realpath(directory)
+        return os.path.join(real_dir, name)
+
+    def inside(self, real: str) -> bool:
+        return real == self.share or real.startswith(self.prefix)
+
+
 def _walk(report: ChainReport, start: str, expected_format: Optional[str], max_depth: int) -> None:
+    resolver = _Resolver(report.share)
     current: Optional[str] = start
+    real = os.path.realpath(start)
     declared_format = normalize_format(expected_format)
     visited = set()
-    is_top = True
+    fully_resolved = True
     while current is not None:
-        real = os.path.realpath(current)
         name = os.path.basename(current)
+        is_top = not report.layers
         if len(report.layers) >= max_depth:
             report.problem('chain_too_deep', 'the chain is deeper than max_depth=%d; stopped at %s'
                            % (max_depth, name), filename=name)
             return
-        if not within(real, report.share):
-            report.problem('outside_share', '%s resolves to %s, outside the share %s' % (current, real, report.share),
-                           filename=name)
+        if not resolver.inside(real):
+            if is_top:
+                report.problem('outside_share', '%s resolves to %s, outside the share %s'
+                               % (current, real, report.share), filename=name)
+            else:
+                report.problem('backing_outside_share', '%s names backing file %s, which resolves to %s outside the '
+                               'share %s' % (report.layers[-1].image.filename, report.layers[-1].image.backing_file,
+                                             real, report.share), filename=report.layers[-1].image.filename)
             return
-        if real in visited:
-            report.problem('backing_loop', 'the chain loops back to %s' % name, filename=name)
-            return
-        visited.add(real)
         try:
             image = inspect_image(real)
         except (IOError, OSError) as exc:
+            if exc.errno == errno.ELOOP and not fully_resolved:
+                real = os.path.realpath(real)  # the last component is a symlink: judge its target
+                fully_resolved = True
+                continue
             if is_top:
                 raise
             code = 'missing_backing_file' if not os.path.lexists(current) else 'unreadable_backing_file'
             report.problem(code, 'backing file %s of %s cannot be read: %s'
                            % (current, report.layers[-1].image.filename, exc.strerror or exc), filename=name)
             return
+        if image.file_id in visited:
+            report.problem('backing_loop', 'the chain loops back to %s' % name, filename=name)
+            return
+        visited.add(image.file_id)
         image.path = current
         layer = Layer(image=image, declared_format=declared_format)
         report.layers.append(layer)
         report.problems.extend(image.findings)
-        is_top = False
 
         if declared_format is not None and not formats_agree(declared_format, image.format):
             report.problem('format_mismatch', '%s is declared %s but its content is %s: a guest may have written '
@@ -249,11 +289,12 @@ def _walk(report: ChainReport, start: str, expected_format: Optional[str], max_d
         if any(f.code in ('invalid_header', 'invalid_backing_name') for f in image.findings):
             return
         backing = image.backing_file
-        backing_path = os.path.normpath(os.path.join(os.path.dirname(current), backing))
-        if not within(backing_path, report.share):
-            report.problem('backing_outside_share', '%s names backing file %s, which resolves to %s outside the '
-                           'share %s' % (name, backing, os.path.realpath(backing_path), report.share), filename=name)
-            return
+        directory = os.path.dirname(current)
+        real = resolver.resolve(directory, backing)
+        fully_resolved = '/' in backing or backing in ('.', '..')
+        layer.backing_path = os.path.normpath(os.path.join(directory, backing))
+        if not resolver.inside(real):
+            continue  # reported at the top of the loop, with the resolved path
         if os.path.isabs(backing):
             report.problem('absolute_backing_path', '%s refers to its backing file by the absolute path %s; '
                            'Cinder and Nova write relative names' % (name, backing), WARNING, name)
@@ -264,9 +305,8 @@ def _walk(report: ChainReport, start: str, expected_format: Optional[str], max_d
         if image.backing_format is None:
             report.problem('backing_format_unspecified', '%s does not declare the format of its backing file %s, so '
                            'qemu would probe it' % (name, backing), WARNING, name)
-        layer.backing_path = backing_path
         declared_format = normalize_format(image.backing_format)
-        current = backing_path
+        current = layer.backing_path
 
 
 def _compare_declared(report: ChainReport, declared: DeclaredChain) -> None:
@@ -337,4 +377,3 @@ def _check_info(report: ChainReport, directory: str) -> None:
         layer.snapshot_id = owners.get(layer.image.filename)
         layer.data_of_snapshot_id = previous
         previous = layer.snapshot_id
-

@@ -22,7 +22,7 @@ import stat
 import struct
 import uuid
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 # Formats this module can detect.
 FORMATS = ('raw', 'qcow2', 'qed', 'vmdk', 'vhd', 'vhdx', 'vdi', 'luks', 'iso')
@@ -126,6 +126,7 @@ class ImageInfo:
     internal_snapshots: int = 0
     references: List[str] = field(default_factory=list)
     findings: List[Finding] = field(default_factory=list)
+    file_id: Tuple[int, int] = (0, 0)
 
     @property
     def filename(self) -> str:
@@ -162,10 +163,19 @@ class _Truncated(Exception):
     """A header field lies beyond the end of the file or of its container."""
 
 
+_STRUCTS: Dict[str, struct.Struct] = {}
+
+
 def _unpack(fmt: str, data: bytes, offset: int) -> tuple:
-    if offset < 0 or offset + struct.calcsize(fmt) > len(data):
-        raise _Truncated('needs %d bytes at offset %d, has %d' % (struct.calcsize(fmt), offset, len(data)))
-    return struct.unpack_from(fmt, data, offset)
+    packer = _STRUCTS.get(fmt)
+    if packer is None:
+        packer = _STRUCTS[fmt] = struct.Struct(fmt)
+    if offset < 0 or offset + packer.size > len(data):
+        raise _Truncated('needs %d bytes at offset %d, has %d' % (packer.size, offset, len(data)))
+    return packer.unpack_from(data, offset)
+
+
+_CONTROL = re.compile('[\x00-\x1f]')
 
 
 def _text(raw: bytes) -> Optional[str]:
@@ -174,7 +184,7 @@ def _text(raw: bytes) -> Optional[str]:
         text = raw.decode('utf-8')
     except UnicodeDecodeError:
         return None
-    if '\x00' in text or any(ord(c) < 0x20 for c in text):
+    if _CONTROL.search(text):
         return None
     return text
 
@@ -221,6 +231,7 @@ def inspect_image(path: str) -> ImageInfo:
             info.add('not_regular_file', '%s is not a regular file; only image files are accepted' % path)
             return info
         info.file_size = st.st_size
+        info.file_id = (st.st_dev, st.st_ino)
         info.actual_size = getattr(st, 'st_blocks', 0) * 512
         reader = _Reader(fd, st.st_size)
         head = reader.read(0, HEAD_BYTES)
@@ -233,7 +244,8 @@ def inspect_image(path: str) -> ImageInfo:
                 parser(info, reader, head)
         except _Truncated as exc:
             info.add('invalid_header', 'the %s header of %s is truncated or malformed (%s)' % (info.format, path, exc))
-        except (ValueError, struct.error) as exc:
+        except (ValueError, struct.error, TypeError, AttributeError, KeyError, RecursionError) as exc:
+            # Structured metadata (LUKS2 JSON) of the wrong shape or nesting: malformed, never a crash.
             info.add('invalid_header', 'the %s header of %s is malformed (%s)' % (info.format, path, exc))
     finally:
         os.close(fd)
@@ -302,7 +314,10 @@ def _parse_qcow2(info: ImageInfo, reader: _Reader, head: bytes) -> None:
         if backing_offset + backing_size > cluster_size:
             info.add('invalid_header', 'qcow2 backing file name lies outside the first cluster')
             return
-        raw = reader.read(backing_offset, backing_size)
+        if backing_offset + backing_size <= len(head):
+            raw = head[backing_offset:backing_offset + backing_size]
+        else:
+            raw = reader.read(backing_offset, backing_size)
         if len(raw) != backing_size:
             raise _Truncated('backing file name at offset %d' % backing_offset)
         name = _text(raw)
@@ -479,8 +494,11 @@ def _parse_luks(info: ImageInfo, reader: _Reader, head: bytes) -> None:
             raise ValueError('LUKS2 header size %d out of range' % header_size)
         area = reader.read(4096, header_size - 4096).split(b'\x00', 1)[0]
         metadata = json.loads(area.decode('utf-8'))
-        segment = metadata.get('segments', {}).get('0', {})
-        payload = int(segment.get('offset', '0'))
+        segments = metadata.get('segments') if isinstance(metadata, dict) else None
+        segment = segments.get('0') if isinstance(segments, dict) else None
+        if not isinstance(segment, dict) or not isinstance(segment.get('offset'), str):
+            raise ValueError('LUKS2 metadata has no data segment 0 with an offset')
+        payload = int(segment['offset'])
     else:
         raise ValueError('LUKS version %d is unknown' % version)
     if payload > info.file_size:

@@ -3,15 +3,13 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """qemu-img, always with argv lists and an explicit ``-f`` (never format probing).
 
-The runner is injected: in a module it is ``AnsibleModule.run_command``; in tests and benchmarks
-:func:`subprocess_runner`.
+The runner is injected: in a module it is ``AnsibleModule.run_command``; tests pass a runner of their own.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 from typing import Callable, Dict, List, Optional, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._chain import (
@@ -22,12 +20,6 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._chain import (
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
 
 Runner = Callable[[List[str]], Tuple[int, str, str]]
-
-
-def subprocess_runner(argv: List[str]) -> Tuple[int, str, str]:
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                          check=False)
-    return proc.returncode, proc.stdout, proc.stderr
 
 
 class QemuImg:

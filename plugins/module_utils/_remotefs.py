@@ -29,10 +29,10 @@ ACTIVE_KEY = 'active'
 # A Cinder id: a UUID (Cinder always uses them); accepted with or without dashes as Cinder's
 # own backing-file pattern does, but never anything that could be a path.
 _ID = r'[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}'
-ID_RE = re.compile(r'^%s$' % _ID)
-VOLUME_NAME_RE = re.compile(r'^(%s(%s))(?:\.(.+))?$' % (re.escape(VOLUME_PREFIX), _ID))
+ID_RE = re.compile(r'^%s\Z' % _ID)
+VOLUME_NAME_RE = re.compile(r'^(%s(%s))(?:\.(.+))?\Z' % (re.escape(VOLUME_PREFIX), _ID))
 # Cinder remotefs: (<basedir>/[0-9a-f]+/)?<volname>(.(tmp-snap-)?[0-9a-f-]+)?(.vhd|.vhdx)?$
-_BACKING_SUFFIX = r'(\.(tmp-snap-)?[0-9a-f-]+)?(\.vhd|\.vhdx)?$'
+_BACKING_SUFFIX = r'(\.(tmp-snap-)?[0-9a-f-]+)?(\.vhd|\.vhdx)?\Z'
 
 
 class InfoFileError(ValueError):
@@ -117,14 +117,18 @@ class SnapshotInfo:
 def load_info(path: str) -> Optional[SnapshotInfo]:
     """Read a .info file; None when it does not exist. Raises InfoFileError when invalid."""
     try:
-        with open(path, 'r') as handle:
-            text = handle.read(1024 * 1024 + 1)
+        with open(path, 'rb') as handle:
+            raw = handle.read(1024 * 1024 + 1)
     except IOError as exc:
         if exc.errno == errno.ENOENT:
             return None
         raise
-    if len(text) > 1024 * 1024:
+    if len(raw) > 1024 * 1024:
         raise InfoFileError('is larger than 1 MiB')
+    try:
+        text = raw.decode('utf-8')
+    except UnicodeDecodeError:
+        raise InfoFileError('is not UTF-8 text')
     return SnapshotInfo.loads(text)
 
 

@@ -18,7 +18,7 @@ description:
   - Judges whether the chain is safe to hand to qemu and Cinder, and lists every problem found.
   - Headers are parsed in pure Python from header bytes only; qemu is never asked to probe a file.
 author:
-  - volsnap.openstack contributors
+  - volsnap.openstack contributors (@volsnap)
 extends_documentation_fragment:
   - volsnap.openstack.attributes
   - volsnap.openstack.attributes.INFO_MODULE

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
@@ -89,10 +89,16 @@ def run_tasks(workdir: Path, tasks: List[Dict[str, Any]], registers: List[str], 
         argv.append("--diff")
     argv += extra_args or []
     proc = subprocess.run(argv, cwd=str(workdir), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=600)
+                          stderr=subprocess.STDOUT, text=True, timeout=600, check=False)
     results = {}
     for name in registers:
         path = out_dir / f"{name}.json"
         if path.exists():
             results[name] = json.loads(path.read_text())
     return PlaybookResult(proc.returncode, proc.stdout, results)
+
+
+def subprocess_runner(argv: List[str]) -> Tuple[int, str, str]:
+    """A runner for module_utils' command wrappers (QemuImg), outside a module."""
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
+    return proc.returncode, proc.stdout, proc.stderr

@@ -1,0 +1,79 @@
+# Build, test and lint entry points for the volsnap.openstack collection.
+# `make help` lists the targets; docs/development.md explains them.
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+ROOT       := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+VENV       := $(ROOT)/.venv
+PY         := $(VENV)/bin/python
+BUILD_ROOT := $(ROOT)/.build
+COLL       := $(BUILD_ROOT)/ansible_collections/volsnap/openstack
+LAB        := $(ROOT)/tests/lab/lab.sh
+SANITY_PYTHON ?= 3.12
+# extra arguments, e.g. make units PYTEST_ARGS='-k qcow2 -x'
+PYTEST_ARGS ?=
+SANITY_ARGS ?=
+
+# Tools of the venv come first (ansible-test, ansible-playbook, ansible-lint).
+export PATH := $(VENV)/bin:$(PATH)
+export VOLSNAP_BUILD_ROOT := $(BUILD_ROOT)
+export ANSIBLE_COLLECTIONS_PATH := $(BUILD_ROOT)
+ifeq ($(CI),true)
+export ANSIBLE_NOCOLOR := 1
+export ANSIBLE_FORCE_COLOR := 0
+export NO_COLOR := 1
+endif
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help deps build sanity units integration lint changelog-lint test demo bench clean
+
+help: ## List the targets
+	@echo "volsnap.openstack make targets:"
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 18
+
+deps: ## Install apt packages, .venv (Python 3.12 + requirements-dev.txt), ansible-test pip stand-in
+	bash $(ROOT)/scripts/bootstrap.sh
+
+build: ## Sync the working tree into .build/ansible_collections/volsnap/openstack
+	bash $(ROOT)/scripts/sync-build.sh
+
+# Targets below need the venv; `deps` is a no-op when it is up to date.
+sanity: deps build ## ansible-test sanity --venv --python 3.12 in the build copy (all tests, no ignore entries)
+	cd $(COLL) && ansible-test sanity --venv --python $(SANITY_PYTHON) --color no $(SANITY_ARGS)
+
+units: deps build ## pytest tests/unit in the build copy (PYTHONPATH=.build)
+	bash $(ROOT)/scripts/run-pytest.sh units tests/unit $(PYTEST_ARGS)
+
+integration: deps build ## Start the lab (tests/lab/lab.sh start), then pytest tests/integration
+	@if [[ -f $(LAB) ]]; then echo "integration: bash tests/lab/lab.sh start"; bash $(LAB) start </dev/null; \
+	  else echo "integration: tests/lab/lab.sh not found, no lab started"; fi
+	bash $(ROOT)/scripts/run-pytest.sh integration tests/integration $(PYTEST_ARGS)
+
+lint: deps build ## ansible-lint (production), antsibull-changelog lint, shellcheck
+	cd $(COLL) && ansible-lint --offline
+	$(MAKE) --no-print-directory changelog-lint
+	cd $(COLL) && shopt -s nullglob && files=(.ci/run scripts/*.sh tests/lab/*.sh) && \
+	  echo "shellcheck $${files[*]}" && shellcheck -x "$${files[@]}"
+
+changelog-lint: deps build ## antsibull-changelog lint
+	cd $(COLL) && antsibull-changelog lint
+
+test: ## deps, sanity, units, integration, lint; stop at first failure (CI: stop lab at end)
+	MAKE="$(MAKE)" bash $(ROOT)/scripts/test-all.sh
+
+demo: deps build ## Start the lab and run playbooks/demo.yml against it
+	@if [[ ! -f $(COLL)/playbooks/demo.yml ]]; then \
+	  echo "demo: playbooks/demo.yml does not exist (or is ignored by git); nothing to run" >&2; exit 1; fi
+	@if [[ ! -f $(LAB) ]]; then echo "demo: tests/lab/lab.sh does not exist; cannot start the lab" >&2; exit 1; fi
+	bash $(LAB) start </dev/null
+	cd $(COLL) && ansible-playbook playbooks/demo.yml
+
+bench: deps build ## Run every benchmarks/*.py with the venv python (PYTHONPATH=.build)
+	@cd $(COLL) && shopt -s nullglob && benches=(benchmarks/*.py) && \
+	  if (( $${#benches[@]} == 0 )); then echo "bench: no benchmarks/*.py found" >&2; exit 1; fi && \
+	  for b in "$${benches[@]}"; do echo "== bench: $$b"; PYTHONPATH=$(BUILD_ROOT) $(PY) "$$b"; done
+
+clean: ## Remove .build and tests/output
+	rm -rf $(BUILD_ROOT) $(ROOT)/tests/output

@@ -1,0 +1,228 @@
+# -*- coding: utf-8 -*-
+# Copyright: volsnap.openstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Unit tests of the pure part of _libvirt: parse_disks, find_disk and DiskInfo."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.volsnap.openstack.plugins.module_utils._chain import DeclaredChain
+from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._libvirt import DiskInfo, find_disk, parse_disks
+
+VOL_ID = '0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d'
+OTHER_ID = 'ffffffff-eeee-4ddd-8ccc-bbbbbbbbbbbb'
+SHARE = '/var/lib/nova/mnt/abcdef'
+SNAP1 = '11111111-2222-4333-8444-555555555555'
+SNAP2 = 'aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee'
+
+DOMAIN = """<domain type='kvm' id='3'>
+  <name>instance-00000001</name>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2' cache='none'/>
+      <source file='/var/lib/nova/instances/uuid/disk' index='1'/>
+      <backingStore/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2' cache='none'/>
+      <source file='{share}/volume-{vol}.{snap2}' index='4'/>
+      <backingStore type='file' index='3'>
+        <format type='qcow2'/>
+        <source file='{share}/volume-{vol}.{snap1}'/>
+        <backingStore type='file' index='2'>
+          <format type='raw'/>
+          <source file='{share}/volume-{vol}'/>
+          <backingStore/>
+        </backingStore>
+      </backingStore>
+      <target dev='vdb' bus='virtio'/>
+      <serial>{vol}</serial>
+    </disk>
+    <disk type='file' device='cdrom'>
+      <driver name='qemu' type='raw'/>
+      <source file='/tmp/config.iso'/>
+      <target dev='hda' bus='ide'/>
+      <readonly/>
+    </disk>
+    <disk type='network' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source protocol='rbd' name='volumes/volume-{other}'>
+        <host name='10.0.0.1' port='6789'/>
+      </source>
+      <target dev='vdc' bus='virtio'/>
+      <serial>{other}</serial>
+    </disk>
+    <disk type='block' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source dev='/dev/sdz'/>
+      <target dev='vdd' bus='virtio'/>
+    </disk>
+  </devices>
+</domain>
+""".format(share=SHARE, vol=VOL_ID, other=OTHER_ID, snap1=SNAP1, snap2=SNAP2)
+
+
+def by_target(disks):
+    return dict((d.target, d) for d in disks)
+
+
+def test_parse_disks_lists_disks_not_cdroms():
+    disks = parse_disks(DOMAIN)
+    assert [d.target for d in disks] == ['vda', 'vdb', 'vdc', 'vdd']
+    assert 'hda' not in by_target(disks)
+
+
+def test_nested_backing_store_chain():
+    disk = by_target(parse_disks(DOMAIN))['vdb']
+    assert disk.serial == VOL_ID
+    assert disk.source == '%s/volume-%s.%s' % (SHARE, VOL_ID, SNAP2)
+    assert disk.format == 'qcow2'
+    assert disk.disk_type == 'file'
+    assert disk.chain == [
+        ('%s/volume-%s.%s' % (SHARE, VOL_ID, SNAP2), 'qcow2'),
+        ('%s/volume-%s.%s' % (SHARE, VOL_ID, SNAP1), 'qcow2'),
+        ('%s/volume-%s' % (SHARE, VOL_ID), 'raw'),
+    ]
+    assert disk.chain_complete is True
+
+
+def test_empty_backing_store_terminates_complete_chain():
+    disk = by_target(parse_disks(DOMAIN))['vda']
+    assert disk.chain == [('/var/lib/nova/instances/uuid/disk', 'qcow2')]
+    assert disk.chain_complete is True
+    assert disk.serial is None
+
+
+def test_missing_backing_store_is_incomplete():
+    disk = by_target(parse_disks(DOMAIN))['vdd']
+    assert disk.source == '/dev/sdz'
+    assert disk.disk_type == 'block'
+    assert disk.chain == [('/dev/sdz', 'raw')]
+    assert disk.chain_complete is False
+
+
+def test_backing_store_without_terminator_is_incomplete():
+    xml = """<domain><devices><disk type='file' device='disk'>
+      <driver type='qcow2'/><source file='/s/top'/>
+      <backingStore type='file'><format type='qcow2'/><source file='/s/base'/></backingStore>
+      <target dev='vda'/></disk></devices></domain>"""
+    disk = parse_disks(xml)[0]
+    assert disk.chain == [('/s/top', 'qcow2'), ('/s/base', 'qcow2')]
+    assert disk.chain_complete is False
+
+
+def test_backing_store_without_format():
+    xml = """<domain><devices><disk type='file'>
+      <source file='/s/top'/>
+      <backingStore type='file'><source file='/s/base'/><backingStore/></backingStore>
+      <target dev='vda'/></disk></devices></domain>"""
+    disk = parse_disks(xml)[0]
+    assert disk.format is None
+    assert disk.chain == [('/s/top', None), ('/s/base', None)]
+    assert disk.chain_complete is True
+
+
+def test_disk_defaults():
+    xml = "<domain><devices><disk><source file='/s/x'/></disk></devices></domain>"
+    disk = parse_disks(xml)[0]
+    assert disk.target == ''
+    assert disk.disk_type == 'file'
+    assert disk.serial is None
+
+
+def test_serial_whitespace_is_stripped():
+    xml = ("<domain><devices><disk type='file' device='disk'><source file='/s/x'/><target dev='vda'/>"
+           "<serial>\n  %s  \n</serial></disk></devices></domain>" % VOL_ID)
+    assert parse_disks(xml)[0].serial == VOL_ID
+
+
+def test_domain_without_disks():
+    assert parse_disks('<domain><devices/></domain>') == []
+    assert parse_disks('<domain/>') == []
+
+
+def test_network_disk_has_no_source_path():
+    disk = by_target(parse_disks(DOMAIN))['vdc']
+    assert disk.disk_type == 'network'
+    assert disk.source is None
+    assert disk.chain == []
+
+
+def test_declared_normalises_formats():
+    disk = DiskInfo(target='vda', serial=None, source='/s/top', format='qcow2', disk_type='file',
+                    chain=[('/s/top', 'qcow2'), ('/s/mid', 'vpc'), ('/s/base', 'file')], chain_complete=False)
+    declared = disk.declared()
+    assert isinstance(declared, DeclaredChain)
+    assert declared.layers == [('/s/top', 'qcow2'), ('/s/mid', 'vhd'), ('/s/base', 'raw')]
+    assert declared.complete is False
+
+
+def test_find_disk_by_serial():
+    disk = find_disk(DOMAIN, VOL_ID)
+    assert disk.target == 'vdb'
+    assert disk.declared().layers[2] == ('%s/volume-%s' % (SHARE, VOL_ID), 'raw')
+    assert disk.declared().complete is True
+
+
+def test_find_disk_by_target():
+    assert find_disk(DOMAIN, 'vda').source == '/var/lib/nova/instances/uuid/disk'
+    assert find_disk(DOMAIN, 'vdd').source == '/dev/sdz'
+
+
+def test_find_disk_no_match_lists_disks():
+    with pytest.raises(VolsnapError) as exc:
+        find_disk(DOMAIN, 'vdz')
+    message = str(exc.value)
+    assert "'vdz'" in message
+    assert 'vda (serial -)' in message
+    assert 'vdb (serial %s)' % VOL_ID in message
+    assert 'vdc (serial %s)' % OTHER_ID in message
+    assert 'hda' not in message
+
+
+def test_find_disk_no_disks():
+    with pytest.raises(VolsnapError) as exc:
+        find_disk('<domain><devices/></domain>', 'vda')
+    assert 'none' in str(exc.value)
+
+
+def test_find_disk_cdrom_not_matched():
+    with pytest.raises(VolsnapError):
+        find_disk(DOMAIN, 'hda')
+
+
+def test_find_disk_network_refused():
+    with pytest.raises(VolsnapError) as exc:
+        find_disk(DOMAIN, OTHER_ID)
+    assert 'network' in str(exc.value)
+    assert 'vdc' in str(exc.value)
+
+
+def test_find_disk_ambiguous():
+    xml = """<domain><devices>
+      <disk type='file'><source file='/s/a'/><target dev='vda'/><serial>{id}</serial></disk>
+      <disk type='file'><source file='/s/b'/><target dev='vdb'/><serial>{id}</serial></disk>
+    </devices></domain>""".format(id=VOL_ID)
+    with pytest.raises(VolsnapError) as exc:
+        find_disk(xml, VOL_ID)
+    assert 'more than one' in str(exc.value)
+    assert find_disk(xml, 'vdb').source == '/s/b'
+
+
+def test_find_disk_file_without_source():
+    xml = "<domain><devices><disk type='file' device='disk'><target dev='vda'/></disk></devices></domain>"
+    with pytest.raises(VolsnapError):
+        find_disk(xml, 'vda')
+
+
+@pytest.mark.parametrize('xml', ['', '<domain>', 'not xml at all', '<domain><devices></domain>'])
+def test_invalid_xml(xml):
+    with pytest.raises(VolsnapError) as exc:
+        parse_disks(xml)
+    assert 'cannot be parsed' in str(exc.value)
+    with pytest.raises(VolsnapError):
+        find_disk(xml, 'vda')
