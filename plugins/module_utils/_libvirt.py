@@ -10,10 +10,12 @@ The backing chain comes from the domain XML's nested ``<backingStore>`` elements
 
 from __future__ import annotations
 
+import os
+import time
 import traceback
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._chain import (
     DeclaredChain,
@@ -139,6 +141,78 @@ class Libvirt:
 
     def xml(self, name: str) -> str:
         return self.domain(name).XMLDesc(0)
+
+    def running_domains_using(self, paths: List[str]) -> List[Tuple[str, str]]:
+        """(domain name, disk target) of every running domain whose disk chain holds one of ``paths``."""
+        wanted = set(os.path.realpath(p) for p in paths)
+        found = []
+        for dom in self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+            for disk in parse_disks(dom.XMLDesc(0)):
+                if any(os.path.realpath(p) in wanted for p, _fmt in disk.chain):
+                    found.append((dom.name(), disk.target))
+        return found
+
+    def _disk(self, dom: Any, disk: str) -> DiskInfo:
+        return find_disk(dom.XMLDesc(0), disk)
+
+    def disk_source(self, dom: Any, disk: str) -> Optional[str]:
+        return self._disk(dom, disk).source
+
+    def disk_chain_paths(self, dom: Any, disk: str) -> List[str]:
+        return [p for p, _fmt in self._disk(dom, disk).chain]
+
+    def external_snapshot(self, dom: Any, disk: str, overlay: str, quiesce: bool) -> None:
+        """Nova's disk-only external snapshot onto a pre-created overlay (other disks excluded)."""
+        snap = ET.Element('domainsnapshot')
+        disks = ET.SubElement(snap, 'disks')
+        for other in parse_disks(dom.XMLDesc(0)):
+            if other.target == disk:
+                element = ET.SubElement(disks, 'disk', name=disk, snapshot='external', type='file')
+                ET.SubElement(element, 'source', file=overlay)
+                ET.SubElement(element, 'driver', type='qcow2')
+            else:
+                ET.SubElement(disks, 'disk', name=other.target, snapshot='no')
+        xml = ET.tostring(snap).decode('utf-8')
+        flags = (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REUSE_EXT
+                 | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA)
+        if quiesce:
+            try:
+                dom.snapshotCreateXML(xml, flags | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE)
+                return
+            except libvirt.libvirtError:
+                pass  # no guest agent: retry without quiesce, as Nova does
+        try:
+            dom.snapshotCreateXML(xml, flags)
+        except libvirt.libvirtError as exc:
+            raise VolsnapError('libvirt refused the external snapshot of disk %s onto %s: %s'
+                               % (disk, overlay, exc.get_error_message()))
+
+    def job_running(self, dom: Any, disk: str) -> bool:
+        return bool(dom.blockJobInfo(disk, 0))
+
+    def block_commit(self, dom: Any, disk: str, base: str, top: str) -> None:
+        try:
+            dom.blockCommit(disk, base, top, 0, libvirt.VIR_DOMAIN_BLOCK_COMMIT_RELATIVE)
+        except libvirt.libvirtError as exc:
+            raise VolsnapError('libvirt blockCommit of %s into %s on disk %s failed: %s'
+                               % (top, base, disk, exc.get_error_message()))
+
+    def block_rebase(self, dom: Any, disk: str, base: Optional[str]) -> None:
+        flags = libvirt.VIR_DOMAIN_BLOCK_REBASE_RELATIVE if base else 0
+        try:
+            dom.blockRebase(disk, base, 0, flags)
+        except libvirt.libvirtError as exc:
+            raise VolsnapError('libvirt blockRebase of disk %s onto %s failed: %s'
+                               % (disk, base or 'nothing', exc.get_error_message()))
+
+    def wait_job(self, dom: Any, disk: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while dom.blockJobInfo(disk, 0):
+            if time.monotonic() > deadline:
+                raise VolsnapError('the block job on disk %s did not finish within %d s; it keeps running in libvirt: '
+                                   'run the module again with the same arguments to wait for it and finish'
+                                   % (disk, timeout))
+            time.sleep(0.05)
 
     def close(self) -> None:
         if self._conn is not None:

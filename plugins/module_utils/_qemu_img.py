@@ -8,8 +8,10 @@ The runner is injected: in a module it is ``AnsibleModule.run_command``; tests p
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import struct
 from typing import Callable, Dict, List, Optional, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._chain import (
@@ -42,6 +44,29 @@ class QemuImg:
             return json.loads(out)
         except ValueError:
             raise VolsnapError('qemu-img info printed no JSON for %s: %s' % (path, out[:200]))
+
+
+# qemu's image locking (block/file-posix.c): a process holding a permission keeps a shared
+# lock on byte 100 + bit; BLK_PERM_WRITE is bit 1.
+_QEMU_LOCK_PERM_BASE = 100
+_QEMU_PERM_WRITE_BIT = 1
+
+
+def opened_for_write_by_qemu(path: str) -> bool:
+    """True when a qemu process (a running VM, qemu-img, qemu-nbd) has ``path`` open for writing.
+
+    Asks the kernel whether an exclusive lock on qemu's write-permission byte would conflict
+    (F_GETLK), which takes no lock and works on local files and NFS alike.
+    """
+    offset = _QEMU_LOCK_PERM_BASE + _QEMU_PERM_WRITE_BIT
+    cmd = getattr(fcntl, 'F_OFD_GETLK', fcntl.F_GETLK)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        request = struct.pack('hhqqi4x', fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0)
+        answer = fcntl.fcntl(fd, cmd, request)
+    finally:
+        os.close(fd)
+    return struct.unpack('hhqqi4x', answer)[0] != fcntl.F_UNLCK
 
 
 def cross_check(report: ChainReport, qemu: QemuImg) -> List[Dict[str, object]]:

@@ -1,0 +1,412 @@
+# -*- coding: utf-8 -*-
+# Copyright: volsnap.openstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Create a new volume file from a snapshot of a Cinder RemoteFS (NFS) volume.
+
+As Cinder's NFS driver does for "create volume from snapshot": the snapshot's point-in-time data
+is the *backing chain* of the file the ``.info`` file names for the snapshot; that chain is
+converted (flattened) with ``qemu-img convert`` into a new raw or qcow2 file.
+
+Planning (:func:`plan_clone`) reads only image headers and the destination's state and is what
+check mode returns; :func:`execute_clone` runs a plan. :func:`clone_volume` ties both together
+under the volume's lock.
+
+Crash safety: the data is written to a hidden temporary file beside the destination
+(``.<dest name>.volsnap-tmp``), synced, its origin is recorded in the sidecar
+``.<dest name>.volsnap-clone`` (written atomically), and only then the temporary file is linked to
+the destination name, never replacing an existing file. A crash leaves either no destination (a
+stale temporary file, removed and redone by the next run; a sidecar without its file is ignored) or
+a complete destination with its sidecar.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shlex
+import stat
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+from ansible_collections.volsnap.openstack.plugins.module_utils._chain import (
+    DEFAULT_MAX_DEPTH,
+    ChainReport,
+    inspect_chain,
+    qemu_format,
+)
+from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._image_format import inspect_image
+from ansible_collections.volsnap.openstack.plugins.module_utils._lock import VolumeLock, lock_path_for
+from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg, Runner
+from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import (
+    VOLUME_PREFIX,
+    fsync_dir,
+    is_cinder_id,
+    split_volume_filename,
+    write_atomic,
+)
+from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_ops import journal_path_for
+
+OUTPUT_FORMATS = ('raw', 'qcow2')
+TMP_SUFFIX = '.volsnap-tmp'
+SIDECAR_SUFFIX = '.volsnap-clone'
+SIDECAR_VERSION = 1
+
+
+def tmp_path_for(dest: str) -> str:
+    return os.path.join(os.path.dirname(dest), '.%s%s' % (os.path.basename(dest), TMP_SUFFIX))
+
+
+def sidecar_path_for(dest: str) -> str:
+    return os.path.join(os.path.dirname(dest), '.%s%s' % (os.path.basename(dest), SIDECAR_SUFFIX))
+
+
+def check_id(kind: str, value: str) -> None:
+    if not is_cinder_id(value):
+        raise VolsnapError('%s %r is not a Cinder id (a UUID such as 9c3f6a2e-1d4b-4c5e-8f7a-6b5c4d3e2f1a); file '
+                           'names are built from it, so nothing else is accepted' % (kind, value))
+
+
+def resolve_volume(volume_path: Optional[str], share: Optional[str], volume_id: Optional[str]) -> Tuple[str, str, str]:
+    """Return (base volume file path, share directory, volume id) from the module's options."""
+    if volume_path:
+        path = os.path.abspath(volume_path)
+        parts = split_volume_filename(os.path.basename(path))
+        if parts is None or parts[2] is not None:
+            raise VolsnapError('%s is not a Cinder volume file: give the base volume file itself, named '
+                               'volume-<volume id> (not a snapshot or .info file)' % path)
+        volume_id = parts[1]
+        share = os.path.abspath(share) if share else os.path.dirname(path)
+    else:
+        if not share or not volume_id:
+            raise VolsnapError('give either volume_path, or share and volume_id')
+        check_id('volume_id', volume_id)
+        share = os.path.abspath(share)
+        path = os.path.join(share, VOLUME_PREFIX + volume_id)
+    return path, share, volume_id
+
+
+@dataclass
+class ClonePlan:
+    """What a clone does (or found already done when ``noop``)."""
+
+    volume_id: str
+    snapshot_id: str
+    dest: str
+    format: str
+    source: Optional[str] = None
+    source_format: Optional[str] = None
+    virtual_size: Optional[int] = None
+    volume_path: Optional[str] = None
+    noop: bool = False
+    stale_tmp: bool = False
+    command: List[str] = field(default_factory=list)
+
+    @property
+    def tmp(self) -> str:
+        return tmp_path_for(self.dest)
+
+    @property
+    def sidecar(self) -> str:
+        return sidecar_path_for(self.dest)
+
+    def record(self, inode: Optional[int] = None) -> Dict[str, Any]:
+        """The sidecar content."""
+        return {
+            'version': SIDECAR_VERSION,
+            'volume_id': self.volume_id,
+            'snapshot_id': self.snapshot_id,
+            'format': self.format,
+            'source': os.path.basename(self.source) if self.source else None,
+            'source_format': self.source_format,
+            'virtual_size': self.virtual_size,
+            'dest': os.path.basename(self.dest),
+            'inode': inode,
+        }
+
+    def describe(self) -> List[str]:
+        if self.noop:
+            return ['%s already holds snapshot %s of volume %s as %s (recorded in %s): nothing to do'
+                    % (self.dest, self.snapshot_id, self.volume_id, self.format, self.sidecar)]
+        steps = ['hold the volume lock nfs-%s for the whole operation' % self.volume_id]
+        if self.stale_tmp:
+            steps.append('remove the stale temporary file %s left by an interrupted run' % self.tmp)
+        steps.append('convert the backing chain of snapshot %s (%s, %s, %d bytes) to %s: %s'
+                     % (self.snapshot_id, self.source, self.source_format, self.virtual_size or 0, self.format,
+                        ' '.join(shlex.quote(arg) for arg in self.command)))
+        steps.append('fsync %s and give it the mode and owner of %s' % (self.tmp, self.volume_path))
+        steps.append('record the clone in %s' % self.sidecar)
+        steps.append('move %s to %s (never replacing an existing file) and fsync %s'
+                     % (self.tmp, self.dest, os.path.dirname(self.dest)))
+        return steps
+
+    def result(self) -> Dict[str, Any]:
+        return {
+            'changed': not self.noop,
+            'dest': self.dest,
+            'format': self.format,
+            'snapshot_id': self.snapshot_id,
+            'volume_id': self.volume_id,
+            'source': self.source,
+            'virtual_size': self.virtual_size,
+            'command': list(self.command),
+            'plan': self.describe(),
+        }
+
+
+def read_sidecar(dest: str) -> Optional[Dict[str, Any]]:
+    """The sidecar of ``dest`` as a dict, or None when it is absent or unreadable."""
+    try:
+        with open(sidecar_path_for(dest), 'rb') as handle:
+            raw = handle.read(65537)
+    except (IOError, OSError):
+        return None
+    if len(raw) > 65536:
+        return None
+    try:
+        data = json.loads(raw.decode('utf-8'))
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def check_dest(dest: str, volume_id: str, snapshot_id: str, fmt: str) -> Optional[Dict[str, Any]]:
+    """Judge the destination: None when it does not exist, the sidecar record when it is already this clone.
+
+    Raises VolsnapError when the destination's directory is missing or when it exists as anything
+    else (it is never overwritten).
+    """
+    directory = os.path.dirname(dest)
+    if not os.path.isdir(directory):
+        raise VolsnapError('the directory of dest %s does not exist: create it first' % dest)
+    try:
+        dest_stat = os.lstat(dest)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise VolsnapError('cannot read dest %s: %s' % (dest, exc.strerror or exc))
+    record = read_sidecar(dest)
+    wanted = {'volume_id': volume_id, 'snapshot_id': snapshot_id, 'format': fmt}
+    if record is None:
+        raise VolsnapError('dest %s already exists and was not made by volume_clone (no %s); it is never overwritten: '
+                           'choose another dest or remove it' % (dest, sidecar_path_for(dest)))
+    found = dict((key, record.get(key)) for key in wanted)
+    if found != wanted:
+        raise VolsnapError('dest %s already exists and holds %s of volume %s as %s, not snapshot %s of volume %s as %s; '
+                           'it is never overwritten: choose another dest or remove it'
+                           % (dest, found['snapshot_id'], found['volume_id'], found['format'], snapshot_id, volume_id,
+                              fmt), existing=record)
+    if not stat.S_ISREG(dest_stat.st_mode) or (record.get('inode') is not None
+                                               and record.get('inode') != dest_stat.st_ino):
+        raise VolsnapError('dest %s exists but is not the file volume_clone made (it was replaced since); it is never '
+                           'overwritten: remove it and %s to clone again' % (dest, sidecar_path_for(dest)),
+                           existing=record)
+    return record
+
+
+def plan_clone(report: ChainReport, snapshot_id: str, dest: str, fmt: str = 'raw',
+               qemu_img: str = 'qemu-img') -> ClonePlan:
+    """Plan the clone of ``snapshot_id`` from the inspected chain of its volume (no file is changed)."""
+    check_id('snapshot_id', snapshot_id)
+    if fmt not in OUTPUT_FORMATS:
+        raise VolsnapError('format must be one of %s, got %r' % (', '.join(OUTPUT_FORMATS), fmt))
+    parts = split_volume_filename(os.path.basename(report.path))
+    if report.volume_name is None or parts is None:
+        raise VolsnapError('%s is not a Cinder volume file (volume-<volume id>)' % report.path)
+    volume_id = parts[1]
+    dest = os.path.abspath(dest)
+    record = check_dest(dest, volume_id, snapshot_id, fmt)
+    if record is not None:
+        return noop_plan(dest, volume_id, snapshot_id, fmt, record, report.path)
+
+    directory = os.path.dirname(report.path)
+    # While volume_snapshot's journal exists the chain may be half-merged.
+    journal = journal_path_for(directory, report.volume_name)
+    if os.path.lexists(journal):
+        raise VolsnapError('a snapshot operation on volume %s was interrupted (%s exists), so the chain may be half '
+                           'merged; finish it with volsnap.openstack.volume_snapshot first' % (volume_id, journal))
+    if not report.safe:
+        raise VolsnapError('the backing chain of %s is unsafe, nothing was changed: %s'
+                           % (report.path, report.summary()), problems=[p.as_dict() for p in report.problems])
+    info = report.info
+    if info is None or snapshot_id not in info.snapshots:
+        known = ', '.join(sorted(info.snapshots)) if info is not None else 'none'
+        raise VolsnapError('volume %s has no snapshot %s in %s (known snapshots: %s)'
+                           % (volume_id, snapshot_id, report.info_file, known))
+    snap_file = info.snapshots[snapshot_id]
+    names = [layer.image.filename for layer in report.layers]
+    if snap_file not in names:
+        raise VolsnapError('the file %s of snapshot %s is not in the backing chain of %s'
+                           % (snap_file, snapshot_id, report.active))
+    index = names.index(snap_file)
+    snap_layer = report.layers[index]
+    if index + 1 >= len(report.layers) or not snap_layer.image.backing_file:
+        raise VolsnapError('the file %s of snapshot %s has no backing file, so it holds no snapshot data'
+                           % (snap_file, snapshot_id))
+    # The snapshot file declares the format of the source; every layer below declares its backing's.
+    # Without these qemu would probe a format, and a raw layer could be read as an image (OSSA 2014-033).
+    for layer in report.layers[index:]:
+        if layer.image.backing_file and not layer.image.backing_format:
+            raise VolsnapError('%s does not declare the format of its backing file %s, so qemu would have to probe '
+                               'it; refusing to clone snapshot %s (set it with qemu-img rebase -u -b <backing> '
+                               '-F <format>)' % (layer.image.filename, layer.image.backing_file, snapshot_id))
+    for layer in report.layers[index + 1:]:
+        if layer.image.encrypted:
+            raise VolsnapError('%s is encrypted; cloning encrypted volumes is not supported' % layer.image.filename)
+    source = report.layers[index + 1].image
+    plan = ClonePlan(volume_id=volume_id, snapshot_id=snapshot_id, dest=dest, format=fmt,
+                     source=source.path, source_format=source.format, virtual_size=source.virtual_size,
+                     volume_path=report.path)
+    plan.stale_tmp = os.path.lexists(plan.tmp)
+    # -U: a running instance may hold the chain open (its backing layers are read-only and we hold the lock).
+    # writeback caches (qemu-img flushes on close, then we fsync): cache=none needs O_DIRECT, which not every
+    # share supports. convert detects zeroes and leaves them unallocated (sparse output); no preallocation.
+    plan.command = [qemu_img, 'convert', '-U', '-f', qemu_format(source.format), '-O', fmt,
+                    '-T', 'writeback', '-t', 'writeback', source.path, plan.tmp]
+    return plan
+
+
+def noop_plan(dest: str, volume_id: str, snapshot_id: str, fmt: str, record: Dict[str, Any],
+              volume_path: Optional[str] = None) -> ClonePlan:
+    source = record.get('source')
+    if source and volume_path:
+        source = os.path.join(os.path.dirname(volume_path), source)
+    size = record.get('virtual_size')
+    return ClonePlan(volume_id=volume_id, snapshot_id=snapshot_id, dest=dest, format=fmt, source=source,
+                     source_format=record.get('source_format'), virtual_size=size if isinstance(size, int) else None,
+                     volume_path=volume_path, noop=True)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _verify_output(plan: ClonePlan) -> None:
+    """The output must be a plain file of the wanted format and size."""
+    st = os.lstat(plan.tmp)
+    if not stat.S_ISREG(st.st_mode):
+        raise VolsnapError('qemu-img left %s as something else than a regular file' % plan.tmp)
+    # qemu rounds a size that is not a multiple of 512 up to the next sector
+    sizes = (plan.virtual_size, ((plan.virtual_size or 0) + 511) // 512 * 512)
+    if plan.format == 'raw':
+        if st.st_size not in sizes:
+            raise VolsnapError('qemu-img wrote %d bytes to %s, expected %s' % (st.st_size, plan.tmp, plan.virtual_size))
+        return
+    image = inspect_image(plan.tmp)
+    if image.format != 'qcow2' or image.backing_file or image.data_file or image.virtual_size not in sizes:
+        raise VolsnapError('qemu-img wrote an unexpected image to %s (format %s, backing file %s, %s bytes)'
+                           % (plan.tmp, image.format, image.backing_file, image.virtual_size))
+
+
+def _publish(tmp: str, dest: str) -> None:
+    """Give ``tmp`` the name ``dest`` without ever replacing an existing ``dest``."""
+    try:
+        os.link(tmp, dest)
+    except OSError as exc:
+        if exc.errno == errno.EEXIST:
+            raise VolsnapError('dest %s appeared while the clone was being made; it was left alone' % dest)
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+            raise
+        # The file system has no hard links: rename, after checking once more that nothing is there.
+        if os.path.lexists(dest):
+            raise VolsnapError('dest %s appeared while the clone was being made; it was left alone' % dest)
+        os.rename(tmp, dest)
+        return
+    os.unlink(tmp)
+
+
+def execute_clone(plan: ClonePlan, qemu: QemuImg) -> ClonePlan:
+    """Run ``plan`` (its command starts with the qemu-img binary, which ``qemu`` runs)."""
+    if plan.noop:
+        return plan
+    if os.path.isdir(plan.tmp) and not os.path.islink(plan.tmp):
+        raise VolsnapError('%s is a directory; remove it so the clone can use that name' % plan.tmp)
+    _remove(plan.tmp)  # a stale temp file of an interrupted run
+    published = sidecar_written = False
+    try:
+        qemu.run(plan.command[1:])
+        _verify_output(plan)
+        _fsync_file(plan.tmp)
+        if plan.volume_path:
+            ref = os.stat(plan.volume_path)
+            os.chmod(plan.tmp, ref.st_mode & 0o7777)
+            if os.geteuid() == 0:
+                os.chown(plan.tmp, ref.st_uid, ref.st_gid)
+        inode = os.lstat(plan.tmp).st_ino
+        write_atomic(plan.sidecar, json.dumps(plan.record(inode), indent=1, sort_keys=True),
+                     like=plan.volume_path)
+        sidecar_written = True
+        _publish(plan.tmp, plan.dest)
+        published = True
+        fsync_dir(os.path.dirname(plan.dest))
+    finally:
+        if not published:
+            # A sidecar without its file means nothing, but do not leave one beside a file we did not make.
+            for path in [plan.tmp] + ([plan.sidecar] if sidecar_written else []):
+                try:
+                    _remove(path)
+                except OSError:
+                    pass
+    return plan
+
+
+@dataclass
+class CloneRequest:
+    snapshot_id: str
+    dest: str
+    format: str = 'raw'
+    volume_path: Optional[str] = None
+    share: Optional[str] = None
+    volume_id: Optional[str] = None
+    max_depth: int = DEFAULT_MAX_DEPTH
+    lock_timeout: float = 60.0
+    qemu_img: str = 'qemu-img'
+
+
+def clone_volume(req: CloneRequest, runner: Runner,
+                 check_mode: bool = False) -> Dict[str, Any]:
+    """Plan and (unless ``check_mode``) run a clone under the volume's lock; returns the module result."""
+    check_id('snapshot_id', req.snapshot_id)
+    if req.max_depth < 1:
+        raise VolsnapError('max_depth must be at least 1, got %d' % req.max_depth)
+    path, share, volume_id = resolve_volume(req.volume_path, req.share, req.volume_id)
+    dest = os.path.abspath(req.dest)
+    directory = os.path.dirname(path)
+    lock = VolumeLock(directory, volume_id, req.lock_timeout)
+    # Check mode creates nothing: it takes the lock only when its file already exists.
+    locked = not check_mode or os.path.exists(lock_path_for(directory, volume_id))
+    if locked:
+        if not os.path.isdir(directory):
+            raise VolsnapError('the share %s does not exist' % directory)
+        lock.acquire()
+    try:
+        record = check_dest(dest, volume_id, req.snapshot_id, req.format)
+        if record is not None:
+            plan = noop_plan(dest, volume_id, req.snapshot_id, req.format, record, path)
+            if not check_mode and os.path.isfile(plan.tmp) and not os.path.islink(plan.tmp):
+                _remove(plan.tmp)  # left by a run that died after publishing dest: a second link to it
+        else:
+            try:
+                report = inspect_chain(path, share=share, max_depth=req.max_depth)
+            except (IOError, OSError) as exc:
+                raise VolsnapError('cannot read the volume file %s: %s' % (exc.filename or path, exc.strerror or exc))
+            plan = plan_clone(report, req.snapshot_id, dest, req.format, req.qemu_img)
+            if not check_mode:
+                execute_clone(plan, QemuImg(runner, req.qemu_img))
+    finally:
+        if locked:
+            lock.release()
+    return plan.result()

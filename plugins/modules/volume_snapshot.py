@@ -1,0 +1,244 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: volsnap.openstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: volume_snapshot
+short_description: Create and delete snapshots of file-based (NFS) Cinder volumes
+version_added: 0.1.0
+description:
+  - Creates or deletes a snapshot of a Cinder NFS (RemoteFS) volume file exactly as Cinder's RemoteFS driver lays
+    it out, so a real Cinder NFS driver can take over what this module leaves.
+  - "Create: a qcow2 overlay C(volume-<volume id>.<snapshot id>) with a relative backing reference and an explicit
+    backing format becomes the new active layer; the C(.info) file records it."
+  - "Delete: the snapshot's data is merged as Cinder (offline, C(qemu-img commit) and C(rebase)) or Nova
+    (online, libvirt C(blockRebase) when the snapshot file is the active image, C(blockCommit) otherwise) do."
+  - Offline when no running domain uses the volume, online through libvirt (Nova's assisted snapshot calls) when
+    one does.
+  - Every operation holds the per-volume lock, is journaled step by step beside the volume, and resumes after an
+    interruption when the module is run again with the same arguments.
+author:
+  - volsnap.openstack contributors (@volsnap)
+extends_documentation_fragment:
+  - volsnap.openstack.attributes
+  - volsnap.openstack.chain
+  - volsnap.openstack.libvirt
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Returns the planned steps in RV(plan) and changes nothing.
+  diff_mode:
+    support: full
+    details:
+      - Shows the C(.info) file before and after.
+  idempotent:
+    support: full
+options:
+  volume_path:
+    description:
+      - The volume file, C(<share>/volume-<volume id>). Mutually exclusive with O(volume_id).
+    type: path
+  volume_id:
+    description:
+      - The Cinder volume id; the volume file is C(<share>/volume-<volume_id>). Needs O(share).
+    type: str
+  snapshot_id:
+    description:
+      - The Cinder snapshot id (a UUID). It becomes part of a file name, so nothing but a UUID is accepted.
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) creates the snapshot (no change when the C(.info) file has it).
+      - V(absent) deletes it, merging its data (no change when the C(.info) file does not have it).
+    type: str
+    choices: [present, absent]
+    default: present
+  mode:
+    description:
+      - V(auto) works online when a running libvirt domain on this host uses the volume, else offline.
+      - V(offline) uses qemu-img and is refused while a running domain or QEMU process uses the volume.
+      - V(online) uses libvirt and is refused when no running domain has the volume attached.
+    type: str
+    choices: [auto, offline, online]
+    default: auto
+  domain:
+    description:
+      - Name or UUID of the libvirt domain that has the volume attached (found automatically when omitted).
+    type: str
+  disk:
+    description:
+      - The domain's disk, by target dev or by C(<serial>) (the Cinder volume id, the default).
+    type: str
+  quiesce:
+    description:
+      - Online create tries a quiesced snapshot first (needs the guest agent) and retries without, as Nova does.
+    type: bool
+    default: true
+  lock_timeout:
+    description:
+      - Seconds to wait for the per-volume lock held by another operation on the same volume.
+    type: int
+    default: 60
+  timeout:
+    description:
+      - Seconds to wait for an online block job (commit or pull) to finish. A job still running then keeps
+        running in libvirt; running the module again waits for it and completes the operation.
+    type: int
+    default: 600
+notes:
+  - The share must be the same directory Cinder mounts (for example C(/var/lib/cinder/mnt/<hash>)); the C(.info) and
+    journal files live beside the volume file.
+  - A real Cinder expects the snapshot status updates that Nova sends; the result carries the spec's
+    RV(compute_status) and RV(file_format) for that purpose.
+seealso:
+  - module: volsnap.openstack.qcow2_chain_info
+'''
+
+EXAMPLES = r'''
+- name: Snapshot a volume (offline, or online when an instance uses it)
+  volsnap.openstack.volume_snapshot:
+    volume_path: /var/lib/cinder/mnt/4f1e2c0d/volume-0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f
+    snapshot_id: 9c3f6a2e-1d4b-4c5e-8f7a-6b5c4d3e2f1a
+
+- name: Delete it again, merging its data as Nova does for an attached volume
+  volsnap.openstack.volume_snapshot:
+    share: /var/lib/nova/mnt/4f1e2c0d
+    volume_id: 0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f
+    snapshot_id: 9c3f6a2e-1d4b-4c5e-8f7a-6b5c4d3e2f1a
+    state: absent
+    mode: online
+'''
+
+RETURN = r'''
+snapshot_id:
+  description: The snapshot id.
+  returned: always
+  type: str
+state:
+  description: The requested state.
+  returned: always
+  type: str
+mode:
+  description: C(offline) or C(online), the way the snapshot was (or would be) handled.
+  returned: always
+  type: str
+resumed:
+  description: True when the run finished an operation an earlier run had started and was interrupted in.
+  returned: always
+  type: bool
+active:
+  description: The active file after the operation.
+  returned: always
+  type: str
+file_format:
+  description:
+    - Spec 000's file format report. Create, the new file; delete, the merge target, or the merged file when there
+      is none. Empty when nothing changed.
+  returned: always
+  type: dict
+  sample: {"volume-0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f.9c3f6a2e-1d4b-4c5e-8f7a-6b5c4d3e2f1a": "qcow2"}
+compute_status:
+  description: C(creating_compute_complete) or C(deleting_compute_complete) when the operation ran, else null.
+  returned: always
+  type: str
+merge:
+  description: For a delete, C(merge_target_file), C(file_to_merge) and C(file_to_delete) as Nova names them.
+  returned: always
+  type: dict
+plan:
+  description: The steps run (or, in check mode, that would run).
+  returned: always
+  type: list
+  elements: str
+info:
+  description: The C(.info) content after the operation.
+  returned: always
+  type: dict
+chain:
+  description: The volume's chain after the operation, as returned by M(volsnap.openstack.qcow2_chain_info).
+  returned: always
+  type: dict
+domain:
+  description: The libvirt domain used by an online operation.
+  returned: when online
+  type: str
+disk:
+  description: The domain's disk target used by an online operation.
+  returned: when online
+  type: str
+lock_waited:
+  description: Seconds spent waiting for the per-volume lock.
+  returned: always
+  type: float
+'''
+
+import os
+
+from ansible_collections.volsnap.openstack.plugins.module_utils._chain import DEFAULT_MAX_DEPTH
+from ansible_collections.volsnap.openstack.plugins.module_utils._libvirt import (
+    DEFAULT_URI,
+    LIBVIRT_IMPORT_ERROR,
+    Libvirt,
+)
+from ansible_collections.volsnap.openstack.plugins.module_utils._module import VolsnapModule
+from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg
+from ansible_collections.volsnap.openstack.plugins.module_utils._volume_snapshot import Request, VolumeSnapshot
+
+
+class VolumeSnapshotModule(VolsnapModule):
+    argument_spec = dict(
+        volume_path=dict(type='path'),
+        volume_id=dict(type='str'),
+        share=dict(type='path'),
+        snapshot_id=dict(type='str', required=True),
+        state=dict(type='str', choices=['present', 'absent'], default='present'),
+        mode=dict(type='str', choices=['auto', 'offline', 'online'], default='auto'),
+        domain=dict(type='str'),
+        disk=dict(type='str'),
+        libvirt_uri=dict(type='str', default=DEFAULT_URI),
+        quiesce=dict(type='bool', default=True),
+        max_depth=dict(type='int', default=DEFAULT_MAX_DEPTH),
+        lock_timeout=dict(type='int', default=60),
+        timeout=dict(type='int', default=600),
+    )
+    module_kwargs = dict(
+        mutually_exclusive=[('volume_path', 'volume_id')],
+        required_one_of=[('volume_path', 'volume_id')],
+        required_by={'volume_id': 'share'},
+    )
+
+    def dependencies(self):
+        if self.params['mode'] == 'online' or self.params['domain']:
+            return (('libvirt-python', LIBVIRT_IMPORT_ERROR, None),)
+        return ()
+
+    def libvirt(self):
+        if LIBVIRT_IMPORT_ERROR is not None:
+            return None
+        return Libvirt(self.params['libvirt_uri'])
+
+    def run_module(self):
+        p = self.params
+        path = p['volume_path'] or os.path.join(p['share'], 'volume-%s' % p['volume_id'])
+        request = Request(volume_path=path, snapshot_id=p['snapshot_id'], state=p['state'], mode=p['mode'],
+                          domain=p['domain'], disk=p['disk'], quiesce=p['quiesce'], share=p['share'],
+                          max_depth=p['max_depth'], lock_timeout=p['lock_timeout'], timeout=p['timeout'])
+        qemu = QemuImg(self.module.run_command, self.module.get_bin_path('qemu-img', required=True))
+        result = VolumeSnapshot(request, qemu, self.libvirt, self.check_mode).run()
+        diff = result.pop('diff', None)
+        if diff:
+            self.set_diff(diff['before'], diff['after'])
+        return result
+
+
+def main():
+    VolumeSnapshotModule().execute()
+
+
+if __name__ == '__main__':
+    main()
