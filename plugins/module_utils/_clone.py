@@ -41,8 +41,11 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._lock import Vol
 from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg, Runner
 from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import (
     VOLUME_PREFIX,
+    copy_owner_mode,
     fsync_dir,
+    fsync_file,
     is_cinder_id,
+    remove_if_exists,
     split_volume_filename,
     write_atomic,
 )
@@ -278,22 +281,6 @@ def noop_plan(dest: str, volume_id: str, snapshot_id: str, fmt: str, record: Dic
                      volume_path=volume_path, noop=True)
 
 
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError as exc:
-        if exc.errno != errno.ENOENT:
-            raise
-
-
-def _fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _verify_output(plan: ClonePlan) -> None:
     """The output must be a plain file of the wanted format and size."""
     st = os.lstat(plan.tmp)
@@ -334,17 +321,14 @@ def execute_clone(plan: ClonePlan, qemu: QemuImg) -> ClonePlan:
         return plan
     if os.path.isdir(plan.tmp) and not os.path.islink(plan.tmp):
         raise VolsnapError('%s is a directory; remove it so the clone can use that name' % plan.tmp)
-    _remove(plan.tmp)  # a stale temp file of an interrupted run
+    remove_if_exists(plan.tmp)  # a stale temp file of an interrupted run
     published = sidecar_written = False
     try:
         qemu.run(plan.command[1:])
         _verify_output(plan)
-        _fsync_file(plan.tmp)
+        fsync_file(plan.tmp)
         if plan.volume_path:
-            ref = os.stat(plan.volume_path)
-            os.chmod(plan.tmp, ref.st_mode & 0o7777)
-            if os.geteuid() == 0:
-                os.chown(plan.tmp, ref.st_uid, ref.st_gid)
+            copy_owner_mode(plan.volume_path, plan.tmp)
         inode = os.lstat(plan.tmp).st_ino
         write_atomic(plan.sidecar, json.dumps(plan.record(inode), indent=1, sort_keys=True),
                      like=plan.volume_path)
@@ -357,7 +341,7 @@ def execute_clone(plan: ClonePlan, qemu: QemuImg) -> ClonePlan:
             # A sidecar without its file means nothing, but do not leave one beside a file we did not make.
             for path in [plan.tmp] + ([plan.sidecar] if sidecar_written else []):
                 try:
-                    _remove(path)
+                    remove_if_exists(path)
                 except OSError:
                     pass
     return plan
@@ -397,7 +381,7 @@ def clone_volume(req: CloneRequest, runner: Runner,
         if record is not None:
             plan = noop_plan(dest, volume_id, req.snapshot_id, req.format, record, path)
             if not check_mode and os.path.isfile(plan.tmp) and not os.path.islink(plan.tmp):
-                _remove(plan.tmp)  # left by a run that died after publishing dest: a second link to it
+                remove_if_exists(plan.tmp)  # left by a run that died after publishing dest: a second link to it
         else:
             try:
                 report = inspect_chain(path, share=share, max_depth=req.max_depth)

@@ -140,20 +140,14 @@ def write_atomic(path: str, content: str, like: Optional[str] = None) -> None:
     """
     directory = os.path.dirname(os.path.abspath(path))
     reference = like if like and os.path.exists(like) else path
-    try:
-        ref_stat = os.stat(reference)
-    except OSError:
-        ref_stat = None
     fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), suffix='.tmp', dir=directory)
     try:
         with os.fdopen(fd, 'w') as handle:
             handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
-        if ref_stat is not None:
-            os.chmod(tmp, ref_stat.st_mode & 0o7777)
-            if os.geteuid() == 0:
-                os.chown(tmp, ref_stat.st_uid, ref_stat.st_gid)
+        if os.path.exists(reference):
+            copy_owner_mode(reference, tmp)
         else:
             os.chmod(tmp, 0o644)
         os.rename(tmp, path)
@@ -172,3 +166,27 @@ def fsync_dir(directory: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def copy_owner_mode(reference: str, path: str) -> None:
+    """Give ``path`` the mode (and, as root, the owner and group) of ``reference``."""
+    st = os.stat(reference)
+    os.chmod(path, st.st_mode & 0o7777)
+    if os.geteuid() == 0:
+        os.chown(path, st.st_uid, st.st_gid)
+
+
+def remove_if_exists(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise

@@ -20,7 +20,14 @@ from typing import Any, Dict, Optional
 from ansible_collections.volsnap.openstack.plugins.module_utils._chain import qemu_format
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg
-from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import SnapshotInfo, fsync_dir, write_atomic
+from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import (
+    SnapshotInfo,
+    copy_owner_mode,
+    fsync_dir,
+    fsync_file,
+    remove_if_exists,
+    write_atomic,
+)
 from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_plan import Plan
 
 JOURNAL_VERSION = 1
@@ -68,11 +75,7 @@ class Journal(object):
         self._write()
 
     def finish(self) -> None:
-        try:
-            os.unlink(self.path)
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                raise
+        remove_if_exists(self.path)
         fsync_dir(os.path.dirname(self.path))
 
 
@@ -98,17 +101,16 @@ class Executor(object):
 
     def _create_overlay(self, args: Dict[str, Any]) -> None:
         path = args['file']
-        if os.path.lexists(path):
-            # Only reachable when this very step was interrupted: nothing has used the overlay yet.
-            os.unlink(path)
+        # An existing overlay is only reachable when this very step was interrupted: nothing has used it yet.
+        remove_if_exists(path)
         tmp = os.path.join(os.path.dirname(path), '.%s.volsnap-tmp' % os.path.basename(path))
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
+        remove_if_exists(tmp)
         # -u: never open the backing file (it may be in use by a running domain); the size is explicit.
         self.qemu.run(['create', '-q', '-f', 'qcow2', '-u', '-b', args['backing'], '-F', qemu_format(args['backing_format']),
                        tmp, str(args['size'])])
-        _copy_owner_mode(args.get('like'), tmp)
-        _fsync_file(tmp)
+        if args.get('like'):
+            copy_owner_mode(args['like'], tmp)
+        fsync_file(tmp)
         os.rename(tmp, path)
         fsync_dir(os.path.dirname(path))
 
@@ -126,11 +128,7 @@ class Executor(object):
         write_atomic(args['path'], SnapshotInfo(active, info).dumps(), like=args.get('like'))
 
     def _delete_file(self, args: Dict[str, Any]) -> None:
-        try:
-            os.unlink(args['file'])
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                raise
+        remove_if_exists(args['file'])
         fsync_dir(os.path.dirname(args['file']))
 
     # ---- online steps (Nova's assisted snapshot calls)
@@ -166,20 +164,3 @@ class Executor(object):
         if self.libvirt is None:
             raise VolsnapError('internal error: an online step without a libvirt connection')
         return self.libvirt
-
-
-def _copy_owner_mode(reference: Optional[str], path: str) -> None:
-    if not reference:
-        return
-    st = os.stat(reference)
-    os.chmod(path, st.st_mode & 0o7777)
-    if os.geteuid() == 0:
-        os.chown(path, st.st_uid, st.st_gid)
-
-
-def _fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
