@@ -53,8 +53,12 @@ def ansible_playbook() -> str:
 
 
 def run_tasks(workdir: Path, tasks: List[Dict[str, Any]], registers: List[str], check: bool = False,
-              diff: bool = False, extra_args: Optional[List[str]] = None) -> PlaybookResult:
+              diff: bool = False, extra_args: Optional[List[str]] = None,
+              python: Optional[str] = None, env_extra: Optional[Dict[str, str]] = None) -> PlaybookResult:
     """Run ``tasks`` on localhost; every name in ``registers`` is dumped to JSON and returned.
+
+    ``python`` is the interpreter the modules run with (default: the host's system Python); the
+    OpenStack/RBD lab gives one with openstacksdk and Debian's rados/rbd bindings.
 
     Tasks that fail are kept going with ``ignore_errors`` only if the caller sets it per task.
     """
@@ -73,7 +77,7 @@ def run_tasks(workdir: Path, tasks: List[Dict[str, Any]], registers: List[str], 
     playbook = workdir / "playbook.yml"
     playbook.write_text(yaml.safe_dump(play, sort_keys=False))
     inventory = workdir / "inventory.ini"
-    inventory.write_text(f"localhost ansible_connection=local ansible_python_interpreter={HOST_PYTHON}\n")
+    inventory.write_text(f"localhost ansible_connection=local ansible_python_interpreter={python or HOST_PYTHON}\n")
     env = dict(os.environ)
     env.update({
         "ANSIBLE_COLLECTIONS_PATH": collections_path(),
@@ -82,6 +86,7 @@ def run_tasks(workdir: Path, tasks: List[Dict[str, Any]], registers: List[str], 
         "ANSIBLE_LOCAL_TEMP": str(workdir / "ansible-tmp"),
         "ANSIBLE_DEPRECATION_WARNINGS": "0",
     })
+    env.update(env_extra or {})
     argv = [ansible_playbook(), "-i", str(inventory), str(playbook)]
     if check:
         argv.append("--check")
