@@ -15,6 +15,8 @@ SANITY_PYTHON ?= 3.12
 # extra arguments, e.g. make units PYTEST_ARGS='-k qcow2 -x'
 PYTEST_ARGS ?=
 SANITY_ARGS ?=
+# e.g. make molecule MOLECULE_ARGS='ceph_client_keyrings'
+MOLECULE_ARGS ?=
 
 # Tools of the venv come first (ansible-test, ansible-playbook, ansible-lint).
 export PATH := $(VENV)/bin:$(PATH)
@@ -27,7 +29,7 @@ export NO_COLOR := 1
 endif
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help deps build sanity units integration lint changelog-lint test demo bench clean
+.PHONY: help deps build sanity units integration molecule lint changelog-lint test demo bench clean
 
 help: ## List the targets
 	@echo "volsnap.openstack make targets:"
@@ -51,10 +53,14 @@ integration: deps build ## Start the lab (tests/lab/lab.sh start), then pytest t
 	  else echo "integration: tests/lab/lab.sh not found, no lab started"; fi
 	bash $(ROOT)/scripts/run-pytest.sh integration tests/integration $(PYTEST_ARGS)
 
+molecule: deps build ## Start the Ceph lab, then every molecule scenario (extensions/molecule) over namespace hosts
+	bash $(LAB) start ceph </dev/null
+	bash $(ROOT)/scripts/molecule.sh $(MOLECULE_ARGS)
+
 lint: deps build ## ansible-lint (production), antsibull-changelog lint, shellcheck
 	cd $(COLL) && ansible-lint --offline
 	$(MAKE) --no-print-directory changelog-lint
-	cd $(COLL) && shopt -s nullglob && files=(.ci/run scripts/*.sh tests/lab/*.sh) && \
+	cd $(COLL) && shopt -s nullglob && files=(.ci/run scripts/*.sh tests/lab/*.sh tests/hosts/*.sh) && \
 	  echo "shellcheck $${files[*]}" && shellcheck -x "$${files[@]}"
 
 changelog-lint: deps build ## antsibull-changelog lint

@@ -1,0 +1,553 @@
+# -*- coding: utf-8 -*-
+# Copyright: volsnap.openstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Read and edit oslo.config ini files (cinder.conf, glance-api.conf) in place.
+
+The file is read exactly as oslo.config's ``iniparser`` reads it:
+
+* a line is stripped on the right; an empty line ends a multi-line value;
+* a line starting with a space or a tab continues the previous assignment (an error when
+  there is none);
+* ``[name]`` starts a section; ``#`` or ``;`` starts a comment;
+* anything else is ``key = value`` or ``key: value`` (whichever separator comes first); the
+  value is stripped and one pair of matching outer quotes is removed; continuation lines are
+  appended with ``\\n``;
+* a section may appear several times; for a single-valued option the last assignment wins;
+  section names are compared lower-cased, except ``DEFAULT``.
+
+Edits touch only the lines of the assignments they change: every other byte of the file
+(comments, blank lines, order, line endings, other sections) is kept. Values given as Python
+booleans, integers, lists or dicts are compared with the value in the file the way oslo.config
+would convert it (``True`` equals ``yes``), so an edit is only made when the meaning differs.
+
+Cinder's backend model (cinder/volume/configuration.py): ``[DEFAULT] enabled_backends`` names
+the backend sections; an option missing from a backend section falls back to the
+``[backend_defaults]`` section, then to the option's default (``[DEFAULT]`` is not consulted).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+
+DEFAULT_SECTION = 'DEFAULT'
+BACKEND_DEFAULTS_SECTION = 'backend_defaults'
+ENABLED_BACKENDS = 'enabled_backends'
+VOLUME_DRIVER = 'volume_driver'
+
+BOOL_TRUE = ('true', '1', 'on', 'yes')
+BOOL_FALSE = ('false', '0', 'off', 'no')
+
+_EOL_RE = re.compile(r'(\r\n|\n|\r)')
+
+
+class IniParseError(VolsnapError):
+    """The file is not something oslo.config can read."""
+
+
+def normalize_section(name: str) -> str:
+    """oslo.config's ``_normalize_group_name``."""
+    return name if name == DEFAULT_SECTION else name.lower()
+
+
+@dataclass
+class _Line:
+    content: str                 # the line without its line ending
+    eol: str                     # '\n', '\r\n', '\r' or '' (last line without one)
+    kind: str                    # blank, comment, section, assign, cont
+    section: Optional[str] = None  # normalized section the line belongs to
+    key: Optional[str] = None      # assign: the key
+    value_start: int = 0           # assign: index in content where the raw value starts
+
+
+@dataclass
+class _Entry:
+    """One assignment: its first line and its continuation lines, [start, end)."""
+    section: str
+    key: str
+    start: int
+    end: int
+    value: str
+
+
+def split_lines(text: str) -> List[Tuple[str, str]]:
+    """Split on universal newlines (as Python's text mode does), keeping each line ending."""
+    parts = _EOL_RE.split(text)
+    lines = []
+    for index in range(0, len(parts) - 1, 2):
+        lines.append((parts[index], parts[index + 1]))
+    if parts[-1]:
+        lines.append((parts[-1], ''))
+    return lines
+
+
+def _unquote(value: str) -> str:
+    if value and value[0] == value[-1] and value.startswith(('"', "'")):
+        return value[1:-1]
+    return value
+
+
+def _split_key_value(content: str) -> Tuple[str, int]:
+    """Key and the index where the value starts (after separator and blanks); oslo's rules."""
+    colon = content.find(':')
+    equal = content.find('=')
+    if colon < 0 and equal < 0:
+        raise ValueError("No ':' or '=' found in assignment")
+    if colon < 0 or (0 <= equal < colon):
+        sep = equal
+    else:
+        sep = colon
+    key = content[:sep].strip()
+    start = sep + 1
+    while start < len(content) and content[start] in ' \t':
+        start += 1
+    return key, start
+
+
+class OsloIni(object):
+    """An oslo.config ini file as lines, with edits that keep everything else byte for byte."""
+
+    def __init__(self, lines: List[_Line]) -> None:
+        self.lines = lines
+        self._index()
+
+    # -- parsing -------------------------------------------------------------------------
+    @classmethod
+    def parse(cls, text: str) -> 'OsloIni':
+        lines: List[_Line] = []
+        section: Optional[str] = None
+        in_assignment = False
+        for lineno, (content, eol) in enumerate(split_lines(text), start=1):
+            stripped = content.rstrip()
+            if not stripped:
+                lines.append(_Line(content, eol, 'blank', section))
+                in_assignment = False
+                continue
+            if stripped.startswith((' ', '\t')):
+                if not in_assignment:
+                    raise IniParseError('line %d: unexpected continuation line (an indented line must follow '
+                                        'an assignment): %r' % (lineno, content), line=lineno)
+                lines.append(_Line(content, eol, 'cont', section))
+                continue
+            in_assignment = False
+            if stripped.startswith('['):
+                if not stripped.endswith(']'):
+                    raise IniParseError('line %d: invalid section (must end with ]): %r' % (lineno, content),
+                                        line=lineno)
+                if len(stripped) <= 2:
+                    raise IniParseError('line %d: empty section name: %r' % (lineno, content), line=lineno)
+                section = normalize_section(stripped[1:-1])
+                lines.append(_Line(content, eol, 'section', section, key=stripped[1:-1]))
+                continue
+            if stripped.startswith(('#', ';')):
+                lines.append(_Line(content, eol, 'comment', section))
+                continue
+            try:
+                key, value_start = _split_key_value(stripped)
+            except ValueError as exc:
+                raise IniParseError('line %d: %s: %r' % (lineno, exc, content), line=lineno)
+            if not key:
+                raise IniParseError('line %d: key cannot be empty: %r' % (lineno, content), line=lineno)
+            if section is None:
+                raise IniParseError('line %d: assignment before the first section header: %r' % (lineno, content),
+                                    line=lineno)
+            lines.append(_Line(content, eol, 'assign', section, key=key, value_start=value_start))
+            in_assignment = True
+        return cls(lines)
+
+    def _index(self) -> None:
+        self.entries: List[_Entry] = []
+        self.section_names: Dict[str, str] = {}   # normalized -> name as first written
+        index = 0
+        while index < len(self.lines):
+            line = self.lines[index]
+            if line.kind == 'section' and line.section is not None and line.key is not None:
+                self.section_names.setdefault(line.section, line.key)
+            if line.kind != 'assign':
+                index += 1
+                continue
+            end = index + 1
+            while end < len(self.lines) and self.lines[end].kind == 'cont':
+                end += 1
+            first = self.lines[index].content.rstrip()[self.lines[index].value_start:]
+            parts = [_unquote(first.strip())]
+            parts.extend(self.lines[i].content.strip() for i in range(index + 1, end))
+            self.entries.append(_Entry(line.section or '', line.key or '', index, end, '\n'.join(parts)))
+            index = end
+
+    # -- reading -------------------------------------------------------------------------
+    def render(self) -> str:
+        return ''.join(line.content + line.eol for line in self.lines)
+
+    def has_section(self, name: str) -> bool:
+        return normalize_section(name) in self.section_names
+
+    def section_name(self, name: str) -> str:
+        """The section's name as written in the file (first header), or ``name``."""
+        return self.section_names.get(normalize_section(name), name)
+
+    def sections(self) -> List[str]:
+        return list(self.section_names.values())
+
+    def _entries(self, section: str, key: str) -> List[_Entry]:
+        norm = normalize_section(section)
+        return [e for e in self.entries if e.section == norm and e.key == key]
+
+    def get(self, section: str, key: str) -> Optional[str]:
+        """The value oslo.config reads for a single-valued option (last assignment), or None."""
+        entries = self._entries(section, key)
+        return entries[-1].value if entries else None
+
+    def get_all(self, section: str, key: str) -> List[str]:
+        return [e.value for e in self._entries(section, key)]
+
+    def enabled_backends(self) -> List[str]:
+        value = self.get(DEFAULT_SECTION, ENABLED_BACKENDS)
+        if value is None:
+            return []
+        return [item.strip() for item in value.split(',') if item.strip()]
+
+    def backend_value(self, section: str, key: str,
+                      fallback: Optional[str] = BACKEND_DEFAULTS_SECTION) -> Optional[str]:
+        """A backend option as Cinder reads it: the backend section, then ``[backend_defaults]``."""
+        value = self.get(section, key)
+        if value is None and fallback:
+            value = self.get(fallback, key)
+        return value
+
+    # -- editing -------------------------------------------------------------------------
+    def _eol(self) -> str:
+        counts: Dict[str, int] = {}
+        for line in self.lines:
+            if line.eol:
+                counts[line.eol] = counts.get(line.eol, 0) + 1
+        if not counts:
+            return '\n'
+        return max(sorted(counts), key=lambda eol: counts[eol])
+
+    def set(self, section: str, key: str, text: str) -> None:
+        """Give ``key`` the raw value ``text`` in ``section`` (which must exist)."""
+        norm = normalize_section(section)
+        if norm not in self.section_names:
+            raise VolsnapError('section [%s] does not exist' % section)
+        encoded = format_value(text)
+        entries = self._entries(section, key)
+        if entries:
+            last = entries[-1]
+            first = self.lines[last.start]
+            prefix = first.content[:first.value_start]
+            if not encoded:
+                prefix = prefix.rstrip(' \t')
+            eol = self.lines[last.end - 1].eol
+            new = _Line(prefix + encoded, eol, 'assign', norm, key=key, value_start=len(prefix))
+            self.lines[last.start:last.end] = [new]
+        else:
+            position = self._insert_position(norm)
+            self._ensure_eol_before(position)
+            line = _Line('%s = %s' % (key, encoded) if encoded else '%s =' % key, self._eol(), 'assign', norm,
+                         key=key, value_start=len(key) + 3)
+            self.lines.insert(position, line)
+        self._index()
+
+    def unset(self, section: str, key: str) -> None:
+        """Remove every assignment of ``key`` in ``section`` (all its headers)."""
+        for entry in reversed(self._entries(section, key)):
+            del self.lines[entry.start:entry.end]
+        self._index()
+
+    def add_section(self, name: str) -> None:
+        if self.has_section(name):
+            return
+        eol = self._eol()
+        if self.lines:
+            self._ensure_eol_before(len(self.lines))
+            if self.lines[-1].kind != 'blank':
+                self.lines.append(_Line('', eol, 'blank', self.lines[-1].section))
+        norm = normalize_section(name)
+        self.lines.append(_Line('[%s]' % name, eol, 'section', norm, key=name))
+        self._index()
+
+    def _ensure_eol_before(self, position: int) -> None:
+        if position > 0 and not self.lines[position - 1].eol:
+            self.lines[position - 1].eol = self._eol()
+
+    def _insert_position(self, norm: str) -> int:
+        """After the last assignment of the section's last header, else right after that header."""
+        header = max(i for i, line in enumerate(self.lines) if line.kind == 'section' and line.section == norm)
+        position = header + 1
+        index = header + 1
+        while index < len(self.lines) and self.lines[index].kind != 'section':
+            if self.lines[index].kind in ('assign', 'cont'):
+                position = index + 1
+            index += 1
+        return position
+
+
+# -- values ------------------------------------------------------------------------------
+def format_value(text: str) -> str:
+    """The text to write so that oslo.config reads back exactly ``text``."""
+    if '\n' in text or '\r' in text:
+        raise VolsnapError('a value cannot contain a line break: %r' % text)
+    if text != text.strip() or (text and text[0] == text[-1] and text[0] in '"\''):
+        quote = "'" if text.startswith('"') else '"'
+        return quote + text + quote
+    return text
+
+
+def to_text(value: Any) -> str:
+    """The oslo.config text for a value given by a playbook."""
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return ','.join(to_text(item) for item in value)
+    if isinstance(value, dict):
+        return ','.join('%s:%s' % (to_text(k), to_text(v)) for k, v in value.items())
+    if value is None:
+        raise VolsnapError('a value to set cannot be null; list the option in unset instead')
+    return str(value)
+
+
+def parse_bool(text: Optional[str]) -> Optional[bool]:
+    """oslo.config's Boolean type; None when ``text`` is None or not a boolean."""
+    if text is None:
+        return None
+    lowered = text.lower()
+    if lowered in BOOL_TRUE:
+        return True
+    if lowered in BOOL_FALSE:
+        return False
+    return None
+
+
+def same_value(current: Optional[str], wanted: Any) -> bool:
+    """Whether the file's text ``current`` means ``wanted`` for oslo.config."""
+    if current is None:
+        return False
+    if isinstance(wanted, bool):
+        return parse_bool(current) is wanted
+    if isinstance(wanted, int):
+        try:
+            return int(current.strip()) == wanted
+        except ValueError:
+            return False
+    if isinstance(wanted, float):
+        try:
+            return float(current.strip()) == wanted
+        except ValueError:
+            return False
+    if isinstance(wanted, (list, tuple)):
+        items = [item.strip() for item in current.split(',')] if current.strip() else []
+        return items == [to_text(item) for item in wanted]
+    if isinstance(wanted, dict):
+        pairs = []
+        for item in current.split(','):
+            if not item.strip():
+                continue
+            key, sep, val = item.partition(':')
+            if not sep:
+                return False
+            pairs.append((key.strip(), val.strip()))
+        return pairs == [(to_text(k), to_text(v)) for k, v in wanted.items()]
+    return current == to_text(wanted)
+
+
+# -- the edit plan -----------------------------------------------------------------------
+@dataclass
+class EditRequest:
+    sections: Sequence[str] = ()
+    volume_driver: Sequence[str] = ()
+    require_enabled: bool = False
+    create_sections: bool = False
+    set_values: Dict[str, Any] = field(default_factory=dict)
+    unset_options: Sequence[str] = ()
+    query: Sequence[str] = ()
+    fallback_section: Optional[str] = BACKEND_DEFAULTS_SECTION
+
+
+@dataclass
+class EditResult:
+    before: str
+    after: str
+    sections: List[str]
+    changes: List[Dict[str, Optional[str]]]
+    values: Dict[str, Dict[str, Optional[str]]]
+    fallback_values: Dict[str, Optional[str]]
+    effective_values: Dict[str, Dict[str, Optional[str]]]
+    enabled_backends: List[str]
+    volume_drivers: Dict[str, Optional[str]]
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+def select_sections(ini: OsloIni, request: EditRequest, path: str = 'the file') -> List[str]:
+    """The sections an edit applies to, in file order of the request; raises when one is wrong."""
+    enabled = ini.enabled_backends()
+    enabled_norm = [normalize_section(name) for name in enabled]
+    drivers = list(request.volume_driver)
+    fallback = request.fallback_section
+
+    def driver_of(name: str) -> Optional[str]:
+        return ini.backend_value(name, VOLUME_DRIVER, fallback)
+
+    if not request.sections and not drivers:
+        raise VolsnapError('nothing selects a section: give sections, volume_driver or both')
+
+    selected: List[str] = []
+    if request.sections:
+        for name in request.sections:
+            if not name or '[' in name or ']' in name or name != name.strip():
+                raise VolsnapError('%r is not a valid section name' % name)
+            norm = normalize_section(name)
+            if not ini.has_section(name) and not request.create_sections:
+                raise VolsnapError(
+                    'section [%s] does not exist in %s (sections: %s); check the name, or set create_sections=true '
+                    'to add it' % (name, path, ', '.join(ini.sections()) or 'none'),
+                    missing_section=name, available_sections=ini.sections())
+            if request.require_enabled and norm not in enabled_norm:
+                raise VolsnapError(
+                    'section [%s] is not an enabled backend: [DEFAULT] enabled_backends in %s is %r; add it there '
+                    'or name another section' % (name, path, ','.join(enabled)),
+                    section=name, enabled_backends=enabled)
+            if drivers and driver_of(name) not in drivers:
+                raise VolsnapError(
+                    'section [%s] has volume_driver %r, not one of %s; this is not a backend to change here'
+                    % (name, driver_of(name), ', '.join(drivers)),
+                    section=name, volume_driver=driver_of(name))
+            display = ini.section_name(name)
+            if display not in selected:
+                selected.append(display)
+        return selected
+
+    for name in enabled:
+        if driver_of(name) in drivers:
+            if not ini.has_section(name) and not request.create_sections:
+                raise VolsnapError(
+                    'enabled backend %r has no [%s] section in %s' % (name, name, path), section=name)
+            display = ini.section_name(name)
+            if display not in selected:
+                selected.append(display)
+    if not selected:
+        found = dict((name, driver_of(name)) for name in enabled)
+        raise VolsnapError(
+            'no enabled backend in %s uses volume_driver %s; enabled_backends and their drivers: %s. Check the '
+            'driver path or name the sections explicitly' % (path, ' or '.join(drivers), found or 'none'),
+            enabled_backends=enabled, volume_drivers=found)
+    return selected
+
+
+def plan_edit(text: str, request: EditRequest, path: str = 'the file') -> EditResult:
+    """Apply ``request`` to ``text`` in memory; raises VolsnapError when it cannot be done."""
+    for option in list(request.set_values) + list(request.unset_options) + list(request.query):
+        if not option or not re.match(r'^[A-Za-z0-9_.-]+\Z', option):
+            raise VolsnapError('%r is not an option name' % option)
+    overlap = sorted(set(request.set_values) & set(request.unset_options))
+    if overlap:
+        raise VolsnapError('options both set and unset: %s' % ', '.join(overlap))
+    if request.fallback_section is not None and not request.fallback_section:
+        raise VolsnapError('fallback_section cannot be empty (use null to disable the fallback)')
+    ini = OsloIni.parse(text)
+    sections = select_sections(ini, request, path)
+    changes: List[Dict[str, Optional[str]]] = []
+    for section in sections:
+        if not ini.has_section(section):
+            ini.add_section(section)
+        for option, wanted in request.set_values.items():
+            current = ini.get(section, option)
+            if same_value(current, wanted):
+                continue
+            new = to_text(wanted)
+            ini.set(section, option, new)
+            changes.append({'section': section, 'option': option, 'before': current, 'after': new})
+        for option in request.unset_options:
+            current = ini.get(section, option)
+            if current is None:
+                continue
+            ini.unset(section, option)
+            changes.append({'section': section, 'option': option, 'before': current, 'after': None})
+    options = list(dict.fromkeys(list(request.set_values) + list(request.unset_options) + list(request.query)))
+    values = dict((section, dict((option, ini.get(section, option)) for option in options)) for section in sections)
+    fallback_values: Dict[str, Optional[str]] = {}
+    if request.fallback_section:
+        fallback_values = dict((option, ini.get(request.fallback_section, option)) for option in options)
+    effective = dict((section, dict((option, ini.backend_value(section, option, request.fallback_section))
+                                    for option in options)) for section in sections)
+    volume_drivers = dict((section, ini.backend_value(section, VOLUME_DRIVER, request.fallback_section))
+                          for section in sections)
+    return EditResult(before=text, after=ini.render(), sections=sections, changes=changes, values=values,
+                      fallback_values=fallback_values, effective_values=effective,
+                      enabled_backends=ini.enabled_backends(),
+                      volume_drivers=volume_drivers)
+
+
+# -- file I/O ----------------------------------------------------------------------------
+def decode(data: bytes) -> str:
+    """Bytes to text so that ``encode(decode(data)) == data`` for any bytes."""
+    return data.decode('utf-8', 'surrogateescape')
+
+
+def encode(text: str) -> bytes:
+    return text.encode('utf-8', 'surrogateescape')
+
+
+def display(text: str) -> str:
+    """Text safe to return in a result (undecodable bytes replaced)."""
+    return encode(text).decode('utf-8', 'replace')
+
+
+def read_config(path: str) -> Tuple[str, str]:
+    """(the real path, its text); raises VolsnapError with advice when it cannot be read."""
+    real = os.path.realpath(path)
+    if not os.path.lexists(path):
+        raise VolsnapError('%s does not exist; this module edits an existing configuration file (check path, and '
+                           'that the service is installed on this host)' % path, path=path)
+    if not os.path.exists(real):
+        raise VolsnapError('%s is a symbolic link to %s, which does not exist' % (path, real), path=path)
+    if not os.path.isfile(real):
+        raise VolsnapError('%s is not a regular file' % path, path=path)
+    try:
+        with open(real, 'rb') as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise VolsnapError('cannot read %s: %s' % (path, exc.strerror or exc), path=path)
+    return real, decode(data)
+
+
+def write_atomic_bytes(path: str, data: bytes) -> None:
+    """Replace ``path`` by ``data``: temp file beside it, same owner/group/mode, fsync, rename, fsync dir."""
+    directory = os.path.dirname(path) or '.'
+    st = os.stat(path)
+    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), suffix='.volsnap-tmp', dir=directory)
+    try:
+        with os.fdopen(fd, 'wb') as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, st.st_mode & 0o7777)
+        if os.geteuid() == 0:
+            os.chown(tmp, st.st_uid, st.st_gid)
+        elif os.getegid() != st.st_gid:
+            try:
+                os.chown(tmp, -1, st.st_gid)
+            except OSError:
+                pass
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0))
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

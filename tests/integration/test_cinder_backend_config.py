@@ -1,0 +1,144 @@
+"""cinder_backend_config through the real ansible-playbook: check mode, diff, idempotence, attributes, errors."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import stat
+from pathlib import Path
+
+from ansible_run import run_tasks
+
+NFS = "cinder.volume.drivers.nfs.NfsDriver"
+CONF = (
+    "# managed by hand\n"
+    "[DEFAULT]\n"
+    "enabled_backends = nfs-a,lvm,nfs-b\n"
+    "\n"
+    "[lvm]\n"
+    "volume_driver = cinder.volume.drivers.lvm.LVMVolumeDriver\n"
+    "\n"
+    "[nfs-a]\n"
+    "volume_driver = cinder.volume.drivers.nfs.NfsDriver\n"
+    "nfs_snapshot_support = False  \n"
+    "# keep me\n"
+    "\n"
+    "[nfs-b]\n"
+    "volume_driver: cinder.volume.drivers.nfs.NfsDriver\n"
+    "nfs_mount_options = vers=4.1,\n"
+    "  proto=tcp\n"
+)
+WANTED = {"nfs_snapshot_support": True, "nfs_qcow2_volumes": True, "nas_secure_file_operations": "false"}
+
+
+def task(path: Path, register: str, **params):
+    args = {"path": str(path)}
+    args.update(params)
+    return {"name": register, "volsnap.openstack.cinder_backend_config": args, "register": register,
+            "ignore_errors": True}
+
+
+def write_conf(tmp_path: Path, text: str = CONF, mode: int = 0o640) -> Path:
+    path = tmp_path / "cinder.conf"
+    path.write_bytes(text.encode())
+    os.chmod(path, mode)
+    return path
+
+
+def test_check_mode_diff_then_apply_then_idempotent(tmp_path: Path) -> None:
+    path = write_conf(tmp_path)
+    before = path.read_bytes()
+    inode = path.stat().st_ino
+    res = run_tasks(tmp_path, [task(path, "r", volume_driver=[NFS], set=WANTED)], ["r"], check=True, diff=True)
+    r = res["r"]
+    assert res.rc == 0, res.output
+    assert r["changed"] and r["content_changed"]
+    assert path.read_bytes() == before and path.stat().st_ino == inode
+    assert r["sections"] == ["nfs-a", "nfs-b"]
+    assert r["section_values"]["nfs-b"] == {
+        "nfs_snapshot_support": "true", "nfs_qcow2_volumes": "true", "nas_secure_file_operations": "false"}
+    assert r["diff"][0]["before"] == CONF
+    assert "nfs_snapshot_support = true\nnfs_qcow2_volumes = true\nnas_secure_file_operations = false\n# keep me" \
+        in r["diff"][0]["after"]
+    assert "--- before: %s (content)" % path in res.output
+
+    res = run_tasks(tmp_path, [task(path, "r", volume_driver=[NFS], set=WANTED)], ["r"])
+    assert res.rc == 0, res.output
+    r2 = res["r"]
+    assert r2["changed"]
+    assert path.read_text() == r["diff"][0]["after"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert [c["option"] for c in r2["changes"]] == ["nfs_snapshot_support", "nfs_qcow2_volumes",
+                                                    "nas_secure_file_operations"] * 2
+    # the lines that were not edited are byte for byte the same, in the same order
+    after = path.read_text()
+    for line in ("# managed by hand\n", "[lvm]\nvolume_driver = cinder.volume.drivers.lvm.LVMVolumeDriver\n\n",
+                 "volume_driver: cinder.volume.drivers.nfs.NfsDriver\nnfs_mount_options = vers=4.1,\n  proto=tcp\n"):
+        assert line in after
+
+    res = run_tasks(tmp_path, [task(path, "r", volume_driver=[NFS], set=WANTED)], ["r"], check=True)
+    assert res.rc == 0 and not res["r"]["changed"], res.output
+    res = run_tasks(tmp_path, [task(path, "r", volume_driver=[NFS], set=WANTED)], ["r"])
+    assert res.rc == 0 and not res["r"]["changed"], res.output
+    assert path.read_text() == after
+
+
+def test_owner_group_mode_reported_and_set(tmp_path: Path) -> None:
+    path = write_conf(tmp_path, mode=0o644)
+    group = grp.getgrgid(os.getgid()).gr_name
+    owner = pwd.getpwuid(os.getuid()).pw_name
+    params = dict(sections=["nfs-a"], set={"nfs_snapshot_support": False}, mode="0640", owner=owner, group=group)
+    res = run_tasks(tmp_path, [task(path, "r", **params)], ["r"], check=True, diff=True)
+    r = res["r"]
+    assert res.rc == 0, res.output
+    # content already right (False), only the mode differs: changed, content unchanged, nothing done in check mode
+    assert r["changed"] and not r["content_changed"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert r["diff"][0]["before"] == {"mode": "0644"} and r["diff"][0]["after"] == {"mode": "0640"}
+    res = run_tasks(tmp_path, [task(path, "r", **params)], ["r"])
+    assert res.rc == 0 and res["r"]["changed"], res.output
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    res = run_tasks(tmp_path, [task(path, "r", **params)], ["r"])
+    assert res.rc == 0 and not res["r"]["changed"], res.output
+
+
+def test_backup_and_symlink_target(tmp_path: Path) -> None:
+    real = write_conf(tmp_path)
+    link = tmp_path / "link.conf"
+    link.symlink_to(real)
+    res = run_tasks(tmp_path, [task(link, "r", sections=["nfs-a"], set={"nfs_qcow2_volumes": True}, backup=True)],
+                    ["r"])
+    r = res["r"]
+    assert res.rc == 0, res.output
+    assert link.is_symlink()
+    assert r["path"] == str(real)
+    assert Path(r["backup_file"]).read_text() == CONF
+    assert "nfs_qcow2_volumes = true" in real.read_text()
+
+
+def test_errors_are_clear_and_change_nothing(tmp_path: Path) -> None:
+    path = write_conf(tmp_path)
+    bad = tmp_path / "bad.conf"
+    bad.write_text("[DEFAULT]\n  indented\n")
+    tasks = [
+        task(tmp_path / "nope.conf", "missing", volume_driver=[NFS], set=WANTED),
+        task(path, "nosection", sections=["nfs-x"], set=WANTED),
+        task(path, "nodriver", volume_driver=["cinder.volume.drivers.rbd.RBDDriver"], set=WANTED),
+        task(path, "wrongdriver", sections=["lvm"], volume_driver=[NFS], set=WANTED),
+        task(bad, "unparsable", sections=["DEFAULT"], set={"a": 1}),
+        task(path, "noselector", set=WANTED),
+    ]
+    res = run_tasks(tmp_path, tasks, ["missing", "nosection", "nodriver", "wrongdriver", "unparsable",
+                                      "noselector"])
+    assert "does not exist" in res["missing"]["msg"]
+    assert "section [nfs-x] does not exist" in res["nosection"]["msg"]
+    assert res["nosection"]["available_sections"] == ["DEFAULT", "lvm", "nfs-a", "nfs-b"]
+    assert "no enabled backend" in res["nodriver"]["msg"]
+    assert "section [lvm] has volume_driver" in res["wrongdriver"]["msg"]
+    assert "line 2: unexpected continuation line" in res["unparsable"]["msg"]
+    assert "one of the following is required" in res["noselector"]["msg"]
+    for name in res.results:
+        assert res[name]["failed"] and not res[name]["changed"]
+    assert path.read_text() == CONF
+    assert bad.read_text() == "[DEFAULT]\n  indented\n"
