@@ -1,0 +1,433 @@
+# -*- coding: utf-8 -*-
+# Copyright: volsnap.openstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Keyring files of cephx clients: content, ownership and mode, compared and written honestly.
+
+* :func:`render_keyring` writes the text Ceph itself writes (``ceph auth get -o``): a section per
+  entity with its key and, optionally, its caps.
+* :func:`redact` is the same text with every key replaced, for diffs; a key never leaves this module
+  in a result, a diff or a message.
+* :func:`inspect_file` reads what is on disk; :func:`plan_keyring` compares it with what is wanted
+  and says which of content, owner, group and mode differ.
+* :func:`write_keyring` replaces the file atomically: a temporary file in the same directory created
+  0600, given its final owner, group and mode *before* the key is written into it, fsynced, renamed
+  over the old file, directory fsynced. At no moment does the path hold the new key with a looser mode
+  than asked, and a crash leaves either the old or the new file.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import errno
+import grp
+import os
+import pwd
+import re
+import stat
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+from ansible_collections.volsnap.openstack.plugins.module_utils._cephx import CAP_TYPES, entity_name, normalize_caps
+from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import fsync_dir
+
+HIDDEN = '<hidden>'
+HIDDEN_NEW = '<hidden, another key>'
+# A cephx secret is base64 text (40 characters for the usual AES key); nothing that could break the file.
+_KEY = re.compile(r'^[A-Za-z0-9+/]+={0,2}$')
+_SECTION = re.compile(r'^\s*\[(?P<name>[^\]]+)\]\s*$')
+_KEY_LINE = re.compile(r'^(?P<lead>\s*key\s*=\s*)(?P<key>\S+)(?P<trail>\s*)$')
+MAX_KEYRING_BYTES = 1024 * 1024
+
+
+def validate_key(key: str) -> str:
+    """The key, stripped, when it looks like a cephx secret; a clear error otherwise (the key is not shown)."""
+    value = (key or '').strip()
+    if not value or not _KEY.match(value):
+        raise VolsnapError('the key is not a cephx secret (base64 text as "ceph auth get-key" prints it); the value '
+                           'is not shown')
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise VolsnapError('the key is not valid base64 (as "ceph auth get-key" prints it); the value is not shown')
+    if len(raw) < 12:
+        raise VolsnapError('the key is too short to be a cephx secret; the value is not shown')
+    return value
+
+
+def _quote_cap(kind: str, cap: str) -> str:
+    if '"' not in cap:
+        return '"%s"' % cap
+    if "'" not in cap:
+        return "'%s'" % cap
+    raise VolsnapError('the %s cap contains both quote characters and cannot be written to a keyring file' % kind)
+
+
+def render_keyring(entity: str, key: str, caps: Optional[Mapping[str, str]] = None) -> bytes:
+    """The keyring file for one entity, as ``ceph auth get -o`` writes it."""
+    lines = ['[%s]' % entity, '\tkey = %s' % key]
+    normalized = normalize_caps(caps)
+    for kind in CAP_TYPES:
+        if kind in normalized:
+            lines.append('\tcaps %s = %s' % (kind, _quote_cap(kind, normalized[kind])))
+    return ('\n'.join(lines) + '\n').encode('utf-8')
+
+
+def keys_of(content: bytes) -> Dict[str, str]:
+    """``{section: key}`` of a keyring text (for comparisons only; never returned)."""
+    found: Dict[str, str] = {}
+    section = None
+    for line in content.decode('utf-8', 'replace').splitlines():
+        match = _SECTION.match(line)
+        if match:
+            section = match.group('name').strip()
+            continue
+        match = _KEY_LINE.match(line)
+        if match and section is not None:
+            found[section] = match.group('key')
+    return found
+
+
+def redact(content: Optional[bytes], reference: Optional[bytes] = None) -> str:
+    """``content`` with each key replaced by ``<hidden>``, or by ``<hidden, another key>`` when ``reference``
+    holds another key for that section (so a diff shows that the key changed without showing it)."""
+    if content is None:
+        return ''
+    others = keys_of(reference) if reference is not None else {}
+    out: List[str] = []
+    section = None
+    for line in content.decode('utf-8', 'replace').splitlines():
+        match = _SECTION.match(line)
+        if match:
+            section = match.group('name').strip()
+            out.append(line)
+            continue
+        match = _KEY_LINE.match(line)
+        if match:
+            marker = HIDDEN
+            if reference is not None and section is not None and others.get(section) != match.group('key'):
+                marker = HIDDEN_NEW
+            out.append(match.group('lead') + marker)
+            continue
+        out.append(line)
+    return '\n'.join(out) + ('\n' if out else '')
+
+
+# ---------------------------------------------------------------------------------------------
+# owners and modes
+
+def parse_mode(mode: Any) -> int:
+    """An octal mode (``'0640'``, ``'640'``, or an int as YAML gives ``0640``) as an int; symbolic modes are refused."""
+    if isinstance(mode, bool):
+        raise VolsnapError('mode must be an octal string such as "0640", not %r' % mode)
+    if isinstance(mode, int):
+        value = mode
+    else:
+        text = str(mode).strip()
+        if text.lower().startswith('0o'):
+            text = text[2:]
+        if not text or not re.match(r'^[0-7]{1,4}$', text):
+            raise VolsnapError('mode must be an octal string such as "0640" (symbolic modes are not accepted for key '
+                               'files), not %r' % mode)
+        value = int(text, 8)
+    if value < 0 or value > 0o777:
+        raise VolsnapError('mode %r is not a permission mode for a key file (0000 to 0777; setuid, setgid and sticky '
+                           'bits are refused). Quote it in YAML ("0640"): an unquoted 640 is a decimal number'
+                           % (mode,))
+    return value
+
+
+def mode_text(mode: Optional[int]) -> Optional[str]:
+    return None if mode is None else '%04o' % mode
+
+
+def resolve_user(owner: Optional[str]) -> Optional[int]:
+    if owner is None:
+        return None
+    text = str(owner).strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        return pwd.getpwnam(text).pw_uid
+    except KeyError:
+        raise VolsnapError('the user %s does not exist on this host: create it (or install the service that owns '
+                           'it) before its keyring, or set owner' % text)
+
+
+def resolve_group(group: Optional[str]) -> Optional[int]:
+    if group is None:
+        return None
+    text = str(group).strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        return grp.getgrnam(text).gr_gid
+    except KeyError:
+        raise VolsnapError('the group %s does not exist on this host: create it (or install the service that owns '
+                           'it) before its keyring, or set group' % text)
+
+
+def user_name(uid: Optional[int]) -> Optional[str]:
+    if uid is None:
+        return None
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def group_name(gid: Optional[int]) -> Optional[str]:
+    if gid is None:
+        return None
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+# ---------------------------------------------------------------------------------------------
+# what is there, what is wanted, what differs
+
+@dataclass
+class FileState:
+    """The keyring path as found on disk."""
+
+    path: str
+    exists: bool
+    uid: Optional[int] = None
+    gid: Optional[int] = None
+    mode: Optional[int] = None
+    content: Optional[bytes] = field(default=None, repr=False)
+
+    def summary(self) -> Dict[str, Any]:
+        if not self.exists:
+            return {'path': self.path, 'state': 'absent'}
+        return {'path': self.path, 'state': 'file', 'owner': user_name(self.uid), 'group': group_name(self.gid),
+                'mode': mode_text(self.mode)}
+
+
+def inspect_file(path: str) -> FileState:
+    """Read the keyring path (without following a symlink). Anything but a regular file is refused."""
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return FileState(path=path, exists=False)
+        raise VolsnapError('cannot read %s: %s' % (path, exc.strerror))
+    if stat.S_ISLNK(info.st_mode):
+        raise VolsnapError('%s is a symbolic link: give the real path of the keyring file (a link is never replaced '
+                           'or followed, so that a key is not written where the link points)' % path)
+    if not stat.S_ISREG(info.st_mode):
+        raise VolsnapError('%s exists and is not a regular file' % path)
+    if info.st_size > MAX_KEYRING_BYTES:
+        raise VolsnapError('%s is %d bytes: too large to be a keyring, refusing to replace it' % (path, info.st_size))
+    try:
+        with open(path, 'rb') as handle:
+            content = handle.read(MAX_KEYRING_BYTES + 1)
+    except OSError as exc:
+        raise VolsnapError('cannot read %s: %s' % (path, exc.strerror))
+    return FileState(path=path, exists=True, uid=info.st_uid, gid=info.st_gid, mode=stat.S_IMODE(info.st_mode),
+                     content=content)
+
+
+def _describe(summary: Mapping[str, Any], text: str) -> str:
+    lines = ['# %s: %s' % (name, summary[name]) for name in ('state', 'owner', 'group', 'mode') if name in summary]
+    return '\n'.join(lines) + '\n' + text
+
+
+@dataclass
+class KeyringRequest:
+    path: str
+    name: str
+    state: str = 'present'
+    key: Optional[str] = field(default=None, repr=False)
+    caps: Optional[Mapping[str, Any]] = None
+    owner: Optional[str] = None
+    group: Optional[str] = None
+    mode: Any = '0600'
+
+
+@dataclass
+class KeyringPlan:
+    """What differs between the file on disk and the wanted one."""
+
+    path: str
+    entity: str
+    state: str
+    current: FileState
+    content: Optional[bytes] = field(default=None, repr=False)
+    uid: Optional[int] = None
+    gid: Optional[int] = None
+    mode: Optional[int] = None
+    changes: List[str] = field(default_factory=list)
+    stale: List[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+    def after_summary(self) -> Dict[str, Any]:
+        if self.state == 'absent':
+            return {'path': self.path, 'state': 'absent'}
+        current = self.current
+        uid = self.uid if self.uid is not None else (current.uid if current.exists else os.geteuid())
+        gid = self.gid if self.gid is not None else (current.gid if current.exists else os.getegid())
+        return {'path': self.path, 'state': 'file', 'owner': user_name(uid), 'group': group_name(gid),
+                'mode': mode_text(self.mode)}
+
+    def diff(self) -> Dict[str, Any]:
+        """Before and after as text: owner, group, mode, then the file's text with the keys hidden."""
+        before = _describe(self.current.summary(), redact(self.current.content) if self.current.exists else '')
+        if self.state == 'present':
+            text = redact(self.content, self.current.content if self.current.exists else None) \
+                if self.content is not None else '[%s]\n\tkey = %s\n' % (self.entity, HIDDEN_NEW)
+        else:
+            text = ''
+        after = _describe(self.after_summary(), text)
+        return {'before': before, 'after': after, 'before_header': self.path, 'after_header': self.path}
+
+    def result(self) -> Dict[str, Any]:
+        after = self.after_summary()
+        result: Dict[str, Any] = {
+            'changed': self.changed,
+            'path': self.path,
+            'entity': self.entity,
+            'state': 'absent' if self.state == 'absent' else 'file',
+            'changes': list(self.changes),
+        }
+        for name in ('owner', 'group', 'mode'):
+            if name in after:
+                result[name] = after[name]
+        return result
+
+
+def plan_keyring(request: KeyringRequest, current: FileState, key_known: bool = True) -> KeyringPlan:
+    """Compare ``current`` with ``request``. ``key_known`` False (check mode, client not created yet) counts the
+    content as changed."""
+    entity = entity_name(request.name)
+    if request.state == 'absent':
+        plan = KeyringPlan(path=request.path, entity=entity, state='absent', current=current)
+        if current.exists:
+            plan.changes.append('removed')
+        return plan
+    mode = parse_mode(request.mode)
+    uid = resolve_user(request.owner)
+    gid = resolve_group(request.group)
+    content = None
+    if key_known:
+        content = render_keyring(entity, validate_key(request.key or ''), request.caps)
+    plan = KeyringPlan(path=request.path, entity=entity, state='present', current=current, content=content,
+                       uid=uid, gid=gid, mode=mode)
+    if not current.exists:
+        plan.changes.append('created')
+        return plan
+    if content is None or current.content != content:
+        plan.changes.append('content')
+    if uid is not None and current.uid != uid:
+        plan.changes.append('owner')
+    if gid is not None and current.gid != gid:
+        plan.changes.append('group')
+    if current.mode != mode:
+        plan.changes.append('mode')
+    return plan
+
+
+def write_keyring(path: str, content: bytes, uid: Optional[int], gid: Optional[int], mode: int) -> None:
+    """Replace ``path`` atomically with ``content``; owner, group and mode are set before the key is written.
+
+    ``uid``/``gid`` None keep the current file's (or the process's, for a new file).
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise VolsnapError('the directory %s does not exist: create it first (for example /etc/ceph with the '
+                           'ceph-common package)' % directory)
+    try:
+        current = os.lstat(path)
+    except OSError:
+        current = None
+    owner = uid if uid is not None else (current.st_uid if current is not None else -1)
+    group = gid if gid is not None else (current.st_gid if current is not None else -1)
+    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), suffix='.tmp', dir=directory)
+    try:
+        os.fchmod(fd, 0o600)
+        if owner != -1 or group != -1:
+            os.fchown(fd, owner, group)
+        os.fchmod(fd, mode)
+        view = memoryview(content)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.rename(tmp, path)
+    except BaseException:
+        if fd != -1:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(directory)
+
+
+def remove_keyring(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise VolsnapError('cannot remove %s: %s' % (path, exc.strerror))
+        return
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def stale_temporaries(path: str) -> List[str]:
+    """Temporary files an interrupted :func:`write_keyring` left beside ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    prefix = '.%s.' % os.path.basename(path)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted(os.path.join(directory, name) for name in names
+                  if name.startswith(prefix) and name.endswith('.tmp'))
+
+
+# (path, owner, group, mode as '0640') -> whether anything differed; the module passes a wrapper of
+# AnsibleModule.set_fs_attributes_if_different, which also honours check mode.
+SetAttributes = Callable[[str, Optional[str], Optional[str], str], bool]
+
+
+def apply_keyring(request: KeyringRequest, check_mode: bool, set_attributes: SetAttributes) -> KeyringPlan:
+    """Make the keyring file match ``request`` (or, in check mode, say what would change).
+
+    In check mode a request without a key (the client does not exist yet) reports the file as changed.
+    """
+    if request.state == 'present' and request.key is None and not check_mode:
+        raise VolsnapError('key is required with state=present (outside check mode): pass the key of %s, for example '
+                           'from volsnap.openstack.ceph_auth_client with return_key and no_log' % request.name)
+    current = inspect_file(request.path)
+    plan = plan_keyring(request, current, key_known=request.key is not None)
+    plan.stale = stale_temporaries(request.path)
+    if plan.stale:
+        plan.changes.append('stale temporary files')
+    if check_mode:
+        return plan
+    for name in plan.stale:
+        remove_keyring(name)
+    if plan.state == 'absent':
+        if current.exists:
+            remove_keyring(request.path)
+        return plan
+    if 'created' in plan.changes or 'content' in plan.changes:
+        write_keyring(request.path, plan.content or b'', plan.uid, plan.gid, plan.mode or 0o600)
+    # Owner, group and mode (and SELinux context or attributes where the platform has them) through Ansible's
+    # own helper; after a write they are already right, so it reports what remains different.
+    owner = str(plan.uid) if plan.uid is not None else None
+    group = str(plan.gid) if plan.gid is not None else None
+    if set_attributes(request.path, owner, group, mode_text(plan.mode) or '0600') and not plan.changes:
+        plan.changes.append('attributes')
+    return plan
