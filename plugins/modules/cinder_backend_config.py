@@ -99,7 +99,7 @@ options:
     description:
       - The section a backend option falls back to when the backend section does not set it. Cinder uses
         C(backend_defaults). Used to find a backend's C(volume_driver) and returned as RV(fallback_values).
-      - Set to V(null) to consult no other section.
+      - Set to V(null) (or an empty string) to consult no other section.
     type: str
     default: backend_defaults
   backup:
@@ -260,7 +260,7 @@ class CinderBackendConfig(VolsnapModule):
                               require_enabled=params['require_enabled'],
                               create_sections=params['create_sections'], set_values=params['set'],
                               unset_options=params['unset'], query=params['query'],
-                              fallback_section=params['fallback_section'])
+                              fallback_section=params['fallback_section'] or None)
         plan = plan_edit(text, request, path=params['path'])
         result = dict(path=path, sections=plan.sections, changes=plan.changes, section_values=plan.values,
                       fallback_values=plan.fallback_values, effective_values=plan.effective_values,

@@ -142,3 +142,16 @@ def test_errors_are_clear_and_change_nothing(tmp_path: Path) -> None:
         assert res[name]["failed"] and not res[name]["changed"]
     assert path.read_text() == CONF
     assert bad.read_text() == "[DEFAULT]\n  indented\n"
+
+
+def test_null_fallback_section_disables_the_fallback(tmp_path: Path) -> None:
+    """Ansible turns an explicit null for a str option into ''; both mean 'no fallback section'."""
+    path = write_conf(tmp_path, CONF + "\n[backend_defaults]\nnfs_qcow2_volumes = true\n")
+    res = run_tasks(tmp_path, [
+        task(path, "with_fallback", sections=["nfs-a"], query=["nfs_qcow2_volumes"]),
+        task(path, "no_fallback", sections=["nfs-a"], query=["nfs_qcow2_volumes"], fallback_section=None),
+    ], ["with_fallback", "no_fallback"])
+    assert res.rc == 0, res.output
+    assert not res["no_fallback"].get("failed"), res["no_fallback"]
+    assert res["with_fallback"]["fallback_values"] == {"nfs_qcow2_volumes": "true"}
+    assert res["no_fallback"]["fallback_values"] == {}
