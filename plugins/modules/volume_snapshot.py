@@ -26,11 +26,13 @@ extends_documentation_fragment:
   - volsnap.openstack.attributes
   - volsnap.openstack.chain
   - volsnap.openstack.libvirt
+  - volsnap.openstack.openstack.connection
 attributes:
   check_mode:
     support: full
     details:
-      - Returns the planned steps in RV(plan) and changes nothing.
+      - Returns the planned steps in RV(plan) and changes nothing. With O(report_to_cinder=true) Cinder is only read,
+        and RV(cinder_report) says what would be reported.
   diff_mode:
     support: full
     details:
@@ -90,11 +92,25 @@ options:
         running in libvirt; running the module again waits for it and completes the operation.
     type: int
     default: 600
+  report_to_cinder:
+    description:
+      - Report the outcome to Cinder as Nova does at the end of an assisted snapshot, with
+        C(os-update_snapshot_status) on the Cinder snapshot O(snapshot_id), through the cloud given by the connection
+        options (O(cloud), O(auth), ...).
+      - "Success: status C(creating) (create) or C(deleting) (delete) with progress C(90%). Failure: status C(error) or
+        C(error_deleting)."
+      - Spec 000's C(creating_compute_complete)/C(deleting_compute_complete) statuses and its C(file_format) field are
+        refused by real Cinder, so they are only returned in RV(compute_status) and RV(file_format).
+      - Sent only while Cinder shows the snapshot as C(creating) (create) or C(deleting) (delete) and, on success,
+        its progress is not C(90%) yet; so a rerun reports again only when the report did not reach Cinder.
+      - Needs openstacksdk on the host that runs the module.
+    type: bool
+    default: false
 notes:
   - The share must be the same directory Cinder mounts (for example C(/var/lib/cinder/mnt/<hash>)); the C(.info) and
     journal files live beside the volume file.
-  - A real Cinder expects the snapshot status updates that Nova sends; the result carries the spec's
-    RV(compute_status) and RV(file_format) for that purpose.
+  - A real Cinder expects the snapshot status updates that Nova sends; O(report_to_cinder=true) sends them, and the
+    result carries the spec's RV(compute_status) and RV(file_format).
 seealso:
   - module: volsnap.openstack.qcow2_chain_info
 '''
@@ -175,18 +191,63 @@ lock_waited:
   description: Seconds spent waiting for the per-volume lock.
   returned: always
   type: float
+cinder_report:
+  description:
+    - What was reported to Cinder with O(report_to_cinder=true). On failure it is returned next to C(msg).
+  returned: when O(report_to_cinder=true)
+  type: dict
+  contains:
+    snapshot_id:
+      description: The Cinder snapshot.
+      type: str
+    status:
+      description: The status reported (or to report), C(creating), C(deleting), C(error) or C(error_deleting).
+      type: str
+    progress:
+      description: The progress reported, C(90%) on success, null on failure.
+      type: str
+    reported:
+      description: True when the update was sent (Cinder accepted it).
+      type: bool
+    would_report:
+      description: True when Cinder was waiting for the report (in check mode, whether a real run would send it).
+      type: bool
+    reason:
+      description: Why the update was or was not sent.
+      type: str
+    cinder_status_before:
+      description: Cinder's status of the snapshot before the report (null when it does not exist).
+      type: str
+    cinder_progress_before:
+      description: Cinder's progress of the snapshot before the report.
+      type: str
+    compute_status:
+      description: Spec 000's compute status (not sent, Cinder refuses it).
+      type: str
+    file_format:
+      description: Spec 000's file format report (not sent, Cinder refuses it).
+      type: dict
+  sample: {"snapshot_id": "9c3f6a2e-1d4b-4c5e-8f7a-6b5c4d3e2f1a", "status": "creating", "progress": "90%",
+           "reported": true, "would_report": true, "cinder_status_before": "creating",
+           "cinder_progress_before": "0%", "compute_status": "creating_compute_complete",
+           "file_format": {"volume-0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f.9c3f6a2e-1d4b-4c5e-8f7a-6b5c4d3e2f1a": "qcow2"},
+           "reason": "Cinder is waiting for the compute side (status creating, progress 0%)"}
 '''
 
-import os
-
 from ansible_collections.volsnap.openstack.plugins.module_utils._chain import DEFAULT_MAX_DEPTH
+from ansible_collections.volsnap.openstack.plugins.module_utils._cinder_report import cinder_reporter, run_with_report
 from ansible_collections.volsnap.openstack.plugins.module_utils._libvirt import (
     DEFAULT_URI,
     LIBVIRT_IMPORT_ERROR,
     Libvirt,
 )
 from ansible_collections.volsnap.openstack.plugins.module_utils._module import VolsnapModule
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import (
+    openstack_argument_spec,
+    openstack_dependency,
+)
 from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg
+from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_plan import volume_file
 from ansible_collections.volsnap.openstack.plugins.module_utils._volume_snapshot import Request, VolumeSnapshot
 
 
@@ -205,6 +266,8 @@ class VolumeSnapshotModule(VolsnapModule):
         max_depth=dict(type='int', default=DEFAULT_MAX_DEPTH),
         lock_timeout=dict(type='int', default=60),
         timeout=dict(type='int', default=600),
+        report_to_cinder=dict(type='bool', default=False),
+        **openstack_argument_spec(wait=False)
     )
     module_kwargs = dict(
         mutually_exclusive=[('volume_path', 'volume_id')],
@@ -213,9 +276,12 @@ class VolumeSnapshotModule(VolsnapModule):
     )
 
     def dependencies(self):
+        deps = ()
         if self.params['mode'] == 'online' or self.params['domain']:
-            return (('libvirt-python', LIBVIRT_IMPORT_ERROR, None),)
-        return ()
+            deps += (('libvirt-python', LIBVIRT_IMPORT_ERROR, None),)
+        if self.params['report_to_cinder']:
+            deps += (openstack_dependency(),)
+        return deps
 
     def libvirt(self):
         if LIBVIRT_IMPORT_ERROR is not None:
@@ -224,12 +290,14 @@ class VolumeSnapshotModule(VolsnapModule):
 
     def run_module(self):
         p = self.params
-        path = p['volume_path'] or os.path.join(p['share'], 'volume-%s' % p['volume_id'])
+        path = p['volume_path'] or volume_file(p['share'], p['volume_id'])
         request = Request(volume_path=path, snapshot_id=p['snapshot_id'], state=p['state'], mode=p['mode'],
                           domain=p['domain'], disk=p['disk'], quiesce=p['quiesce'], share=p['share'],
                           max_depth=p['max_depth'], lock_timeout=p['lock_timeout'], timeout=p['timeout'])
         qemu = QemuImg(self.module.run_command, self.module.get_bin_path('qemu-img', required=True))
-        result = VolumeSnapshot(request, qemu, self.libvirt, self.check_mode).run()
+        reporter = cinder_reporter(p, self.check_mode) if p['report_to_cinder'] else None
+        result = run_with_report(VolumeSnapshot(request, qemu, self.libvirt, self.check_mode).run, reporter,
+                                 request.operation)
         diff = result.pop('diff', None)
         if diff:
             self.set_diff(diff['before'], diff['after'])

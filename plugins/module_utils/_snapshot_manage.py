@@ -1,0 +1,700 @@
+# -*- coding: utf-8 -*-
+# Copyright: volsnap.openstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Manage an existing backend snapshot into Cinder, unmanage it, and list manageable snapshots.
+
+Spec 004 ("import/export snapshots"), as merged into Cinder:
+
+* manage: ``POST /manageable_snapshots`` (microversion >= 3.8) or the legacy extension
+  ``POST /os-snapshot-manage`` with ``{"snapshot": {"volume_id", "ref", "name", "description",
+  "metadata"}}``; Cinder creates a snapshot record in ``creating`` and the volume service ends it
+  in ``available`` (the RBD driver renames the backend snapshot to ``snapshot-<id>`` and protects
+  it) or in ``error`` (for example ``ManageExistingInvalidReference`` when the reference does not
+  exist; the API keeps no reason).
+* unmanage: ``os-unmanage`` action, only on ``available`` or ``error`` snapshots; Cinder forgets
+  the record, the data stays on the backend.
+* listing: ``GET /manageable_snapshots/detail?host=...`` (or ``cluster=``, microversion >= 3.17),
+  legacy ``GET /os-snapshot-manage/detail``; entries carry ``reference``, ``size``,
+  ``safe_to_manage``, ``reason_not_safe``, ``cinder_id``, ``source_reference``, ``extra_info``.
+
+:class:`CinderApi` is the thin REST/SDK layer (exercised against the real lab);
+:class:`SnapshotManage` and :func:`list_manageable` are the logic, unit tested with a fake API.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import (
+    StatusError,
+    WaitTimeout,
+    api_errors,
+    endpoint_microversions,
+    negotiate_microversion,
+    request_json,
+    version_at_least,
+    wait_for_status,
+)
+
+SOURCE_NAME = 'source-name'
+MANAGE_MICROVERSION = '3.8'       # manageable_snapshots resource
+CLUSTER_MICROVERSION = '3.17'     # cluster= in the manageable listing
+CLIENT_MAX_MICROVERSION = '3.65'  # the newest snapshot view this module knows (as openstacksdk)
+UNMANAGEABLE = ('available', 'error')
+PAGE_SIZE = 1000                  # Cinder's default osapi_max_limit
+
+_UUID = '[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}'
+_CINDER_SNAPSHOT_NAME = re.compile(r'^(?:_?snapshot-)(%s)$' % _UUID)
+
+POLICY_HINTS = {
+    'manage': {403: 'managing snapshots is an admin-only API by default (policy '
+                    'snapshot_extension:snapshot_manage): use credentials with the admin role (for example '
+                    'an admin cloud from clouds.yaml)'},
+    'unmanage': {403: 'unmanaging snapshots is an admin-only API by default (policy '
+                      'snapshot_extension:snapshot_unmanage): use credentials with the admin role'},
+    'list': {403: 'listing manageable snapshots is an admin-only API by default (policy '
+                  'snapshot_extension:list_manageable): use credentials with the admin role'},
+    'delete': {403: 'deleting this snapshot record is not allowed to these credentials'},
+}
+
+
+def normalize_ref(ref: Any) -> Dict[str, Any]:
+    """A driver reference dict: a string is the backend snapshot's name (``{"source-name": ref}``)."""
+    if isinstance(ref, str):
+        if not ref.strip():
+            raise VolsnapError('ref must not be empty: give the backend snapshot name (for RBD, the name of the '
+                               'snapshot of the volume-<id> image) or a driver reference dict')
+        return {SOURCE_NAME: ref}
+    if isinstance(ref, Mapping):
+        if not ref:
+            raise VolsnapError('ref must not be an empty dict: give for example {"source-name": "<snapshot name>"}')
+        return dict(ref)
+    raise VolsnapError('ref must be a string (the backend snapshot name) or a dict (the driver reference, for '
+                       'example {"source-name": "..."}), not %s' % type(ref).__name__)
+
+
+def same_ref(a: Optional[Mapping[str, Any]], b: Optional[Mapping[str, Any]]) -> bool:
+    if not a or not b:
+        return False
+    return {str(k): str(v) for k, v in a.items()} == {str(k): str(v) for k, v in b.items()}
+
+
+def cinder_id_in_ref(ref: Mapping[str, Any]) -> Optional[str]:
+    """The snapshot id when the reference is a name Cinder gives snapshots (``snapshot-<id>``)."""
+    match = _CINDER_SNAPSHOT_NAME.match(str(ref.get(SOURCE_NAME, '')))
+    return match.group(1).lower() if match else None
+
+
+def entry_of_volume(entry: Mapping[str, Any], volume_id: str) -> bool:
+    """True when a manageable-listing entry's source reference names this volume (``volume-<id>`` for RBD)."""
+    source = entry.get('source_reference')
+    if not source:
+        return True  # drivers that give no source reference: the volume cannot be told, keep the entry
+    values = source.values() if isinstance(source, Mapping) else [source]
+    return any(volume_id.lower() in str(v).lower() for v in values)
+
+
+_SNAPSHOT_KEYS = ('id', 'name', 'description', 'status', 'size', 'volume_id', 'metadata', 'progress',
+                  'project_id', 'created_at', 'updated_at')
+
+
+def snapshot_view(raw: Any) -> Optional[Dict[str, Any]]:
+    """A plain dict of a Cinder snapshot from the API's JSON or an openstacksdk resource."""
+    if raw is None:
+        return None
+    data = raw.to_dict() if hasattr(raw, 'to_dict') else dict(raw)
+    view = {key: data.get(key) for key in _SNAPSHOT_KEYS}
+    for key in ('progress', 'project_id'):
+        if view[key] is None:
+            view[key] = data.get('os-extended-snapshot-attributes:%s' % key)
+    view['metadata'] = dict(view['metadata'] or {})
+    return view
+
+
+def manageable_view(raw: Mapping[str, Any]) -> Dict[str, Any]:
+    return {
+        'reference': raw.get('reference'),
+        'size': raw.get('size'),
+        'safe_to_manage': raw.get('safe_to_manage'),
+        'reason_not_safe': raw.get('reason_not_safe'),
+        'cinder_id': raw.get('cinder_id'),
+        'source_reference': raw.get('source_reference'),
+        'extra_info': raw.get('extra_info'),
+    }
+
+
+class CinderApi(object):
+    """The Block Storage calls this module makes, on an ``openstack.connection.Connection``.
+
+    Manage, unmanage and the listing are sent with an explicit, negotiated microversion (the SDK's
+    own helpers always send 3.65, which older clouds refuse); everything else goes through the SDK.
+    ``max_microversion`` caps what is sent (None: the highest the cloud and this module support).
+    """
+
+    def __init__(self, conn: Any, max_microversion: Optional[str] = None) -> None:
+        self.conn = conn
+        self.proxy = conn.block_storage
+        self.cap = max_microversion
+        self._versions: Optional[Tuple[Optional[str], Optional[str]]] = None
+
+    def microversion(self, minimum: Optional[str] = None) -> Optional[str]:
+        """The microversion to send (None: the cloud has none, or its maximum is below ``minimum``)."""
+        if self._versions is None:
+            self._versions = endpoint_microversions(self.proxy)
+        wanted = CLIENT_MAX_MICROVERSION
+        if self.cap and not version_at_least(self.cap, wanted):
+            wanted = self.cap
+        if minimum and not version_at_least(wanted, minimum):
+            return None
+        return negotiate_microversion(self._versions[0], self._versions[1], wanted, minimum)
+
+    @property
+    def server_max_microversion(self) -> Optional[str]:
+        if self._versions is None:
+            self._versions = endpoint_microversions(self.proxy)
+        return self._versions[1]
+
+    def find_volume(self, name_or_id: str) -> Optional[Dict[str, Any]]:
+        with api_errors('looking up volume %s' % name_or_id):
+            volume = self.proxy.find_volume(name_or_id, ignore_missing=True)
+        if volume is None:
+            return None
+        data = volume.to_dict()
+        return {'id': data.get('id'), 'name': data.get('name'), 'status': data.get('status'),
+                'size': data.get('size'), 'host': data.get('host'), 'cluster_name': data.get('cluster_name'),
+                'project_id': data.get('project_id')}
+
+    def volume_snapshots(self, volume_id: str) -> List[Dict[str, Any]]:
+        with api_errors('listing the snapshots of volume %s' % volume_id):
+            return [v for v in (snapshot_view(s) for s in self.proxy.snapshots(volume_id=volume_id)) if v]
+
+    def get_snapshot(self, snapshot_id: str) -> Optional[Dict[str, Any]]:
+        try:
+            with api_errors('reading snapshot %s' % snapshot_id):
+                return snapshot_view(self.proxy.get_snapshot(snapshot_id))
+        except VolsnapError as exc:
+            if exc.details.get('status_code') == 404:
+                return None
+            raise
+
+    def manage(self, volume_id: str, ref: Mapping[str, Any], name: Optional[str], description: Optional[str],
+               metadata: Optional[Mapping[str, str]]) -> Tuple[Dict[str, Any], bool]:
+        """POST the manage request; (the new snapshot record, True when the legacy API was used)."""
+        body: Dict[str, Any] = {'volume_id': volume_id, 'ref': dict(ref)}
+        if name is not None:
+            body['name'] = name
+        if description is not None:
+            body['description'] = description
+        if metadata is not None:
+            body['metadata'] = dict(metadata)
+        version = self.microversion(MANAGE_MICROVERSION)
+        legacy = version is None
+        url = '/os-snapshot-manage' if legacy else '/manageable_snapshots'
+        answer = request_json(self.proxy, 'POST', url, 'managing %s on volume %s' % (json.dumps(dict(ref)), volume_id),
+                              microversion=version, body={'snapshot': body}, hints=POLICY_HINTS['manage'])
+        return snapshot_view((answer or {}).get('snapshot') or {}) or {}, legacy
+
+    def _action(self, snapshot_id: str, body: Mapping[str, Any], action: str,
+                hints: Optional[Mapping[int, str]] = None) -> None:
+        request_json(self.proxy, 'POST', '/snapshots/%s/action' % snapshot_id, action,
+                     microversion=self.microversion(), body=body, hints=hints)
+
+    def unmanage(self, snapshot_id: str) -> None:
+        self._action(snapshot_id, {'os-unmanage': {}}, 'unmanaging snapshot %s' % snapshot_id,
+                     POLICY_HINTS['unmanage'])
+
+    def update_snapshot_status(self, snapshot_id: str, status: str, progress: Optional[str] = None) -> None:
+        """``os-update_snapshot_status`` (the call Nova makes at the end of an assisted snapshot)."""
+        body: Dict[str, Any] = {'status': status}
+        if progress is not None:
+            body['progress'] = progress
+        self._action(snapshot_id, {'os-update_snapshot_status': body},
+                     'reporting status %s%s of snapshot %s to Cinder'
+                     % (status, ' (progress %s)' % progress if progress else '', snapshot_id),
+                     {403: 'the cloud\'s policy (snapshot_extension:snapshot_actions:update_snapshot_status) refuses '
+                           'status updates to these credentials'})
+
+    def delete(self, snapshot_id: str) -> None:
+        request_json(self.proxy, 'DELETE', '/snapshots/%s' % snapshot_id, 'deleting snapshot record %s' % snapshot_id,
+                     microversion=self.microversion(), hints=POLICY_HINTS['delete'])
+
+    def update(self, snapshot_id: str, name: Optional[str], description: Optional[str],
+               metadata: Optional[Mapping[str, str]]) -> None:
+        attrs = {k: v for k, v in (('name', name), ('description', description)) if v is not None}
+        with api_errors('updating snapshot %s' % snapshot_id):
+            if attrs:
+                self.proxy.update_snapshot(snapshot_id, **attrs)
+            if metadata:
+                self.proxy.set_snapshot_metadata(snapshot_id, **dict(metadata))
+
+    def manageable_page(self, host: Optional[str], cluster: Optional[str], limit: Optional[int] = None,
+                        marker: Optional[Mapping[str, Any]] = None, offset: Optional[int] = None,
+                        sort: Optional[str] = None) -> Tuple[List[Dict[str, Any]], bool]:
+        """One page of the detailed manageable listing; (entries, True when the legacy API was used)."""
+        version = self.microversion(CLUSTER_MICROVERSION if cluster else MANAGE_MICROVERSION)
+        if cluster and version is None:
+            raise VolsnapError('listing manageable snapshots by cluster needs Block Storage API microversion %s; the '
+                               'cloud offers up to %s: give host instead'
+                               % (CLUSTER_MICROVERSION, self.server_max_microversion or 'none'))
+        legacy = version is None
+        url = '/os-snapshot-manage/detail' if legacy else '/manageable_snapshots/detail'
+        query: Dict[str, Any] = {}
+        if host:
+            query['host'] = host
+        if cluster:
+            query['cluster'] = cluster
+        if limit is not None:
+            query['limit'] = limit
+        if marker is not None:
+            query['marker'] = json.dumps(dict(marker))
+        if offset:
+            query['offset'] = offset
+        if sort:
+            query['sort'] = sort
+        where = 'cluster %s' % cluster if cluster else 'host %s' % host
+        answer = request_json(self.proxy, 'GET', url, 'listing the manageable snapshots of %s' % where,
+                              microversion=version, params=query, hints=POLICY_HINTS['list'])
+        entries = (answer or {}).get('manageable-snapshots') or []
+        return [manageable_view(e) for e in entries], legacy
+
+
+def list_manageable(api: Any, host: Optional[str], cluster: Optional[str], limit: Optional[int] = None,
+                    marker: Optional[Mapping[str, Any]] = None, offset: Optional[int] = None,
+                    sort: Optional[str] = None, page_size: int = PAGE_SIZE) -> Dict[str, Any]:
+    """The manageable snapshots of a host or cluster.
+
+    With ``limit`` one page is returned and ``next_marker`` is the reference to pass as ``marker``
+    for the next one (None when this page is the last). Without ``limit`` every page is fetched.
+    """
+    if not host and not cluster:
+        raise VolsnapError('give host (the cinder-volume host, for example <host>@<backend>) or cluster')
+    if host and cluster:
+        raise VolsnapError('give either host or cluster, not both')
+    if limit is not None and limit < 1:
+        raise VolsnapError('limit must be at least 1')
+    if offset is not None and offset < 0:
+        raise VolsnapError('offset must not be negative')
+    if limit is not None:
+        try:
+            entries, legacy = api.manageable_page(host, cluster, limit=limit, marker=marker, offset=offset,
+                                                  sort=sort)
+        except VolsnapError as exc:
+            if marker is not None and _marker_lost(exc):
+                raise VolsnapError('%s. The backend no longer has the marker entry %s (the listing changed since the '
+                                   'previous page): start again without marker' % (exc.msg, json.dumps(dict(marker))),
+                                   **exc.details)
+            raise
+        next_marker = entries[-1]['reference'] if len(entries) >= limit and entries else None
+        return {'manageable_snapshots': entries, 'next_marker': next_marker, 'legacy_api': legacy}
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return _fetch_all(api, host, cluster, marker, offset, sort, page_size)
+        except VolsnapError as exc:
+            # an entry used as the marker of the next page was removed meanwhile: read the listing again
+            if attempt >= MARKER_RETRIES or not _marker_lost(exc):
+                raise
+
+
+MARKER_RETRIES = 3
+
+
+def _marker_lost(exc: VolsnapError) -> bool:
+    return exc.details.get('status_code') == 400 and 'marker not found' in str(exc.details.get('api_message', ''))
+
+
+def _fetch_all(api: Any, host: Optional[str], cluster: Optional[str], marker: Optional[Mapping[str, Any]],
+               offset: Optional[int], sort: Optional[str], page_size: int) -> Dict[str, Any]:
+    collected: List[Dict[str, Any]] = []
+    legacy = False
+    page_marker = marker
+    first = True
+    while True:
+        entries, legacy = api.manageable_page(host, cluster, limit=page_size, marker=page_marker,
+                                              offset=offset if first else None, sort=sort)
+        first = False
+        collected.extend(entries)
+        if len(entries) < page_size:
+            break
+        last = entries[-1]['reference']
+        if page_marker is not None and same_ref(last, page_marker):
+            break  # a backend that ignores the marker would loop forever
+        page_marker = last
+    return {'manageable_snapshots': collected, 'next_marker': None, 'legacy_api': legacy}
+
+
+@dataclass
+class ManageableQuery:
+    host: Optional[str] = None
+    cluster: Optional[str] = None
+    volume: Optional[str] = None
+    limit: Optional[int] = None
+    marker: Any = None
+    offset: Optional[int] = None
+    sort: Optional[str] = None
+
+
+def manageable_info(api: Any, query: ManageableQuery) -> Dict[str, Any]:
+    """The manageable_snapshot_info result: the listing of a host or cluster, or of one volume's backend."""
+    host, cluster = query.host, query.cluster
+    volume = None
+    if query.volume:
+        volume = api.find_volume(query.volume)
+        if volume is None:
+            raise VolsnapError('volume %s was not found in Cinder (looked up as name and id with these credentials)'
+                               % query.volume)
+        if not host and not cluster:
+            host = volume.get('host')
+            if not host:
+                cluster = volume.get('cluster_name')
+            if not host and not cluster:
+                raise VolsnapError('the host of volume %s is not visible to these credentials (admin attribute '
+                                   'os-vol-host-attr:host): give host or cluster' % volume['id'])
+    marker = normalize_ref(query.marker) if query.marker is not None else None
+    listed = list_manageable(api, host, cluster, limit=query.limit, marker=marker, offset=query.offset,
+                             sort=query.sort)
+    entries = listed['manageable_snapshots']
+    if volume is not None:
+        entries = [e for e in entries if entry_of_volume(e, volume['id'])]
+    return {'changed': False, 'manageable_snapshots': entries, 'next_marker': listed['next_marker'],
+            'host': host, 'cluster': cluster, 'legacy_api': listed['legacy_api']}
+
+
+@dataclass
+class ManageRequest:
+    state: str
+    volume: str
+    ref: Any = None
+    name: Optional[str] = None
+    description: Optional[str] = None
+    metadata: Optional[Dict[str, Any]] = None
+    wait: bool = True
+    timeout: int = 180
+    cleanup_on_error: bool = False
+
+
+class SnapshotManage(object):
+    """The snapshot_manage logic over a :class:`CinderApi`-like object."""
+
+    def __init__(self, api: Any, request: ManageRequest, check_mode: bool, interval: float = 2.0,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+        self.api = api
+        self.req = request
+        self.check_mode = check_mode
+        self.interval = interval
+        self.sleep = sleep
+        self.clock = clock
+        self.warnings: List[str] = []
+        self.listing_error: Optional[str] = None
+        self._listing: Optional[List[Dict[str, Any]]] = None
+        self._listing_done = False
+        self.legacy = False
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def _metadata(self) -> Optional[Dict[str, str]]:
+        if self.req.metadata is None:
+            return None
+        return {str(k): '' if v is None else str(v) for k, v in self.req.metadata.items()}
+
+    def _wait(self, snapshot_id: str, ok: Any, fail: Any, what: str) -> Optional[Dict[str, Any]]:
+        return wait_for_status(lambda: self.api.get_snapshot(snapshot_id), ok=ok, fail=fail,
+                               timeout=self.req.timeout, interval=self.interval, what=what,
+                               sleep=self.sleep, clock=self.clock)
+
+    def _volume(self, required: bool) -> Optional[Dict[str, Any]]:
+        volume = self.api.find_volume(self.req.volume)
+        if volume is None and required:
+            raise VolsnapError('the parent volume %s was not found in Cinder (looked up as name and id with these '
+                               'credentials): a backend snapshot can only be managed onto an existing Cinder volume; '
+                               'manage the volume first (openstack.cloud.volume_manage) or fix volume'
+                               % self.req.volume)
+        return volume
+
+    def listing(self, volume: Mapping[str, Any]) -> Optional[List[Dict[str, Any]]]:
+        """The manageable entries of this volume's backend that belong to the volume; None if not readable."""
+        if self._listing_done:
+            return self._listing
+        self._listing_done = True
+        host, cluster = volume.get('host'), None
+        if not host and volume.get('cluster_name'):
+            host, cluster = None, volume.get('cluster_name')
+        if not host and not cluster:
+            self.listing_error = ('the volume\'s host is not visible to these credentials (admin attribute '
+                                  'os-vol-host-attr:host)')
+            return None
+        try:
+            entries = list_manageable(self.api, host, cluster)['manageable_snapshots']
+        except VolsnapError as exc:
+            self.listing_error = exc.msg
+            return None
+        self._listing = [e for e in entries if entry_of_volume(e, volume['id'])]
+        return self._listing
+
+    def _listing_entry(self, volume: Mapping[str, Any], ref: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+        for entry in self.listing(volume) or []:
+            if same_ref(entry.get('reference'), ref):
+                return entry
+        return None
+
+    def find_existing(self, volume: Mapping[str, Any], ref: Optional[Mapping[str, Any]],
+                      name: Optional[str], by_id: bool) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+        """The Cinder snapshot of the volume this request is about, and how it was found."""
+        snaps = self.api.volume_snapshots(volume['id'])
+        if name is not None:
+            if by_id:
+                match = [s for s in snaps if s['id'] == name]
+                if match:
+                    return match[0], 'id'
+            match = [s for s in snaps if s['name'] == name]
+            if len(match) > 1:
+                raise VolsnapError('volume %s has %d snapshots named %s (%s): give the snapshot id as name instead'
+                                   % (volume['id'], len(match), name, ', '.join(s['id'] for s in match)))
+            if match:
+                return match[0], 'name'
+        if ref is not None:
+            cinder_id = cinder_id_in_ref(ref)
+            if cinder_id:
+                match = [s for s in snaps if s['id'].lower() == cinder_id]
+                if match:
+                    return match[0], 'reference'
+            entry = self._listing_entry(volume, ref)
+            if entry is not None and entry.get('cinder_id'):
+                snapshot = self.api.get_snapshot(entry['cinder_id'])
+                if snapshot is not None:
+                    return snapshot, 'manageable listing'
+        return None, None
+
+    def _result(self, changed: bool, action: str, volume: Optional[Mapping[str, Any]],
+                snapshot: Optional[Mapping[str, Any]], before: Optional[Mapping[str, Any]],
+                after: Optional[Mapping[str, Any]], **extra: Any) -> Dict[str, Any]:
+        result: Dict[str, Any] = {
+            'changed': changed,
+            'action': action,
+            'snapshot': dict(snapshot) if snapshot is not None else None,
+            'volume': {'id': volume['id'], 'name': volume.get('name')} if volume else None,
+            'legacy_api': self.legacy,
+            'diff': {'before': dict(before) if before else {}, 'after': dict(after) if after else {}},
+        }
+        if self.warnings:
+            result['warnings'] = list(self.warnings)
+        result.update(extra)
+        return result
+
+    # ---- state=present ---------------------------------------------------------------------
+
+    def run(self) -> Dict[str, Any]:
+        if self.req.state == 'present':
+            return self.present()
+        return self.absent()
+
+    def present(self) -> Dict[str, Any]:
+        req = self.req
+        if req.ref is None or not req.name:
+            raise VolsnapError('state=present needs ref (the backend snapshot) and name (the Cinder snapshot name, '
+                               'which also identifies it on later runs)')
+        ref = normalize_ref(req.ref)
+        volume = self._volume(required=True)
+        if volume is None:  # _volume raises first; this keeps the type checker informed
+            raise VolsnapError('the parent volume %s was not found' % req.volume)
+        existing, found_by = self.find_existing(volume, ref, req.name, by_id=False)
+        if existing is not None:
+            return self._present_existing(volume, ref, existing, found_by or 'name')
+        return self._manage(volume, ref, before=None)
+
+    def _present_existing(self, volume: Mapping[str, Any], ref: Mapping[str, Any], snapshot: Dict[str, Any],
+                          found_by: str) -> Dict[str, Any]:
+        req = self.req
+        status = snapshot.get('status')
+        if status == 'creating' and req.wait and not self.check_mode:
+            snapshot = self._wait_managed(volume, ref, snapshot)
+            status = snapshot.get('status')
+        if status == 'error':
+            if not req.cleanup_on_error:
+                raise VolsnapError('snapshot %s (%s) of volume %s exists in status error (an earlier manage of this '
+                                   'reference failed, or the snapshot broke): set cleanup_on_error=true to remove the '
+                                   'error record and manage the reference again, or remove it yourself'
+                                   % (snapshot.get('name'), snapshot['id'], volume['id']),
+                                   snapshot=snapshot)
+            if self.check_mode:
+                self.warnings.append('the error record %s would be removed and the reference managed again'
+                                     % snapshot['id'])
+                planned = self._planned(volume)
+                return self._result(True, 'manage', volume, planned, snapshot, planned, replaced=snapshot['id'])
+            self._cleanup(volume, snapshot)
+            return self._manage(volume, ref, before=snapshot, replaced=snapshot['id'])
+        if status not in ('available', 'creating'):
+            raise VolsnapError('snapshot %s (%s) of volume %s is in status %s, not available: it cannot be taken as '
+                               'the managed snapshot; wait for the running operation to end or fix the snapshot'
+                               % (snapshot.get('name'), snapshot['id'], volume['id'], status), snapshot=snapshot)
+        updates: Dict[str, Any] = {}
+        if snapshot.get('name') != req.name:
+            updates['name'] = req.name
+        if req.description is not None and (snapshot.get('description') or '') != req.description:
+            updates['description'] = req.description
+        wanted_meta = self._metadata()
+        if wanted_meta:
+            current = snapshot.get('metadata') or {}
+            changed_meta = {k: v for k, v in wanted_meta.items() if current.get(k) != v}
+            if changed_meta:
+                updates['metadata'] = changed_meta
+        if not updates:
+            return self._result(False, 'none', volume, snapshot, snapshot, snapshot, found_by=found_by)
+        after = dict(snapshot)
+        for key in ('name', 'description'):
+            if key in updates:
+                after[key] = updates[key]
+        if 'metadata' in updates:
+            after['metadata'] = dict(snapshot.get('metadata') or {}, **updates['metadata'])
+        if not self.check_mode:
+            self.api.update(snapshot['id'], updates.get('name'), updates.get('description'), updates.get('metadata'))
+            after = self.api.get_snapshot(snapshot['id']) or after
+        return self._result(True, 'update', volume, after, snapshot, after, found_by=found_by)
+
+    def _planned(self, volume: Mapping[str, Any]) -> Dict[str, Any]:
+        return {'id': None, 'name': self.req.name, 'description': self.req.description, 'status': None,
+                'size': None, 'volume_id': volume['id'], 'metadata': self._metadata() or {}, 'progress': None,
+                'project_id': None, 'created_at': None, 'updated_at': None}
+
+    def _manage(self, volume: Mapping[str, Any], ref: Mapping[str, Any], before: Optional[Mapping[str, Any]],
+                **extra: Any) -> Dict[str, Any]:
+        req = self.req
+        entry = self._listing_entry(volume, ref)
+        listing = self.listing(volume)
+        if entry is not None and not entry.get('safe_to_manage') and not entry.get('cinder_id'):
+            raise VolsnapError('Cinder reports %s on volume %s as not safe to manage: %s'
+                               % (json.dumps(dict(ref)), volume['id'], entry.get('reason_not_safe') or 'no reason given'),
+                               manageable=entry)
+        if entry is None and listing is not None:
+            self.warnings.append('%s is not in the manageable listing of volume %s\'s backend: Cinder will most '
+                                 'likely put the new snapshot in error' % (json.dumps(dict(ref)), volume['id']))
+        planned = self._planned(volume)
+        if self.check_mode:
+            return self._result(True, 'manage', volume, planned, before, planned, **extra)
+        created, self.legacy = self.api.manage(volume['id'], ref, req.name, req.description, self._metadata())
+        if not created.get('id'):
+            raise VolsnapError('Cinder accepted the manage request but returned no snapshot id', answer=created)
+        if not req.wait:
+            return self._result(True, 'manage', volume, created, before, created, **extra)
+        final = self._wait_managed(volume, ref, created)
+        return self._result(True, 'manage', volume, final, before, final, **extra)
+
+    def _wait_managed(self, volume: Mapping[str, Any], ref: Mapping[str, Any],
+                      snapshot: Mapping[str, Any]) -> Dict[str, Any]:
+        try:
+            final = self._wait(snapshot['id'], ok={'available'}, fail={'error', None},
+                               what='snapshot %s' % snapshot['id'])
+        except StatusError as exc:
+            if exc.status is None:
+                raise VolsnapError('snapshot %s disappeared while Cinder was managing it (someone removed the record)'
+                                   % snapshot['id'])
+            self._manage_failed(volume, ref, exc.resource or dict(snapshot))
+            raise  # not reached: _manage_failed raises
+        except WaitTimeout as exc:
+            raise VolsnapError('snapshot %s is still %s after %s seconds; Cinder keeps working on it: run again later '
+                               '(an identical run waits for it) or raise timeout'
+                               % (snapshot['id'], exc.status, self.req.timeout), snapshot=snapshot_view(exc.resource))
+        if final is None:  # gone is a failure status above, so this does not happen
+            raise VolsnapError('snapshot %s disappeared while Cinder was managing it' % snapshot['id'])
+        return final
+
+    def _manage_failed(self, volume: Mapping[str, Any], ref: Mapping[str, Any], record: Mapping[str, Any]) -> None:
+        listing = self.listing(volume)
+        entry = self._listing_entry(volume, ref)
+        if listing is None:
+            reason = ('Cinder keeps no reason in its API (see the cinder-volume log; a reference that does not exist '
+                      'raises ManageExistingInvalidReference); the manageable listing could not be read to check: %s'
+                      % self.listing_error)
+        elif entry is None:
+            reason = ('the reference is not on the backend: the manageable listing of host %s has no snapshot %s on '
+                      'volume %s (ManageExistingInvalidReference)'
+                      % (volume.get('host') or volume.get('cluster_name'), json.dumps(dict(ref)), volume['id']))
+        else:
+            reason = ('the backend lists the reference (%s), so the driver failed for another reason: see the '
+                      'cinder-volume log' % json.dumps(entry))
+        cleaned = False
+        if self.req.cleanup_on_error:
+            self._cleanup(volume, record)
+            cleaned = True
+            tail = 'The error record was removed (cleanup_on_error=true).'
+        else:
+            tail = ('The error record %s stays in Cinder; set cleanup_on_error=true to have it removed (the next run '
+                    'then retries), or remove it yourself.' % record['id'])
+        raise VolsnapError('Cinder could not manage %s on volume %s: snapshot %s ended in status error; %s. %s'
+                           % (json.dumps(dict(ref)), volume['id'], record['id'], reason, tail),
+                           snapshot=snapshot_view(record), cleaned_up=cleaned, reason=reason)
+
+    def _cleanup(self, volume: Mapping[str, Any], record: Mapping[str, Any]) -> None:
+        """Remove an error record without ever destroying backend data.
+
+        When the backend holds a snapshot that belongs to the record (the listing's ``cinder_id``), the
+        record is unmanaged (data kept); otherwise it is deleted, which on the backend is a no-op
+        because nothing carries its name.
+        """
+        self._listing_done = False  # the listing may have changed since it was read
+        listing = self.listing(volume)
+        if listing is None:
+            raise VolsnapError('cannot remove the error record %s safely: the manageable listing, needed to tell '
+                               'whether the backend holds data for it, could not be read (%s)'
+                               % (record['id'], self.listing_error), snapshot=snapshot_view(record))
+        owned = any((e.get('cinder_id') or '').lower() == str(record['id']).lower() for e in listing)
+        if owned:
+            self.api.unmanage(record['id'])
+        else:
+            self.api.delete(record['id'])
+        try:
+            self._wait(record['id'], ok={None}, fail={'error_deleting', 'available'},
+                       what='error record %s' % record['id'])
+        except (StatusError, WaitTimeout) as exc:
+            raise VolsnapError('the error record %s could not be removed: %s' % (record['id'], exc.msg),
+                               snapshot=snapshot_view(exc.resource))
+
+    # ---- state=absent ----------------------------------------------------------------------
+
+    def absent(self) -> Dict[str, Any]:
+        req = self.req
+        if req.ref is None and not req.name:
+            raise VolsnapError('state=absent needs name (the Cinder snapshot name or id) or ref (the backend '
+                               'reference of a managed snapshot)')
+        ref = normalize_ref(req.ref) if req.ref is not None else None
+        volume = self._volume(required=False)
+        if volume is None:
+            return self._result(False, 'none', None, None, None, None,
+                                msg='volume %s does not exist, so it has no snapshot to unmanage' % req.volume)
+        snapshot, found_by = self.find_existing(volume, ref, req.name, by_id=True)
+        if snapshot is None:
+            return self._result(False, 'none', volume, None, None, None)
+        status = snapshot.get('status')
+        if status == 'unmanaging':
+            if req.wait and not self.check_mode:
+                self._wait_gone(snapshot)
+            return self._result(False, 'none', volume, snapshot, snapshot, snapshot, found_by=found_by)
+        if status not in UNMANAGEABLE:
+            raise VolsnapError('snapshot %s (%s) is in status %s: Cinder unmanages only snapshots in status %s. Wait '
+                               'for the running operation to end, or (admin) reset the status if it is stuck'
+                               % (snapshot.get('name'), snapshot['id'], status, ' or '.join(UNMANAGEABLE)),
+                               snapshot=snapshot)
+        if self.check_mode:
+            return self._result(True, 'unmanage', volume, snapshot, snapshot, None, found_by=found_by)
+        self.api.unmanage(snapshot['id'])
+        if req.wait:
+            self._wait_gone(snapshot)
+        return self._result(True, 'unmanage', volume, snapshot, snapshot, None, found_by=found_by)
+
+    def _wait_gone(self, snapshot: Mapping[str, Any]) -> None:
+        try:
+            self._wait(snapshot['id'], ok={None}, fail={'error_deleting', 'available', 'error'},
+                       what='snapshot %s' % snapshot['id'])
+        except StatusError as exc:
+            raise VolsnapError('Cinder could not unmanage snapshot %s: it went to status %s (see the cinder-volume '
+                               'log; the RBD driver fails when the backend snapshot is gone or busy)'
+                               % (snapshot['id'], exc.status), snapshot=snapshot_view(exc.resource))
+        except WaitTimeout as exc:
+            raise VolsnapError('snapshot %s is still %s after %s seconds; Cinder keeps working on it: run again later '
+                               'or raise timeout' % (snapshot['id'], exc.status, self.req.timeout))

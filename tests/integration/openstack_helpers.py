@@ -1,0 +1,169 @@
+"""Helpers for the integration tests that use the real Ceph + OpenStack lab (tests/lab/stack.py).
+
+Everything here talks to the real services: Cinder through openstacksdk (controller venv), Ceph
+through the rbd CLI (CephLab.rbd) and, for data written into or read from RBD images, through the
+lab interpreter that has Debian's rados/rbd bindings (OpenStackLab.python).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from ansible_run import run_tasks
+
+CREATE_TIMEOUT = 180
+
+
+def unique(prefix: str) -> str:
+    return f"volsnap-test-{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def wait_volume(conn: Any, volume: Any, status: str = "available", timeout: float = CREATE_TIMEOUT) -> Any:
+    return conn.block_storage.wait_for_status(volume, status=status, failures=["error"], interval=1, wait=timeout)
+
+
+def make_volume(conn: Any, openstack_lab: Any, size: int = 1, name: Optional[str] = None) -> Any:
+    volume = conn.block_storage.create_volume(size=size, name=name or unique("vol"),
+                                              volume_type=openstack_lab.volume_type)
+    return wait_volume(conn, volume)
+
+
+def rbd_snaps(ceph_lab: Any, volume_id: str) -> Dict[str, Dict[str, Any]]:
+    """The RBD snapshots of volumes/volume-<id>: name -> {size, protected}."""
+    out = ceph_lab.rbd("snap", "ls", f"{ceph_lab.volumes_pool}/volume-{volume_id}", "--format", "json")
+    snaps = {}
+    for snap in json.loads(out or "[]"):
+        info = json.loads(ceph_lab.rbd("info", f"{ceph_lab.volumes_pool}/volume-{volume_id}@{snap['name']}",
+                                       "--format", "json"))
+        protected = info.get("protected", snap.get("protected"))
+        snaps[snap["name"]] = {"size": int(snap["size"]), "protected": str(protected).lower() == "true"}
+    return snaps
+
+
+def cinder_snapshots(conn: Any, volume_id: str, all_projects: bool = False) -> List[Any]:
+    return list(conn.block_storage.snapshots(volume_id=volume_id, all_projects=all_projects))
+
+
+def get_snapshot(conn: Any, snapshot_id: str) -> Optional[Any]:
+    from openstack import exceptions  # controller venv
+    try:
+        return conn.block_storage.get_snapshot(snapshot_id)
+    except exceptions.NotFoundException:
+        return None
+
+
+def wait_snapshot_gone(conn: Any, snapshot_id: str, timeout: float = CREATE_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while get_snapshot(conn, snapshot_id) is not None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"snapshot {snapshot_id} still exists after {timeout}s")
+        time.sleep(1)
+
+
+def remove_volume(admin: Any, ceph_lab: Any, volume_id: str) -> List[str]:
+    """Remove a test volume: its Cinder snapshots, the RBD snapshots left on it, then the volume itself."""
+    errors: List[str] = []
+    for snap in cinder_snapshots(admin, volume_id, all_projects=True):
+        try:
+            if snap.status not in ("available", "error"):
+                admin.block_storage.reset_snapshot_status(snap, "available")
+            admin.block_storage.delete_snapshot(snap)
+            wait_snapshot_gone(admin, snap.id)
+        except Exception as err:  # keep cleaning up, report at the end
+            errors.append(f"snapshot {snap.id}: {err}")
+    try:
+        for name, info in rbd_snaps(ceph_lab, volume_id).items():
+            image = f"{ceph_lab.volumes_pool}/volume-{volume_id}@{name}"
+            if info["protected"]:
+                ceph_lab.rbd("snap", "unprotect", image)
+            ceph_lab.rbd("snap", "rm", image)
+    except Exception as err:
+        errors.append(f"rbd snapshots of volume-{volume_id}: {err}")
+    try:
+        volume = admin.block_storage.get_volume(volume_id)
+        if volume.status not in ("available", "error"):
+            admin.block_storage.reset_volume_status(volume, status="available", attach_status=None,
+                                                    migration_status=None)
+        admin.block_storage.delete_volume(volume_id)
+        admin.block_storage.wait_for_delete(volume, interval=1, wait=CREATE_TIMEOUT)
+    except Exception as err:
+        if "could not be found" not in str(err).lower() and "notfound" not in type(err).__name__.lower():
+            errors.append(f"volume {volume_id}: {err}")
+    return errors
+
+
+_RBD_SCRIPT = r"""
+import json, sys
+import rados, rbd
+args = json.loads(sys.argv[1])
+cluster = rados.Rados(conffile=args["conf"], name="client.admin", conf={"keyring": args["keyring"]})
+cluster.connect(timeout=30)
+try:
+    ioctx = cluster.open_ioctx(args["pool"])
+    try:
+        if args["op"] == "write":
+            with rbd.Image(ioctx, args["image"]) as image:
+                for offset, text in args["chunks"]:
+                    image.write(text.encode(), offset)
+                image.flush()
+            print(json.dumps({"ok": True}))
+        else:
+            with rbd.Image(ioctx, args["image"], snapshot=args.get("snapshot"), read_only=True) as image:
+                print(json.dumps({"chunks": [[o, image.read(o, n).decode("latin-1")] for o, n in args["reads"]]}))
+    finally:
+        ioctx.close()
+finally:
+    cluster.shutdown()
+"""
+
+
+def _rbd_python(openstack_lab: Any, ceph_lab: Any, payload: Dict[str, Any]) -> Dict[str, Any]:
+    payload = dict(payload, conf=str(ceph_lab.conf), keyring=str(ceph_lab.admin_keyring), pool=ceph_lab.volumes_pool)
+    proc = subprocess.run([openstack_lab.python, "-c", _RBD_SCRIPT, json.dumps(payload)], capture_output=True,
+                          text=True, timeout=120, check=False)
+    if proc.returncode != 0:
+        raise AssertionError(f"rbd helper failed ({proc.returncode}): {proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def rbd_write(openstack_lab: Any, ceph_lab: Any, image: str, chunks: Dict[int, str]) -> None:
+    _rbd_python(openstack_lab, ceph_lab, {"op": "write", "image": image, "chunks": sorted(chunks.items())})
+
+
+def rbd_read(openstack_lab: Any, ceph_lab: Any, image: str, snapshot: Optional[str],
+             reads: Dict[int, int]) -> Dict[int, str]:
+    got = _rbd_python(openstack_lab, ceph_lab, {"op": "read", "image": image, "snapshot": snapshot,
+                                                "reads": sorted(reads.items())})
+    return {int(offset): text for offset, text in got["chunks"]}
+
+
+class ModuleRunner:
+    """Runs one volsnap.openstack module task through real ansible-playbook against the lab cloud."""
+
+    def __init__(self, workdir: Path, openstack_lab: Any) -> None:
+        self.workdir = workdir
+        self.lab = openstack_lab
+        self.count = 0
+
+    def __call__(self, module: str, args: Dict[str, Any], check: bool = False, diff: bool = False,
+                 cloud: Optional[str] = None) -> Dict[str, Any]:
+        self.count += 1
+        workdir = self.workdir / f"run{self.count:03d}"
+        workdir.mkdir(parents=True)
+        args = dict(args)
+        args.setdefault("cloud", cloud or self.lab.cloud)
+        task = {"name": f"{module} {self.count}", f"volsnap.openstack.{module}": args, "register": "result",
+                "ignore_errors": True}
+        res = run_tasks(workdir, [task], ["result"], check=check, diff=diff, python=sys.executable,
+                        env_extra=self.lab.env())
+        if "result" not in res.results:
+            raise AssertionError(f"ansible-playbook gave no result (rc {res.rc}):\n{res.output[-6000:]}")
+        result = res["result"]
+        result["_output"] = res.output
+        return result
