@@ -1,0 +1,357 @@
+# -*- coding: utf-8 -*-
+# Copyright: volsnap.openstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Benchmark: rbd_image_clone_upload's clone path against its copy path, on the lab's Ceph + Glance.
+
+Volumes are RBD images made in the volume pool as client.admin (the module takes them by
+``rbd_image``, the same code path as a Cinder volume without the Cinder lookup): 1 GiB holding
+--data-mib MiB of data (256 by default, pseudo-random, written from offset 0), and 10 GiB and
+100 GiB thin ones (4 MiB of data at each end). For every size, in one run:
+
+* clone: the module's executor (``Upload.execute``, what the module runs after connecting) with
+  ``enable_clone_optimization=true`` into Glance's default (rbd) store; the median of
+  --repeat-clone runs (after one warm-up run) of the total time and of the Ceph steps alone
+  (write probe, snapshot, protect, clone, snapshot, protect). Every run connects to Ceph anew;
+  the OpenStack connection is shared and its token warmed in every API worker first, so the
+  figures are the paths' cost, not Keystone's (a loaded lab Keystone takes seconds per new
+  token). Each image is deleted (state=absent) before the next run, outside the timing. The image must be active with the location
+  ``rbd://<fsid>/<pool>/<id>/snap`` on a clone of the volume's snapshot, else exit 1.
+* copy: the same with the optimization off: the data is streamed into Glance (holes are not read
+  from Ceph, but are sent as zeros). Median of --repeat-copy runs up to 1 GiB, one run above.
+  Glance's checksum (md5) must equal the md5 of the volume's bytes, else exit 1. When the target
+  store does not write sparsely (thin_provisioning false) the copy is skipped above
+  --copy-max-gib-fat (the lab's OSD keeps data in memory), and the table says so.
+
+Output: a table, the ratios (copy / clone), target lines, and as the LAST line one JSON object.
+Timings are reported, never asserted: only wrong results (exit 1) or setup failures (exit 2) fail.
+
+The executor needs the Ceph bindings (built for the system's Python 3.11) and openstacksdk: when
+they are not importable here, the script re-runs itself with --python (default: the lab's venv).
+
+Run: PYTHONPATH=<dir holding ansible_collections/> python benchmarks/bench_rbd_image_clone_upload.py
+     [--sizes-gib 1,10,100] [--data-mib 256] [--repeat-clone 5] [--repeat-copy 3] [--cloud NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import uuid
+
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph import connect as ceph_connect
+from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._glance import Glance
+from ansible_collections.volsnap.openstack.plugins.module_utils._rbd_upload_exec import CinderVolumes, Options, Upload
+
+BENCHMARK = 'rbd_image_clone_upload'
+GIB = 1 << 30
+MIB = 1 << 20
+TARGET_CEPH_SECONDS = 1.0
+TARGET_RATIO_1GIB = 50.0
+
+
+class BenchError(Exception):
+    def __init__(self, message, code=1):
+        super().__init__(message)
+        self.code = code
+
+
+def parse_args(argv):
+    lab = os.environ.get('VOLSNAP_LAB_DIR') or '/var/tmp/volsnap-lab'
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
+    p.add_argument('--sizes-gib', default='1,10,100', help='volume sizes in GiB (default 1,10,100)')
+    p.add_argument('--data-mib', type=int, default=256, help='MiB of data in the 1 GiB volume (default 256)')
+    p.add_argument('--repeat-clone', type=int, default=5, help='clone runs per size (median; default 5)')
+    p.add_argument('--repeat-copy', type=int, default=3, help='copy runs for sizes <= 1 GiB (default 3)')
+    p.add_argument('--copy-max-gib-fat', type=int, default=2,
+                   help='largest copy when the Glance store is not thin-provisioned (default 2)')
+    p.add_argument('--lab-dir', default=lab, help='the lab state directory (default %(default)s)')
+    p.add_argument('--python', default=None, help='interpreter with rados/rbd and openstacksdk '
+                   '(default <lab-dir>/openstack/venv/bin/python)')
+    p.add_argument('--clouds-yaml', default=None, help='default <lab-dir>/openstack/clouds.yaml')
+    p.add_argument('--cloud', default=os.environ.get('VOLSNAP_BENCH_CLOUD', 'volsnap-lab'),
+                   help='cloud of clouds.yaml; it must be allowed to register rbd locations (default %(default)s)')
+    p.add_argument('--ceph-conf', default=None, help='default <lab-dir>/ceph/ceph.conf')
+    p.add_argument('--ceph-user', default='cinder', help='client the module uses (default cinder)')
+    p.add_argument('--keyring', default=None, help='default <lab-dir>/ceph/ceph.client.<ceph-user>.keyring')
+    p.add_argument('--admin-keyring', default=None, help='default <lab-dir>/ceph/ceph.client.admin.keyring')
+    p.add_argument('--volume-pool', default='volumes')
+    args = p.parse_args(argv)
+    args.python = args.python or os.path.join(args.lab_dir, 'openstack', 'venv', 'bin', 'python')
+    args.clouds_yaml = args.clouds_yaml or os.path.join(args.lab_dir, 'openstack', 'clouds.yaml')
+    args.ceph_conf = args.ceph_conf or os.path.join(args.lab_dir, 'ceph', 'ceph.conf')
+    args.keyring = args.keyring or os.path.join(args.lab_dir, 'ceph', 'ceph.client.%s.keyring' % args.ceph_user)
+    args.admin_keyring = args.admin_keyring or os.path.join(args.lab_dir, 'ceph', 'ceph.client.admin.keyring')
+    try:
+        args.sizes = [int(s) for s in args.sizes_gib.split(',') if s.strip()]
+    except ValueError:
+        p.error('--sizes-gib takes integers, e.g. 1,10,100')
+    if not args.sizes or min(args.sizes) < 1:
+        p.error('--sizes-gib: sizes must be >= 1')
+    if args.data_mib < 0 or args.data_mib > 1024:
+        p.error('--data-mib must be between 0 and 1024')
+    if args.repeat_clone < 1 or args.repeat_copy < 1:
+        p.error('--repeat-* must be >= 1')
+    return args
+
+
+def reexec_if_needed(args):
+    """Run again under --python when rados/rbd or openstacksdk cannot be imported here."""
+    try:
+        import rados  # noqa: F401 pylint: disable=unused-import,import-outside-toplevel
+        import rbd  # noqa: F401 pylint: disable=unused-import,import-outside-toplevel
+        import openstack  # noqa: F401 pylint: disable=unused-import,import-outside-toplevel
+        return
+    except ImportError as exc:
+        if os.environ.get('VOLSNAP_BENCH_REEXEC') == '1':
+            raise BenchError('%s cannot import the Ceph bindings or openstacksdk: %s' % (sys.executable, exc), 2)
+    if not os.path.exists(args.python):
+        raise BenchError('%s has no Ceph bindings; the lab interpreter %s does not exist either: start the lab '
+                         '(bash tests/lab/lab.sh start) or pass --python' % (sys.executable, args.python), 2)
+    env = dict(os.environ, VOLSNAP_BENCH_REEXEC='1')
+    sys.stdout.flush()
+    os.execve(args.python, [args.python, os.path.abspath(__file__)] + sys.argv[1:], env)
+
+
+def chunk_data(length, seed, offset):
+    """Incompressible-looking bytes for the piece at ``offset`` of write ``seed``."""
+    out = bytearray()
+    counter = 0
+    while len(out) < length:
+        out += hashlib.sha512(b'%d:%d:%d' % (seed, offset, counter)).digest() * 64
+        counter += 1
+    return bytes(out[:length])
+
+
+class Md5Of(object):
+    """The md5 of a volume, computed on first use (only sizes that are copied need it)."""
+
+    def __init__(self, size, writes):
+        self.size = size
+        self.writes = writes
+        self.value = None
+
+    def __call__(self):
+        if self.value is None:
+            self.value = md5_of(self.size, self.writes)
+        return self.value
+
+
+def md5_of(size, writes):
+    """md5 of a ``size``-byte volume that is zero except for ``writes`` (what Glance's checksum must be)."""
+    md5 = hashlib.md5()
+    zeros = bytes(8 * MIB)
+    pos = 0
+    for off, length, seed in sorted(writes):
+        while pos < off:
+            n = min(len(zeros), off - pos)
+            md5.update(zeros[:n])
+            pos += n
+        for done in range(0, length, 8 * MIB):
+            md5.update(chunk_data(min(8 * MIB, length - done), seed, done))
+        pos = off + length
+    while pos < size:
+        n = min(len(zeros), size - pos)
+        md5.update(zeros[:n])
+        pos += n
+    return md5.hexdigest()
+
+
+class Bench(object):
+    def __init__(self, args):
+        import openstack  # pylint: disable=import-outside-toplevel
+        import rados  # pylint: disable=import-outside-toplevel
+        import rbd  # pylint: disable=import-outside-toplevel
+        self.args = args
+        self.rbd = rbd
+        os.environ['OS_CLIENT_CONFIG_FILE'] = args.clouds_yaml
+        self.conn = openstack.connect(cloud=args.cloud)
+        self.cluster = rados.Rados(conffile=args.ceph_conf, rados_id='admin', conf={'keyring': args.admin_keyring})
+        self.cluster.connect(timeout=30)
+        self.ioctx = self.cluster.open_ioctx(args.volume_pool)
+        self.tag = uuid.uuid4().hex[:8]
+        self.made = []
+        self.images = []
+        self.glance = Glance(self.conn)
+        self.cinder = CinderVolumes(self.conn)
+        # Warm the token caches of every API worker (keystonemiddleware validates a new token once per worker),
+        # so the figures measure the upload paths, not the lab Keystone's queue.
+        for attempt in range(6):  # noqa: B007
+            self.glance.stores()
+            self.conn.block_storage.get('/volumes?limit=1')
+
+    def _execute(self, opts):
+        with ceph_connect(self.args.ceph_conf, self.args.ceph_user, self.args.keyring, 30) as cluster:
+            return Upload(opts, {}, False).execute(self.glance, self.cinder, cluster, self.rbd)
+
+    def close(self):
+        for image_id in self.images:
+            self.conn.image.delete('/images/%s' % image_id, raise_exc=False)
+        for name in self.made:
+            try:
+                with self.rbd.Image(self.ioctx, name) as img:
+                    for snap in list(img.list_snaps()):
+                        if img.is_protected_snap(snap['name']):
+                            img.unprotect_snap(snap['name'])
+                        img.remove_snap(snap['name'])
+                self.rbd.RBD().remove(self.ioctx, name)
+            except Exception as exc:  # report, keep cleaning
+                print('cleanup: could not remove %s/%s: %s' % (self.args.volume_pool, name, exc))
+        self.ioctx.close()
+        self.cluster.shutdown()
+
+    def make_volume(self, size_gib):
+        """An RBD image with its data; returns (name, size, writes)."""
+        name = 'volsnap-bench-%s-%dg' % (self.tag, size_gib)
+        size = size_gib * GIB
+        self.rbd.RBD().create(self.ioctx, name, size, old_format=False, features=self.rbd.RBD_FEATURE_LAYERING)
+        self.made.append(name)
+        if size_gib == 1:
+            writes = [(0, self.args.data_mib * MIB, 1)] if self.args.data_mib else []
+        else:
+            writes = [(0, 4 * MIB, 2), (size - 4 * MIB, 4 * MIB, 3)]
+        with self.rbd.Image(self.ioctx, name) as img:
+            for off, length, seed in writes:
+                for done in range(0, length, 8 * MIB):
+                    img.write(chunk_data(min(8 * MIB, length - done), seed, done), off + done)
+        return name, size, writes
+
+    def upload(self, name, clone):
+        opts = Options(rbd_image=name, volume_pool=self.args.volume_pool, image_name='%s-%s' % (
+            name, uuid.uuid4().hex[:6]), enable_clone_optimization=clone, ceph_conf=self.args.ceph_conf,
+            ceph_user=self.args.ceph_user, keyring=self.args.keyring, timeout=600)
+        started = time.monotonic()
+        result = self._execute(opts)
+        wall = time.monotonic() - started
+        if result.get('image_id'):
+            self.images.append(result['image_id'])
+        return result, wall
+
+    def absent(self, image_id):
+        opts = Options(state='absent', image_id=image_id, volume_pool=self.args.volume_pool,
+                       ceph_conf=self.args.ceph_conf, ceph_user=self.args.ceph_user, keyring=self.args.keyring,
+                       timeout=600)
+        self._execute(opts)
+        self.images.remove(image_id)
+
+    def check_clone(self, result, name):
+        image = result.get('image') or {}
+        pool = (result.get('store') or {}).get('pool')
+        want = 'rbd://%s/%s/%s/snap' % (result['source']['fsid'], pool, result['image_id'])
+        if result.get('path') != 'clone' or image.get('status') != 'active' or result.get('location') != want:
+            raise BenchError('clone path of %s gave path=%s status=%s location=%s (expected %s): %s'
+                             % (name, result.get('path'), image.get('status'), result.get('location'), want,
+                                result.get('why')))
+
+    def check_copy(self, result, name, md5_fn):
+        image = self.conn.image.get('/images/%s' % result['image_id']).json()
+        md5 = md5_fn()
+        if result.get('path') != 'copy' or image.get('status') != 'active' or image.get('checksum') != md5:
+            raise BenchError('copy path of %s gave path=%s status=%s checksum=%s (expected md5 %s)'
+                             % (name, result.get('path'), image.get('status'), image.get('checksum'), md5))
+
+
+def run(args):
+    bench = Bench(args)
+    sizes = {}
+    store_info = None
+    try:
+        for size_gib in args.sizes:
+            name, size, writes = bench.make_volume(size_gib)
+            entry = {'size_gib': size_gib, 'data_bytes': sum(w[1] for w in writes)}
+            md5 = Md5Of(size, writes)
+
+            totals, cephs, walls = [], [], []
+            while len(walls) <= args.repeat_clone:  # run 0 warms up (connections, caches)
+                result, wall = bench.upload(name, True)
+                walls.append(wall)
+                bench.check_clone(result, name)
+                totals.append(result['seconds']['total'])
+                cephs.append(result['seconds']['ceph'])
+                store_info = result.get('store')
+                bench.absent(result['image_id'])
+            entry['clone'] = {'total_s': statistics.median(totals[1:]), 'ceph_s': statistics.median(cephs[1:]),
+                              'runs': len(totals) - 1, 'cold_s': totals[0], 'wall_s': statistics.median(walls[1:]),
+                              'phases': result['seconds']['phases']}
+            thin = bool((store_info or {}).get('thin_provisioning'))
+            if not thin and size_gib > args.copy_max_gib_fat:
+                entry['copy'] = None
+                entry['copy_skipped'] = ('Glance store %s is not thin-provisioned: copying %d GiB of zeros would fill '
+                                         'the lab OSD\'s memory' % ((store_info or {}).get('id'), size_gib))
+            else:
+                repeat = args.repeat_copy if size_gib <= 1 else 1
+                totals = []
+                walls = []
+                while len(walls) < repeat:
+                    result, wall = bench.upload(name, False)
+                    walls.append(wall)
+                    bench.check_copy(result, name, md5)
+                    totals.append(result['seconds']['total'])
+                    bench.absent(result['image_id'])
+                entry['copy'] = {'total_s': statistics.median(totals), 'runs': repeat,
+                                 'wall_s': statistics.median(walls),
+                                 'upload_s': result['seconds']['phases'].get('upload_data')}
+            if entry['copy']:
+                entry['ratio'] = round(entry['copy']['total_s'] / entry['clone']['total_s'], 1)
+            sizes[str(size_gib)] = entry
+    finally:
+        bench.close()
+    return sizes, store_info
+
+
+def report(args, sizes, store_info):
+    print('rbd_image_clone_upload: clone path vs copy path (Glance store %s, thin %s)'
+          % ((store_info or {}).get('id'), (store_info or {}).get('thin_provisioning')))
+    print('%8s %10s %12s %12s %12s %8s' % ('size', 'data MiB', 'clone s', 'clone ceph s', 'copy s', 'ratio'))
+    for key, e in sizes.items():
+        copy = e['copy']['total_s'] if e.get('copy') else None
+        print('%6s G %10.0f %12.3f %12.3f %12s %8s' % (
+            key, e['data_bytes'] / MIB, e['clone']['total_s'], e['clone']['ceph_s'],
+            '%.2f' % copy if copy is not None else 'skipped', '%.1fx' % e['ratio'] if e.get('ratio') else '-'))
+        if e.get('copy_skipped'):
+            print('         copy skipped: %s' % e['copy_skipped'])
+    clones = [e['clone']['total_s'] for e in sizes.values()]
+    ceph_max = max(e['clone']['ceph_s'] for e in sizes.values())
+    flat = max(clones) / min(clones) if min(clones) > 0 else None
+    one = sizes.get('1', {})
+    target = {
+        'clone_ceph_under_s': TARGET_CEPH_SECONDS, 'clone_ceph_met': ceph_max < TARGET_CEPH_SECONDS,
+        'ratio_1gib_min': TARGET_RATIO_1GIB,
+        'ratio_1gib_met': (one.get('ratio') or 0) >= TARGET_RATIO_1GIB if one else None,
+        'clone_max_over_min': round(flat, 2) if flat else None,
+    }
+    print('clone path Ceph work, largest median: %.3f s (target < %.1f s: %s)'
+          % (ceph_max, TARGET_CEPH_SECONDS, 'met' if target['clone_ceph_met'] else 'not met'))
+    print('clone path total across sizes: max/min = %s (does not grow with size when close to 1)'
+          % target['clone_max_over_min'])
+    if one:
+        print('ratio at 1 GiB: %s (target >= %.0fx: %s)'
+              % (one.get('ratio'), TARGET_RATIO_1GIB, 'met' if target['ratio_1gib_met'] else 'not met'))
+    print(json.dumps({'benchmark': BENCHMARK, 'sizes': sizes, 'target': target, 'store': store_info,
+                      'repeat': {'clone': args.repeat_clone, 'copy': args.repeat_copy}, 'data_mib': args.data_mib,
+                      'python': platform.python_version()}))
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        reexec_if_needed(args)
+        sizes, store_info = run(args)
+    except VolsnapError as exc:
+        print('setup failed: the module could not upload: %s' % exc, file=sys.stderr)
+        return 2
+    except BenchError as exc:
+        print('%s: %s' % ('error' if exc.code == 1 else 'setup failed', exc), file=sys.stderr)
+        return exc.code
+    report(args, sizes, store_info)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,414 @@
+# -*- coding: utf-8 -*-
+# Copyright: volsnap.openstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""RBD operations on one connected cluster, each idempotent and mapped to clear errors.
+
+:class:`Rbd` wraps a connected ``rados.Rados`` and the ``rbd`` module (both passed in, so the
+logic runs against fakes in unit tests). Names follow the conventions of the services that share
+the pools:
+
+* glance_store: an image is ``<images pool>/<image id>`` with a protected snapshot ``snap``;
+  its location is ``rbd://<fsid>/<pool>/<image>/<snap>``, each part URL-quoted.
+* Cinder's RBD driver: a clone's parent snapshot is named ``<child name>.clone_snap``; a volume
+  that still has ``*.clone_snap`` snapshots is renamed ``<name>.deleted`` on delete and removed
+  when its last reference goes (``_delete_clone_parent_refs``). :meth:`Rbd.release_parent_refs`
+  walks a chain the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from urllib.parse import quote, unquote
+
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph import ceph_errors, error_kind, is_ceph_exception
+from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+
+GLANCE_SNAP = 'snap'
+CLONE_SNAP_SUFFIX = '.clone_snap'
+DELETED_SUFFIX = '.deleted'
+# Reading and sending data in pieces of this size (glance_store's rbd chunk size is 8 MiB).
+CHUNK = 8 * 1024 * 1024
+
+
+def clone_snap_name(child: str) -> str:
+    """The parent snapshot name Cinder's RBD driver uses for a clone named ``child``."""
+    return child + CLONE_SNAP_SUFFIX
+
+
+def live_name(name: str) -> str:
+    """``name`` without Cinder's ``.deleted`` suffix."""
+    return name[:-len(DELETED_SUFFIX)] if name.endswith(DELETED_SUFFIX) else name
+
+
+def rbd_url(fsid: str, pool: str, image: str, snap: str = GLANCE_SNAP) -> str:
+    """glance_store's location URL of ``pool/image@snap`` on cluster ``fsid``."""
+    return 'rbd://%s/%s/%s/%s' % tuple(quote(part, '') for part in (fsid, pool, image, snap))
+
+
+def parse_rbd_url(url: str) -> Optional[Tuple[str, str, str, str]]:
+    """(fsid, pool, image, snap) of a 4-part ``rbd://`` URL, else None (as Cinder's ``_parse_location``)."""
+    prefix = 'rbd://'
+    if not isinstance(url, str) or not url.startswith(prefix):
+        return None
+    pieces = [unquote(piece) for piece in url[len(prefix):].split('/')]
+    if len(pieces) != 4 or any(piece == '' for piece in pieces):
+        return None
+    return pieces[0].lower(), pieces[1], pieces[2], pieces[3]
+
+
+@dataclass
+class Ref:
+    """An RBD image (``snap`` None) or snapshot."""
+
+    pool: str
+    image: str
+    snap: Optional[str] = None
+
+    def __str__(self) -> str:
+        return '%s/%s%s' % (self.pool, self.image, '@' + self.snap if self.snap else '')
+
+
+def _need_snap(ref: Ref) -> None:
+    if not ref.snap:
+        raise VolsnapError('internal error: %s names no snapshot' % ref)
+
+
+@dataclass
+class SnapInfo:
+    name: str
+    protected: bool
+    children: List[Ref] = field(default_factory=list)
+
+
+@dataclass
+class Extent:
+    offset: int
+    length: int
+    data: bool
+
+
+def merge_extents(size: int, allocated: List[Tuple[int, int]]) -> List[Extent]:
+    """The whole range ``[0, size)`` as alternating data and hole extents, from allocated ranges.
+
+    ``allocated`` may be unsorted, overlapping or adjacent (``diff_iterate`` reports per object);
+    they are clipped to ``size`` and merged.
+    """
+    spans = sorted((max(0, off), min(size, off + length)) for off, length in allocated if length > 0)
+    merged: List[List[int]] = []
+    for start, end in spans:
+        if start >= end:
+            continue
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    extents: List[Extent] = []
+    pos = 0
+    for start, end in merged:
+        if start > pos:
+            extents.append(Extent(pos, start - pos, False))
+        extents.append(Extent(start, end - start, True))
+        pos = end
+    if pos < size:
+        extents.append(Extent(pos, size - pos, False))
+    return extents
+
+
+class Rbd(object):
+    """RBD operations as client ``user`` on a connected cluster.
+
+    I/O contexts are opened on first use per pool and closed by :meth:`close`.
+    """
+
+    def __init__(self, cluster: Any, rbd_lib: Any, user: Optional[str] = None) -> None:
+        self.cluster = cluster
+        self.lib = rbd_lib
+        self.user = user
+        self._ioctxs: Dict[str, Any] = {}
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        for ioctx in self._ioctxs.values():
+            with contextlib.suppress(Exception):
+                ioctx.close()
+        self._ioctxs.clear()
+
+    def ioctx(self, pool: str) -> Any:
+        if pool not in self._ioctxs:
+            hints = {'not_found': 'Pool %s does not exist on this cluster (ceph osd pool ls)' % pool}
+            with ceph_errors('opening pool %s' % pool, user=self.user, pool=pool, write=False, hints=hints):
+                self._ioctxs[pool] = self.cluster.open_ioctx(pool)
+        return self._ioctxs[pool]
+
+    @contextlib.contextmanager
+    def image(self, ref: Ref, read_only: bool = True, action: Optional[str] = None) -> Iterator[Any]:
+        """An open ``rbd.Image`` (at ``ref.snap`` when set), closed on exit."""
+        what = action or 'opening RBD image %s' % ref
+        with ceph_errors(what, user=self.user, pool=ref.pool, write=not read_only):
+            img = self.lib.Image(self.ioctx(ref.pool), ref.image, snapshot=ref.snap, read_only=read_only)
+        try:
+            yield img
+        finally:
+            with contextlib.suppress(Exception):
+                img.close()
+
+    def _errors(self, action: str, pool: str, write: bool = True,
+                hints: Optional[Dict[str, str]] = None) -> Any:
+        return ceph_errors(action, user=self.user, pool=pool, write=write, hints=hints)
+
+    # -- reading state --------------------------------------------------------------------
+
+    def _raise(self, exc: BaseException, action: str, pool: str, write: bool = False) -> None:
+        with self._errors(action, pool, write=write):
+            raise exc
+
+    def exists(self, pool: str, name: str) -> bool:
+        """True when ``pool/name`` exists; a missing pool is an error, not False."""
+        ioctx = self.ioctx(pool)
+        try:
+            img = self.lib.Image(ioctx, name, read_only=True)
+        except Exception as exc:  # only "not found" means False
+            if is_ceph_exception(exc) and error_kind(exc) == 'not_found':
+                return False
+            self._raise(exc, 'opening RBD image %s/%s' % (pool, name), pool)
+            raise
+        with contextlib.suppress(Exception):
+            img.close()
+        return True
+
+    def names(self, pool: str) -> List[str]:
+        with self._errors('listing the RBD images of pool %s' % pool, pool, write=False):
+            return list(self.lib.RBD().list(self.ioctx(pool)))
+
+    def size(self, ref: Ref) -> int:
+        with self.image(ref) as img:
+            with self._errors('reading the size of %s' % ref, ref.pool, write=False):
+                return int(img.size())
+
+    def snaps(self, pool: str, name: str, children: bool = True) -> List[SnapInfo]:
+        """The image's snapshots with their protection and (optionally) their children."""
+        out: List[SnapInfo] = []
+        with self.image(Ref(pool, name)) as img:
+            with self._errors('listing the snapshots of %s/%s' % (pool, name), pool, write=False):
+                listed = [snap['name'] for snap in img.list_snaps()]
+                for snap in listed:
+                    info = SnapInfo(name=snap, protected=bool(img.is_protected_snap(snap)))
+                    if children:
+                        img.set_snap(snap)
+                        try:
+                            info.children = [Ref(child['pool'], child['image'])
+                                             for child in img.list_children2()]
+                        finally:
+                            img.set_snap(None)
+                    out.append(info)
+        return out
+
+    def snap(self, pool: str, name: str, snap: str) -> Optional[SnapInfo]:
+        for info in self.snaps(pool, name):
+            if info.name == snap:
+                return info
+        return None
+
+    def parent(self, ref: Ref) -> Optional[Ref]:
+        """The parent snapshot of an image (or of one of its snapshots), None when it has none."""
+        with self.image(ref) as img:
+            try:
+                pool, image, snap = img.parent_info()
+            except Exception as exc:  # ImageNotFound means "no parent"
+                if is_ceph_exception(exc) and error_kind(exc) == 'not_found':
+                    return None
+                self._raise(exc, 'reading the parent of %s' % ref, ref.pool)
+                raise
+        return Ref(pool, image, snap)
+
+    def depth(self, ref: Ref, limit: int = 64) -> int:
+        """How many ancestors (clone parents) the image has."""
+        count = 0
+        current: Optional[Ref] = self.parent(ref)
+        while current is not None and count < limit:
+            count += 1
+            current = self.parent(Ref(current.pool, current.image, current.snap))
+        return count
+
+    def watchers(self, ref: Ref) -> int:
+        """How many clients have the image open (an attached volume has one: its QEMU)."""
+        with self.image(Ref(ref.pool, ref.image)) as img:
+            with self._errors('listing the watchers of %s' % ref, ref.pool, write=False):
+                return len(list(img.watchers_list()))
+
+    def allocated(self, ref: Ref) -> List[Extent]:
+        """Data and hole extents of an image or snapshot, parents included (``diff_iterate``)."""
+        ranges: List[Tuple[int, int]] = []
+
+        def collect(offset: int, length: int, exists: bool) -> int:
+            if exists:
+                ranges.append((offset, length))
+            return 0
+
+        with self.image(ref) as img:
+            with self._errors('listing the allocated extents of %s' % ref, ref.pool, write=False):
+                size = int(img.size())
+                img.diff_iterate(0, size, None, collect, include_parent=True, whole_object=True)
+        return merge_extents(size, ranges)
+
+    # -- changing state (each idempotent: returns True when it changed something) ----------
+
+    def create_snap(self, ref: Ref) -> bool:
+        _need_snap(ref)
+        with self.image(Ref(ref.pool, ref.image), read_only=False) as img:
+            with self._errors('creating snapshot %s' % ref, ref.pool):
+                if any(s['name'] == ref.snap for s in img.list_snaps()):
+                    return False
+                img.create_snap(ref.snap)
+        return True
+
+    def protect(self, ref: Ref) -> bool:
+        _need_snap(ref)
+        with self.image(Ref(ref.pool, ref.image), read_only=False) as img:
+            with self._errors('protecting snapshot %s' % ref, ref.pool):
+                if img.is_protected_snap(ref.snap):
+                    return False
+                img.protect_snap(ref.snap)
+        return True
+
+    def remove_snap(self, ref: Ref) -> bool:
+        """Unprotect (if needed) and remove a snapshot; False when it does not exist.
+
+        A snapshot that still has clones is refused with the list of clones.
+        """
+        _need_snap(ref)
+        with self.image(Ref(ref.pool, ref.image), read_only=False) as img:
+            with self._errors('removing snapshot %s' % ref, ref.pool,
+                              hints={'busy': 'The snapshot still has clones: flatten or remove them first'}):
+                if not any(s['name'] == ref.snap for s in img.list_snaps()):
+                    return False
+                if img.is_protected_snap(ref.snap):
+                    img.unprotect_snap(ref.snap)
+                img.remove_snap(ref.snap)
+        return True
+
+    def clone(self, parent: Ref, child: Ref, features: Optional[int] = None) -> bool:
+        """Clone ``parent`` (a snapshot) as ``child``; False when ``child`` already is that clone."""
+        _need_snap(parent)
+        if self.exists(child.pool, child.image):
+            actual = self.parent(child)
+            if actual is not None and self._same_snap(actual, parent):
+                return False
+            raise VolsnapError('RBD image %s already exists and is not a clone of %s (its parent is %s): remove it '
+                               'or choose another image' % (child, parent, actual or 'none'), ceph_error='exists')
+        kwargs: Dict[str, Any] = {}
+        if features is not None:
+            kwargs['features'] = features
+        with self._errors('cloning %s into %s' % (parent, child), child.pool):
+            self.lib.RBD().clone(self.ioctx(parent.pool), parent.image, parent.snap,
+                                 self.ioctx(child.pool), child.image, **kwargs)
+        return True
+
+    def _same_snap(self, actual: Ref, wanted: Ref) -> bool:
+        if actual.pool != wanted.pool or actual.snap != wanted.snap:
+            return False
+        if actual.image == wanted.image:
+            return True
+        # Cinder may have renamed the parent to <name>.deleted since.
+        return live_name(actual.image) == live_name(wanted.image)
+
+    def flatten(self, ref: Ref) -> bool:
+        """Copy the parent's data into the clone so it no longer depends on it; False when not a clone."""
+        if self.parent(Ref(ref.pool, ref.image)) is None:
+            return False
+        with self.image(Ref(ref.pool, ref.image), read_only=False) as img:
+            with self._errors('flattening %s' % ref, ref.pool):
+                img.flatten()
+        return True
+
+    def remove(self, ref: Ref) -> bool:
+        """Remove an image; False when it does not exist."""
+        with self._errors('removing RBD image %s' % ref, ref.pool):
+            try:
+                self.lib.RBD().remove(self.ioctx(ref.pool), ref.image)
+            except Exception as exc:
+                if is_ceph_exception(exc) and error_kind(exc) == 'not_found':
+                    return False
+                raise
+        return True
+
+    def probe_write(self, pool: str) -> None:
+        """Write and remove a small object in ``pool``: fails with the missing cap when the client cannot write."""
+        name = 'volsnap_write_probe.%s' % uuid.uuid4().hex
+        ioctx = self.ioctx(pool)
+        with self._errors('checking that %s can write to pool %s' % (self._client(), pool), pool):
+            ioctx.write_full(name, b'volsnap write probe')
+            ioctx.remove_object(name)
+
+    def _client(self) -> str:
+        return 'client.%s' % (self.user or 'admin')
+
+    def release_parent_refs(self, parent: Ref, log: Optional[Callable[[str], None]] = None) -> List[str]:
+        """Drop a reference a removed clone held, as Cinder's ``_delete_clone_parent_refs`` does.
+
+        ``parent`` is the snapshot the clone was made from. The snapshot is removed when it has no
+        clone left; then, when the parent image is a deleted Cinder volume (``<name>.deleted``) with no
+        snapshot left, it is removed too and the walk continues with its own parent, provided that
+        parent snapshot follows Cinder's ``<name>.clone_snap`` convention. Returns what was removed.
+        """
+        removed: List[str] = []
+        current: Optional[Ref] = parent
+        while current is not None:
+            info = self.snap(current.pool, current.image, current.snap or '')
+            if info is not None:
+                if info.children:
+                    break
+                grand = self.parent(current)
+                self.remove_snap(current)
+                removed.append(str(current))
+                if log:
+                    log('removed snapshot %s' % current)
+            else:
+                grand = None
+            if not current.image.endswith(DELETED_SUFFIX) or not self.exists(current.pool, current.image):
+                break
+            if self.snaps(current.pool, current.image, children=False):
+                break
+            if grand is None:
+                grand = self.parent(Ref(current.pool, current.image))
+            self.remove(Ref(current.pool, current.image))
+            removed.append('%s/%s' % (current.pool, current.image))
+            if log:
+                log('removed deleted volume %s/%s' % (current.pool, current.image))
+            if grand is None or grand.snap != clone_snap_name(live_name(current.image)):
+                break
+            current = grand
+        return removed
+
+    # -- data -----------------------------------------------------------------------------
+
+    def read_stream(self, ref: Ref, extents: List[Extent], chunk: int = CHUNK,
+                    progress: Optional[Callable[[int, int], None]] = None) -> Iterator[bytes]:
+        """The image's bytes in order, holes as zeros without reading them; ``progress(done, data_read)``."""
+        zeros = bytes(chunk)
+        done = 0
+        data_read = 0
+        with self.image(ref) as img:
+            for extent in extents:
+                pos = extent.offset
+                end = extent.offset + extent.length
+                while pos < end:
+                    length = min(chunk, end - pos)
+                    if extent.data:
+                        with self._errors('reading %s at offset %d' % (ref, pos), ref.pool, write=False):
+                            buf = img.read(pos, length)
+                        if len(buf) != length:
+                            raise VolsnapError('short read from %s at offset %d: %d of %d bytes'
+                                               % (ref, pos, len(buf), length))
+                        data_read += length
+                    else:
+                        buf = zeros if length == chunk else zeros[:length]
+                    pos += length
+                    done += length
+                    yield buf
+                    if progress is not None:
+                        progress(done, data_read)

@@ -1,0 +1,416 @@
+# -*- coding: utf-8 -*-
+# Copyright: volsnap.openstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Planner of rbd_image_clone_upload (spec 003): which path, why, and the steps still to do.
+
+Pure logic on facts gathered by the executor (:mod:`_rbd_upload_exec`): no I/O here.
+
+Clone path (``enable_clone_optimization`` and Glance's target store is rbd on the volume's
+cluster): snapshot the volume as ``<image id>.clone_snap`` (Cinder's name for a snapshot a clone
+hangs on, so Cinder's RBD driver keeps the volume as ``<name>.deleted`` instead of failing when
+the volume is deleted), protect it, clone it into Glance's pool as ``<image id>``, snapshot the
+clone ``snap`` and protect it (glance_store's layout), register ``rbd://<fsid>/<pool>/<id>/snap``.
+Copy path otherwise: a temporary snapshot ``<image id>.upload_snap`` is streamed into Glance
+through the image data API (holes are not read), then removed.
+
+Every step is idempotent and the planner derives the remaining steps from what exists, so a run
+interrupted anywhere is completed by the next run with the same arguments.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._glance import Store, Stores
+from ansible_collections.volsnap.openstack.plugins.module_utils._rbd import (
+    GLANCE_SNAP,
+    Ref,
+    SnapInfo,
+    clone_snap_name,
+    rbd_url,
+)
+
+SOURCE_PROPERTY = 'volsnap_source'
+PATH_PROPERTY = 'volsnap_upload_path'
+UPLOAD_SNAP_SUFFIX = '.upload_snap'
+NEW_IMAGE = '<new image id>'
+UUID_RE = r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'
+OUR_SNAP_RE = re.compile(r'^(%s)(\.clone_snap|\.upload_snap)$' % UUID_RE)
+
+# Cinder volume statuses (cinder/objects/fields.py VolumeStatus) an upload may start from.
+UPLOADABLE = ('available',)
+IN_USE = ('in-use',)
+BUSY_IMAGE = ('saving', 'importing', 'uploading')
+DONE_IMAGE = ('active',)
+QUEUED = ('queued',)
+
+CLONE_STEPS = ('check_caps', 'create_image', 'set_properties', 'snapshot_volume', 'protect_volume_snapshot',
+               'clone', 'flatten_clone', 'snapshot_clone', 'protect_clone_snapshot', 'release_volume_snapshot',
+               'register_location', 'wait_active', 'remove_upload_snapshot')
+COPY_STEPS = ('create_image', 'set_properties', 'discard_clone', 'snapshot_upload', 'upload_data', 'wait_active',
+              'remove_upload_snapshot')
+
+
+def upload_snap_name(image_id: str) -> str:
+    return image_id + UPLOAD_SNAP_SUFFIX
+
+
+def source_key(fsid: str, pool: str, image: str) -> str:
+    """The value of the ``volsnap_source`` image property: which RBD image the data came from."""
+    return '%s/%s/%s' % (fsid, pool, image)
+
+
+@dataclass
+class Volume:
+    """The source: an RBD image in the volume pool, and the Cinder volume when one was named."""
+
+    pool: str
+    image: str
+    fsid: str
+    size: int = 0
+    exists: bool = True
+    watchers: int = 0
+    depth: int = 0
+    cinder_id: Optional[str] = None
+    cinder_name: Optional[str] = None
+    status: Optional[str] = None
+    encrypted: bool = False
+
+    @property
+    def key(self) -> str:
+        return source_key(self.fsid, self.pool, self.image)
+
+    def describe(self) -> str:
+        if self.cinder_id:
+            return 'Cinder volume %s (%s/%s)' % (self.cinder_id, self.pool, self.image)
+        return 'RBD image %s/%s' % (self.pool, self.image)
+
+
+@dataclass
+class CephState:
+    """What exists in Ceph for one image id (all False/None for a new image)."""
+
+    volume_snap: Optional[SnapInfo] = None      # <volume>@<id>.clone_snap
+    upload_snap: Optional[SnapInfo] = None      # <volume>@<id>.upload_snap
+    clone_exists: bool = False                  # <images pool>/<id>
+    clone_parent: Optional[Ref] = None          # its parent, None when flattened or not a clone
+    clone_snap: Optional[SnapInfo] = None       # <images pool>/<id>@snap
+
+
+@dataclass
+class Request:
+    state: str = 'present'
+    optimization: bool = False
+    force: bool = False
+    store: Optional[str] = None
+    max_clone_depth: int = 5
+    image_name: Optional[str] = None
+    image_id: Optional[str] = None
+    properties: Dict[str, Any] = field(default_factory=dict)
+    flatten_children: bool = False
+    fallback_to_copy: bool = True
+
+
+@dataclass
+class Step:
+    name: str
+    text: str
+
+    def __str__(self) -> str:
+        return '%s: %s' % (self.name, self.text)
+
+
+@dataclass
+class Plan:
+    path: Optional[str]
+    why: str
+    image_id: Optional[str]
+    location: Optional[str]
+    steps: List[Step] = field(default_factory=list)
+    resumed: bool = False
+    notes: List[str] = field(default_factory=list)
+    properties: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.steps)
+
+    def names(self) -> List[str]:
+        return [step.name for step in self.steps]
+
+
+# ---------------------------------------------------------------------------------------------
+# checks
+
+def glance_read_hint(volume_pool: str) -> str:
+    """Why Glance may fail to open a clone: its Ceph user cannot read the parent in the volume pool."""
+    return ('Glance opens the clone to register it, and a clone reads its parent, the volume\'s snapshot in pool %s: '
+            'Glance\'s Ceph user (rbd_store_user, for example client.glance) needs osd \'profile rbd-read-only '
+            'pool=%s\' in addition to \'profile rbd pool=<images pool>\', and so does every client that reads images '
+            '(Nova\'s, Cinder\'s). The glance-api log shows the librbd error (Operation not permitted)'
+            % (volume_pool, volume_pool))
+
+
+def check_volume(volume: Volume, force: bool) -> None:
+    """Refuse sources an upload must not read (Cinder's own rules for upload-to-image)."""
+    what = volume.describe()
+    if not volume.exists:
+        raise VolsnapError('%s does not exist: check volume_pool (Cinder\'s rbd_pool) and that the volume is on the '
+                           'Ceph backend' % what)
+    if volume.encrypted:
+        raise VolsnapError('%s is encrypted: its RBD data is ciphertext, and an image made from it would need '
+                           'Cinder\'s key handling; upload it with Cinder (openstack image create --volume)' % what)
+    if volume.status is not None:
+        if volume.status in IN_USE:
+            if not force:
+                raise VolsnapError('%s is in-use (attached): the image would be crash-consistent at best. Detach it, '
+                                   'or set force=true as Cinder\'s upload-to-image --force does' % what,
+                                   volume_status=volume.status)
+        elif volume.status not in UPLOADABLE:
+            raise VolsnapError('%s is in status %s: only available volumes (or in-use ones with force=true) can be '
+                               'uploaded. Wait until the operation on it finishes, or repair it' % (what, volume.status),
+                               volume_status=volume.status)
+    elif volume.watchers and not force:
+        raise VolsnapError('%s is open by %d client(s) (for example an attached volume\'s QEMU): the image would be '
+                           'crash-consistent at best. Close it, or set force=true' % (what, volume.watchers),
+                           watchers=volume.watchers)
+
+
+def choose_path(optimization: bool, stores: Stores, store: Optional[Store], fsid: str) -> Tuple[str, str]:
+    """``('clone' | 'copy', why)`` for the target store."""
+    if not optimization:
+        return 'copy', 'enable_clone_optimization is false (the default): the data is copied through Glance'
+    if store is None:
+        why = 'Glance names no target store'
+        if stores.error:
+            why += ' (%s)' % stores.error
+        return 'copy', why + ': the data is copied through Glance'
+    if not stores.detail or store.type is None:
+        return 'copy', ('the type of Glance store %s is unknown (%s): the data is copied through Glance'
+                        % (store.id, stores.error or 'no store details'))
+    if store.type != 'rbd':
+        return 'copy', ('Glance store %s is of type %s, not rbd: the data is copied through Glance'
+                        % (store.id, store.type))
+    if not store.pool:
+        return 'copy', 'Glance does not report the pool of rbd store %s: the data is copied through Glance' % store.id
+    if not store.fsid:
+        return 'copy', ('Glance does not report the cluster fsid of rbd store %s (it could not reach its cluster): '
+                        'the data is copied through Glance' % store.id)
+    if store.fsid.lower() != fsid.lower():
+        return 'copy', ('Glance store %s is on Ceph cluster %s, the volume on cluster %s: a copy-on-write clone '
+                        'cannot cross clusters, the data is copied through Glance' % (store.id, store.fsid, fsid))
+    return 'clone', ('enable_clone_optimization is true and Glance store %s is rbd (pool %s) on the volume\'s cluster '
+                     '%s: copy-on-write clone' % (store.id, store.pool, fsid))
+
+
+def image_locations(image: Mapping[str, Any]) -> List[str]:
+    urls = [loc.get('url') for loc in image.get('locations') or [] if isinstance(loc, Mapping)]
+    if image.get('direct_url'):
+        urls.append(image['direct_url'])
+    unique: List[str] = []
+    for url in urls:
+        if url and url not in unique:
+            unique.append(url)
+    return unique
+
+
+def is_ours(image: Mapping[str, Any], volume: Volume) -> bool:
+    return str(image.get(SOURCE_PROPERTY, '')) == volume.key
+
+
+def check_existing_image(image: Mapping[str, Any], volume: Volume, given_id: bool) -> str:
+    """What to do with an existing image: ``fill`` (queued) or ``done`` (active and made from this volume)."""
+    status = image.get('status')
+    image_id = image.get('id')
+    if status in QUEUED:
+        if image.get('disk_format') not in (None, 'raw') or image.get('container_format') not in (None, 'bare'):
+            raise VolsnapError('Glance image %s is %s/%s: the volume\'s data is raw, so the image must be raw/bare'
+                               % (image_id, image.get('disk_format'), image.get('container_format')))
+        source = image.get(SOURCE_PROPERTY)
+        if source and source != volume.key:
+            raise VolsnapError('Glance image %s is being filled from another source (%s=%s), not from %s'
+                               % (image_id, SOURCE_PROPERTY, source, volume.describe()))
+        return 'fill'
+    if status in DONE_IMAGE:
+        if is_ours(image, volume):
+            return 'done'
+        raise VolsnapError('Glance image %s is active and was not made from %s by this module (its %s is %s): an '
+                           'image can only be filled while it is queued; pass another image_id or an image_name'
+                           % (image_id, volume.describe(), SOURCE_PROPERTY, image.get(SOURCE_PROPERTY) or 'unset'),
+                           image_status=status)
+    if status in BUSY_IMAGE:
+        raise VolsnapError('Glance image %s is in status %s: data is being written to it (another upload or import). '
+                           'Wait until it is active or back to queued, then run again' % (image_id, status),
+                           image_status=status)
+    raise VolsnapError('Glance image %s is in status %s, not queued: only a queued image can receive data. '
+                       '%s' % (image_id, status, 'Create a new one (omit image_id)' if given_id else
+                               'Delete it or choose another image_name'), image_status=status)
+
+
+# ---------------------------------------------------------------------------------------------
+# plans
+
+def plan_present(req: Request, volume: Volume, stores: Stores, store: Optional[Store],
+                 image: Optional[Mapping[str, Any]], ceph: CephState) -> Plan:
+    """The steps that make the image exist, active, with the volume's data."""
+    check_volume(volume, req.force)
+    path, why = choose_path(req.optimization, stores, store, volume.fsid)
+    if req.optimization and path == 'copy' and not req.fallback_to_copy:
+        raise VolsnapError('the clone path is not possible and fallback_to_copy is false: %s'
+                           % why.replace(': the data is copied through Glance', '').replace(
+                               ', the data is copied through Glance', ''), why=why)
+    given_id = req.image_id is not None
+    action = 'create'
+    if image is not None:
+        action = check_existing_image(image, volume, given_id)
+    image_id = str(image['id']) if image is not None else None
+    shown_id = image_id or NEW_IMAGE
+
+    if action == 'done':
+        # Made earlier by this module: report how, and only tidy up what an interrupted run may have left.
+        if image is None:  # pragma: no cover - 'done' needs an image
+            raise VolsnapError('internal error: no image to report')
+        done_path = str(image.get(PATH_PROPERTY) or 'copy')
+        urls = image_locations(image)
+        location = urls[0] if urls else None
+        if done_path == 'clone' and store is not None and store.pool:
+            location = rbd_url(volume.fsid, store.pool, shown_id)
+        plan = Plan(done_path, 'Glance image %s is active and was made from %s (%s path); nothing to do'
+                    % (image_id, volume.describe(), done_path), image_id, location)
+        if ceph.upload_snap is not None:
+            plan.steps.append(Step('remove_upload_snapshot', 'remove leftover snapshot %s/%s@%s'
+                                   % (volume.pool, volume.image, upload_snap_name(shown_id))))
+        if done_path == 'clone' and ceph.clone_exists and ceph.clone_parent is None and ceph.volume_snap is not None \
+                and not ceph.volume_snap.children:
+            plan.steps.append(Step('release_volume_snapshot', 'remove snapshot %s/%s@%s: the flattened clone no '
+                                   'longer needs it' % (volume.pool, volume.image, clone_snap_name(shown_id))))
+        return plan
+
+    plan = Plan(path, why, image_id, None, resumed=image is not None and not given_id)
+    if image is None:
+        plan.steps.append(Step('create_image', 'create Glance image %s (%s/%s, queued)'
+                               % (req.image_name, 'raw', 'bare')))
+    wanted_props = dict(req.properties)
+    wanted_props[SOURCE_PROPERTY] = volume.key
+    wanted_props[PATH_PROPERTY] = path
+    plan.properties = {k: v if isinstance(v, str) else str(v) for k, v in wanted_props.items()}
+    if image is not None and any(str(image.get(k)) != str(v) for k, v in wanted_props.items()):
+        plan.steps.append(Step('set_properties', 'set properties %s on Glance image %s'
+                               % (', '.join(sorted(wanted_props)), image_id)))
+    if image is not None and (ceph.volume_snap or ceph.clone_exists or ceph.upload_snap):
+        plan.resumed = True
+    vol_snap = Ref(volume.pool, volume.image, clone_snap_name(shown_id))
+    if path == 'clone':
+        if store is None or not store.pool:  # pragma: no cover - choose_path checked it
+            raise VolsnapError('internal error: the clone path needs an rbd store with a pool')
+        clone = Ref(store.pool, shown_id)
+        plan.location = (rbd_url(volume.fsid, store.pool, image_id) if image_id
+                         else 'rbd://%s/%s/%s/%s' % (volume.fsid, store.pool, NEW_IMAGE, GLANCE_SNAP))
+        flatten = volume.depth >= req.max_clone_depth
+        if not ceph.clone_exists:
+            plan.steps.append(Step('check_caps', 'check that the Ceph client can write to pool %s' % store.pool))
+            if ceph.volume_snap is None:
+                plan.steps.append(Step('snapshot_volume', 'snapshot %s' % vol_snap))
+            if ceph.volume_snap is None or not ceph.volume_snap.protected:
+                plan.steps.append(Step('protect_volume_snapshot', 'protect %s' % vol_snap))
+            plan.steps.append(Step('clone', 'clone %s into %s' % (vol_snap, clone)))
+        if flatten and (not ceph.clone_exists or ceph.clone_parent is not None):
+            plan.steps.append(Step('flatten_clone', 'flatten %s: the volume already has %d clone parent(s), '
+                                   'max_clone_depth is %d' % (clone, volume.depth, req.max_clone_depth)))
+            plan.notes.append('the clone is flattened (Ceph copies the data inside the cluster) because the clone '
+                              'chain would exceed max_clone_depth=%d' % req.max_clone_depth)
+        if ceph.clone_snap is None:
+            plan.steps.append(Step('snapshot_clone', 'snapshot %s@%s' % (clone, GLANCE_SNAP)))
+        if ceph.clone_snap is None or not ceph.clone_snap.protected:
+            plan.steps.append(Step('protect_clone_snapshot', 'protect %s@%s' % (clone, GLANCE_SNAP)))
+        if flatten and (ceph.volume_snap is not None or not ceph.clone_exists):
+            plan.steps.append(Step('release_volume_snapshot', 'remove %s: the flattened clone no longer needs it'
+                                   % vol_snap))
+        plan.steps.append(Step('register_location', 'register %s with Glance image %s' % (plan.location, shown_id)))
+        plan.steps.append(Step('wait_active', 'wait until Glance image %s is active' % shown_id))
+        if ceph.upload_snap is not None:
+            plan.steps.append(Step('remove_upload_snapshot', 'remove leftover snapshot %s/%s@%s'
+                                   % (volume.pool, volume.image, upload_snap_name(shown_id))))
+    else:
+        if ceph.clone_exists or ceph.volume_snap is not None:
+            plan.steps.append(Step('discard_clone', 'remove what an earlier clone-path run left for image %s '
+                                   '(clone, its snapshot, %s)' % (shown_id, vol_snap)))
+        up_snap = Ref(volume.pool, volume.image, upload_snap_name(shown_id))
+        if ceph.upload_snap is None:
+            plan.steps.append(Step('snapshot_upload', 'snapshot %s (a consistent point in time to read)' % up_snap))
+        target = store.id if store is not None else 'the default store'
+        plan.steps.append(Step('upload_data', 'stream %d bytes of %s (holes not read) into Glance image %s, store %s'
+                               % (volume.size, up_snap, shown_id, target)))
+        plan.steps.append(Step('wait_active', 'wait until Glance image %s is active' % shown_id))
+        plan.steps.append(Step('remove_upload_snapshot', 'remove %s' % up_snap))
+    order = CLONE_STEPS if path == 'clone' else COPY_STEPS
+    plan.steps.sort(key=lambda step: order.index(step.name))
+    return plan
+
+
+def plan_absent(req: Request, image: Optional[Mapping[str, Any]], image_id: Optional[str],
+                clone_parent: Optional[Ref], clone_children: List[Ref], leftover: List[Ref]) -> Plan:
+    """Delete the image in Glance, then drop the Ceph references its clone held.
+
+    ``clone_parent``: the parent snapshot of the image's RBD clone (found before deleting);
+    ``clone_children``: volumes cloned from the image's ``snap``; ``leftover``: this module's
+    snapshots for ``image_id`` that remain in the volume pool (after an interrupted run).
+    """
+    plan = Plan(None, '', image_id, None)
+    if image is not None:
+        if clone_children:
+            names = ', '.join(str(child) for child in clone_children)
+            if not req.flatten_children:
+                raise VolsnapError('Glance image %s has %d RBD clone(s) (%s), usually volumes created from it: Glance '
+                                   'refuses to delete it while they exist (HTTP 409, as for every RBD-backed image). '
+                                   'Delete those volumes first, or set flatten_children=true to copy the image\'s data '
+                                   'into them (Ceph flatten) so they no longer depend on it'
+                                   % (image_id, len(clone_children), names), children=[str(c) for c in clone_children])
+            plan.steps.append(Step('flatten_children', 'flatten %s so they no longer depend on the image' % names))
+        plan.steps.append(Step('delete_image', 'delete Glance image %s (Glance removes its RBD image)' % image_id))
+    refs = [clone_parent] if clone_parent is not None else []
+    refs += [ref for ref in leftover if clone_parent is None or str(ref) != str(clone_parent)]
+    for ref in refs:
+        plan.steps.append(Step('release_parent', 'remove %s and, when it was the last reference of a deleted Cinder '
+                               'volume (*.deleted), that volume' % ref))
+    plan.why = ('delete the image and the snapshot its copy-on-write clone hung on' if plan.steps
+                else 'the image does not exist and no snapshot of this module is left for it; nothing to do')
+    return plan
+
+
+@dataclass
+class Candidate:
+    """A snapshot this module made (``<uuid>.clone_snap`` / ``<uuid>.upload_snap``) found by cleanup."""
+
+    ref: Ref
+    image_id: str
+    kind: str                       # clone_snap | upload_snap
+    children: int
+    image_status: Optional[str]     # the Glance image's status; None when it no longer exists
+    clone_exists: bool = False      # <images pool>/<image id> still exists
+
+
+def classify_candidate(candidate: Candidate) -> Tuple[bool, str]:
+    """(remove?, why) for one snapshot found by cleanup."""
+    if candidate.children:
+        return False, 'kept: %d clone(s) still depend on it' % candidate.children
+    if candidate.image_status in QUEUED + BUSY_IMAGE:
+        return False, ('kept: Glance image %s is %s (an upload may be in progress)'
+                       % (candidate.image_id, candidate.image_status))
+    if candidate.kind == 'clone_snap' and candidate.clone_exists:
+        return False, 'kept: the RBD image of Glance image %s still exists' % candidate.image_id
+    if candidate.image_status is None:
+        return True, 'Glance image %s no longer exists' % candidate.image_id
+    return True, 'Glance image %s is %s and no clone depends on the snapshot' % (candidate.image_id,
+                                                                                 candidate.image_status)
+
+
+def parse_our_snap(name: str) -> Optional[Tuple[str, str]]:
+    """(image id, kind) when ``name`` is a snapshot name this module makes, else None."""
+    match = OUR_SNAP_RE.match(name)
+    if not match:
+        return None
+    return match.group(1), 'clone_snap' if match.group(2) == '.clone_snap' else 'upload_snap'

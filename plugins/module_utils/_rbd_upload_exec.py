@@ -1,0 +1,649 @@
+# -*- coding: utf-8 -*-
+# Copyright: volsnap.openstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Executor of rbd_image_clone_upload: gathers the facts, asks the planner, runs the steps.
+
+One Ceph connection (librados, :mod:`_ceph`) and one OpenStack connection (openstacksdk,
+:mod:`_openstack`): the Cinder volume is looked up through the block-storage API, Glance through
+:mod:`_glance`, RBD through :mod:`_rbd`. The planner (:mod:`_rbd_upload`) decides; this module
+only does what the plan says, times every step, and on an error rolls back what the failed run
+made (so an error leaves nothing behind), while an interruption (a killed process) is completed
+by the next run because every step is idempotent and the plan is derived from what exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph import (
+    client_id,
+    cluster_fsid,
+    connect as ceph_connect,
+    rbd_module,
+)
+from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._glance import Glance, SizedStream, Store, Stores
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import api_errors, connect as os_connect
+from ansible_collections.volsnap.openstack.plugins.module_utils._rbd import (
+    DELETED_SUFFIX,
+    GLANCE_SNAP,
+    Rbd,
+    Ref,
+    clone_snap_name,
+    parse_rbd_url,
+    rbd_url,
+)
+from ansible_collections.volsnap.openstack.plugins.module_utils._rbd_upload import (
+    SOURCE_PROPERTY,
+    Candidate,
+    CephState,
+    Plan,
+    Request,
+    Step,
+    Volume,
+    classify_candidate,
+    glance_read_hint,
+    image_locations,
+    parse_our_snap,
+    plan_absent,
+    plan_present,
+    upload_snap_name,
+)
+
+_UUID = re.compile(r'^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')
+CEPH_STEPS = frozenset(('check_caps', 'snapshot_volume', 'protect_volume_snapshot', 'clone', 'flatten_clone',
+                        'snapshot_clone', 'protect_clone_snapshot', 'release_volume_snapshot', 'snapshot_upload',
+                        'remove_upload_snapshot', 'discard_clone', 'release_parent', 'flatten_children'))
+PROGRESS_EVERY = 2.0
+MAX_PROGRESS_SAMPLES = 60
+
+
+@dataclass
+class Options:
+    """The module parameters the executor needs (see the module's DOCUMENTATION)."""
+
+    state: str = 'present'
+    volume: Optional[str] = None
+    volume_pool: str = 'volumes'
+    rbd_image: Optional[str] = None
+    volume_name_template: str = 'volume-%s'
+    image_name: Optional[str] = None
+    image_id: Optional[str] = None
+    visibility: Optional[str] = None
+    properties: Dict[str, Any] = field(default_factory=dict)
+    disk_format: str = 'raw'
+    container_format: str = 'bare'
+    store: Optional[str] = None
+    enable_clone_optimization: bool = False
+    force: bool = False
+    max_clone_depth: int = 5
+    flatten_children: bool = False
+    fallback_to_copy: bool = True
+    location_api: str = 'auto'
+    wait: bool = True
+    timeout: int = 180
+    ceph_conf: Optional[str] = None
+    ceph_user: Optional[str] = None
+    keyring: Optional[str] = None
+    rados_connect_timeout: int = 30
+
+    def request(self) -> Request:
+        return Request(state=self.state, optimization=self.enable_clone_optimization, force=self.force,
+                       store=self.store, max_clone_depth=self.max_clone_depth, image_name=self.image_name,
+                       image_id=self.image_id, properties=dict(self.properties or {}),
+                       flatten_children=self.flatten_children, fallback_to_copy=self.fallback_to_copy)
+
+
+class Timer(object):
+    """Seconds per phase, in the order they ran."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.start = clock()
+        self.phases: Dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        began = self.clock()
+        try:
+            yield
+        finally:
+            self.phases[name] = round(self.phases.get(name, 0.0) + self.clock() - began, 6)
+
+    def summary(self) -> Dict[str, Any]:
+        ceph = sum(v for k, v in self.phases.items() if k in CEPH_STEPS)
+        return {'total': round(self.clock() - self.start, 6), 'ceph': round(ceph, 6), 'phases': dict(self.phases)}
+
+
+def _volume_view(data: Mapping[str, Any]) -> Dict[str, Any]:
+    encrypted = data.get('is_encrypted', data.get('encrypted'))
+    return {'id': data.get('id'), 'name': data.get('name'), 'status': data.get('status'), 'size': data.get('size'),
+            'encrypted': bool(encrypted)}
+
+
+def _need(value: Any) -> Any:
+    """``value``; an internal error when the planner left it unset."""
+    if value is None:  # pragma: no cover - the planner only plans steps it can fill in
+        raise VolsnapError('internal error: a step lacks what it needs (clone or location)')
+    return value
+
+
+class CinderVolumes(object):
+    """The Cinder lookups the upload needs (block-storage API through openstacksdk)."""
+
+    def __init__(self, conn: Any) -> None:
+        self.proxy = conn.block_storage
+
+    def find(self, name_or_id: str) -> Dict[str, Any]:
+        with api_errors('looking up Cinder volume %s' % name_or_id):
+            volume = self.proxy.find_volume(name_or_id, ignore_missing=True)
+        if volume is None:
+            raise VolsnapError('Cinder volume %s was not found (by id or name, in the project of these credentials)'
+                               % name_or_id)
+        return _volume_view(volume.to_dict() if hasattr(volume, 'to_dict') else dict(volume))
+
+
+class Upload(object):
+    """One run of the module: ``run()`` returns the result dict (``changed``, ``path``, ``why``...)."""
+
+    def __init__(self, opts: Options, cloud_params: Mapping[str, Any], check_mode: bool,
+                 log: Optional[Callable[[str], None]] = None, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.opts = opts
+        self.cloud_params = cloud_params
+        self.check_mode = check_mode
+        self.log = log or (lambda msg: None)
+        self.clock = clock
+        self.sleep = sleep
+        self.timer = Timer(clock)
+        self.req = opts.request()
+        self.user = client_id(opts.ceph_user)
+        self.rbd: Rbd = None  # type: ignore[assignment]
+        self.glance: Any = None
+        self.cinder: Any = None
+        self.fsid = ''
+        self.progress: List[Dict[str, Any]] = []
+        self.location_api_used: Optional[str] = None
+        self.done: List[str] = []
+
+    # -- entry ----------------------------------------------------------------------------
+
+    def run(self) -> Dict[str, Any]:
+        """Connect to the cloud and the cluster, then :meth:`execute`."""
+        self._validate()
+        with self.timer.phase('connect'):
+            conn = os_connect(self.cloud_params)
+        rbd_lib = rbd_module()
+        with ceph_connect(self.opts.ceph_conf, self.opts.ceph_user, self.opts.keyring,
+                          self.opts.rados_connect_timeout) as cluster:
+            return self.execute(Glance(conn, sleep=self.sleep), CinderVolumes(conn), cluster, rbd_lib)
+
+    def execute(self, glance: Any, cinder: Any, cluster: Any, rbd_lib: Any) -> Dict[str, Any]:
+        """The run on connected services (tests pass fakes of the same interfaces)."""
+        self._validate()
+        self.glance = glance
+        self.cinder = cinder
+        self.fsid = cluster_fsid(cluster)
+        self.rbd = Rbd(cluster, rbd_lib, self.user)
+        try:
+            if self.opts.state == 'present':
+                return self._present()
+            if self.opts.state == 'absent':
+                return self._absent()
+            return self._cleanup()
+        finally:
+            self.rbd.close()
+
+    def _validate(self) -> None:
+        o = self.opts
+        if o.image_id is not None and not _UUID.match(o.image_id):
+            raise VolsnapError('image_id %r is not a Glance image id (a UUID)' % o.image_id)
+        if o.max_clone_depth < 0:
+            raise VolsnapError('max_clone_depth must be 0 or more (0: always flatten the clone)')
+        if o.state == 'present':
+            if not o.volume and not o.rbd_image:
+                raise VolsnapError('state=present needs the source: volume (Cinder id or name) or rbd_image')
+            if not o.image_id and not o.image_name:
+                raise VolsnapError('state=present needs image_name (a new image) or image_id (an existing queued '
+                                   'image)')
+        if o.state == 'absent' and not o.image_id and not o.image_name:
+            raise VolsnapError('state=absent needs image_id or image_name (with the source) to find the image')
+        if '%s' not in o.volume_name_template:
+            raise VolsnapError('volume_name_template must contain %%s (Cinder\'s default is volume-%%s), not %r'
+                               % o.volume_name_template)
+
+    # -- facts ----------------------------------------------------------------------------
+
+    def _volume(self) -> Volume:
+        o = self.opts
+        cinder: Optional[Dict[str, Any]] = None
+        with self.timer.phase('discover_volume'):
+            if o.volume:
+                cinder = self.cinder.find(o.volume)
+                name = o.volume_name_template % cinder['id']
+            else:
+                name = str(o.rbd_image)
+            ref = Ref(o.volume_pool, name)
+            exists = self.rbd.exists(o.volume_pool, name)
+            volume = Volume(pool=o.volume_pool, image=name, fsid=self.fsid, exists=exists)
+            if cinder is not None:
+                volume.cinder_id = cinder['id']
+                volume.cinder_name = cinder['name']
+                volume.status = cinder['status']
+                volume.encrypted = cinder['encrypted']
+            if exists:
+                volume.size = self.rbd.size(ref)
+                volume.watchers = self.rbd.watchers(ref)
+                volume.depth = self.rbd.depth(ref)
+        return volume
+
+    def _stores(self) -> Tuple[Stores, Optional[Store]]:
+        with self.timer.phase('discover_stores'):
+            stores = self.glance.stores()
+            store = stores.pick(self.opts.store)
+            if store is None and self.opts.store is not None:
+                store = Store(id=self.opts.store, default=False)
+        return stores, store
+
+    def _find_image(self, volume: Optional[Volume]) -> Optional[Dict[str, Any]]:
+        o = self.opts
+        with self.timer.phase('discover_image'):
+            if o.image_id:
+                image = self.glance.get_image(o.image_id)
+                if image is None and o.state == 'present':
+                    raise VolsnapError('Glance image %s does not exist: omit image_id to create a new image named '
+                                       'image_name' % o.image_id)
+                return image
+            props = {SOURCE_PROPERTY: volume.key} if volume is not None else {}
+            found = [img for img in self.glance.find_images(str(o.image_name), props)
+                     if volume is not None or img.get(SOURCE_PROPERTY)]
+        if not found:
+            return None
+        if len(found) > 1:
+            raise VolsnapError('%d Glance images named %s were made by this module%s (%s): pass image_id to choose one'
+                               % (len(found), o.image_name, ' from %s' % volume.describe() if volume else '',
+                                  ', '.join(str(i['id']) for i in found)))
+        return found[0]
+
+    def _ceph_state(self, volume: Volume, store: Optional[Store], image_id: Optional[str]) -> CephState:
+        state = CephState()
+        if not image_id or not volume.exists:
+            return state
+        with self.timer.phase('discover_ceph'):
+            snaps = {s.name: s for s in self.rbd.snaps(volume.pool, volume.image)}
+            state.volume_snap = snaps.get(clone_snap_name(image_id))
+            state.upload_snap = snaps.get(upload_snap_name(image_id))
+            if store is not None and store.type == 'rbd' and store.pool and store.fsid == self.fsid:
+                state.clone_exists = self.rbd.exists(store.pool, image_id)
+                if state.clone_exists:
+                    state.clone_parent = self.rbd.parent(Ref(store.pool, image_id))
+                    state.clone_snap = self.rbd.snap(store.pool, image_id, GLANCE_SNAP)
+        return state
+
+    # -- present --------------------------------------------------------------------------
+
+    def _present(self) -> Dict[str, Any]:
+        volume = self._volume()
+        stores, store = self._stores()
+        image = self._find_image(volume)
+        image_id = str(image['id']) if image else None
+        ceph = self._ceph_state(volume, store, image_id)
+        plan = plan_present(self.req, volume, stores, store, image, ceph)
+        before = self._image_view(image)
+        if self.check_mode or not plan.changed:
+            return self._result(plan, volume, store, image, before)
+        created_image = False
+        try:
+            for step in plan.steps:
+                self.log('rbd_image_clone_upload: %s' % step)
+                with self.timer.phase(step.name):
+                    if step.name == 'create_image':
+                        image = self._create_image(plan)
+                        created_image = True
+                        plan.image_id = str(image['id'])
+                        if plan.path == 'clone' and store is not None and store.pool:
+                            plan.location = rbd_url(self.fsid, store.pool, plan.image_id)
+                    else:
+                        image = self._do_present_step(step.name, plan, volume, store, image) or image
+                self.done.append(step.name)
+        except Exception as exc:  # an interruption (signal, kill) is not caught: the next run completes it
+            rolled = self._rollback(plan, volume, store, created_image)
+            if isinstance(exc, VolsnapError):
+                exc.details.setdefault('rolled_back', rolled)
+                exc.details.setdefault('steps_done', list(self.done))
+                exc.details.setdefault('path', plan.path)
+                raise
+            raise
+        image = self.glance.get_image(str(plan.image_id)) or image
+        return self._result(plan, volume, store, image, before)
+
+    def _create_image(self, plan: Plan) -> Dict[str, Any]:
+        o = self.opts
+        props = dict(plan.properties)
+        return self.glance.create_image(str(o.image_name), o.disk_format, o.container_format, o.visibility, props)
+
+    def _do_present_step(self, name: str, plan: Plan, volume: Volume, store: Optional[Store],
+                         image: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+        image_id = str(plan.image_id)
+        vol_snap = Ref(volume.pool, volume.image, clone_snap_name(image_id))
+        up_snap = Ref(volume.pool, volume.image, upload_snap_name(image_id))
+        clone = Ref(store.pool, image_id) if store is not None and store.pool else None
+        if name == 'set_properties':
+            self.glance.set_properties(image or {'id': image_id}, plan.properties)
+            return self.glance.get_image(image_id)
+        if name == 'check_caps':
+            clone = _need(clone)
+            self.rbd.probe_write(clone.pool)
+        elif name == 'snapshot_volume':
+            self.rbd.create_snap(vol_snap)
+        elif name == 'protect_volume_snapshot':
+            self.rbd.protect(vol_snap)
+        elif name == 'clone':
+            clone = _need(clone)
+            self.rbd.clone(vol_snap, clone)
+        elif name == 'flatten_clone':
+            clone = _need(clone)
+            self.rbd.flatten(clone)
+        elif name == 'snapshot_clone':
+            clone = _need(clone)
+            self.rbd.create_snap(Ref(clone.pool, clone.image, GLANCE_SNAP))
+        elif name == 'protect_clone_snapshot':
+            clone = _need(clone)
+            self.rbd.protect(Ref(clone.pool, clone.image, GLANCE_SNAP))
+        elif name == 'release_volume_snapshot':
+            self._release_volume_snap(vol_snap)
+        elif name == 'register_location':
+            location = str(_need(plan.location))
+            with self._explain_glance_read(volume):
+                self.location_api_used = self.glance.add_location(image_id, location, self.opts.location_api)
+        elif name == 'wait_active':
+            if plan.path == 'clone' and self.opts.wait:
+                with self._explain_glance_read(volume):
+                    return self.glance.wait_location(image_id, self.opts.timeout)
+            return self._wait_active(image_id)
+        elif name == 'discard_clone':
+            self._discard_clone(volume, store, image_id)
+        elif name == 'snapshot_upload':
+            self.rbd.create_snap(up_snap)
+        elif name == 'upload_data':
+            self._upload(up_snap, image_id, store)
+        elif name == 'remove_upload_snapshot':
+            self.rbd.remove_snap(up_snap)
+        else:  # pragma: no cover - the planner only emits known steps
+            raise VolsnapError('internal error: unknown step %s' % name)
+        return None
+
+    @contextlib.contextmanager
+    def _explain_glance_read(self, volume: Volume) -> Iterator[None]:
+        """Add the likely cause when Glance fails on the clone (HTTP 5xx, or its location task failed)."""
+        try:
+            yield
+        except VolsnapError as exc:
+            status = exc.details.get('status_code')
+            statuses = [status] + [(exc.details.get(k) or {}).get('status_code') for k in ('locations_api',
+                                                                                           'patch_api')]
+            if any(isinstance(s, int) and s >= 500 for s in statuses) or 'task' in exc.details:
+                exc.msg = '%s. Likely cause: %s' % (exc.msg, glance_read_hint(volume.pool))
+                exc.args = (exc.msg,)
+            raise
+
+    def _release_volume_snap(self, vol_snap: Ref) -> None:
+        info = self.rbd.snap(vol_snap.pool, vol_snap.image, str(vol_snap.snap))
+        if info is not None and not info.children:
+            self.rbd.release_parent_refs(vol_snap, self.log)
+
+    def _discard_clone(self, volume: Volume, store: Optional[Store], image_id: str) -> None:
+        """Remove a clone an earlier clone-path run made for this (still queued) image."""
+        if store is not None and store.pool and store.type == 'rbd' and self.rbd.exists(store.pool, image_id):
+            clone = Ref(store.pool, image_id)
+            parent = self.rbd.parent(clone)
+            if parent is None or parent.image.split(DELETED_SUFFIX)[0] != volume.image \
+                    or parent.snap != clone_snap_name(image_id):
+                raise VolsnapError('RBD image %s exists but is not the clone this module makes for image %s (its '
+                                   'parent is %s): remove it by hand if it is garbage' % (clone, image_id, parent))
+            self.rbd.remove_snap(Ref(clone.pool, clone.image, GLANCE_SNAP))
+            self.rbd.remove(clone)
+        self._release_volume_snap(Ref(volume.pool, volume.image, clone_snap_name(image_id)))
+
+    def _wait_active(self, image_id: str) -> Dict[str, Any]:
+        if not self.opts.wait:
+            return self.glance.get_image(image_id) or {}
+        return self.glance.wait_image(image_id, ('active',), ('killed', 'deleted', 'pending_delete', None),
+                                      self.opts.timeout)
+
+    def _upload(self, snap: Ref, image_id: str, store: Optional[Store]) -> None:
+        extents = self.rbd.allocated(snap)
+        total = sum(e.length for e in extents)
+        data_bytes = sum(e.length for e in extents if e.data)
+        started = self.clock()
+        last = [started]
+
+        def progress(done: int, read: int) -> None:
+            now = self.clock()
+            if now - last[0] >= PROGRESS_EVERY or done == total:
+                last[0] = now
+                sample = {'seconds': round(now - started, 3), 'bytes': done, 'data_bytes_read': read,
+                          'percent': round(100.0 * done / total, 1) if total else 100.0}
+                if len(self.progress) < MAX_PROGRESS_SAMPLES or done == total:
+                    self.progress.append(sample)
+                self.log('rbd_image_clone_upload: uploaded %(bytes)d bytes (%(percent)s%%) in %(seconds)s s' % sample)
+
+        self.log('rbd_image_clone_upload: %d bytes, %d of them allocated, to upload' % (total, data_bytes))
+        stream = SizedStream(self.rbd.read_stream(snap, extents, progress=progress), total)
+        target = store.id if store is not None and self.opts.store else None
+        self.glance.upload(image_id, stream, target)
+
+    def _rollback(self, plan: Plan, volume: Volume, store: Optional[Store], created_image: bool) -> List[str]:
+        """Undo what this failed run made (best effort); return what was undone."""
+        undone: List[str] = []
+        if plan.image_id is None:
+            return undone
+        image_id = str(plan.image_id)
+        attempts: List[Tuple[str, Callable[[], Any]]] = []
+        if 'register_location' not in self.done:
+            if plan.path == 'clone':
+                attempts.append(('clone and snapshots of image %s' % image_id,
+                                 lambda: self._discard_clone(volume, store, image_id)))
+        attempts.append(('snapshot %s' % Ref(volume.pool, volume.image, upload_snap_name(image_id)),
+                         lambda: self.rbd.remove_snap(Ref(volume.pool, volume.image, upload_snap_name(image_id)))))
+        if created_image and 'register_location' not in self.done:
+            attempts.append(('Glance image %s' % image_id, lambda: self.glance.delete_image(image_id)))
+        for what, undo in attempts:
+            try:
+                if undo() is not False:
+                    undone.append(what)
+            except Exception as exc:  # best effort: report, keep undoing the rest
+                undone.append('%s: NOT rolled back (%s)' % (what, exc))
+        return undone
+
+    # -- absent ---------------------------------------------------------------------------
+
+    def _absent(self) -> Dict[str, Any]:
+        o = self.opts
+        volume: Optional[Volume] = None
+        if o.volume or o.rbd_image:
+            try:
+                volume = self._volume()
+            except VolsnapError as exc:
+                if 'was not found' not in exc.msg:
+                    raise
+                # The Cinder volume is gone (deleting the image is still possible)
+        image = self._find_image(volume)
+        image_id = str(image['id']) if image else o.image_id
+        clone_parent: Optional[Ref] = None
+        children: List[Ref] = []
+        clone_ref: Optional[Ref] = None
+        with self.timer.phase('discover_ceph'):
+            if image is not None:
+                for url in image_locations(image):
+                    parsed = parse_rbd_url(url)
+                    if parsed and parsed[0] == self.fsid and parsed[2] == image_id:
+                        clone_ref = Ref(parsed[1], parsed[2], parsed[3])
+                if clone_ref is None:
+                    clone_ref = self._guess_clone(image_id)
+                if clone_ref is not None and self.rbd.exists(clone_ref.pool, clone_ref.image):
+                    clone_parent = self.rbd.parent(Ref(clone_ref.pool, clone_ref.image))
+                    if clone_parent is not None and clone_parent.snap != clone_snap_name(str(image_id)):
+                        clone_parent = None  # not a clone this module made: leave its parent alone
+                    info = self.rbd.snap(clone_ref.pool, clone_ref.image, clone_ref.snap or GLANCE_SNAP)
+                    children = list(info.children) if info else []
+            leftover = self._leftovers(image_id, volume) if image_id else []
+        plan = plan_absent(self.req, image, image_id, clone_parent, children, leftover)
+        if self.check_mode or not plan.changed:
+            return self._absent_result(plan, image)
+        removed: List[str] = []
+        for step in plan.steps:
+            self.log('rbd_image_clone_upload: %s' % step)
+            with self.timer.phase(step.name):
+                if step.name == 'flatten_children':
+                    for child in children:
+                        self.rbd.flatten(child)
+                        removed.append('flattened %s' % child)
+                elif step.name == 'delete_image':
+                    self.glance.delete_image(str(image_id), hints={409: 'Glance still sees a clone of the image '
+                                                                        '(a volume created from it)'})
+                    if self.opts.wait:
+                        self.glance.wait_image(str(image_id), (None, 'deleted'), (), self.opts.timeout)
+                    removed.append('Glance image %s' % image_id)
+            self.done.append(step.name)
+        refs = [clone_parent] if clone_parent is not None else []
+        refs += [ref for ref in leftover if clone_parent is None or str(ref) != str(clone_parent)]
+        with self.timer.phase('release_parent'):
+            for ref in refs:
+                removed += self.rbd.release_parent_refs(ref, self.log)
+        result = self._absent_result(plan, image)
+        result['removed'] = removed
+        return result
+
+    def _guess_clone(self, image_id: Optional[str]) -> Optional[Ref]:
+        if not image_id:
+            return None
+        stores = self.glance.stores()
+        for store in stores.stores:
+            if store.type == 'rbd' and store.pool and store.fsid == self.fsid:
+                return Ref(store.pool, image_id, GLANCE_SNAP)
+        return None
+
+    def _leftovers(self, image_id: str, volume: Optional[Volume]) -> List[Ref]:
+        """This module's snapshots for ``image_id`` in the volume pool (on the source, or anywhere)."""
+        pool = self.opts.volume_pool
+        names = [volume.image] if volume is not None and volume.exists else self.rbd.names(pool)
+        wanted = (clone_snap_name(image_id), upload_snap_name(image_id))
+        found = []
+        for name in names:
+            try:
+                snaps = self.rbd.snaps(pool, name, children=False)
+            except VolsnapError as exc:
+                if exc.details.get('ceph_error') == 'not_found':
+                    continue
+                raise
+            found += [Ref(pool, name, s.name) for s in snaps if s.name in wanted]
+        return found
+
+    def _absent_result(self, plan: Plan, image: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+        return {'changed': plan.changed, 'state': 'absent', 'image_id': plan.image_id, 'why': plan.why,
+                'plan': [str(s) for s in plan.steps], 'image': self._image_view(image),
+                'seconds': self.timer.summary(), 'path': None, 'location': None, 'removed': []}
+
+    # -- cleanup --------------------------------------------------------------------------
+
+    def _cleanup(self) -> Dict[str, Any]:
+        pool = self.opts.volume_pool
+        kept: List[Dict[str, str]] = []
+        to_remove: List[Tuple[Ref, str]] = []
+        orphans: List[Ref] = []
+        with self.timer.phase('discover_ceph'):
+            stores = self.glance.stores()
+            image_pools = sorted({s.pool for s in stores.stores if s.type == 'rbd' and s.pool and s.fsid == self.fsid})
+            statuses: Dict[str, Optional[str]] = {}
+            for name in self.rbd.names(pool):
+                try:
+                    snaps = self.rbd.snaps(pool, name)
+                except VolsnapError as exc:
+                    if exc.details.get('ceph_error') == 'not_found':
+                        continue
+                    raise
+                if name.endswith(DELETED_SUFFIX) and not snaps:
+                    orphans.append(Ref(pool, name))
+                for snap in snaps:
+                    parsed = parse_our_snap(snap.name)
+                    if parsed is None:
+                        continue
+                    image_id, kind = parsed
+                    if image_id not in statuses:
+                        image = self.glance.get_image(image_id)
+                        statuses[image_id] = image.get('status') if image else None
+                    candidate = Candidate(Ref(pool, name, snap.name), image_id, kind, len(snap.children),
+                                          statuses[image_id],
+                                          any(self.rbd.exists(p, image_id) for p in image_pools))
+                    remove, why = classify_candidate(candidate)
+                    if remove:
+                        to_remove.append((candidate.ref, why))
+                    else:
+                        kept.append({'snapshot': str(candidate.ref), 'why': why})
+        plan = Plan(None, '', None, None)
+        for ref, why in to_remove:
+            plan.steps.append(Step('release_parent', 'remove %s (%s)' % (ref, why)))
+        for ref in orphans:
+            plan.steps.append(Step('release_parent', 'remove %s: a deleted Cinder volume with no snapshot left' % ref))
+        plan.why = ('%d snapshot(s) and %d deleted volume(s) nobody else will clean up' % (len(to_remove),
+                                                                                           len(orphans))
+                    if plan.steps else 'nothing left behind in pool %s' % pool)
+        removed: List[str] = []
+        if not self.check_mode:
+            with self.timer.phase('release_parent'):
+                for ref, _why in to_remove:
+                    removed += self.rbd.release_parent_refs(ref, self.log)
+                for ref in orphans:
+                    parent = self.rbd.parent(ref)
+                    if self.rbd.remove(ref):
+                        removed.append(str(ref))
+                    if parent is not None and parent.snap == clone_snap_name(ref.image[:-len(DELETED_SUFFIX)]):
+                        removed += self.rbd.release_parent_refs(parent, self.log)
+        return {'changed': plan.changed, 'state': 'cleanup', 'why': plan.why, 'plan': [str(s) for s in plan.steps],
+                'kept': kept, 'removed': removed, 'seconds': self.timer.summary(), 'path': None, 'image_id': None,
+                'location': None}
+
+    # -- results --------------------------------------------------------------------------
+
+    @staticmethod
+    def _image_view(image: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
+        if image is None:
+            return None
+        keys = ('id', 'name', 'status', 'size', 'virtual_size', 'disk_format', 'container_format', 'visibility',
+                'checksum', 'os_hash_algo', 'os_hash_value', 'direct_url', 'owner', 'stores')
+        view = {k: image.get(k) for k in keys if k in image}
+        view['locations'] = image_locations(image)
+        view['properties'] = {k: v for k, v in image.items() if k.startswith('volsnap_')}
+        return view
+
+    def _result(self, plan: Plan, volume: Volume, store: Optional[Store], image: Optional[Mapping[str, Any]],
+                before: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        after = self._image_view(image) if not self.check_mode else before
+        result: Dict[str, Any] = {
+            'changed': plan.changed,
+            'state': 'present',
+            'path': plan.path,
+            'why': plan.why,
+            'image_id': plan.image_id,
+            'location': plan.location,
+            'plan': [str(s) for s in plan.steps],
+            'notes': plan.notes,
+            'resumed': plan.resumed,
+            'image': after,
+            'source': {'pool': volume.pool, 'image': volume.image, 'fsid': volume.fsid, 'size': volume.size,
+                       'cinder_id': volume.cinder_id, 'status': volume.status, 'clone_depth': volume.depth},
+            'store': store.as_dict() if store is not None else None,
+            'seconds': self.timer.summary(),
+            'location_api': self.location_api_used,
+        }
+        if self.progress:
+            result['progress'] = self.progress
+        if plan.changed:
+            result['diff'] = {'before': {'image': before},
+                              'after': {'image': after if not self.check_mode else None, 'plan': result['plan']}}
+        return result

@@ -1,0 +1,286 @@
+# -*- coding: utf-8 -*-
+# Copyright: volsnap.openstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""An in-memory stand-in for the ``rbd`` module and a connected ``rados.Rados`` (unit tests only).
+
+It models what the RBD logic relies on, with librbd's rules (checked against Ceph 16 on the lab):
+clones hang on protected snapshots; a protected snapshot cannot be removed; unprotecting a snapshot
+that has clones is EBUSY; an image with snapshots cannot be removed (ImageHasSnapshots); reads of
+a clone fall through to its parent where the clone has no data; exception classes carry the
+bindings' names and ``__module__``.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Dict, List, Optional, Tuple
+
+
+def _exc(name, code):
+    def init(self, message='', errno=code):  # pylint: disable=redefined-outer-name
+        Exception.__init__(self, message)
+        self.errno = errno
+    return type(name, (Exception,), {'__module__': 'rbd', '__init__': init})
+
+
+class FakeRbdLib(object):
+    """The ``rbd`` module: ``RBD``, ``Image`` and the exception classes, over a :class:`Cluster`."""
+
+    ImageNotFound = _exc('ImageNotFound', errno.ENOENT)
+    ImageExists = _exc('ImageExists', errno.EEXIST)
+    ImageBusy = _exc('ImageBusy', errno.EBUSY)
+    ImageHasSnapshots = _exc('ImageHasSnapshots', errno.ENOTEMPTY)
+    InvalidArgument = _exc('InvalidArgument', errno.EINVAL)
+    PermissionError = _exc('PermissionError', errno.EPERM)
+
+    def __init__(self, cluster: 'Cluster') -> None:
+        self.cluster = cluster
+        lib = self
+
+        class RBD(object):
+            def list(self, ioctx):
+                return sorted(lib.cluster.pools[ioctx.pool])
+
+            def remove(self, ioctx, name):
+                lib.cluster.check_write(ioctx.pool)
+                img = lib.cluster.get(ioctx.pool, name)
+                if img.snaps:
+                    raise lib.ImageHasSnapshots('image has snapshots')
+                if img.parent:
+                    lib.cluster.get(img.parent[0], img.parent[1]).snaps[img.parent[2]]['children'].discard(
+                        (ioctx.pool, name))
+                del lib.cluster.pools[ioctx.pool][name]
+
+            def rename(self, ioctx, src, dst):
+                img = lib.cluster.get(ioctx.pool, src)
+                del lib.cluster.pools[ioctx.pool][src]
+                lib.cluster.pools[ioctx.pool][dst] = img
+                old, new = (ioctx.pool, src), (ioctx.pool, dst)
+                for other in lib.cluster.all_images():
+                    if other.parent and other.parent[:2] == old:
+                        other.parent = new + (other.parent[2],)
+                    for snap in other.snaps.values():
+                        if snap['parent'] and snap['parent'][:2] == old:
+                            snap['parent'] = new + (snap['parent'][2],)
+                        if old in snap['children']:
+                            snap['children'].discard(old)
+                            snap['children'].add(new)
+
+            def clone(self, p_ioctx, p_name, p_snap, c_ioctx, c_name, features=None):
+                lib.cluster.check_write(c_ioctx.pool)
+                parent = lib.cluster.get(p_ioctx.pool, p_name)
+                if p_snap not in parent.snaps:
+                    raise lib.ImageNotFound('no snapshot %s' % p_snap)
+                if not parent.snaps[p_snap]['protected']:
+                    raise lib.InvalidArgument('parent snapshot must be protected')
+                if c_name in lib.cluster.pools[c_ioctx.pool]:
+                    raise lib.ImageExists('exists')
+                child = FakeImage(parent.snaps[p_snap]['size'])
+                child.parent = (p_ioctx.pool, p_name, p_snap)
+                lib.cluster.pools[c_ioctx.pool][c_name] = child
+                parent.snaps[p_snap]['children'].add((c_ioctx.pool, c_name))
+
+        self.RBD = RBD
+
+        class Image(object):
+            def __init__(self, ioctx, name, snapshot=None, read_only=False):
+                self.pool = ioctx.pool
+                self.name = name
+                self.img = lib.cluster.get(ioctx.pool, name)
+                self.read_only = read_only
+                self.snap = None
+                if snapshot is not None:
+                    self.set_snap(snapshot)
+
+            def _writable(self):
+                if self.read_only:
+                    raise lib.InvalidArgument('read-only')
+                lib.cluster.check_write(self.pool)
+
+            def close(self):
+                pass
+
+            def size(self):
+                if self.snap:
+                    return self.img.snaps[self.snap]['size']
+                return self.img.size
+
+            def list_snaps(self):
+                return [{'name': n, 'id': i, 'size': s['size']} for i, (n, s) in enumerate(self.img.snaps.items())]
+
+            def is_protected_snap(self, name):
+                if name not in self.img.snaps:
+                    raise lib.ImageNotFound('no snapshot %s' % name)
+                return self.img.snaps[name]['protected']
+
+            def set_snap(self, name):
+                if name is not None and name not in self.img.snaps:
+                    raise lib.ImageNotFound('no snapshot %s' % name)
+                self.snap = name
+
+            def create_snap(self, name):
+                self._writable()
+                if name in self.img.snaps:
+                    raise lib.ImageExists('snapshot exists')
+                self.img.snaps[name] = {'protected': False, 'children': set(), 'size': self.img.size,
+                                        'data': dict(self.img.data), 'parent': self.img.parent}
+
+            def protect_snap(self, name):
+                self._writable()
+                if self.img.snaps[name]['protected']:
+                    raise lib.ImageBusy('already protected')
+                self.img.snaps[name]['protected'] = True
+
+            def unprotect_snap(self, name):
+                self._writable()
+                snap = self.img.snaps[name]
+                if not snap['protected']:
+                    raise lib.InvalidArgument('not protected')
+                if snap['children']:
+                    raise lib.ImageBusy('snapshot has children')
+                snap['protected'] = False
+
+            def remove_snap(self, name):
+                self._writable()
+                if name not in self.img.snaps:
+                    raise lib.ImageNotFound('no snapshot')
+                if self.img.snaps[name]['protected']:
+                    raise lib.ImageBusy('snapshot is protected')
+                del self.img.snaps[name]
+
+            def list_children2(self):
+                assert self.snap is not None, 'fake: list_children2 needs a snapshot set'
+                return [{'pool': p, 'image': n, 'trash': False} for p, n in sorted(self.img.snaps[self.snap]['children'])]
+
+            def parent_info(self):
+                parent = self.img.snaps[self.snap]['parent'] if self.snap else self.img.parent
+                if parent is None:
+                    raise lib.ImageNotFound('no parent')
+                return parent
+
+            def watchers_list(self):
+                return [{'addr': '127.0.0.1:0', 'id': i, 'cookie': i} for i in range(self.img.watchers)]
+
+            def flatten(self):
+                self._writable()
+                if self.img.parent is None:
+                    raise lib.InvalidArgument('not a clone')
+                merged = lib.cluster.read_all(self.pool, self.name)
+                pool, name, snap = self.img.parent
+                if not any(s['parent'] for s in self.img.snaps.values()):
+                    # as librbd: snapshots taken before the flatten keep the clone attached to its parent
+                    lib.cluster.get(pool, name).snaps[snap]['children'].discard((self.pool, self.name))
+                self.img.data = merged
+                self.img.parent = None
+
+            def diff_iterate(self, offset, length, from_snapshot, cb, include_parent=True, whole_object=False):
+                assert from_snapshot is None and include_parent
+                data = lib.cluster.read_all(self.pool, self.name, self.snap)
+                for block in sorted(data):
+                    cb(block * lib.cluster.block, lib.cluster.block, True)
+
+            def read(self, offset, length):
+                data = lib.cluster.read_all(self.pool, self.name, self.snap)
+                out = bytearray(length)
+                block = lib.cluster.block
+                for pos in range(offset - offset % block, offset + length, block):
+                    chunk = data.get(pos // block)
+                    if chunk is None:
+                        continue
+                    for i, byte in enumerate(chunk):
+                        at = pos + i
+                        if offset <= at < offset + length:
+                            out[at - offset] = byte
+                lib.cluster.reads.append((offset, length))
+                return bytes(out)
+
+        self.Image = Image
+
+
+class FakeImage(object):
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.data: Dict[int, bytes] = {}
+        self.snaps: Dict[str, dict] = {}
+        self.parent: Optional[Tuple[str, str, str]] = None
+        self.watchers = 0
+
+
+class FakeIoctx(object):
+    def __init__(self, cluster: 'Cluster', pool: str) -> None:
+        self.cluster = cluster
+        self.pool = pool
+        self.closed = False
+
+    def write_full(self, name, data):
+        self.cluster.check_write(self.pool)
+        self.cluster.objects[(self.pool, name)] = data
+
+    def remove_object(self, name):
+        del self.cluster.objects[(self.pool, name)]
+
+    def close(self):
+        self.closed = True
+
+
+class RadosPermissionError(Exception):
+    __module__ = 'rados'
+
+    def __init__(self, message):
+        Exception.__init__(self, message)
+        self.errno = errno.EPERM
+
+
+class Cluster(object):
+    """Pools of :class:`FakeImage`; ``read_only_pools`` refuse writes as a missing osd cap does."""
+
+    def __init__(self, pools=('volumes', 'images'), block=4096, fsid='6a1b2c3d-0000-4000-8000-00000000f51d') -> None:
+        self.pools: Dict[str, Dict[str, FakeImage]] = {p: {} for p in pools}
+        self.block = block
+        self.fsid = fsid
+        self.read_only_pools: set = set()
+        self.objects: Dict[Tuple[str, str], bytes] = {}
+        self.reads: List[Tuple[int, int]] = []
+        self.lib = FakeRbdLib(self)
+
+    def open_ioctx(self, pool):
+        if pool not in self.pools:
+            exc = type('ObjectNotFound', (Exception,), {'__module__': 'rados'})('pool not found')
+            exc.errno = errno.ENOENT
+            raise exc
+        return FakeIoctx(self, pool)
+
+    def get_fsid(self):
+        return self.fsid
+
+    def check_write(self, pool):
+        if pool in self.read_only_pools:
+            raise RadosPermissionError('[errno 1] RADOS permission error (error writing object)')
+
+    def get(self, pool, name) -> FakeImage:
+        try:
+            return self.pools[pool][name]
+        except KeyError:
+            raise self.lib.ImageNotFound('[errno 2] RBD image not found (error opening image %s)' % name)
+
+    def all_images(self):
+        for images in self.pools.values():
+            yield from images.values()
+
+    def create(self, pool, name, size, blocks=None) -> FakeImage:
+        img = FakeImage(size)
+        for index, data in (blocks or {}).items():
+            img.data[index] = data
+        self.pools[pool][name] = img
+        return img
+
+    def read_all(self, pool, name, snap=None) -> Dict[int, bytes]:
+        img = self.get(pool, name)
+        source = img.snaps[snap] if snap else None
+        data = dict(source['data'] if source else img.data)
+        parent = source['parent'] if source else img.parent
+        if parent is not None:
+            inherited = self.read_all(parent[0], parent[1], parent[2])
+            for index, block in inherited.items():
+                data.setdefault(index, block)
+        return data

@@ -1,0 +1,247 @@
+# -*- coding: utf-8 -*-
+# Copyright: volsnap.openstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Unit tests of _glance: request shapes and answers handled, with a fake image proxy returning real
+``requests.Response`` objects (openstacksdk turns their errors into its exceptions, as with a cloud)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._glance import (
+    JSON_PATCH,
+    Glance,
+    SizedStream,
+    image_properties,
+    parse_stores,
+)
+
+IMG = '0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f'
+FSID = '6a1b2c3d-0000-4000-8000-00000000f51d'
+
+
+def response(status, body=None, url='http://127.0.0.1:9292/v2/x', method='GET'):
+    resp = requests.Response()
+    resp.status_code = status
+    if body is None:
+        resp._content = b''
+    elif isinstance(body, (dict, list)):
+        resp._content = json.dumps(body).encode()
+        resp.headers['content-type'] = 'application/json'
+    else:
+        resp._content = body.encode()
+        resp.headers['content-type'] = 'text/plain'
+    resp.request = requests.Request(method, url).prepare()
+    resp.url = url
+    return resp
+
+
+class FakeProxy(object):
+    """Answers from a queue of (method, url prefix, response); records every call."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.calls = []
+
+    def request(self, url, method, **kwargs):
+        self.calls.append((method, url, kwargs))
+        want_method, want_url, resp = self.answers.pop(0)
+        assert (method, url) == (want_method, want_url), 'unexpected call %s %s' % (method, url)
+        return resp
+
+
+class Conn(object):
+    def __init__(self, proxy):
+        self.image = proxy
+
+
+def glance_and_proxy(*answers):
+    proxy = FakeProxy(answers)
+    return Glance(Conn(proxy), sleep=lambda s: None), proxy
+
+
+def glance(*answers):
+    return glance_and_proxy(*answers)[0]
+
+
+DETAIL = {'stores': [
+    {'id': 'rbd', 'default': True, 'type': 'rbd', 'description': 'ceph',
+     'properties': {'pool': 'images', 'fsid': FSID.upper(), 'chunk_size': 8, 'thin_provisioning': True}},
+    {'id': 'file', 'type': 'file', 'properties': {'data_dir': '/x'}},
+]}
+
+
+def test_stores_detail():
+    g, proxy = glance_and_proxy(('GET', '/info/stores/detail', response(200, DETAIL)))
+    stores = g.stores()
+    assert stores.detail and stores.error is None
+    rbd, file_store = stores.stores
+    assert (rbd.id, rbd.type, rbd.pool, rbd.fsid, rbd.default, rbd.thin_provisioning) == (
+        'rbd', 'rbd', 'images', FSID, True, True)
+    assert (file_store.type, file_store.default, file_store.pool) == ('file', False, None)
+    assert stores.pick(None) is rbd
+
+
+def test_stores_without_detail_permission():
+    g = glance(('GET', '/info/stores/detail', response(403, {'message': 'forbidden'})),
+               ('GET', '/info/stores', response(200, {'stores': [{'id': 'rbd', 'default': True}]})))
+    stores = g.stores()
+    assert not stores.detail
+    assert 'HTTP 403 (Glance shows store details only to admin or service users)' in stores.error
+    assert stores.stores[0].type is None
+
+
+def test_stores_single_store_glance():
+    g = glance(('GET', '/info/stores/detail', response(404, 'not found')),
+               ('GET', '/info/stores', response(404, 'Multi backend is not supported at this site')))
+    stores = g.stores()
+    assert stores.stores == [] and 'no multiple stores' in stores.error
+
+
+def test_stores_bad_credentials_raise():
+    g = glance(('GET', '/info/stores/detail', response(401, {'message': 'unauthorized'})))
+    with pytest.raises(VolsnapError, match='listing the Glance stores failed .HTTP 401'):
+        g.stores()
+
+
+def test_parse_stores_tolerates_missing_fields():
+    assert parse_stores({}, True) == []
+    store = parse_stores({'stores': [{'id': 'x'}]}, True)[0]
+    assert (store.id, store.default, store.type, store.fsid) == ('x', False, None, None)
+
+
+def test_get_image_missing_is_none():
+    g = glance(('GET', '/images/%s' % IMG, response(404, 'no image')))
+    assert g.get_image(IMG) is None
+
+
+def test_create_image_body():
+    g, proxy = glance_and_proxy(('POST', '/images', response(201, {'id': IMG, 'status': 'queued'})))
+    assert g.create_image('img', 'raw', 'bare', 'private', {'a': 'b', 'n': 3})['id'] == IMG
+    body = proxy.calls[0][2]['json']
+    assert body == {'name': 'img', 'disk_format': 'raw', 'container_format': 'bare', 'visibility': 'private',
+                    'a': 'b', 'n': '3'}
+
+
+def test_find_images_filters_and_pages():
+    page1 = {'images': [{'id': '1', 'name': 'img', 'volsnap_source': 'k'}, {'id': '2', 'name': 'img'}],
+             'next': '/v2/images?marker=2&name=img'}
+    page2 = {'images': [{'id': '3', 'name': 'img', 'volsnap_source': 'k'}]}
+    g, proxy = glance_and_proxy(('GET', '/images', response(200, page1)), ('GET', '/images?marker=2&name=img', response(200, page2)))
+    found = g.find_images('img', {'volsnap_source': 'k'})
+    assert [i['id'] for i in found] == ['1', '3']
+    assert proxy.calls[0][2]['params'] == {'name': 'img', 'limit': 100}
+
+
+def test_set_properties_json_patch():
+    g, proxy = glance_and_proxy(('PATCH', '/images/%s' % IMG, response(200, {})))
+    image = {'id': IMG, 'a': 'old', 'same': 'x'}
+    assert g.set_properties(image, {'a': 'new', 'b': 1, 'same': 'x'}) is True
+    kwargs = proxy.calls[0][2]
+    assert kwargs['headers'] == {'Content-Type': JSON_PATCH}
+    assert kwargs['json'] == [{'op': 'replace', 'path': '/a', 'value': 'new'}, {'op': 'add', 'path': '/b', 'value': '1'}]
+    g, proxy = glance_and_proxy()
+    assert g.set_properties(image, {'same': 'x'}) is False and proxy.calls == []
+
+
+def test_add_location_new_api():
+    g, proxy = glance_and_proxy(('POST', '/images/%s/locations' % IMG, response(202, None)))
+    assert g.add_location(IMG, 'rbd://f/images/%s/snap' % IMG) == 'locations'
+    assert proxy.calls[0][2]['json'] == {'url': 'rbd://f/images/%s/snap' % IMG}
+
+
+def test_add_location_falls_back_to_patch():
+    refused = response(403, {'message': 'http store must be enabled to use location API by normal user.'})
+    g, proxy = glance_and_proxy(('POST', '/images/%s/locations' % IMG, refused),
+                                ('PATCH', '/images/%s' % IMG, response(200, {'id': IMG, 'status': 'active'})))
+    assert g.add_location(IMG, 'rbd://x/p/i/snap') == 'patch'
+    assert proxy.calls[1][2]['json'] == [{'op': 'add', 'path': '/locations/-',
+                                          'value': {'url': 'rbd://x/p/i/snap', 'metadata': {}}}]
+
+
+def test_add_location_both_refused_explains_both():
+    g = glance(('POST', '/images/%s/locations' % IMG,
+                response(403, {'message': 'http store must be enabled to use location API by normal user.'})),
+               ('PATCH', '/images/%s' % IMG,
+                response(403, {'message': "It's not allowed to add locations if locations are invisible."})))
+    with pytest.raises(VolsnapError) as info:
+        g.add_location(IMG, 'rbd://x/p/i/snap')
+    msg = info.value.msg
+    assert 'refused the location rbd://x/p/i/snap both ways' in msg
+    assert 'service role' in msg and 'show_multiple_locations' in msg
+
+
+def test_add_location_explicit_api_does_not_fall_back():
+    g = glance(('POST', '/images/%s/locations' % IMG, response(403, {'message': 'nope'})))
+    with pytest.raises(VolsnapError, match='service role'):
+        g.add_location(IMG, 'rbd://x/p/i/snap', api='locations')
+    g, proxy = glance_and_proxy(('PATCH', '/images/%s' % IMG, response(200, {})))
+    assert g.add_location(IMG, 'rbd://x/p/i/snap', api='patch') == 'patch'
+    assert len(proxy.calls) == 1
+
+
+def test_upload_headers_and_stream():
+    g, proxy = glance_and_proxy(('PUT', '/images/%s/file' % IMG, response(204, None)))
+    stream = SizedStream(iter([b'ab', b'cd']), 4)
+    g.upload(IMG, stream, 'rbd')
+    kwargs = proxy.calls[0][2]
+    assert kwargs['headers'] == {'Content-Type': 'application/octet-stream', 'X-Image-Meta-Store': 'rbd'}
+    assert kwargs['data'] is stream and len(stream) == 4
+    assert b''.join(stream) == b'abcd' and stream.sent == 4
+
+
+def test_sized_stream_detects_wrong_length():
+    stream = SizedStream(iter([b'abc']), 4)
+    with pytest.raises(VolsnapError, match='produced 3 bytes instead of 4'):
+        list(stream)
+
+
+def test_delete_and_conflict():
+    g = glance(('DELETE', '/images/%s' % IMG, response(204, None)), ('DELETE', '/images/%s' % IMG, response(404, 'x')))
+    assert g.delete_image(IMG) is True
+    assert g.delete_image(IMG) is False
+    g = glance(('DELETE', '/images/%s' % IMG, response(409, {'message': 'Image could not be deleted because it is in '
+                                                                        'use'})))
+    with pytest.raises(VolsnapError, match=r'HTTP 409.*in use.*clone'):
+        g.delete_image(IMG, hints={409: 'a clone exists'})
+
+
+def test_wait_image():
+    g = glance(('GET', '/images/%s' % IMG, response(200, {'id': IMG, 'status': 'queued'})),
+               ('GET', '/images/%s' % IMG, response(200, {'id': IMG, 'status': 'active'})))
+    assert g.wait_image(IMG, ('active',), ('killed',), 10)['status'] == 'active'
+    g = glance(('GET', '/images/%s' % IMG, response(404, 'gone')))
+    assert g.wait_image(IMG, (None, 'deleted'), (), 10) is None
+
+
+def test_image_properties():
+    assert image_properties({'id': 1, 'name': 'x', 'status': 'active', 'os_distro': 'debian',
+                             'volsnap_source': 'k'}) == {'os_distro': 'debian', 'volsnap_source': 'k'}
+
+
+def test_wait_location_reports_a_failed_task():
+    queued = {'id': IMG, 'status': 'queued'}
+    tasks = {'tasks': [{'id': 't1', 'type': 'location_import', 'status': 'failure',
+                        'message': 'RBD image images/x does not exist'}]}
+    g = glance(('GET', '/images/%s' % IMG, response(200, dict(queued, os_glance_import_task='t1'))),
+               ('GET', '/images/%s' % IMG, response(200, queued)),
+               ('GET', '/images/%s/tasks' % IMG, response(200, tasks)))
+    with pytest.raises(VolsnapError, match='could not import the location .*RBD image images/x does not exist'):
+        g.wait_location(IMG, 10)
+
+
+def test_wait_location_active_and_timeout():
+    g = glance(('GET', '/images/%s' % IMG, response(200, {'id': IMG, 'status': 'importing'})),
+               ('GET', '/images/%s' % IMG, response(200, {'id': IMG, 'status': 'active'})))
+    assert g.wait_location(IMG, 10)['status'] == 'active'
+    clock = iter([0.0, 100.0])
+    g = glance(('GET', '/images/%s' % IMG, response(200, {'id': IMG, 'status': 'importing'})))
+    with pytest.raises(VolsnapError, match='still importing 5 seconds after'):
+        g.wait_location(IMG, 5, clock=lambda: next(clock))
+    g = glance(('GET', '/images/%s' % IMG, response(404, 'gone')))
+    with pytest.raises(VolsnapError, match='went to status gone'):
+        g.wait_location(IMG, 5)

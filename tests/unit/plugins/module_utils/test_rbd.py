@@ -1,0 +1,236 @@
+# -*- coding: utf-8 -*-
+# Copyright: volsnap.openstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Unit tests of _rbd on the in-memory fake (fake_rbd.py): URLs, extents, idempotent operations,
+clone checks, the Cinder-style walk of parent references, and the sparse read stream."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._rbd import (
+    Extent,
+    Rbd,
+    Ref,
+    clone_snap_name,
+    live_name,
+    merge_extents,
+    parse_rbd_url,
+    rbd_url,
+)
+
+from ansible_collections.volsnap.openstack.tests.unit.plugins.module_utils.fake_rbd import Cluster
+
+FSID = '6a1b2c3d-0000-4000-8000-00000000f51d'
+IMG = '0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f'
+
+
+@pytest.fixture
+def cluster():
+    return Cluster(pools=('volumes', 'images'))
+
+
+@pytest.fixture
+def rbd(cluster):
+    ops = Rbd(cluster, cluster.lib, 'cinder')
+    yield ops
+    ops.close()
+
+
+def test_names():
+    assert clone_snap_name(IMG) == IMG + '.clone_snap'
+    assert live_name('volume-1.deleted') == 'volume-1'
+    assert live_name('volume-1') == 'volume-1'
+
+
+def test_rbd_url_round_trip_and_quoting():
+    url = rbd_url(FSID, 'images', IMG)
+    assert url == 'rbd://%s/images/%s/snap' % (FSID, IMG)
+    assert parse_rbd_url(url) == (FSID, 'images', IMG, 'snap')
+    odd = rbd_url(FSID, 'my pool/x', 'a/b', 's@1')
+    assert odd == 'rbd://%s/my%%20pool%%2Fx/a%%2Fb/s%%401' % FSID
+    assert parse_rbd_url(odd) == (FSID, 'my pool/x', 'a/b', 's@1')
+
+
+@pytest.mark.parametrize('url', ['rbd://image-only', 'file:///x', 'rbd://a/b/c', 'rbd://a//c/d', None, 'rbd://a/b/c/d/e'])
+def test_parse_rbd_url_rejects(url):
+    assert parse_rbd_url(url) is None
+
+
+def test_parse_rbd_url_lowers_fsid():
+    assert parse_rbd_url('rbd://ABC/p/i/s')[0] == 'abc'
+
+
+@pytest.mark.parametrize('size, allocated, expected', [
+    (100, [], [Extent(0, 100, False)]),
+    (100, [(0, 100)], [Extent(0, 100, True)]),
+    (100, [(10, 10), (20, 5), (60, 100)],
+     [Extent(0, 10, False), Extent(10, 15, True), Extent(25, 35, False), Extent(60, 40, True)]),
+    (100, [(50, 10), (0, 10), (5, 10)],
+     [Extent(0, 15, True), Extent(15, 35, False), Extent(50, 10, True), Extent(60, 40, False)]),
+    (100, [(30, 0), (200, 5)], [Extent(0, 100, False)]),
+])
+def test_merge_extents(size, allocated, expected):
+    extents = merge_extents(size, allocated)
+    assert extents == expected
+    assert sum(e.length for e in extents) == size
+
+
+def test_snapshot_protect_remove_are_idempotent(cluster, rbd):
+    cluster.create('volumes', 'volume-1', 1 << 20)
+    snap = Ref('volumes', 'volume-1', 's1')
+    assert rbd.create_snap(snap) is True
+    assert rbd.create_snap(snap) is False
+    assert rbd.protect(snap) is True
+    assert rbd.protect(snap) is False
+    info = rbd.snap('volumes', 'volume-1', 's1')
+    assert info.protected and info.children == []
+    assert rbd.remove_snap(snap) is True
+    assert rbd.remove_snap(snap) is False
+    assert rbd.snaps('volumes', 'volume-1') == []
+
+
+def test_exists_and_missing_pool(cluster, rbd):
+    cluster.create('volumes', 'volume-1', 4096)
+    assert rbd.exists('volumes', 'volume-1')
+    assert not rbd.exists('volumes', 'volume-2')
+    with pytest.raises(VolsnapError, match='Pool nope does not exist'):
+        rbd.exists('nope', 'volume-1')
+
+
+def _clone_setup(cluster, rbd):
+    cluster.create('volumes', 'volume-1', 8 * 4096, {0: b'A' * 4096, 5: b'B' * 4096})
+    snap = Ref('volumes', 'volume-1', clone_snap_name(IMG))
+    rbd.create_snap(snap)
+    rbd.protect(snap)
+    return snap
+
+
+def test_clone_parent_depth_and_idempotence(cluster, rbd):
+    snap = _clone_setup(cluster, rbd)
+    child = Ref('images', IMG)
+    assert rbd.clone(snap, child) is True
+    assert rbd.clone(snap, child) is False
+    assert rbd.parent(child) == snap
+    assert rbd.depth(child) == 1
+    assert rbd.depth(Ref('volumes', 'volume-1')) == 0
+    assert rbd.snap('volumes', 'volume-1', snap.snap).children == [Ref('images', IMG)]
+    with pytest.raises(VolsnapError, match='remove_snap|still has clones'):
+        rbd.remove_snap(snap)
+
+
+def test_clone_refuses_a_foreign_image(cluster, rbd):
+    snap = _clone_setup(cluster, rbd)
+    cluster.create('images', IMG, 4096)
+    with pytest.raises(VolsnapError, match='already exists and is not a clone of'):
+        rbd.clone(snap, Ref('images', IMG))
+
+
+def test_clone_accepts_parent_renamed_by_cinder(cluster, rbd):
+    snap = _clone_setup(cluster, rbd)
+    rbd.clone(snap, Ref('images', IMG))
+    cluster.lib.RBD().rename(rbd.ioctx('volumes'), 'volume-1', 'volume-1.deleted')
+    assert rbd.parent(Ref('images', IMG)) == Ref('volumes', 'volume-1.deleted', snap.snap)
+    assert rbd.clone(snap, Ref('images', IMG)) is False
+
+
+def test_missing_write_cap_names_the_cap(cluster, rbd):
+    snap = _clone_setup(cluster, rbd)
+    cluster.read_only_pools.add('images')
+    with pytest.raises(VolsnapError) as info:
+        rbd.probe_write('images')
+    assert "client.cinder lacks write access to pool images" in info.value.msg
+    assert "osd 'profile rbd pool=images'" in info.value.msg
+    with pytest.raises(VolsnapError, match="profile rbd pool=images"):
+        rbd.clone(snap, Ref('images', IMG))
+    cluster.read_only_pools.clear()
+    rbd.probe_write('images')
+    assert cluster.objects == {}
+
+
+def test_flatten_detaches(cluster, rbd):
+    snap = _clone_setup(cluster, rbd)
+    child = Ref('images', IMG)
+    rbd.clone(snap, child)
+    assert rbd.flatten(child) is True
+    assert rbd.parent(child) is None
+    assert rbd.flatten(child) is False
+    assert rbd.snap('volumes', 'volume-1', snap.snap).children == []
+    assert cluster.read_all('images', IMG)[5] == b'B' * 4096
+
+
+def test_release_parent_refs_walks_like_cinder(cluster, rbd):
+    # volume-0 <- volume-1 (Cinder clone, snapshot volume-1.clone_snap), both deleted in Cinder (renamed);
+    # the Glance image clone hung on volume-1.deleted@<img>.clone_snap and is gone now.
+    cluster.create('volumes', 'volume-0', 4 * 4096, {1: b'x' * 4096})
+    base_snap = Ref('volumes', 'volume-0', 'volume-1.clone_snap')
+    rbd.create_snap(base_snap)
+    rbd.protect(base_snap)
+    cluster.lib.RBD().clone(rbd.ioctx('volumes'), 'volume-0', 'volume-1.clone_snap', rbd.ioctx('volumes'), 'volume-1')
+    ours = Ref('volumes', 'volume-1', clone_snap_name(IMG))
+    rbd.create_snap(ours)
+    rbd.protect(ours)
+    rbd.clone(ours, Ref('images', IMG))
+    for name in ('volume-0', 'volume-1'):
+        cluster.lib.RBD().rename(rbd.ioctx('volumes'), name, name + '.deleted')
+    # while the clone exists, nothing is released
+    assert rbd.release_parent_refs(Ref('volumes', 'volume-1.deleted', ours.snap)) == []
+    rbd.remove(Ref('images', IMG))
+    logged = []
+    removed = rbd.release_parent_refs(Ref('volumes', 'volume-1.deleted', ours.snap), logged.append)
+    assert removed == ['volumes/volume-1.deleted@%s' % ours.snap, 'volumes/volume-1.deleted',
+                       'volumes/volume-0.deleted@volume-1.clone_snap', 'volumes/volume-0.deleted']
+    assert cluster.pools['volumes'] == {}
+    assert len(logged) == 4
+
+
+def test_release_parent_refs_keeps_live_volume_and_other_snaps(cluster, rbd):
+    snap = _clone_setup(cluster, rbd)
+    rbd.create_snap(Ref('volumes', 'volume-1', 'snapshot-1'))
+    rbd.clone(snap, Ref('images', IMG))
+    rbd.remove(Ref('images', IMG))
+    assert rbd.release_parent_refs(snap) == [str(snap)]
+    assert 'volume-1' in cluster.pools['volumes']
+    cluster.lib.RBD().rename(rbd.ioctx('volumes'), 'volume-1', 'volume-1.deleted')
+    # a deleted volume that still has a (Cinder) snapshot stays
+    assert rbd.release_parent_refs(Ref('volumes', 'volume-1.deleted', 'gone')) == []
+    assert 'volume-1.deleted' in cluster.pools['volumes']
+
+
+def test_allocated_and_read_stream_skip_holes(cluster, rbd):
+    snap = _clone_setup(cluster, rbd)
+    extents = rbd.allocated(snap)
+    assert [(e.offset, e.length, e.data) for e in extents] == [
+        (0, 4096, True), (4096, 4 * 4096, False), (5 * 4096, 4096, True), (6 * 4096, 2 * 4096, False)]
+    seen = []
+    data = b''.join(rbd.read_stream(snap, extents, chunk=4096 * 3, progress=lambda d, r: seen.append((d, r))))
+    expected = bytearray(8 * 4096)
+    expected[0:4096] = b'A' * 4096
+    expected[5 * 4096:6 * 4096] = b'B' * 4096
+    assert data == bytes(expected)
+    assert seen[-1] == (8 * 4096, 2 * 4096)
+    assert sum(read[1] for read in cluster.reads) == 2 * 4096  # holes were not read
+
+
+def test_clone_reads_through_parent(cluster, rbd):
+    snap = _clone_setup(cluster, rbd)
+    child = Ref('images', IMG)
+    rbd.clone(snap, child)
+    data = b''.join(rbd.read_stream(child, rbd.allocated(child)))
+    assert data[:4096] == b'A' * 4096 and data[5 * 4096:6 * 4096] == b'B' * 4096
+
+
+def test_watchers_and_size(cluster, rbd):
+    img = cluster.create('volumes', 'volume-1', 12345)
+    img.watchers = 2
+    assert rbd.watchers(Ref('volumes', 'volume-1')) == 2
+    assert rbd.size(Ref('volumes', 'volume-1')) == 12345
+
+
+def test_remove_missing_is_false_and_with_snaps_is_error(cluster, rbd):
+    assert rbd.remove(Ref('volumes', 'nope')) is False
+    cluster.create('volumes', 'volume-1', 4096)
+    rbd.create_snap(Ref('volumes', 'volume-1', 's'))
+    with pytest.raises(VolsnapError, match='It still has snapshots'):
+        rbd.remove(Ref('volumes', 'volume-1'))

@@ -1,0 +1,279 @@
+# -*- coding: utf-8 -*-
+# Copyright: volsnap.openstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Unit tests of the rbd_image_clone_upload executor on fakes (fake_rbd.Cluster, FakeGlance, FakeCinder).
+
+They pin the flow: the steps each path runs, rollback on errors, completion after an interruption,
+check mode, and the Ceph state absent/cleanup leave. The same behaviour is exercised against the real
+lab in tests/integration/test_rbd_image_clone_upload.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._glance import Store, Stores
+from ansible_collections.volsnap.openstack.plugins.module_utils._rbd_upload_exec import Options, Upload
+from ansible_collections.volsnap.openstack.tests.unit.plugins.module_utils.fake_glance import FakeCinder, FakeGlance
+from ansible_collections.volsnap.openstack.tests.unit.plugins.module_utils.fake_rbd import Cluster
+
+VOL = '11111111-2222-4333-8444-555555555555'
+BLOCK = 4096
+SIZE = 64 * BLOCK
+BLOCKS = {0: b'A' * BLOCK, 7: b'B' * BLOCK, 63: b'C' * BLOCK}
+
+
+def volume_bytes():
+    data = bytearray(SIZE)
+    for index, block in BLOCKS.items():
+        data[index * BLOCK:(index + 1) * BLOCK] = block
+    return bytes(data)
+
+
+class World(object):
+    def __init__(self):
+        self.cluster = Cluster(block=BLOCK)
+        self.glance = FakeGlance(self.cluster)
+        self.cinder = FakeCinder()
+        self.cinder.add(VOL, name='data')
+        self.cluster.create('volumes', 'volume-%s' % VOL, SIZE, dict(BLOCKS))
+        self.logs = []
+
+    def run(self, check_mode=False, **kw):
+        base = dict(volume='data', image_name='img', ceph_user='cinder')
+        base.update(kw)
+        upload = Upload(Options(**base), {}, check_mode, log=self.logs.append)
+        return upload.execute(self.glance, self.cinder, self.cluster, self.cluster.lib)
+
+    def snaps(self, pool, name):
+        return sorted(self.cluster.get(pool, name).snaps)
+
+
+@pytest.fixture
+def world():
+    return World()
+
+
+def test_clone_path_end_to_end_and_rerun(world):
+    out = world.run(enable_clone_optimization=True)
+    image_id = out['image_id']
+    assert out['changed'] and out['path'] == 'clone'
+    assert out['location'] == 'rbd://%s/images/%s/snap' % (world.cluster.fsid, image_id)
+    assert out['image']['status'] == 'active'
+    assert out['location_api'] == 'locations'
+    assert [p.split(':')[0] for p in out['plan']] == ['check_caps', 'create_image', 'snapshot_volume',
+                                                      'protect_volume_snapshot', 'clone', 'snapshot_clone',
+                                                      'protect_clone_snapshot', 'register_location', 'wait_active']
+    clone = world.cluster.get('images', image_id)
+    assert clone.parent == ('volumes', 'volume-%s' % VOL, image_id + '.clone_snap')
+    assert clone.snaps['snap']['protected']
+    assert world.cluster.get('volumes', 'volume-%s' % VOL).snaps[image_id + '.clone_snap']['protected']
+    assert world.cluster.objects == {}  # the write probe left nothing
+    assert set(out['seconds']['phases']) >= {'clone', 'register_location'} and out['seconds']['ceph'] >= 0
+    assert out['diff']['before'] == {'image': None}
+    again = world.run(enable_clone_optimization=True)
+    assert not again['changed'] and again['image_id'] == image_id and again['path'] == 'clone'
+    assert 'diff' not in again
+
+
+def test_copy_path_data_and_rerun(world):
+    out = world.run()
+    image_id = out['image_id']
+    assert out['path'] == 'copy' and out['changed']
+    assert world.glance.data[image_id] == volume_bytes()
+    assert out['progress'][-1]['bytes'] == SIZE and out['progress'][-1]['data_bytes_read'] == 3 * BLOCK
+    assert world.snaps('volumes', 'volume-%s' % VOL) == []  # temporary snapshot removed
+    assert world.glance.images[image_id]['volsnap_upload_path'] == 'copy'
+    assert world.glance.images[image_id]['volsnap_source'] == '%s/volumes/volume-%s' % (world.cluster.fsid, VOL)
+    assert not world.run()['changed']
+
+
+def test_check_mode_changes_nothing(world):
+    for optimization in (True, False):
+        out = world.run(check_mode=True, enable_clone_optimization=optimization)
+        assert out['changed'] and out['image_id'] is None and out['plan']
+    assert world.glance.images == {}
+    assert world.snaps('volumes', 'volume-%s' % VOL) == []
+    assert world.cluster.pools['images'] == {}
+
+
+def test_missing_write_cap_changes_nothing(world):
+    world.cluster.read_only_pools.add('images')
+    with pytest.raises(VolsnapError) as info:
+        world.run(enable_clone_optimization=True)
+    assert "client.cinder lacks write access to pool images" in info.value.msg
+    assert "osd 'profile rbd pool=images'" in info.value.msg
+    assert world.glance.images == {} and world.snaps('volumes', 'volume-%s' % VOL) == []
+
+
+def test_location_refused_rolls_back(world):
+    world.glance.fail['add_location'] = VolsnapError('Glance refused the location both ways')
+    with pytest.raises(VolsnapError) as info:
+        world.run(enable_clone_optimization=True)
+    rolled = info.value.details['rolled_back']
+    assert any(r.startswith('clone and snapshots of image') for r in rolled)
+    assert any(r.startswith('Glance image') for r in rolled)
+    assert info.value.details['steps_done'][-1] == 'protect_clone_snapshot'
+    assert world.cluster.pools['images'] == {}
+    assert world.snaps('volumes', 'volume-%s' % VOL) == []
+    assert all(i['status'] == 'deleted' for i in world.glance.images.values())
+
+
+def test_upload_failure_rolls_back(world):
+    world.glance.fail['upload'] = VolsnapError('uploading failed (HTTP 413)')
+    with pytest.raises(VolsnapError, match='HTTP 413'):
+        world.run()
+    assert world.snaps('volumes', 'volume-%s' % VOL) == []
+    assert all(i['status'] == 'deleted' for i in world.glance.images.values())
+
+
+@pytest.mark.parametrize('step', ['add_location', 'set_properties'])
+def test_interrupted_run_is_completed_by_the_next(world, step):
+    if step == 'set_properties':
+        # killed right after creating the image: simulate by creating it as the module would
+        world.glance.create_image('img', 'raw', 'bare', None, {
+            'volsnap_source': '%s/volumes/volume-%s' % (world.cluster.fsid, VOL)})
+    else:
+        world.glance.fail[step] = KeyboardInterrupt()
+        with pytest.raises(KeyboardInterrupt):
+            world.run(enable_clone_optimization=True)
+        # no rollback on an interruption: the clone is there, the image queued
+        assert len(world.cluster.pools['images']) == 1
+    out = world.run(enable_clone_optimization=True)
+    assert out['changed'] and out['resumed'] is True
+    assert world.glance.get_image(out['image_id'])['status'] == 'active'
+    assert len(world.glance.find_images('img')) == 1
+    assert not world.run(enable_clone_optimization=True)['changed']
+
+
+def test_switch_to_copy_discards_clone_leftovers(world):
+    world.glance.fail['add_location'] = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        world.run(enable_clone_optimization=True)
+    out = world.run(enable_clone_optimization=False)
+    assert out['path'] == 'copy' and 'discard_clone' in [p.split(':')[0] for p in out['plan']]
+    assert world.cluster.pools['images'] == {}
+    assert world.snaps('volumes', 'volume-%s' % VOL) == []
+    assert world.glance.data[out['image_id']] == volume_bytes()
+
+
+def test_refusals(world):
+    world.cinder.add('22222222-2222-4333-8444-555555555555', name='busy', status='in-use')
+    world.cluster.create('volumes', 'volume-22222222-2222-4333-8444-555555555555', SIZE)
+    with pytest.raises(VolsnapError, match='in-use'):
+        world.run(volume='busy')
+    assert world.run(volume='busy', force=True)['changed']
+    with pytest.raises(VolsnapError, match='was not found'):
+        world.run(volume='nope')
+    with pytest.raises(VolsnapError, match='is not a Glance image id'):
+        world.run(image_id='../x', image_name=None)
+    with pytest.raises(VolsnapError, match='needs image_name'):
+        world.run(image_name=None)
+    with pytest.raises(VolsnapError, match='does not exist: omit image_id'):
+        world.run(image_id='33333333-2222-4333-8444-555555555555', image_name=None)
+
+
+def test_fill_given_queued_image(world):
+    given = world.glance.create_image('mine', 'raw', 'bare', 'private', {'owner_note': 'x'})
+    out = world.run(image_id=given['id'], image_name=None, enable_clone_optimization=True)
+    assert out['image_id'] == given['id'] and out['path'] == 'clone'
+    assert world.glance.images[given['id']]['volsnap_upload_path'] == 'clone'
+    # the same source given as an RBD image is the same image: no change
+    assert not world.run(volume=None, rbd_image='volume-%s' % VOL, image_id=given['id'], image_name=None)['changed']
+    world.cluster.create('volumes', 'other', SIZE)
+    with pytest.raises(VolsnapError, match='is active and was not made from RBD image volumes/other'):
+        world.run(volume=None, rbd_image='other', image_id=given['id'], image_name=None)
+
+
+def test_max_clone_depth_flattens_and_releases(world):
+    out = world.run(enable_clone_optimization=True, max_clone_depth=0)
+    image_id = out['image_id']
+    assert 'flatten_clone' in [p.split(':')[0] for p in out['plan']]
+    assert world.cluster.get('images', image_id).parent is None
+    assert world.snaps('volumes', 'volume-%s' % VOL) == []
+    assert world.cluster.read_all('images', image_id) == BLOCKS
+    assert not world.run(enable_clone_optimization=True, max_clone_depth=0)['changed']
+
+
+def test_absent_after_cinder_deleted_the_volume(world):
+    out = world.run(enable_clone_optimization=True)
+    image_id = out['image_id']
+    # Cinder's delete_volume finds the *.clone_snap snapshot and renames the volume
+    world.cluster.lib.RBD().rename(world.cluster.open_ioctx('volumes'), 'volume-%s' % VOL, 'volume-%s.deleted' % VOL)
+    del world.cinder.volumes[VOL]
+    planned = world.run(check_mode=True, state='absent', volume=None, image_id=image_id, image_name=None)
+    assert planned['changed'] and world.glance.get_image(image_id) is not None
+    gone = world.run(state='absent', volume=None, image_id=image_id, image_name=None)
+    assert gone['removed'] == ['Glance image %s' % image_id, 'volumes/volume-%s.deleted@%s.clone_snap' % (VOL, image_id),
+                               'volumes/volume-%s.deleted' % VOL]
+    assert world.cluster.pools == {'volumes': {}, 'images': {}}
+    assert not world.run(state='absent', volume=None, image_id=image_id, image_name=None)['changed']
+
+
+def test_absent_by_name_with_live_volume(world):
+    out = world.run(enable_clone_optimization=True)
+    gone = world.run(state='absent')
+    assert gone['image_id'] == out['image_id']
+    assert world.snaps('volumes', 'volume-%s' % VOL) == []
+    assert list(world.cluster.pools['volumes']) == ['volume-%s' % VOL]
+
+
+def test_absent_with_children(world):
+    out = world.run(enable_clone_optimization=True)
+    image_id = out['image_id']
+    # Cinder creates a volume from the image: a clone of images/<id>@snap
+    world.cluster.lib.RBD().clone(world.cluster.open_ioctx('images'), image_id, 'snap',
+                                  world.cluster.open_ioctx('volumes'), 'volume-child')
+    with pytest.raises(VolsnapError, match='has 1 RBD clone.*volumes/volume-child'):
+        world.run(state='absent', image_id=image_id, image_name=None, volume=None)
+    gone = world.run(state='absent', image_id=image_id, image_name=None, volume=None, flatten_children=True)
+    assert 'flattened volumes/volume-child' in gone['removed']
+    assert world.cluster.read_all('volumes', 'volume-child') == BLOCKS
+    assert sorted(world.cluster.pools['volumes']) == ['volume-%s' % VOL, 'volume-child']
+    assert world.snaps('volumes', 'volume-%s' % VOL) == []
+
+
+def test_cleanup_after_glance_deleted_images(world):
+    kept = world.run(enable_clone_optimization=True, image_name='kept')
+    dropped = world.run(enable_clone_optimization=True, image_name='dropped')
+    world.glance.delete_image(dropped['image_id'])  # straight through Glance: the volume snapshot stays
+    assert world.snaps('volumes', 'volume-%s' % VOL) == sorted([kept['image_id'] + '.clone_snap',
+                                                               dropped['image_id'] + '.clone_snap'])
+    planned = world.run(check_mode=True, state='cleanup', volume=None, image_name=None)
+    assert planned['changed'] and len(planned['plan']) == 1 and dropped['image_id'] in planned['plan'][0]
+    assert any(k['why'].startswith('kept: 1 clone') for k in planned['kept'])
+    assert len(world.snaps('volumes', 'volume-%s' % VOL)) == 2
+    done = world.run(state='cleanup', volume=None, image_name=None)
+    assert done['removed'] == ['volumes/volume-%s@%s.clone_snap' % (VOL, dropped['image_id'])]
+    assert world.snaps('volumes', 'volume-%s' % VOL) == [kept['image_id'] + '.clone_snap']
+    assert not world.run(state='cleanup', volume=None, image_name=None)['changed']
+
+
+def test_cleanup_removes_deleted_volume_kept_only_for_the_image(world):
+    out = world.run(enable_clone_optimization=True)
+    world.cluster.lib.RBD().rename(world.cluster.open_ioctx('volumes'), 'volume-%s' % VOL, 'volume-%s.deleted' % VOL)
+    world.glance.delete_image(out['image_id'])
+    done = world.run(state='cleanup', volume=None, image_name=None)
+    assert done['removed'][-1] == 'volumes/volume-%s.deleted' % VOL
+    assert world.cluster.pools == {'volumes': {}, 'images': {}}
+
+
+def test_store_without_details_copies(world):
+    world.glance.stores_answer = Stores([Store('rbd', True)], False, 'GET /v2/info/stores/detail answered HTTP 403')
+    out = world.run(enable_clone_optimization=True)
+    assert out['path'] == 'copy' and 'HTTP 403' in out['why']
+
+
+def test_glance_failing_on_the_clone_explains_the_read_cap(world):
+    world.glance.fail['add_location'] = VolsnapError('registering the location failed (HTTP 500): Internal Server '
+                                                     'Error', status_code=500)
+    with pytest.raises(VolsnapError) as info:
+        world.run(enable_clone_optimization=True)
+    assert "Likely cause: Glance opens the clone" in info.value.msg
+    assert "osd 'profile rbd-read-only pool=volumes'" in info.value.msg
+    assert world.cluster.pools['images'] == {}
+    world.glance.fail['add_location'] = VolsnapError('HTTP 409: conflict', status_code=409)
+    with pytest.raises(VolsnapError) as info:
+        world.run(enable_clone_optimization=True)
+    assert 'Likely cause' not in info.value.msg
