@@ -258,9 +258,12 @@ def plan_clone(report: ChainReport, snapshot_id: str, dest: str, fmt: str = 'raw
         if layer.image.encrypted:
             raise VolsnapError('%s is encrypted; cloning encrypted volumes is not supported' % layer.image.filename)
     source = report.layers[index + 1].image
+    # The volume file gives the new file its owner and mode. After an online delete flattened the chain
+    # (Nova's blockRebase onto nothing) volume-<id> is gone and the active file stands for it.
+    reference = report.path if os.path.exists(report.path) else report.layers[0].image.path
     plan = ClonePlan(volume_id=volume_id, snapshot_id=snapshot_id, dest=dest, format=fmt,
                      source=source.path, source_format=source.format, virtual_size=source.virtual_size,
-                     volume_path=report.path)
+                     volume_path=reference)
     plan.stale_tmp = os.path.lexists(plan.tmp)
     # -U: a running instance may hold the chain open (its backing layers are read-only and we hold the lock).
     # writeback caches (qemu-img flushes on close, then we fsync): cache=none needs O_DIRECT, which not every

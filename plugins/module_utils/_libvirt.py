@@ -139,6 +139,33 @@ class Libvirt:
                 continue
         raise VolsnapError('libvirt at %s has no domain named %r' % (self.uri, name))
 
+    def find_domain(self, name: str):
+        """The domain named ``name`` (or with that UUID), or None when libvirt has no such domain.
+
+        Other errors (libvirtd unreachable...) raise: only libvirt itself can say a domain is gone.
+        """
+        conn = self.conn
+        lookups = [conn.lookupByName]
+        if len(name) == 36:
+            lookups.append(conn.lookupByUUIDString)
+        for lookup in lookups:
+            try:
+                return lookup(name)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise VolsnapError('libvirt at %s cannot look up domain %r: %s'
+                                       % (self.uri, name, exc.get_error_message()))
+        return None
+
+    def is_running(self, dom: Any) -> bool:
+        try:
+            return dom.isActive() == 1
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return False
+            raise VolsnapError('libvirt at %s cannot tell whether domain %s runs: %s'
+                               % (self.uri, dom.name(), exc.get_error_message()))
+
     def xml(self, name: str) -> str:
         return self.domain(name).XMLDesc(0)
 

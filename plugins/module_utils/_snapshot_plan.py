@@ -29,6 +29,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import
     SnapshotInfo,
     is_cinder_id,
     snapshot_filename,
+    split_volume_filename,
 )
 
 OFFLINE = 'offline'
@@ -118,6 +119,14 @@ def check_snapshot_id(snapshot_id: str) -> None:
                            'accepted' % snapshot_id)
 
 
+def volume_file(share: str, volume_id: str) -> str:
+    """``<share>/volume-<volume_id>``, for a volume id that is a Cinder id and nothing else (no path tricks)."""
+    if not is_cinder_id(volume_id):
+        raise VolsnapError('volume_id %r is not a Cinder volume id (a UUID such as 0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f); '
+                           'the volume file name is built from it, so nothing else is accepted' % volume_id)
+    return os.path.join(share, 'volume-%s' % volume_id)
+
+
 def _require_safe(report: ChainReport) -> None:
     if not report.safe:
         raise VolsnapError('the backing chain of %s is unsafe, nothing was changed: %s'
@@ -128,6 +137,29 @@ def _require_safe(report: ChainReport) -> None:
         raise VolsnapError('%s do(es) not declare the format of their backing file, so qemu-img would probe it; '
                            'set it first with qemu-img rebase -u -b <same backing file> -F <format> <file>, after '
                            'checking the format with qcow2_chain_info' % ', '.join(unspecified))
+
+
+def _require_info(report: ChainReport) -> None:
+    """Without its .info file a volume that has snapshot files cannot be told where its data goes on."""
+    if report.info is not None or report.volume_name is None or any(p.code == 'info_invalid' for p in report.problems):
+        return  # an unreadable .info file makes the chain unsafe: _require_safe refuses it
+    directory = os.path.dirname(report.path)
+    try:
+        listing = os.listdir(directory)
+    except OSError:
+        listing = []
+    snapshot_files = []
+    for entry in sorted(listing):
+        parts = split_volume_filename(entry)
+        if parts is not None and parts[0] == report.volume_name and parts[2] is not None:
+            suffix = parts[2][len('tmp-snap-'):] if parts[2].startswith('tmp-snap-') else parts[2]
+            if is_cinder_id(suffix):
+                snapshot_files.append(entry)
+    if snapshot_files:
+        raise VolsnapError('%s does not exist but the volume has snapshot files (%s): which file is active is unknown, '
+                           'so nothing was changed. Restore the .info file (from a backup, or rebuilt from '
+                           'qcow2_chain_info run on each snapshot file) before managing snapshots of this volume'
+                           % (report.info_file, ', '.join(snapshot_files)))
 
 
 def _info_dict(report: ChainReport) -> Optional[Dict[str, str]]:
@@ -142,12 +174,14 @@ def plan_create(report: ChainReport, volume_id: str, snapshot_id: str, mode: str
                 domain: Optional[str] = None, disk: Optional[str] = None, quiesce: bool = True) -> Plan:
     """Steps to create ``snapshot_id``; an empty plan when the .info already has it."""
     check_snapshot_id(snapshot_id)
+    _require_info(report)
     info_before = _info_dict(report)
     plan = Plan('create', volume_id, snapshot_id, mode, info_before=info_before, info_after=info_before)
+    # An unsafe chain is refused even when there is nothing to do: "no change" would vouch for it.
+    _require_safe(report)
     if report.info is not None and snapshot_id in report.info.snapshots:
         plan.active_after = report.info.active
         return plan
-    _require_safe(report)
     volume_name = report.volume_name or ''
     active = report.layers[0].image
     new = snapshot_filename(volume_name, snapshot_id)
@@ -176,13 +210,14 @@ def plan_delete(report: ChainReport, volume_id: str, snapshot_id: str, mode: str
                 domain: Optional[str] = None, disk: Optional[str] = None) -> Plan:
     """Steps to delete ``snapshot_id``, merging its data as Cinder (offline) or Nova (online) does."""
     check_snapshot_id(snapshot_id)
+    _require_info(report)
     info_before = _info_dict(report)
     plan = Plan('delete', volume_id, snapshot_id, mode, info_before=info_before, info_after=info_before)
     info = report.info
+    _require_safe(report)
     if info is None or snapshot_id not in info.snapshots:
         plan.active_after = info.active if info else report.active
         return plan
-    _require_safe(report)
     names = [layer.image.filename for layer in report.layers]
     snap_file = info.snapshots[snapshot_id]
     if snap_file not in names:

@@ -14,7 +14,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._errors import V
 from ansible_collections.volsnap.openstack.plugins.module_utils._libvirt import find_disk
 from ansible_collections.volsnap.openstack.plugins.module_utils._lock import VolumeLock
 from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg, opened_for_write_by_qemu
-from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import SnapshotInfo, split_volume_filename
+from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import SnapshotInfo, info_path_for, split_volume_filename
 from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_ops import Executor, Journal, journal_path_for
 from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_plan import (
     OFFLINE,
@@ -79,8 +79,9 @@ class VolumeSnapshot(object):
                                % path)
         volume_name, volume_id = parts[0], parts[1]
         directory = os.path.dirname(path)
-        if not os.path.exists(path):
-            raise VolsnapError('the volume file %s does not exist' % path)
+        # After an online delete flattened the chain the base file is gone: the .info file names the active file.
+        if not os.path.exists(path) and not os.path.exists(info_path_for(path)):
+            raise VolsnapError('the volume file %s does not exist (nor its .info file)' % path)
         lock = VolumeLock(directory, volume_id, req.lock_timeout)
         with lock:
             journal = Journal(journal_path_for(directory, volume_name))
@@ -92,7 +93,9 @@ class VolumeSnapshot(object):
         return result
 
     def _inspect(self, path: str, declared: Any = None) -> ChainReport:
-        return inspect_chain(path, share=self.req.share, max_depth=self.req.max_depth, declared=declared)
+        # Without a share, the volume's own directory (a volume file that is a symlink must not move it elsewhere).
+        return inspect_chain(path, share=self.req.share or os.path.dirname(path), max_depth=self.req.max_depth,
+                             declared=declared)
 
     def _resume(self, journal: Journal, path: str) -> Dict[str, Any]:
         plan = journal.plan

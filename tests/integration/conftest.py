@@ -11,6 +11,8 @@ Fixtures:
     share           (function) a fresh directory (pathlib.Path) QEMU run by libvirt can use, like an NFS share
     qemu_img        (session)  path of qemu-img
     qemu_io         (session)  path of qemu-io
+    ceph_lab        (session)  tests/lab/stack.py CephLab of the running lab cluster (started if needed)
+    openstack_lab   (session)  tests/lab/stack.py OpenStackLab of the running lab OpenStack (started if needed)
 """
 
 from __future__ import annotations
@@ -158,3 +160,52 @@ def qemu_img() -> str:
 def qemu_io() -> str:
     """Absolute path of qemu-io (fails, never skips, if missing)."""
     return _tool("qemu-io")
+
+
+# --------------------------------------------------------------------------- Ceph + OpenStack lab
+
+LAB_PART_TIMEOUT = {"ceph": 300, "openstack": 900}
+
+
+def _stack_module() -> ModuleType:
+    try:
+        import stack  # tests/lab/stack.py
+    except ImportError as err:
+        pytest.fail(f"cannot import tests/lab/stack.py with {sys.executable}: {err}", pytrace=False)
+    return stack
+
+
+def _lab_part(part: str, probe_name: str) -> object:
+    """Return stack.<probe_name>(); if the part is not running, run 'lab.sh start <part>' once and retry."""
+    stack = _stack_module()
+    probe = getattr(stack, probe_name)
+    try:
+        return probe()
+    except RuntimeError as first:
+        reason = str(first)
+    try:
+        proc = subprocess.run(["bash", str(LAB_SH), "start", part], check=False, cwd=str(REPO_ROOT),
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=LAB_PART_TIMEOUT[part])
+    except subprocess.TimeoutExpired as err:
+        pytest.fail(f"the {part} lab was not running ({reason}) and 'bash tests/lab/lab.sh start {part}' did not "
+                    f"finish within {LAB_PART_TIMEOUT[part]}s:\n{err.output or ''}", pytrace=False)
+    if proc.returncode != 0:
+        pytest.fail(f"the {part} lab was not running ({reason}) and 'bash tests/lab/lab.sh start {part}' exited "
+                    f"{proc.returncode}:\n{proc.stdout[-6000:]}\nSee tests/lab/README.md.", pytrace=False)
+    try:
+        return probe()
+    except RuntimeError as err:
+        pytest.fail(f"'bash tests/lab/lab.sh start {part}' succeeded but the lab is not usable: {err}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def ceph_lab() -> object:
+    """tests/lab/stack.py CephLab of the lab cluster (conf, keyrings, fsid, pools; ceph()/rbd()/rados())."""
+    return _lab_part("ceph", "ceph_lab")
+
+
+@pytest.fixture(scope="session")
+def openstack_lab(ceph_lab: object) -> object:
+    """tests/lab/stack.py OpenStackLab (clouds_yaml, cloud, member_cloud, python, cinder_host; connection(), env())."""
+    return _lab_part("openstack", "openstack_lab")

@@ -186,12 +186,12 @@ CHILD = textwrap.dedent("""
     number = int(number)
     counter = {'effects': 0}
     original_advance = _snapshot_ops.Journal.advance
-    def advance(self, done, stage):
+    def advance(self, done, stage, write=True):
         # 'effect:N' dies after step N's effect, before the journal records it;
         # 'journal:N' dies right after the journal records step N.
         if where == 'effect' and done == number:
             os.kill(os.getpid(), signal.SIGKILL)
-        original_advance(self, done, stage)
+        original_advance(self, done, stage, write)
         if where == 'journal' and done == number:
             os.kill(os.getpid(), signal.SIGKILL)
     _snapshot_ops.Journal.advance = advance

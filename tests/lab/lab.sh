@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# Local lab for volsnap.openstack integration tests: a real libvirtd + virtlogd driving QEMU (TCG).
+# Local lab for volsnap.openstack integration tests, three parts:
+#   libvirt    a real libvirtd + virtlogd driving QEMU (TCG)
+#   ceph       a real single-node Ceph cluster (1 mon, 1 mgr, 1 memstore OSD, cephx)      (tests/lab/ceph.sh)
+#   openstack  PostgreSQL, RabbitMQ, Keystone, Cinder (RBD on the lab Ceph), Glance     (tests/lab/openstack.sh)
 #
-#   tests/lab/lab.sh install   apt-get install the packages that are missing (apt-get update only if needed)
-#   tests/lab/lab.sh start     start virtlogd + libvirtd in the background (idempotent), wait for qemu:///system
-#   tests/lab/lab.sh stop      remove volsnap-test-* domains, stop the daemons this script started (by PID)
-#   tests/lab/lab.sh status    print the state; exit 0 only if libvirt answers
+#   tests/lab/lab.sh install [PART]        install what is missing (apt packages; the OpenStack venv)
+#   tests/lab/lab.sh start [PART]          start (idempotent); 'openstack' implies 'ceph'
+#   tests/lab/lab.sh stop [PART] [--purge] stop by recorded PID ('ceph' stops 'openstack' first);
+#                                          --purge also deletes the part's state (cluster, databases)
+#   tests/lab/lab.sh status [PART]         print the state; exit 0 only if the part(s) answer
 #
-# No systemd: the daemons are started by hand and their PIDs recorded under $VOLSNAP_LAB_DIR
-# (default /var/tmp/volsnap-lab). Only UNIX sockets are used; no libvirt network is started.
-# See tests/lab/README.md.
+# PART is libvirt, ceph, openstack or all (the default). No systemd: every daemon is started by
+# hand and its PID recorded under $VOLSNAP_LAB_DIR (default /var/tmp/volsnap-lab); everything
+# listens on 127.0.0.1 or on UNIX sockets only. See tests/lab/README.md.
 set -euo pipefail
 
 LAB_DIR=${VOLSNAP_LAB_DIR:-/var/tmp/volsnap-lab}
+LAB_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 URI=${VOLSNAP_LIBVIRT_URI:-qemu:///system}
 START_TIMEOUT=${VOLSNAP_LAB_START_TIMEOUT:-90}
 STOP_TIMEOUT=${VOLSNAP_LAB_STOP_TIMEOUT:-15}
@@ -54,11 +59,14 @@ libvirt_answers() {
     timeout 15 virsh -q -c "$URI" version >/dev/null 2>&1
 }
 
+LAB_LOCKED=0
 lock() {
+    ((LAB_LOCKED)) && return 0
     mkdir -p "$LAB_DIR"
     chmod 0755 "$LAB_DIR"
     exec 9>"$LAB_DIR/lock"
-    flock -w 180 9 || die "another lab.sh holds $LAB_DIR/lock"
+    flock -w "${VOLSNAP_LAB_LOCK_TIMEOUT:-900}" 9 || die "another lab.sh holds $LAB_DIR/lock"
+    LAB_LOCKED=1
 }
 
 tail_log() {
@@ -69,30 +77,148 @@ tail_log() {
     fi
 }
 
+# ------------------------------------------------------------------------------------------ services
+# Daemons of the ceph and openstack parts run in the foreground of their own session (setsid), so
+# their PID is also their process group. <lab dir>/run/<name>.pid holds "PID STARTTIME" (field 22
+# of /proc/PID/stat): a PID reused by another program never passes for the service.
+
+SVC_LAUNCHED=0 # services launched by this lab.sh run
+
+svc_pid_file() { printf '%s/run/%s.pid' "$LAB_DIR" "$1"; }
+svc_log_file() { printf '%s/log/%s.log' "$LAB_DIR" "$1"; }
+
+proc_start_time() {
+    local stat fields
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    read -ra fields <<<"${stat##*) }"
+    # fields[0] is field 3 (state); a zombie is as good as gone
+    [[ ${fields[0]} != Z ]] || return 1
+    printf '%s\n' "${fields[19]}"
+}
+
+# Print the PID of service $1 if the process recorded for it is alive; else nothing, status 1.
+svc_pid() {
+    local file pid start now
+    file=$(svc_pid_file "$1")
+    [[ -s $file ]] || return 1
+    read -r pid start <"$file" || true
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    now=$(proc_start_time "$pid") || return 1
+    [[ $now == "$start" ]] || return 1
+    printf '%s\n' "$pid"
+}
+
+svc_record() {
+    local name=$1 pid=$2 start
+    mkdir -p "$LAB_DIR/run"
+    start=$(proc_start_time "$pid") || start=gone
+    printf '%s %s\n' "$pid" "$start" >"$(svc_pid_file "$name")"
+}
+
+# svc_launch NAME COMMAND... : run COMMAND in its own session, output appended to the service log.
+svc_launch() {
+    local name=$1 logf
+    shift
+    logf=$(svc_log_file "$name")
+    mkdir -p "$LAB_DIR/log" "$LAB_DIR/run"
+    printf '==== %s: starting %s: %s\n' "$(date -u +%FT%TZ)" "$name" "$*" >>"$logf"
+    setsid "$@" >>"$logf" 2>&1 </dev/null 9>&- &
+    svc_record "$name" "$!"
+    SVC_LAUNCHED=$((SVC_LAUNCHED + 1))
+}
+
+# svc_stop NAME [SIGNAL] [TIMEOUT]: signal the recorded process, wait for it, then end what is
+# left of its process group (TERM, then KILL after TIMEOUT seconds). Idempotent.
+svc_stop() {
+    local name=$1 sig=${2:-TERM} timeout=${3:-$STOP_TIMEOUT} pid waited=0
+    if ! pid=$(svc_pid "$name"); then
+        [[ -e $(svc_pid_file "$name") ]] && rm -f "$(svc_pid_file "$name")"
+        log "$name not running"
+        return 0
+    fi
+    log "stopping $name (pid $pid, SIG$sig)"
+    kill -"$sig" "$pid" 2>/dev/null || true
+    while proc_start_time "$pid" >/dev/null; do
+        if ((waited >= timeout * 10)); then
+            log "$name did not exit within ${timeout}s: SIGKILL"
+            kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+            sleep 0.2
+            break
+        fi
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    # children left in the service's process group (uwsgi workers, oslo.service workers)
+    if kill -0 -- "-$pid" 2>/dev/null; then
+        kill -TERM -- "-$pid" 2>/dev/null || true
+        sleep 0.5
+        kill -KILL -- "-$pid" 2>/dev/null || true
+    fi
+    rm -f "$(svc_pid_file "$name")"
+}
+
+# Fail with the tail of the log of service $1 unless it is alive.
+svc_require() {
+    local name=$1
+    svc_pid "$name" >/dev/null && return 0
+    tail_log "$(svc_log_file "$name")"
+    die "$name exited (log $(svc_log_file "$name"))"
+}
+
+svc_status_line() {
+    local name=$1 pid
+    if pid=$(svc_pid "$name"); then
+        printf '%-16s running (pid %s)\n' "$name" "$pid"
+        return 0
+    fi
+    printf '%-16s not running\n' "$name"
+    return 1
+}
+
+# wait_for SECONDS WHAT SERVICE COMMAND...: poll COMMAND every 0.25 s; die with the log of SERVICE
+# if SERVICE exits or SECONDS pass.
+wait_for() {
+    local secs=$1 what=$2 name=$3 deadline
+    shift 3
+    deadline=$((SECONDS + secs))
+    until "$@" >/dev/null 2>&1; do
+        if [[ -n $name ]] && ! svc_pid "$name" >/dev/null; then
+            tail_log "$(svc_log_file "$name")"
+            die "$name exited while waiting for $what (log $(svc_log_file "$name"))"
+        fi
+        if ((SECONDS >= deadline)); then
+            [[ -n $name ]] && tail_log "$(svc_log_file "$name")"
+            die "timed out after ${secs}s waiting for $what"
+        fi
+        sleep 0.25
+    done
+}
+
 # ------------------------------------------------------------------------------------------ install
 
-cmd_install() {
+# apt-get install the packages among "$@" that are not installed.
+apt_install() {
     local missing=() p
-    for p in "${PACKAGES[@]}"; do
+    for p in "$@"; do
         if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
             missing+=("$p")
         fi
     done
     if ((${#missing[@]} == 0)); then
-        log "all packages installed"
+        log "all packages installed: $*"
         return 0
     fi
     log "installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
         apt-get update -q
-    elif apt-get install -y -q "${missing[@]}"; then
+    elif apt-get install -y -q "${missing[@]}" </dev/null; then
         return 0
     else
         log "apt-get install failed; refreshing the package lists and retrying"
         apt-get update -q
     fi
-    apt-get install -y -q "${missing[@]}"
+    apt-get install -y -q "${missing[@]}" </dev/null
 }
 
 # ------------------------------------------------------------------------------------------ start
@@ -138,7 +264,7 @@ start_daemon() {
     log "$name started (pid $pid, log $log)"
 }
 
-cmd_start() {
+libvirt_start() {
     require_binaries
     lock
     if libvirt_answers && ! live_pid libvirtd >/dev/null; then
@@ -221,7 +347,7 @@ stop_daemon() {
     rm -f "$(pid_file "$name")"
 }
 
-cmd_stop() {
+libvirt_stop() {
     lock
     if command -v virsh >/dev/null; then
         remove_test_domains
@@ -232,7 +358,7 @@ cmd_stop() {
 
 # ------------------------------------------------------------------------------------------ status
 
-cmd_status() {
+libvirt_status() {
     local name pid rc=1
     for name in virtlogd libvirtd; do
         if pid=$(live_pid "$name"); then
@@ -259,18 +385,71 @@ cmd_status() {
     return "$rc"
 }
 
+libvirt_install() { apt_install "${PACKAGES[@]}"; }
+
+# shellcheck source-path=SCRIPTDIR source=ceph.sh
+source "$LAB_HERE/ceph.sh"
+# shellcheck source-path=SCRIPTDIR source=openstack.sh
+source "$LAB_HERE/openstack.sh"
+
 usage() {
-    echo "usage: $0 {install|start|stop|status}" >&2
+    echo "usage: $0 {install|start|status} [libvirt|ceph|openstack|all]" >&2
+    echo "       $0 stop [libvirt|ceph|openstack|all] [--purge]" >&2
     exit 2
 }
 
 main() {
-    (($# == 1)) || usage
-    case $1 in
-        install) cmd_install ;;
-        start) cmd_start ;;
-        stop) cmd_stop ;;
-        status) cmd_status ;;
+    local cmd=${1:-} part=all purge=0 arg rc=0
+    (($# >= 1)) || usage
+    shift
+    for arg in "$@"; do
+        case $arg in
+            libvirt | ceph | openstack | all) part=$arg ;;
+            --purge) [[ $cmd == stop ]] || usage; purge=1 ;;
+            *) usage ;;
+        esac
+    done
+    case $cmd in
+        install)
+            lock
+            case $part in
+                libvirt) libvirt_install ;;
+                ceph) ceph_install ;;
+                openstack) ceph_install; openstack_install ;;
+                all) libvirt_install; ceph_install; openstack_install ;;
+            esac
+            ;;
+        start)
+            lock
+            case $part in
+                libvirt) libvirt_start ;;
+                ceph) ceph_start ;;
+                openstack) ceph_start; openstack_start ;;
+                all) libvirt_start; ceph_start; openstack_start ;;
+            esac
+            ;;
+        stop)
+            lock
+            case $part in
+                libvirt) libvirt_stop ;;
+                ceph) openstack_stop "$purge"; ceph_stop "$purge" ;;
+                openstack) openstack_stop "$purge" ;;
+                all) openstack_stop "$purge"; ceph_stop "$purge"; libvirt_stop ;;
+            esac
+            ;;
+        status)
+            case $part in
+                libvirt) libvirt_status || rc=1 ;;
+                ceph) ceph_status || rc=1 ;;
+                openstack) openstack_status || rc=1 ;;
+                all)
+                    libvirt_status || rc=1
+                    ceph_status || rc=1
+                    openstack_status || rc=1
+                    ;;
+            esac
+            return "$rc"
+            ;;
         *) usage ;;
     esac
 }

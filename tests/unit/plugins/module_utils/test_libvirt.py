@@ -9,7 +9,7 @@ import pytest
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._chain import DeclaredChain
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._libvirt import DiskInfo, find_disk, parse_disks
+from ansible_collections.volsnap.openstack.plugins.module_utils._libvirt import DiskInfo, Libvirt, find_disk, parse_disks
 
 VOL_ID = '0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d'
 OTHER_ID = 'ffffffff-eeee-4ddd-8ccc-bbbbbbbbbbbb'
@@ -226,3 +226,23 @@ def test_invalid_xml(xml):
     assert 'cannot be parsed' in str(exc.value)
     with pytest.raises(VolsnapError):
         find_disk(xml, 'vda')
+
+
+def test_find_domain_and_is_running_with_libvirts_test_driver():
+    """libvirt's own test driver (in-process, no daemon) holds one running domain named 'test'."""
+    lv = Libvirt('test:///default')
+    try:
+        dom = lv.find_domain('test')
+        assert dom is not None and dom.name() == 'test' and lv.is_running(dom)
+        assert lv.find_domain(dom.UUIDString()).name() == 'test'
+        assert lv.find_domain('no-such-domain') is None
+        assert lv.find_domain('00000000-0000-4000-8000-000000000000') is None
+    finally:
+        lv.close()
+
+
+def test_find_domain_raises_when_libvirt_cannot_answer(tmp_path):
+    """'No such domain' and 'cannot ask' differ: only the first may make an online step work offline."""
+    lv = Libvirt('test://%s' % (tmp_path / 'missing.xml'))
+    with pytest.raises(VolsnapError, match='cannot connect to libvirt'):
+        lv.find_domain('test')

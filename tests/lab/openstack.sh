@@ -1,0 +1,507 @@
+# shellcheck shell=bash
+# OpenStack part of the lab, sourced by tests/lab/lab.sh (uses its log/die/svc_* helpers and the
+# ceph part). Everything on 127.0.0.1, state under $LAB_DIR/openstack:
+#
+#   postgres     PostgreSQL 15 from a private data dir, port 5432       (databases keystone cinder glance)
+#   epmd         Erlang port mapper on 127.0.0.1:4369
+#   rabbitmq     RabbitMQ on 127.0.0.1:5672 (guest/guest, loopback only)
+#   keystone     uwsgi, http://127.0.0.1:5000/v3
+#   cinder-api   http://127.0.0.1:8776 (eventlet server of cinder-api)
+#   cinder-scheduler, cinder-volume   backend 'ceph' (RBD driver, pool volumes, client.cinder)
+#   glance       uwsgi, http://127.0.0.1:9292 (stores rbd [default, pool images, client.glance], file)
+#
+# The services run from a Python 3.11 venv ($OS_DIR/venv) built from tests/lab/openstack/
+# requirements.txt; a .pth adds a folder holding only symlinks to Debian's rados/rbd modules.
+
+OS_DIR=${LAB_DIR:?}/openstack
+OS_VENV=$OS_DIR/venv
+OS_ETC=$OS_DIR/etc
+OS_STATE=$OS_DIR/state
+OS_TEMPLATES=${LAB_HERE:?}/openstack
+OS_REQS=$OS_TEMPLATES/requirements.txt
+OS_STAMP=$OS_VENV/.volsnap-lab-requirements.sha256
+OS_CLOUDS=$OS_DIR/clouds.yaml
+OS_PACKAGES=(postgresql rabbitmq-server curl)
+OS_START_TIMEOUT=${VOLSNAP_LAB_OPENSTACK_TIMEOUT:-180}
+PG_PORT=5432
+PG_DATA=$OS_DIR/postgres
+PG_RUN=$OS_DIR/postgres-run
+PG_BIN=
+# lab credentials: loopback only, nothing secret
+OS_ADMIN_PASSWORD="admin"
+OS_SERVICE_PASSWORD=volsnap-lab-service
+OS_DB_PASSWORD=volsnap-lab-db
+OS_MEMBER_USER=demo
+OS_MEMBER_PASSWORD=demo
+OS_SVC_USER=volsnap-service
+OS_CINDER_HOST=volsnap-lab
+OS_SERVICES=(postgres epmd rabbitmq keystone cinder-api cinder-scheduler cinder-volume glance)
+OS_ENDPOINTS=("keystone http://127.0.0.1:5000/v3" "cinder-api http://127.0.0.1:8776/" "glance http://127.0.0.1:9292/")
+OS_READY=$OS_DIR/.ready
+OS_CHANGED=()
+
+# ------------------------------------------------------------------------------------------ install
+
+# A Python 3.11 that can build a venv: pyenv's newest 3.11.x, else /usr/bin/python3 if it is 3.11.
+os_base_python() {
+    local root cand best=""
+    if command -v pyenv >/dev/null 2>&1; then
+        root=$(pyenv root)
+    else
+        root=${PYENV_ROOT:-$HOME/.pyenv}
+    fi
+    for cand in "$root"/versions/3.11.*/bin/python3; do
+        [[ -x $cand ]] && best=$cand
+    done
+    if [[ -z $best ]] && [[ $(/usr/bin/python3 -c 'import sys; print(sys.version_info[:2] == (3, 11))' 2>/dev/null) == True ]]; then
+        /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+        best=/usr/bin/python3
+    fi
+    [[ -n $best ]] || die "no Python 3.11 found (pyenv $root/versions/3.11.* or /usr/bin/python3 3.11): Debian's rados/rbd modules need CPython 3.11"
+    printf '%s\n' "$best"
+}
+
+os_want_stamp() {
+    { sha256sum <"$OS_REQS"; "$1" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1
+}
+
+# The .pth that exposes only Debian's rados and rbd modules (all of dist-packages would shadow pip's).
+os_link_ceph_bindings() {
+    local dir=$OS_VENV/ceph-bindings so site
+    mkdir -p "$dir"
+    for so in /usr/lib/python3/dist-packages/rados.cpython-311-x86_64-linux-gnu.so \
+        /usr/lib/python3/dist-packages/rbd.cpython-311-x86_64-linux-gnu.so; do
+        [[ -e $so ]] || die "$so missing (apt python3-rados python3-rbd)"
+        ln -sfn "$so" "$dir/$(basename "$so")"
+    done
+    site=$("$OS_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    printf '%s\n' "$dir" >"$site/volsnap-lab-ceph-bindings.pth"
+}
+
+os_venv_current() {
+    [[ -x $OS_VENV/bin/python && -s $OS_STAMP && $(cat "$OS_STAMP") == "$(os_want_stamp "$(os_base_python)")" ]]
+}
+
+openstack_install() {
+    local py t0=$SECONDS
+    apt_install "${OS_PACKAGES[@]}"
+    py=$(os_base_python)
+    if os_venv_current; then
+        log "openstack venv up to date ($OS_VENV)"
+        os_link_ceph_bindings
+        return 0
+    fi
+    lock
+    log "openstack venv: installing $OS_REQS with $py into $OS_VENV (a few minutes)"
+    rm -rf "$OS_VENV"
+    mkdir -p "$OS_DIR"
+    "$py" -m venv "$OS_VENV"
+    # /etc/pip.conf may name local find-links folders that do not exist here: drop that noise
+    "$OS_VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
+    "$OS_VENV/bin/python" -m pip install -q -r "$OS_REQS" 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
+    os_link_ceph_bindings
+    "$OS_VENV/bin/python" -W ignore -c 'import rados, rbd, openstack, keystone, cinder, glance, glance_store, psycopg2' ||
+        die "the openstack venv cannot import its modules"
+    os_want_stamp "$py" >"$OS_STAMP"
+    # the databases were migrated by the old code: migrate again at the next start
+    rm -f "$OS_DIR"/.dbsync-*
+    log "openstack venv ready ($((SECONDS - t0))s)"
+}
+
+# ------------------------------------------------------------------------------------------ config
+
+# os_render TEMPLATE DEST: fill in the @...@ values; DEST's service is restarted at start if it changed
+os_render() {
+    local src=$1 dst=$2
+    sed -e "s|@ETC_DIR@|$OS_ETC|g" -e "s|@STATE_DIR@|$OS_STATE|g" -e "s|@VENV@|$OS_VENV|g" \
+        -e "s|@CEPH_CONF@|$CEPH_CONF|g" -e "s|@DB_PASSWORD@|$OS_DB_PASSWORD|g" -e "s|@PG_PORT@|$PG_PORT|g" \
+        -e "s|@SERVICE_PASSWORD@|$OS_SERVICE_PASSWORD|g" -e "s|@CINDER_HOST@|$OS_CINDER_HOST|g" \
+        "$src" >"$dst.tmp"
+    if [[ -e $dst ]] && ! cmp -s "$dst.tmp" "$dst"; then
+        OS_CHANGED+=("$dst")
+    fi
+    mv "$dst.tmp" "$dst"
+}
+
+# Restart (stop here, started again later) the running services whose configuration changed.
+os_restart_changed() {
+    local f
+    for f in "${OS_CHANGED[@]}"; do
+        case $f in
+            */keystone/*) svc_pid keystone >/dev/null && { log "keystone: configuration changed"; svc_stop keystone; } ;;
+            */glance/*) svc_pid glance >/dev/null && { log "glance: configuration changed"; svc_stop glance; } ;;
+            */cinder/*)
+                log "cinder: configuration changed"
+                svc_stop cinder-api
+                svc_stop cinder-scheduler
+                svc_stop cinder-volume
+                ;;
+        esac
+    done
+    OS_CHANGED=()
+}
+
+os_write_config() {
+    mkdir -p "$OS_ETC"/{keystone,cinder,glance} "$OS_STATE"/cinder/{locks,coordination} \
+        "$OS_STATE"/glance/{images,staging,tasks,image-cache,locks}
+    os_render "$OS_TEMPLATES/keystone.conf" "$OS_ETC/keystone/keystone.conf"
+    os_render "$OS_TEMPLATES/keystone-uwsgi.ini" "$OS_ETC/keystone/uwsgi.ini"
+    os_render "$OS_TEMPLATES/cinder.conf" "$OS_ETC/cinder/cinder.conf"
+    os_render "$OS_TEMPLATES/glance-api.conf" "$OS_ETC/glance/glance-api.conf"
+    os_render "$OS_TEMPLATES/glance-uwsgi.ini" "$OS_ETC/glance/uwsgi.ini"
+    cp "$OS_VENV/etc/glance/glance-api-paste.ini" "$OS_ETC/glance/glance-api-paste.ini"
+    chmod 0640 "$OS_ETC"/keystone/keystone.conf "$OS_ETC"/cinder/cinder.conf "$OS_ETC"/glance/glance-api.conf
+    local auth="auth_url: http://127.0.0.1:5000/v3
+      user_domain_name: Default
+      project_domain_name: Default"
+    cat >"$OS_CLOUDS.tmp" <<EOF
+# volsnap lab clouds (written by tests/lab/openstack.sh)
+clouds:
+  volsnap-lab:
+    auth:
+      $auth
+      username: admin
+      password: $OS_ADMIN_PASSWORD
+      project_name: admin
+    region_name: RegionOne
+    interface: public
+    identity_api_version: 3
+    block_storage_api_version: 3
+    image_api_version: 2
+  volsnap-lab-member:
+    auth:
+      $auth
+      username: $OS_MEMBER_USER
+      password: $OS_MEMBER_PASSWORD
+      project_name: demo
+    region_name: RegionOne
+    interface: public
+    identity_api_version: 3
+    block_storage_api_version: 3
+    image_api_version: 2
+  volsnap-lab-service:
+    auth:
+      $auth
+      username: $OS_SVC_USER
+      password: $OS_SERVICE_PASSWORD
+      project_name: service
+    region_name: RegionOne
+    interface: public
+    identity_api_version: 3
+    block_storage_api_version: 3
+    image_api_version: 2
+EOF
+    chmod 0644 "$OS_CLOUDS.tmp"
+    mv "$OS_CLOUDS.tmp" "$OS_CLOUDS"
+}
+
+# ------------------------------------------------------------------------------------------ postgres
+
+pg_bin() {
+    local d
+    for d in /usr/lib/postgresql/*/bin; do
+        [[ -x $d/postgres ]] && PG_BIN=$d
+    done
+    [[ -n $PG_BIN ]] || die "PostgreSQL not installed (apt postgresql): run 'bash tests/lab/lab.sh install'"
+}
+
+as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
+
+pg_psql() { as_postgres "$PG_BIN/psql" -X -q -h "$PG_RUN" -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 "$@"; }
+
+pg_ready() { as_postgres "$PG_BIN/pg_isready" -q -h "$PG_RUN" -p "$PG_PORT" -U postgres; }
+
+pg_start() {
+    pg_bin
+    mkdir -p "$PG_RUN"
+    chown postgres:postgres "$PG_RUN"
+    if [[ ! -s $PG_DATA/PG_VERSION ]]; then
+        log "postgres: initdb $PG_DATA"
+        rm -rf "$PG_DATA"
+        mkdir -p "$PG_DATA"
+        chown postgres:postgres "$PG_DATA"
+        chmod 0700 "$PG_DATA"
+        as_postgres "$PG_BIN/initdb" -D "$PG_DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+            -E UTF8 --locale=C.UTF-8 >>"$(svc_log_file postgres)" 2>&1 ||
+            { tail_log "$(svc_log_file postgres)"; die "initdb failed"; }
+        cat >>"$PG_DATA/postgresql.conf" <<EOF
+# volsnap lab (tests/lab/openstack.sh)
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$PG_RUN'
+max_connections = 300
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+logging_collector = off
+EOF
+    fi
+    if ! svc_pid postgres >/dev/null; then
+        port_open "$PG_PORT" && die "something else listens on 127.0.0.1:$PG_PORT (PostgreSQL not started by the lab)"
+        rm -f "$PG_DATA/postmaster.pid"
+        svc_launch postgres setpriv --reuid=postgres --regid=postgres --init-groups -- "$PG_BIN/postgres" -D "$PG_DATA"
+    fi
+    wait_for 60 "postgres to accept connections" postgres pg_ready
+}
+
+# pg_database NAME: role NAME (password $OS_DB_PASSWORD) owning database NAME
+pg_database() {
+    local name=$1
+    if [[ $(pg_psql -tAc "SELECT 1 FROM pg_roles WHERE rolname = '$name'") != 1 ]]; then
+        pg_psql -c "CREATE ROLE $name LOGIN PASSWORD '$OS_DB_PASSWORD'"
+    fi
+    if [[ $(pg_psql -tAc "SELECT 1 FROM pg_database WHERE datname = '$name'") != 1 ]]; then
+        log "postgres: creating database $name"
+        pg_psql -c "CREATE DATABASE $name OWNER $name"
+    fi
+}
+
+pg_drop_database() {
+    local name=$1
+    log "postgres: dropping database $name"
+    pg_psql -c "DROP DATABASE IF EXISTS $name WITH (FORCE)"
+    rm -f "$OS_DIR/.dbsync-$name"
+}
+
+# ------------------------------------------------------------------------------------------ rabbitmq
+
+# env(1) command line that runs RabbitMQ tools on the lab node (127.0.0.1 only)
+os_rabbit_env() {
+    local d=$OS_DIR/rabbitmq
+    OS_RABBIT_ENV=(env HOME="$d" RABBITMQ_NODENAME=volsnap-lab@localhost RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+        RABBITMQ_NODE_PORT=5672 RABBITMQ_DIST_PORT=25672 ERL_EPMD_ADDRESS=127.0.0.1 ERL_EPMD_PORT=4369
+        RABBITMQ_CONF_ENV_FILE="$d/rabbitmq-env.conf" RABBITMQ_CONFIG_FILE="$d/rabbitmq"
+        RABBITMQ_ADVANCED_CONFIG_FILE="$d/advanced.config" RABBITMQ_ENABLED_PLUGINS_FILE="$d/enabled_plugins"
+        RABBITMQ_MNESIA_BASE="$d/mnesia" RABBITMQ_LOG_BASE="$d/log" RABBITMQ_LOGS=-
+        RABBITMQ_PID_FILE="$d/rabbitmq.pid" RUNNING_UNDER_SYSTEMD=true
+        RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+        RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}")
+}
+
+port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+
+rabbit_start() {
+    local d=$OS_DIR/rabbitmq epmd
+    mkdir -p "$d"/{mnesia,log}
+    [[ -e $d/rabbitmq-env.conf ]] || : >"$d/rabbitmq-env.conf"
+    printf '[].\n' >"$d/enabled_plugins"
+    printf '[].\n' >"$d/advanced.config"
+    cat >"$d/rabbitmq.conf" <<'EOF'
+listeners.tcp.1 = 127.0.0.1:5672
+loopback_users.guest = true
+log.console = true
+log.console.level = warning
+log.file = false
+EOF
+    if [[ ! -s $d/.erlang.cookie ]]; then
+        head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$d/.erlang.cookie"
+        chmod 0400 "$d/.erlang.cookie"
+    fi
+    epmd=$(command -v epmd || true)
+    [[ -n $epmd ]] || epmd=$(compgen -G '/usr/lib/erlang/erts-*/bin/epmd' | tail -n 1)
+    [[ -x $epmd ]] || die "epmd not found (apt rabbitmq-server installs erlang)"
+    if ! svc_pid epmd >/dev/null; then
+        port_open 4369 && die "something else listens on 127.0.0.1:4369 (epmd not started by the lab)"
+        svc_launch epmd env ERL_EPMD_ADDRESS=127.0.0.1 "$epmd" -port 4369
+        wait_for 20 "epmd on 127.0.0.1:4369" epmd port_open 4369
+    fi
+    if ! svc_pid rabbitmq >/dev/null; then
+        port_open 5672 && die "something else listens on 127.0.0.1:5672 (RabbitMQ not started by the lab)"
+        os_rabbit_env
+        svc_launch rabbitmq "${OS_RABBIT_ENV[@]}" /usr/lib/rabbitmq/bin/rabbitmq-server
+    fi
+}
+
+# ------------------------------------------------------------------------------------------ services
+
+http_answers() { curl -s -o /dev/null -m 5 -w '%{http_code}' "$1" | grep -qE '^(2|3)[0-9][0-9]$'; }
+
+os_py() { env OS_CLIENT_CONFIG_FILE="$OS_CLOUDS" VOLSNAP_LAB_SERVICE_PASSWORD="$OS_SERVICE_PASSWORD" \
+    VOLSNAP_LAB_MEMBER_USER="$OS_MEMBER_USER" VOLSNAP_LAB_MEMBER_PASSWORD="$OS_MEMBER_PASSWORD" \
+    VOLSNAP_LAB_SERVICE_USER="$OS_SVC_USER" \
+    VOLSNAP_LAB_CINDER_HOST="$OS_CINDER_HOST@ceph" "$OS_VENV/bin/python" "$@"; }
+
+# os_dbsync NAME COMMAND...: run a schema migration once per venv (marker .dbsync-NAME)
+os_dbsync() {
+    local name=$1 logf
+    shift
+    [[ -e $OS_DIR/.dbsync-$name ]] && return 0
+    logf=$(svc_log_file "$name-manage")
+    log "$name: migrating the database"
+    if ! "$@" >>"$logf" 2>&1; then
+        tail_log "$logf"
+        die "$name database migration failed (log $logf)"
+    fi
+    touch "$OS_DIR/.dbsync-$name"
+}
+
+keystone_start() {
+    local km=("$OS_VENV/bin/keystone-manage" --config-file "$OS_ETC/keystone/keystone.conf")
+    mkdir -p "$OS_ETC"/keystone/{fernet-keys,credential-keys}
+    os_dbsync keystone "${km[@]}" db_sync
+    if [[ ! -e $OS_ETC/keystone/fernet-keys/0 ]]; then
+        "${km[@]}" fernet_setup --keystone-user root --keystone-group root >>"$(svc_log_file keystone-manage)" 2>&1
+    fi
+    if [[ ! -e $OS_ETC/keystone/credential-keys/0 ]]; then
+        "${km[@]}" credential_setup --keystone-user root --keystone-group root >>"$(svc_log_file keystone-manage)" 2>&1
+    fi
+    if [[ ! -e $OS_DIR/.bootstrap-keystone ]]; then
+        log "keystone: bootstrap (admin/admin, region RegionOne)"
+        "${km[@]}" bootstrap --bootstrap-password "$OS_ADMIN_PASSWORD" --bootstrap-username admin \
+            --bootstrap-project-name admin --bootstrap-role-name admin --bootstrap-service-name keystone \
+            --bootstrap-region-id RegionOne --bootstrap-admin-url http://127.0.0.1:5000/v3 \
+            --bootstrap-internal-url http://127.0.0.1:5000/v3 --bootstrap-public-url http://127.0.0.1:5000/v3 \
+            >>"$(svc_log_file keystone-manage)" 2>&1 || { tail_log "$(svc_log_file keystone-manage)"; die "keystone bootstrap failed"; }
+        touch "$OS_DIR/.bootstrap-keystone"
+    fi
+    svc_pid keystone >/dev/null || svc_launch keystone \
+        env OS_KEYSTONE_CONFIG_DIR="$OS_ETC/keystone" "$OS_VENV/bin/uwsgi" --ini "$OS_ETC/keystone/uwsgi.ini"
+}
+
+# cinder-api and cinder-scheduler; cinder-volume comes later (cinder_start_volume)
+cinder_start() {
+    local conf=(--config-file "$OS_ETC/cinder/cinder.conf") b
+    for b in cinder-api cinder-scheduler; do
+        svc_pid "$b" >/dev/null || svc_launch "$b" "$OS_VENV/bin/$b" "${conf[@]}"
+    done
+}
+
+# the service $1 has logged $2 since its last launch
+svc_logged_since_launch() {
+    awk -v start="^==== .*: starting $1:" -v pat="$2" '$0 ~ start {seen = 0} index($0, pat) {seen = 1}
+        END {exit !seen}' "$(svc_log_file "$1")"
+}
+
+# cinder-volume sends its capabilities to the scheduler once, at the end of its start-up; a
+# scheduler that is not consuming yet misses them and places no volume until the next report
+# (about a minute later). So cinder-volume starts once the scheduler's RPC server runs.
+cinder_start_volume() {
+    svc_pid cinder-volume >/dev/null && return 0
+    wait_for "$OS_START_TIMEOUT" "cinder-scheduler to start its RPC server" cinder-scheduler \
+        svc_logged_since_launch cinder-scheduler "Starting cinder-scheduler node"
+    sleep 1
+    svc_launch cinder-volume "$OS_VENV/bin/cinder-volume" --config-file "$OS_ETC/cinder/cinder.conf"
+}
+
+glance_start() {
+    svc_pid glance >/dev/null || svc_launch glance \
+        env OS_GLANCE_CONFIG_DIR="$OS_ETC/glance" "$OS_VENV/bin/uwsgi" --ini "$OS_ETC/glance/uwsgi.ini"
+}
+
+# The databases of Cinder and Glance describe images of one Ceph cluster: if the cluster was
+# recreated (new fsid), they are reset.
+os_check_ceph_fsid() {
+    local fsid old name
+    fsid=$(ceph_fsid)
+    old=$(cat "$OS_DIR/ceph-fsid" 2>/dev/null || true)
+    if [[ -n $old && $old != "$fsid" ]]; then
+        log "openstack: the Ceph cluster changed ($old -> $fsid): resetting the Cinder and Glance databases"
+        for name in glance cinder-volume cinder-scheduler cinder-api; do
+            svc_stop "$name"
+        done
+        pg_drop_database cinder
+        pg_drop_database glance
+        rm -rf "$OS_STATE"/glance/images "$OS_STATE"/cinder/coordination
+        rm -f "$OS_READY"
+    fi
+}
+
+openstack_start() {
+    local t0=$SECONDS name url setup_hash
+    [[ -e $CEPH_READY ]] || die "the ceph part is not set up: bash tests/lab/lab.sh start ceph"
+    if ! os_venv_current || [[ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]] ||
+        ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; then
+        openstack_install
+    fi
+    lock
+    local launched_before=$SVC_LAUNCHED
+    os_write_config
+    os_restart_changed
+    pg_start
+    rabbit_start
+    os_check_ceph_fsid
+    ceph_fsid >"$OS_DIR/ceph-fsid"
+    pg_database keystone
+    pg_database cinder
+    pg_database glance
+    keystone_start
+    os_dbsync cinder "$OS_VENV/bin/cinder-manage" --config-file "$OS_ETC/cinder/cinder.conf" db sync
+    os_dbsync glance "$OS_VENV/bin/glance-manage" --config-dir "$OS_ETC/glance" db_sync
+    # Cinder and Glance need Keystone and RabbitMQ only when they serve requests: start them now,
+    # in parallel with Keystone's and RabbitMQ's own start-up.
+    cinder_start
+    glance_start
+    cinder_start_volume
+    wait_for "$OS_START_TIMEOUT" "keystone at http://127.0.0.1:5000/v3" keystone http_answers http://127.0.0.1:5000/v3
+    log "openstack: keystone answers (+$((SECONDS - t0))s)"
+    setup_hash=$(cat "$OS_TEMPLATES/lab_setup.py" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)
+    if [[ ! -e $OS_READY || $(cat "$OS_READY") != "$setup_hash" ]]; then
+        rm -f "$OS_READY"
+        os_py "$OS_TEMPLATES/lab_setup.py" keystone >>"$(svc_log_file lab-setup)" 2>&1 ||
+            { tail_log "$(svc_log_file lab-setup)"; die "creating the keystone users and catalog failed"; }
+    fi
+    wait_for "$OS_START_TIMEOUT" "RabbitMQ on 127.0.0.1:5672" rabbitmq port_open 5672
+    log "openstack: rabbitmq answers (+$((SECONDS - t0))s)"
+    for name in "${OS_ENDPOINTS[@]}"; do
+        url=${name#* }
+        name=${name%% *}
+        wait_for "$OS_START_TIMEOUT" "$name at $url" "$name" http_answers "$url"
+    done
+    log "openstack: APIs answer (+$((SECONDS - t0))s); waiting for cinder-volume and the glance stores"
+    svc_require cinder-scheduler
+    svc_require cinder-volume
+    if ((SVC_LAUNCHED == launched_before)) && [[ -e $OS_READY ]]; then
+        log "openstack already running and ready ($((SECONDS - t0))s)"
+        return 0
+    fi
+    if ! os_py "$OS_TEMPLATES/lab_setup.py" cinder glance >>"$(svc_log_file lab-setup)" 2>&1; then
+        tail_log "$(svc_log_file cinder-volume)"
+        tail_log "$(svc_log_file glance)"
+        tail_log "$(svc_log_file lab-setup)"
+        die "cinder or glance is not ready (logs under $LAB_DIR/log)"
+    fi
+    printf '%s\n' "$setup_hash" >"$OS_READY"
+    log "openstack ready: clouds $OS_CLOUDS (volsnap-lab, volsnap-lab-member), python $OS_VENV/bin/python ($((SECONDS - t0))s)"
+}
+
+openstack_stop() {
+    local purge=${1:-0} name
+    lock
+    # the API services and Cinder's daemons in parallel, then what they depend on
+    for name in glance cinder-volume cinder-scheduler cinder-api keystone; do
+        svc_stop "$name" TERM 20 &
+    done
+    wait
+    svc_stop rabbitmq TERM 30
+    svc_stop epmd TERM 10
+    svc_stop postgres INT 30 # fast shutdown: ends the open sessions
+    if ((purge)); then
+        log "openstack: purging databases, keys and state (the venv stays)"
+        rm -rf "$PG_DATA" "$PG_RUN" "$OS_DIR/rabbitmq" "$OS_ETC" "$OS_STATE" "$OS_CLOUDS" "$OS_READY" \
+            "$OS_DIR/ceph-fsid" "$OS_DIR"/.dbsync-* "$OS_DIR/.bootstrap-keystone"
+    fi
+}
+
+openstack_status() {
+    local rc=0 name url
+    for name in "${OS_SERVICES[@]}"; do
+        svc_status_line "$name" || rc=1
+    done
+    for name in "${OS_ENDPOINTS[@]}"; do
+        url=${name#* }
+        name=${name%% *}
+        if http_answers "$url"; then
+            printf '%-16s answers at %s\n' "$name" "$url"
+        else
+            printf '%-16s DOWN (no answer at %s)\n' "$name" "$url"
+            rc=1
+        fi
+    done
+    if ((rc == 0)) && [[ -e $OS_READY && -s $OS_CLOUDS ]]; then
+        printf '%-16s ready (clouds %s, python %s)\n' openstack "$OS_CLOUDS" "$OS_VENV/bin/python"
+    else
+        printf '%-16s NOT READY\n' openstack
+        rc=1
+    fi
+    return "$rc"
+}
