@@ -49,11 +49,13 @@ units: deps build ## pytest tests/unit in the build copy (PYTHONPATH=.build)
 	bash $(ROOT)/scripts/run-pytest.sh units tests/unit $(PYTEST_ARGS)
 
 integration: deps build ## Start the lab (tests/lab/lab.sh start), then pytest tests/integration
-	@if [[ -f $(LAB) ]]; then echo "integration: bash tests/lab/lab.sh start"; bash $(LAB) start </dev/null; \
+	@if [[ -f $(LAB) ]]; then echo "integration: bash tests/lab/lab.sh install && start"; \
+	  bash $(LAB) install </dev/null && bash $(LAB) start </dev/null; \
 	  else echo "integration: tests/lab/lab.sh not found, no lab started"; fi
 	bash $(ROOT)/scripts/run-pytest.sh integration tests/integration $(PYTEST_ARGS)
 
 molecule: deps build ## Start the Ceph lab, then every molecule scenario (extensions/molecule) over namespace hosts
+	bash $(LAB) install ceph </dev/null
 	bash $(LAB) start ceph </dev/null
 	bash $(ROOT)/scripts/molecule.sh $(MOLECULE_ARGS)
 
@@ -73,6 +75,7 @@ demo: deps build ## Start the lab and run playbooks/demo.yml against it
 	@if [[ ! -f $(COLL)/playbooks/demo.yml ]]; then \
 	  echo "demo: playbooks/demo.yml does not exist (or is ignored by git); nothing to run" >&2; exit 1; fi
 	@if [[ ! -f $(LAB) ]]; then echo "demo: tests/lab/lab.sh does not exist; cannot start the lab" >&2; exit 1; fi
+	bash $(LAB) install </dev/null
 	bash $(LAB) start </dev/null
 	cd $(COLL) && ansible-playbook playbooks/demo.yml
 
