@@ -358,12 +358,8 @@ keystone_start() {
         env OS_KEYSTONE_CONFIG_DIR="$OS_ETC/keystone" "$OS_VENV/bin/uwsgi" --ini "$OS_ETC/keystone/uwsgi.ini"
 }
 
-# cinder-api and cinder-scheduler; cinder-volume comes later (cinder_start_volume)
-cinder_start() {
-    local conf=(--config-file "$OS_ETC/cinder/cinder.conf") b
-    for b in cinder-api cinder-scheduler; do
-        svc_pid "$b" >/dev/null || svc_launch "$b" "$OS_VENV/bin/$b" "${conf[@]}"
-    done
+cinder_launch() {
+    svc_pid "$1" >/dev/null || svc_launch "$1" "$OS_VENV/bin/$1" --config-file "$OS_ETC/cinder/cinder.conf"
 }
 
 # the service $1 has logged $2 since its last launch
@@ -374,13 +370,17 @@ svc_logged_since_launch() {
 
 # cinder-volume sends its capabilities to the scheduler once, at the end of its start-up; a
 # scheduler that is not consuming yet misses them and places no volume until the next report
-# (about a minute later). So cinder-volume starts once the scheduler's RPC server runs.
-cinder_start_volume() {
+# (about a minute later). So: RabbitMQ up, then cinder-scheduler, then cinder-volume.
+cinder_start_rpc_services() {
+    if ! svc_pid cinder-scheduler >/dev/null; then
+        cinder_launch cinder-scheduler
+        svc_pid cinder-volume >/dev/null && return 0 # it reports again within a minute
+    fi
     svc_pid cinder-volume >/dev/null && return 0
     wait_for "$OS_START_TIMEOUT" "cinder-scheduler to start its RPC server" cinder-scheduler \
         svc_logged_since_launch cinder-scheduler "Starting cinder-scheduler node"
     sleep 1
-    svc_launch cinder-volume "$OS_VENV/bin/cinder-volume" --config-file "$OS_ETC/cinder/cinder.conf"
+    cinder_launch cinder-volume
 }
 
 glance_start() {
@@ -427,11 +427,10 @@ openstack_start() {
     keystone_start
     os_dbsync cinder "$OS_VENV/bin/cinder-manage" --config-file "$OS_ETC/cinder/cinder.conf" db sync
     os_dbsync glance "$OS_VENV/bin/glance-manage" --config-dir "$OS_ETC/glance" db_sync
-    # Cinder and Glance need Keystone and RabbitMQ only when they serve requests: start them now,
-    # in parallel with Keystone's and RabbitMQ's own start-up.
-    cinder_start
+    # cinder-api and Glance need Keystone only when they serve requests: start them now, in
+    # parallel with Keystone's and RabbitMQ's own start-up.
+    cinder_launch cinder-api
     glance_start
-    cinder_start_volume
     wait_for "$OS_START_TIMEOUT" "keystone at http://127.0.0.1:5000/v3" keystone http_answers http://127.0.0.1:5000/v3
     log "openstack: keystone answers (+$((SECONDS - t0))s)"
     setup_hash=$(cat "$OS_TEMPLATES/lab_setup.py" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)
@@ -442,6 +441,7 @@ openstack_start() {
     fi
     wait_for "$OS_START_TIMEOUT" "RabbitMQ on 127.0.0.1:5672" rabbitmq port_open 5672
     log "openstack: rabbitmq answers (+$((SECONDS - t0))s)"
+    cinder_start_rpc_services
     for name in "${OS_ENDPOINTS[@]}"; do
         url=${name#* }
         name=${name%% *}
