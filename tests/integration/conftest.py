@@ -61,7 +61,7 @@ def libvirt_uri(lab: ModuleType) -> Iterator[str]:
     if not LAB_SH.is_file():
         pytest.fail(f"{LAB_SH} is missing", pytrace=False)
     try:
-        proc = subprocess.run(["bash", str(LAB_SH), "start"], check=False, cwd=str(REPO_ROOT),
+        proc = subprocess.run(["bash", str(LAB_SH), "start", "libvirt"], check=False, cwd=str(REPO_ROOT),
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, timeout=LAB_START_TIMEOUT)
     except subprocess.TimeoutExpired as err:
