@@ -198,9 +198,23 @@ ceph_setup() {
             rbd -c "$CEPH_CONF" pool init "$pool"
         fi
     done
-    ceph_user cinder mon 'profile rbd' osd 'profile rbd pool=volumes, profile rbd pool=images'
-    ceph_user glance mon 'profile rbd' osd 'profile rbd pool=images'
+    ceph_users
     touch "$CEPH_READY"
+}
+
+# The service users and their caps, as a deployment with the clone optimization has them: Glance
+# (like Nova) reads the volumes pool, because images cloned from volumes have their parent there.
+CEPH_CINDER_OSD_CAPS='profile rbd pool=volumes, profile rbd pool=images'
+CEPH_GLANCE_OSD_CAPS='profile rbd pool=images, profile rbd-read-only pool=volumes'
+ceph_users() {
+    ceph_user cinder mon 'profile rbd' osd "$CEPH_CINDER_OSD_CAPS"
+    ceph_user glance mon 'profile rbd' osd "$CEPH_GLANCE_OSD_CAPS"
+}
+
+# Caps as above? (a cluster created by an older lab.sh, or changed by a test, is brought back)
+ceph_users_current() {
+    cephc auth get client.cinder 2>/dev/null | grep -qF "caps osd = \"$CEPH_CINDER_OSD_CAPS\"" &&
+        cephc auth get client.glance 2>/dev/null | grep -qF "caps osd = \"$CEPH_GLANCE_OSD_CAPS\""
 }
 
 # Start mon, mgr, osd and wait until every PG is active. Returns 1 (does not die) when the OSD
@@ -219,6 +233,8 @@ ceph_bring_up() {
     fi
     if [[ ! -e $CEPH_READY ]] || ! cephc auth get client.glance >/dev/null 2>&1; then
         ceph_setup
+    elif ! ceph_users_current; then
+        ceph_users
     fi
     local deadline=$((SECONDS + CEPH_PG_TIMEOUT))
     until ceph_pgs_active; do

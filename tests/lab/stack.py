@@ -54,7 +54,8 @@ class CephLab:
     """The lab cluster: one mon, one mgr, one memstore OSD, cephx, on 127.0.0.1.
 
     client.cinder: mon 'profile rbd', osd 'profile rbd pool=volumes, profile rbd pool=images'.
-    client.glance: mon 'profile rbd', osd 'profile rbd pool=images'.
+    client.glance: mon 'profile rbd', osd 'profile rbd pool=images, profile rbd-read-only pool=volumes'
+    (Glance, like Nova, reads the parents of images cloned from volumes).
     """
 
     conf: str
