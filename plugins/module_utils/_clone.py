@@ -373,6 +373,17 @@ def clone_volume(req: CloneRequest, runner: Runner,
     dest = os.path.abspath(req.dest)
     directory = os.path.dirname(path)
     lock = VolumeLock(directory, volume_id, req.lock_timeout)
+    if not check_mode and not os.path.exists(lock.path):
+        # No run has ever locked this volume: judge it first without making the lock file, so that a refused
+        # request or one with nothing to do leaves nothing in the share.
+        try:
+            probe = clone_volume(req, runner, check_mode=True)
+        except VolsnapError:
+            if not os.path.exists(lock.path):
+                raise
+        else:
+            if not probe['changed'] and not os.path.exists(lock.path):
+                return probe
     # Check mode creates nothing: it takes the lock only when its file already exists.
     locked = not check_mode or os.path.exists(lock_path_for(directory, volume_id))
     if locked:

@@ -83,14 +83,42 @@ class VolumeSnapshot(object):
         if not os.path.exists(path) and not os.path.exists(info_path_for(path)):
             raise VolsnapError('the volume file %s does not exist (nor its .info file)' % path)
         lock = VolumeLock(directory, volume_id, req.lock_timeout)
+        if not os.path.exists(lock.path):
+            probed = self._probe(path, volume_name, volume_id, lock.path)
+            if probed is not None:
+                return probed
         with lock:
-            journal = Journal(journal_path_for(directory, volume_name))
-            if journal.load():
-                result = self._resume(journal, path)
-            else:
-                result = self._fresh(journal, path, volume_id)
+            result = self._decide(path, volume_name, volume_id)
         result['lock_waited'] = round(lock.waited, 3)
         return result
+
+    def _decide(self, path: str, volume_name: str, volume_id: str) -> Dict[str, Any]:
+        journal = Journal(journal_path_for(os.path.dirname(path), volume_name))
+        if journal.load():
+            return self._resume(journal, path)
+        return self._fresh(journal, path, volume_id)
+
+    def _probe(self, path: str, volume_name: str, volume_id: str, lock_path: str) -> Optional[Dict[str, Any]]:
+        """Decide without the lock while no run has ever locked this volume (its lock file does not exist).
+
+        So check mode, a request that changes nothing and a refused request leave nothing in the share. Returns the
+        result, or None when there is something to change (or another run created the lock meanwhile): the caller
+        then takes the lock, which creates its file, and decides again under it.
+        """
+        check_mode = self.check_mode
+        self.check_mode = True
+        try:
+            result = self._decide(path, volume_name, volume_id)
+        except VolsnapError:
+            if os.path.exists(lock_path):
+                return None  # the state may have been another run's half-done step: judge it again under the lock
+            raise
+        finally:
+            self.check_mode = check_mode
+        if (check_mode or not result['changed']) and not os.path.exists(lock_path):
+            result['lock_waited'] = 0.0
+            return result
+        return None
 
     def _inspect(self, path: str, declared: Any = None) -> ChainReport:
         # Without a share, the volume's own directory (a volume file that is a symlink must not move it elsewhere).

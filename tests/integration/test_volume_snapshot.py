@@ -10,7 +10,7 @@ import sys
 import textwrap
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import libvirt
 import pytest
@@ -310,3 +310,33 @@ def test_playbook_idempotence_check_mode_and_diff(tmp_path: Path) -> None:
     expected_info = {"active": f"{VOL}.{SNAPS[0]}", SNAPS[0]: f"{VOL}.{SNAPS[0]}"}
     assert json.loads((share / f"{VOL}.info").read_text()) == expected_info
     assert result["bad"]["failed"] is True and "not a Cinder snapshot id" in result["bad"]["msg"]
+
+
+def test_check_mode_no_op_and_refusal_leave_the_share_untouched(tmp_path: Path) -> None:
+    """No lock file or anything else appears until a run has something to change; then the lock file exists."""
+    share = tmp_path / "share"
+    share.mkdir()
+    build_volume(share)
+    args = {"volume_path": str(share / VOL), "snapshot_id": SNAPS[0]}
+
+    def listing() -> Dict[str, Tuple[int, int]]:
+        return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in share.iterdir()}
+
+    before, share_mtime = listing(), share.stat().st_mtime_ns
+    tasks = [
+        {"name": "check create", "volsnap.openstack.volume_snapshot": args, "check_mode": True, "register": "checked"},
+        {"name": "delete what is not there", "volsnap.openstack.volume_snapshot": dict(args, state="absent"),
+         "register": "noop"},
+        {"name": "refused", "volsnap.openstack.volume_snapshot": dict(args, mode="online"),
+         "register": "refused", "ignore_errors": True},
+    ]
+    result = run_tasks(tmp_path, tasks, ["checked", "noop", "refused"])
+    assert result["checked"]["changed"] is True and result["checked"]["plan"], result.output
+    assert result["noop"]["changed"] is False, result.output
+    assert result["refused"]["failed"] is True and result["refused"]["msg"], result.output
+    assert listing() == before and share.stat().st_mtime_ns == share_mtime
+
+    created = run_tasks(tmp_path, [{"name": "create", "volsnap.openstack.volume_snapshot": args,
+                                    "register": "created"}], ["created"])
+    assert created["created"]["changed"] is True, created.output
+    assert (share / f".volsnap-nfs-{VOLUME_ID}.lock").exists()

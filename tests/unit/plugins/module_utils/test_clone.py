@@ -286,6 +286,19 @@ def test_check_mode_creates_nothing(share):
     assert sorted(os.listdir(str(share))) == before
 
 
+def test_refused_or_no_op_request_leaves_no_lock_file(share):
+    before = sorted(os.listdir(str(share)))
+    fake = FakeQemu()
+    assert SNAP3 in refused(C.clone_volume, request(share, snapshot_id=SNAP3), fake)
+    assert sorted(os.listdir(str(share))) == before and fake.calls == []
+    C.clone_volume(request(share), fake)
+    lock = '.volsnap-nfs-%s.lock' % VOL_ID
+    assert lock in os.listdir(str(share))
+    os.unlink(str(share / lock))
+    again = C.clone_volume(request(share), fake)
+    assert again['changed'] is False and lock not in os.listdir(str(share))
+
+
 def test_failed_convert_leaves_nothing(share):
     fake = FakeQemu(rc=1)
     msg = refused(C.clone_volume, request(share), fake)
