@@ -52,7 +52,7 @@ integration: deps build ## Start the lab (tests/lab/lab.sh start), then pytest t
 	@if [[ -f $(LAB) ]]; then echo "integration: bash tests/lab/lab.sh install && start"; \
 	  bash $(LAB) install </dev/null && bash $(LAB) start </dev/null; \
 	  else echo "integration: tests/lab/lab.sh not found, no lab started"; fi
-	bash $(ROOT)/scripts/run-pytest.sh integration tests/integration $(PYTEST_ARGS)
+	bash $(ROOT)/scripts/run-pytest.sh integration tests/integration --durations=25 $(PYTEST_ARGS)
 
 molecule: deps build ## Start the Ceph lab, then every molecule scenario (extensions/molecule) over namespace hosts
 	bash $(LAB) install ceph </dev/null

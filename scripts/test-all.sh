@@ -14,6 +14,7 @@ total_start=$SECONDS
 
 finish() {
   local rc=$?
+  [[ -n ${prep_pid:-} ]] && wait "$prep_pid"
   if [[ ${CI:-} == true && -f tests/lab/lab.sh ]]; then
     echo "== CI: stopping the lab (tests/lab/lab.sh stop)"
     bash tests/lab/lab.sh stop </dev/null || echo "== CI: lab stop failed (ignored)"
@@ -31,12 +32,40 @@ finish() {
 }
 trap finish EXIT
 
+# Once deps passed, the lab's packages and services and the molecule hosts' rootfs are prepared in
+# the background (mostly downloads and waiting) while sanity and units use the CPU; integration waits
+# for it. The stages start the lab themselves anyway (idempotent, serialised by lab.sh's lock), so a
+# failure here only shows up again, with its message, in the stage that needs the lab.
+prep_pid='' prep_log=$ROOT/.build/prepare-lab.log
+prepare_lab() {
+  mkdir -p "$(dirname "$prep_log")"
+  echo "== preparing the lab and the hosts' rootfs in the background (log: $prep_log)"
+  (
+    prep_start=$SECONDS
+    bash tests/lab/lab.sh install </dev/null && bash tests/lab/lab.sh start </dev/null &&
+      bash tests/hosts/hosts.sh build-rootfs </dev/null
+    echo "prepare: exit $? after $((SECONDS - prep_start))s"
+  ) >"$prep_log" 2>&1 &
+  prep_pid=$!
+}
+wait_prepared() {
+  [[ -n $prep_pid ]] || return 0
+  echo "== waiting for the background lab preparation"
+  wait "$prep_pid"
+  prep_pid=''
+  tail -n 5 "$prep_log"
+}
+
 for stage in "${STAGES[@]}"; do
   echo
   echo "================ stage: $stage ================"
+  [[ $stage == integration || $stage == molecule ]] && wait_prepared
   start=$SECONDS
   if "$MAKE_CMD" --no-print-directory "$stage" </dev/null; then
     summary+=("stage $(printf '%-12s' "$stage") PASS  $((SECONDS - start))s")
+    if [[ $stage == deps && ${VOLSNAP_PREPARE_LAB:-true} == true && -f tests/lab/lab.sh ]]; then
+      prepare_lab
+    fi
   else
     rc=$?
     summary+=("stage $(printf '%-12s' "$stage") FAIL  $((SECONDS - start))s (exit $rc)")
