@@ -133,6 +133,37 @@ def test_cinder_volume_lives_in_rbd(openstack_lab, ceph_lab) -> None:
           lambda: f"volume-{volume.id}" not in _rbd_images(ceph_lab, ceph_lab.volumes_pool))
 
 
+def test_cinder_nfs_volume_lives_in_the_export(openstack_lab) -> None:
+    """The 'nfs' backend: NfsDriver on the bind-mounted lab share; the volume file appears in the export."""
+    export = Path(openstack_lab.nfs_export)
+    mounts = {line.split()[1] for line in Path("/proc/mounts").read_text().splitlines() if line.strip()}
+    assert openstack_lab.nfs_mount in mounts
+    assert os.path.samefile(openstack_lab.nfs_mount, export)
+    conn = openstack_lab.connection()
+    vtype = conn.block_storage.find_type(openstack_lab.nfs_volume_type)
+    assert vtype is not None and vtype.extra_specs["volume_backend_name"] == openstack_lab.nfs_backend_name
+    pools = {p.name for p in conn.block_storage.backend_pools()}
+    assert openstack_lab.nfs_cinder_pool in pools
+    volume = conn.block_storage.create_volume(size=1, volume_type=openstack_lab.nfs_volume_type, name=_name("nfs"))
+    path = export / f"volume-{volume.id}"
+    try:
+        volume = conn.block_storage.wait_for_status(volume, "available", failures=["error"], interval=1, wait=180)
+        assert volume.host == openstack_lab.nfs_cinder_pool
+        assert path.is_file()
+        assert (Path(openstack_lab.nfs_mount) / path.name).is_file()
+        info = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", str(path)], check=True,
+                                         capture_output=True, text=True).stdout)
+        assert info["virtual-size"] == 1024 ** 3
+        # raw (the lab's nfs_qcow2_volumes = false): a sparse file of the volume's size; qcow2 after a playbook
+        assert info["format"] in ("raw", "qcow2")
+        if info["format"] == "raw":
+            assert path.stat().st_size == 1024 ** 3
+    finally:
+        conn.block_storage.delete_volume(volume, ignore_missing=True)
+        conn.block_storage.wait_for_delete(volume, interval=1, wait=180)
+    assert not path.exists()
+
+
 def test_glance_stores_detail(openstack_lab, ceph_lab) -> None:
     conn = openstack_lab.connection()
     resp = conn.image.get("/info/stores/detail")

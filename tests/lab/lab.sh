@@ -9,6 +9,11 @@
 #   tests/lab/lab.sh stop [PART] [--purge] stop by recorded PID ('ceph' stops 'openstack' first);
 #                                          --purge also deletes the part's state (cluster, databases)
 #   tests/lab/lab.sh status [PART]         print the state; exit 0 only if the part(s) answer
+#   tests/lab/lab.sh restart SERVICE       restart one openstack service and wait until it is ready:
+#                                          cinder-volume, cinder-scheduler, cinder-api, glance (glance-api),
+#                                          keystone (the lab inventory's restart commands use it)
+#   tests/lab/lab.sh reset-config          render the openstack configuration from the templates again,
+#                                          also over options a playbook set, restarting what changed
 #
 # PART is libvirt, ceph, openstack or all (the default). No systemd: every daemon is started by
 # hand and its PID recorded under $VOLSNAP_LAB_DIR (default /var/tmp/volsnap-lab); everything
@@ -395,6 +400,8 @@ source "$LAB_HERE/openstack.sh"
 usage() {
     echo "usage: $0 {install|start|status} [libvirt|ceph|openstack|all]" >&2
     echo "       $0 stop [libvirt|ceph|openstack|all] [--purge]" >&2
+    echo "       $0 restart cinder-volume|cinder-scheduler|cinder-api|glance|glance-api|keystone" >&2
+    echo "       $0 reset-config" >&2
     exit 2
 }
 
@@ -402,6 +409,16 @@ main() {
     local cmd=${1:-} part=all purge=0 arg rc=0
     (($# >= 1)) || usage
     shift
+    if [[ $cmd == restart ]]; then
+        (($# == 1)) || usage
+        openstack_restart "$1"
+        return 0
+    fi
+    if [[ $cmd == reset-config ]]; then
+        (($# == 0)) || usage
+        openstack_reset_config
+        return 0
+    fi
     for arg in "$@"; do
         case $arg in
             libvirt | ceph | openstack | all) part=$arg ;;

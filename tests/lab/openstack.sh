@@ -7,11 +7,13 @@
 #   rabbitmq     RabbitMQ on 127.0.0.1:5672 (guest/guest, loopback only)
 #   keystone     uwsgi, http://127.0.0.1:5000/v3
 #   cinder-api   http://127.0.0.1:8776 (eventlet server of cinder-api)
-#   cinder-scheduler, cinder-volume   backend 'ceph' (RBD driver, pool volumes, client.cinder)
+#   cinder-scheduler, cinder-volume   backends 'ceph' (RBD driver, pool volumes, client.cinder) and
+#                'nfs' (NfsDriver; the share is $LAB_DIR/nfs/export, bind-mounted where os-brick mounts it)
 #   glance       uwsgi, http://127.0.0.1:9292 (stores rbd [default, pool images, client.glance], file)
 #
 # The services run from a Python 3.11 venv ($OS_DIR/venv) built from tests/lab/openstack/
 # requirements.txt; a .pth adds a folder holding only symlinks to Debian's rados/rbd modules.
+# `start` also writes $LAB_DIR/inventory.yml, an Ansible inventory of the lab for playbooks/*.yml.
 
 OS_DIR=${LAB_DIR:?}/openstack
 OS_VENV=$OS_DIR/venv
@@ -21,7 +23,7 @@ OS_TEMPLATES=${LAB_HERE:?}/openstack
 OS_REQS=$OS_TEMPLATES/requirements.txt
 OS_STAMP=$OS_VENV/.volsnap-lab-requirements.sha256
 OS_CLOUDS=$OS_DIR/clouds.yaml
-OS_PACKAGES=(postgresql rabbitmq-server curl)
+OS_PACKAGES=(postgresql rabbitmq-server curl qemu-utils)
 OS_START_TIMEOUT=${VOLSNAP_LAB_OPENSTACK_TIMEOUT:-180}
 PG_PORT=5432
 PG_DATA=$OS_DIR/postgres
@@ -39,6 +41,20 @@ OS_SERVICES=(postgres epmd rabbitmq keystone cinder-api cinder-scheduler cinder-
 OS_ENDPOINTS=("keystone http://127.0.0.1:5000/v3" "cinder-api http://127.0.0.1:8776/" "glance http://127.0.0.1:9292/")
 OS_READY=$OS_DIR/.ready
 OS_CHANGED=()
+OS_INVENTORY=$LAB_DIR/inventory.yml
+# NFS backend: no NFS server here (no nfsd in the kernel). The export is a lab directory; os-brick's
+# RemoteFsClient.mount() does nothing when the mount point it computes (nfs_mount_point_base/<md5 of
+# the share string>) is already in /proc/mounts, so the export is bind-mounted there before
+# cinder-volume starts, and NfsDriver works on it as on a mounted NFS share.
+OS_NFS_DIR=$LAB_DIR/nfs
+OS_NFS_EXPORT=$OS_NFS_DIR/export
+OS_NFS_MOUNT_BASE=$OS_NFS_DIR/mnt
+OS_NFS_SHARE=127.0.0.1:$OS_NFS_EXPORT
+OS_NFS_MOUNT=$OS_NFS_MOUNT_BASE/$(printf '%s' "$OS_NFS_SHARE" | md5sum | cut -d' ' -f1)
+# Options the operator playbooks (playbooks/*.yml through the lab inventory) set: when the rendered
+# template and the file differ only in these, start leaves the file (and the service) alone.
+OS_PLAYBOOK_OPTIONS_CINDER="*.nfs_snapshot_support *.nfs_qcow2_volumes *.nas_secure_file_operations *.enable_clone_optimization"
+OS_PLAYBOOK_OPTIONS_GLANCE="DEFAULT.enabled_backends glance_store.default_backend *.rbd_store_pool *.rbd_store_user *.rbd_store_ceph_conf"
 
 # ------------------------------------------------------------------------------------------ install
 
@@ -82,9 +98,26 @@ os_venv_current() {
     [[ -x $OS_VENV/bin/python && -s $OS_STAMP && $(cat "$OS_STAMP") == "$(os_want_stamp "$(os_base_python)")" ]]
 }
 
+# mount.nfs (nfs-common): NfsDriver refuses to start without it. Its rpcbind dependency must not be
+# started by the package scripts (it would listen on every address): without a policy-rc.d, one that
+# denies every start is put in place for the installation.
+os_install_nfs_client() {
+    local policy=/usr/sbin/policy-rc.d added=0
+    command -v mount.nfs >/dev/null 2>&1 || [[ -x /sbin/mount.nfs ]] && return 0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\n# volsnap lab: installing nfs-common starts no daemon\nexit 101\n' >"$policy"
+        chmod 0755 "$policy"
+        added=1
+    fi
+    apt_install nfs-common || { ((added)) && rm -f "$policy"; die "installing nfs-common failed"; }
+    ((added)) && rm -f "$policy"
+    return 0
+}
+
 openstack_install() {
     local py t0=$SECONDS
     apt_install "${OS_PACKAGES[@]}"
+    os_install_nfs_client
     py=$(os_base_python)
     if os_venv_current; then
         log "openstack venv up to date ($OS_VENV)"
@@ -110,14 +143,42 @@ openstack_install() {
 
 # ------------------------------------------------------------------------------------------ config
 
-# os_render TEMPLATE DEST: fill in the @...@ values; DEST's service is restarted at start if it changed
+# os_ini_differs_only_in RENDERED CURRENT PATTERNS: exit 0 if the two INI files hold the same
+# sections and values except options matching PATTERNS (space-separated SECTION.OPTION, * = any).
+os_ini_differs_only_in() {
+    python3 - "$@" <<'PY'
+import configparser, fnmatch, sys
+
+def load(path):
+    ini = configparser.RawConfigParser(strict=False, delimiters=('=',), comment_prefixes=('#', ';'),
+                                       empty_lines_in_values=False, default_section='\0none')
+    ini.optionxform = str
+    ini.read(path, encoding='utf-8')
+    return {(s, o): v.strip() for s in ini.sections() for o, v in ini.items(s)}
+
+rendered, current, patterns = load(sys.argv[1]), load(sys.argv[2]), sys.argv[3].split()
+for key in set(rendered) | set(current):
+    if rendered.get(key) != current.get(key) and not any(fnmatch.fnmatchcase('.'.join(key), p) for p in patterns):
+        sys.exit(1)
+PY
+}
+
+# os_render TEMPLATE DEST [PLAYBOOK_OPTIONS]: fill in the @...@ values; DEST's service is restarted at
+# start if it changed. If DEST differs from the template only in PLAYBOOK_OPTIONS (set there by an
+# operator playbook run against the lab inventory), DEST is left as it is.
 os_render() {
-    local src=$1 dst=$2
+    local src=$1 dst=$2 owned=${3:-}
     sed -e "s|@ETC_DIR@|$OS_ETC|g" -e "s|@STATE_DIR@|$OS_STATE|g" -e "s|@VENV@|$OS_VENV|g" \
         -e "s|@CEPH_CONF@|$CEPH_CONF|g" -e "s|@DB_PASSWORD@|$OS_DB_PASSWORD|g" -e "s|@PG_PORT@|$PG_PORT|g" \
         -e "s|@SERVICE_PASSWORD@|$OS_SERVICE_PASSWORD|g" -e "s|@CINDER_HOST@|$OS_CINDER_HOST|g" \
+        -e "s|@NFS_MOUNT_BASE@|$OS_NFS_MOUNT_BASE|g" -e "s|@NFS_SHARE@|$OS_NFS_SHARE|g" \
         "$src" >"$dst.tmp"
     if [[ -e $dst ]] && ! cmp -s "$dst.tmp" "$dst"; then
+        if [[ -n $owned && -z ${OS_RESET_CONFIG:-} ]] && os_ini_differs_only_in "$dst.tmp" "$dst" "$owned"; then
+            log "keeping $dst: it differs from the template only in options the operator playbooks set"
+            rm -f "$dst.tmp"
+            return 0
+        fi
         OS_CHANGED+=("$dst")
     fi
     mv "$dst.tmp" "$dst"
@@ -146,8 +207,15 @@ os_write_config() {
         "$OS_STATE"/glance/{images,staging,tasks,image-cache,locks}
     os_render "$OS_TEMPLATES/keystone.conf" "$OS_ETC/keystone/keystone.conf"
     os_render "$OS_TEMPLATES/keystone-uwsgi.ini" "$OS_ETC/keystone/uwsgi.ini"
-    os_render "$OS_TEMPLATES/cinder.conf" "$OS_ETC/cinder/cinder.conf"
-    os_render "$OS_TEMPLATES/glance-api.conf" "$OS_ETC/glance/glance-api.conf"
+    printf '%s\n' "$OS_NFS_SHARE" >"$OS_ETC/cinder/nfs_shares.tmp"
+    if ! cmp -s "$OS_ETC/cinder/nfs_shares.tmp" "$OS_ETC/cinder/nfs_shares"; then
+        [[ -e $OS_ETC/cinder/nfs_shares ]] && OS_CHANGED+=("$OS_ETC/cinder/nfs_shares")
+        mv "$OS_ETC/cinder/nfs_shares.tmp" "$OS_ETC/cinder/nfs_shares"
+    else
+        rm -f "$OS_ETC/cinder/nfs_shares.tmp"
+    fi
+    os_render "$OS_TEMPLATES/cinder.conf" "$OS_ETC/cinder/cinder.conf" "$OS_PLAYBOOK_OPTIONS_CINDER"
+    os_render "$OS_TEMPLATES/glance-api.conf" "$OS_ETC/glance/glance-api.conf" "$OS_PLAYBOOK_OPTIONS_GLANCE"
     os_render "$OS_TEMPLATES/glance-uwsgi.ini" "$OS_ETC/glance/uwsgi.ini"
     cp "$OS_VENV/etc/glance/glance-api-paste.ini" "$OS_ETC/glance/glance-api-paste.ini"
     chmod 0640 "$OS_ETC"/keystone/keystone.conf "$OS_ETC"/cinder/cinder.conf "$OS_ETC"/glance/glance-api.conf
@@ -193,6 +261,126 @@ clouds:
 EOF
     chmod 0644 "$OS_CLOUDS.tmp"
     mv "$OS_CLOUDS.tmp" "$OS_CLOUDS"
+}
+
+# The lab as an Ansible inventory for the operator playbooks (playbooks/*.yml): localhost in the groups
+# ceph_mon, cinder_volume and glance_api, the roles' variables pointing at the lab's files, restarts
+# through 'lab.sh restart'. Written atomically at every 'start openstack'; see tests/lab/README.md.
+os_write_inventory() {
+    local repo lab_sh py=$OS_VENV/bin/python tmp
+    repo=$(cd "$LAB_HERE/../.." && pwd)
+    lab_sh=$repo/tests/lab/lab.sh
+    tmp=$(mktemp "$OS_INVENTORY.XXXXXX")
+    cat >"$tmp" <<EOF
+# Ansible inventory of the volsnap lab, written by tests/lab/openstack.sh ('lab.sh start openstack').
+#   ansible-playbook -i $OS_INVENTORY volsnap.openstack.configure_nfs_snapshots --check --diff
+# Playbooks that talk to OpenStack: OS_CLIENT_CONFIG_FILE=$OS_CLOUDS (volsnap_lab_environment),
+# cloud volsnap_lab_cloud.
+all:
+  hosts:
+    localhost:
+      ansible_connection: local
+      # the services' venv: openstacksdk, Cinder, and Debian's rados/rbd bindings
+      ansible_python_interpreter: "$py"
+  children:
+    ceph_mon:
+      hosts:
+        localhost: {}
+    cinder_volume:
+      hosts:
+        localhost: {}
+    glance_api:
+      hosts:
+        localhost: {}
+  vars:
+    volsnap_lab_dir: "$LAB_DIR"
+    volsnap_lab_sh: "$lab_sh"
+    volsnap_lab_python: "$py"
+    volsnap_lab_clouds_yaml: "$OS_CLOUDS"
+    volsnap_lab_cloud: volsnap-lab
+    volsnap_lab_member_cloud: volsnap-lab-member
+    volsnap_lab_environment:
+      OS_CLIENT_CONFIG_FILE: "$OS_CLOUDS"
+    volsnap_lab_nfs_share: "$OS_NFS_SHARE"
+    volsnap_lab_nfs_export: "$OS_NFS_EXPORT"
+    volsnap_lab_nfs_mount: "$OS_NFS_MOUNT"
+
+    # volsnap.openstack.cinder_nfs_snapshots (playbooks/configure_nfs_snapshots.yml): backend [nfs]
+    cinder_nfs_snapshots_config_file: "$OS_ETC/cinder/cinder.conf"
+    cinder_nfs_snapshots_restart_method: command
+    cinder_nfs_snapshots_restart_command: ["bash", "$lab_sh", "restart", "cinder-volume"]
+    cinder_nfs_snapshots_cinder_check: always
+    cinder_nfs_snapshots_cinder_python: "$py"
+
+    # volsnap.openstack.cinder_rbd_clone_optimization (playbooks/configure_rbd_clone_optimization.yml)
+    cinder_rbd_clone_optimization_cinder_config_file: "$OS_ETC/cinder/cinder.conf"
+    cinder_rbd_clone_optimization_glance_config_file: "$OS_ETC/glance/glance-api.conf"
+    cinder_rbd_clone_optimization_glance_store: rbd
+    cinder_rbd_clone_optimization_images_pool: images
+    cinder_rbd_clone_optimization_glance_rbd_user: glance
+    cinder_rbd_clone_optimization_glance_ceph_conf: "$CEPH_CONF"
+    cinder_rbd_clone_optimization_restart_method: command
+    cinder_rbd_clone_optimization_cinder_restart_command: ["bash", "$lab_sh", "restart", "cinder-volume"]
+    cinder_rbd_clone_optimization_glance_restart_command: ["bash", "$lab_sh", "restart", "glance-api"]
+    # the lab's keyring of client.cinder (ceph dir, root:root 0640 as tests/lab/ceph.sh writes it)
+    cinder_rbd_clone_optimization_manage_keyring: true
+    cinder_rbd_clone_optimization_keyring_owner: root
+    cinder_rbd_clone_optimization_keyring_group: root
+    cinder_rbd_clone_optimization_keyring_mode: "0640"
+    cinder_rbd_clone_optimization_keyring_verify_user: root
+    cinder_rbd_clone_optimization_glance_api_check: true
+    cinder_rbd_clone_optimization_glance_api_url: http://127.0.0.1:9292
+    cinder_rbd_clone_optimization_keystone:
+      auth_url: http://127.0.0.1:5000/v3
+      username: admin
+      password: "$OS_ADMIN_PASSWORD"
+      project_name: admin
+      user_domain_name: Default
+      project_domain_name: Default
+
+    # volsnap.openstack.ceph_client_keyrings (playbooks/ceph_keyrings.yml; also used by the role above)
+    ceph_client_keyrings_ceph_conf: "$CEPH_CONF"
+    ceph_client_keyrings_ceph_user: admin
+    ceph_client_keyrings_admin_keyring: "$CEPH_DIR/ceph.client.admin.keyring"
+    ceph_client_keyrings_dir: "$CEPH_DIR"
+    ceph_client_keyrings_cluster: ceph
+    ceph_client_keyrings_create_dir: false
+    ceph_client_keyrings_client_conf: "$CEPH_CONF"
+    # Debian's python3 has the rados module (python3-rados)
+    ceph_client_keyrings_verify_python: /usr/bin/python3
+    ceph_client_keyrings_restart_method: command
+    ceph_client_keyrings_restart_command: ["bash", "$lab_sh", "restart", "{service}"]
+    # the lab's users and caps exactly (tests/lab/ceph.sh); keyrings root:root 0640 in the ceph dir
+    ceph_client_keyrings_clients:
+      - name: cinder
+        caps:
+          mon: profile rbd
+          osd: "$CEPH_CINDER_OSD_CAPS"
+        keyrings:
+          - hosts: [localhost]
+            owner: root
+            group: root
+            mode: "0640"
+            services: [cinder-volume]
+        verify:
+          write: [volumes, images]
+      - name: glance
+        caps:
+          mon: profile rbd
+          osd: "$CEPH_GLANCE_OSD_CAPS"
+        keyrings:
+          - hosts: [localhost]
+            owner: root
+            group: root
+            mode: "0640"
+            services: [glance-api]
+        verify:
+          write: [images]
+          read: [volumes]
+          deny_write: [volumes]
+EOF
+    chmod 0644 "$tmp"
+    mv -f "$tmp" "$OS_INVENTORY"
 }
 
 # ------------------------------------------------------------------------------------------ postgres
@@ -319,7 +507,8 @@ http_answers() { curl -s -o /dev/null -m 5 -w '%{http_code}' "$1" | grep -qE '^(
 os_py() { env OS_CLIENT_CONFIG_FILE="$OS_CLOUDS" VOLSNAP_LAB_SERVICE_PASSWORD="$OS_SERVICE_PASSWORD" \
     VOLSNAP_LAB_MEMBER_USER="$OS_MEMBER_USER" VOLSNAP_LAB_MEMBER_PASSWORD="$OS_MEMBER_PASSWORD" \
     VOLSNAP_LAB_SERVICE_USER="$OS_SVC_USER" \
-    VOLSNAP_LAB_CINDER_HOST="$OS_CINDER_HOST@ceph" "$OS_VENV/bin/python" "$@"; }
+    VOLSNAP_LAB_CINDER_HOST="$OS_CINDER_HOST@ceph" VOLSNAP_LAB_CINDER_NFS_HOST="$OS_CINDER_HOST@nfs" \
+    "$OS_VENV/bin/python" "$@"; }
 
 # os_dbsync NAME COMMAND...: run a schema migration once per venv (marker .dbsync-NAME)
 os_dbsync() {
@@ -358,6 +547,38 @@ keystone_start() {
         env OS_KEYSTONE_CONFIG_DIR="$OS_ETC/keystone" "$OS_VENV/bin/uwsgi" --ini "$OS_ETC/keystone/uwsgi.ini"
 }
 
+# ------------------------------------------------------------------------------------------ nfs share
+
+# the mount point is in /proc/mounts (what os-brick reads); /proc/mounts escapes blanks as \040
+nfs_mounted() { awk -v m="$OS_NFS_MOUNT" '$2 == m {found = 1} END {exit !found}' /proc/mounts; }
+
+# Bind-mount the export at the mount point NfsDriver computes (before cinder-volume starts). Idempotent.
+nfs_mount() {
+    mkdir -p "$OS_NFS_EXPORT" "$OS_NFS_MOUNT"
+    chmod 0755 "$OS_NFS_DIR" "$OS_NFS_EXPORT"
+    if nfs_mounted; then
+        [[ $(stat -c '%d:%i' "$OS_NFS_MOUNT") == $(stat -c '%d:%i' "$OS_NFS_EXPORT") ]] && return 0
+        die "$OS_NFS_MOUNT is a mount point but not of $OS_NFS_EXPORT: unmount it (umount $OS_NFS_MOUNT)"
+    fi
+    mount --bind "$OS_NFS_EXPORT" "$OS_NFS_MOUNT" || die "cannot bind-mount $OS_NFS_EXPORT on $OS_NFS_MOUNT"
+    log "nfs: share $OS_NFS_SHARE bind-mounted on $OS_NFS_MOUNT"
+}
+
+# Undo nfs_mount (cinder-volume stopped first). Idempotent.
+nfs_umount() {
+    local tries=0
+    while nfs_mounted; do
+        if ((tries++ >= 20)); then
+            log "nfs: $OS_NFS_MOUNT is still mounted (busy?): lazy unmount"
+            umount -l "$OS_NFS_MOUNT" || die "cannot unmount $OS_NFS_MOUNT"
+            break
+        fi
+        umount "$OS_NFS_MOUNT" 2>/dev/null || sleep 0.25
+    done
+    [[ -d $OS_NFS_MOUNT ]] && rmdir "$OS_NFS_MOUNT" 2>/dev/null
+    return 0
+}
+
 cinder_launch() {
     svc_pid "$1" >/dev/null || svc_launch "$1" "$OS_VENV/bin/$1" --config-file "$OS_ETC/cinder/cinder.conf"
 }
@@ -380,7 +601,46 @@ cinder_start_rpc_services() {
     wait_for "$OS_START_TIMEOUT" "cinder-scheduler to start its RPC server" cinder-scheduler \
         svc_logged_since_launch cinder-scheduler "Starting cinder-scheduler node"
     sleep 1
+    nfs_mount
     cinder_launch cinder-volume
+}
+
+# Number of backends in cinder.conf's enabled_backends (one cinder-volume child process each).
+cinder_backend_count() {
+    python3 - "$OS_ETC/cinder/cinder.conf" <<'PY'
+import configparser, sys
+ini = configparser.RawConfigParser(strict=False, delimiters=('=',))
+ini.read(sys.argv[1], encoding='utf-8')
+print(len([b for b in ini.get('DEFAULT', 'enabled_backends', fallback='').split(',') if b.strip()]) or 1)
+PY
+}
+
+# Exit 0 once every backend of the cinder-volume launched last logged the end of its start-up
+# (capabilities published, RPC server up); exit 2 if a driver failed to initialise.
+cinder_volume_ready() {
+    local want=$1
+    awk -v start="^==== .*: starting cinder-volume:" -v want="$want" '
+        $0 ~ start {ok = 0; failed = 0}
+        index($0, "Driver post RPC initialization completed successfully.") {ok++}
+        index($0, "Failed to initialize driver.") {failed = 1}
+        END {exit failed ? 2 : (ok >= want ? 0 : 1)}' "$(svc_log_file cinder-volume)"
+}
+
+wait_cinder_volume_ready() {
+    local want rc deadline=$((SECONDS + OS_START_TIMEOUT))
+    want=$(cinder_backend_count)
+    while :; do
+        rc=0
+        cinder_volume_ready "$want" || rc=$?
+        ((rc == 0)) && return 0
+        if ((rc == 2)); then
+            tail_log "$(svc_log_file cinder-volume)"
+            die "a cinder-volume backend failed to initialise (log $(svc_log_file cinder-volume))"
+        fi
+        svc_require cinder-volume
+        ((SECONDS < deadline)) || { tail_log "$(svc_log_file cinder-volume)"; die "cinder-volume not ready after ${OS_START_TIMEOUT}s"; }
+        sleep 0.25
+    done
 }
 
 glance_start() {
@@ -402,6 +662,7 @@ os_check_ceph_fsid() {
         pg_drop_database cinder
         pg_drop_database glance
         rm -rf "$OS_STATE"/glance/images "$OS_STATE"/cinder/coordination
+        [[ -d $OS_NFS_EXPORT ]] && find "$OS_NFS_EXPORT" -mindepth 1 -delete
         rm -f "$OS_READY"
     fi
 }
@@ -410,7 +671,8 @@ openstack_start() {
     local t0=$SECONDS name url setup_hash
     [[ -e $CEPH_READY ]] || die "the ceph part is not set up: bash tests/lab/lab.sh start ceph"
     if ! os_venv_current || [[ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]] ||
-        ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; then
+        ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null ||
+        ! command -v mount.nfs >/dev/null || ! command -v qemu-img >/dev/null; then
         openstack_install
     fi
     lock
@@ -441,6 +703,7 @@ openstack_start() {
     fi
     wait_for "$OS_START_TIMEOUT" "RabbitMQ on 127.0.0.1:5672" rabbitmq port_open 5672
     log "openstack: rabbitmq answers (+$((SECONDS - t0))s)"
+    nfs_mount
     cinder_start_rpc_services
     for name in "${OS_ENDPOINTS[@]}"; do
         url=${name#* }
@@ -450,6 +713,8 @@ openstack_start() {
     log "openstack: APIs answer (+$((SECONDS - t0))s); waiting for cinder-volume and the glance stores"
     svc_require cinder-scheduler
     svc_require cinder-volume
+    wait_cinder_volume_ready
+    os_write_inventory
     if ((SVC_LAUNCHED == launched_before)) && [[ -e $OS_READY ]]; then
         log "openstack already running and ready ($((SECONDS - t0))s)"
         return 0
@@ -464,6 +729,86 @@ openstack_start() {
     log "openstack ready: clouds $OS_CLOUDS (volsnap-lab, volsnap-lab-member), python $OS_VENV/bin/python ($((SECONDS - t0))s)"
 }
 
+# lab.sh restart SERVICE: stop and start one running service of the openstack part (keeping the
+# others up) and wait until it is ready. For hosts without a service manager: the lab inventory's
+# restart commands of the roles call it.
+openstack_restart() {
+    local name=$1 t0=$SECONDS
+    case $name in
+        glance-api) name=glance ;;
+        cinder-volume | cinder-scheduler | cinder-api | glance | keystone) ;;
+        *) die "restart: unknown service '$name' (cinder-volume, cinder-scheduler, cinder-api, glance or glance-api, keystone)" ;;
+    esac
+    [[ -e $OS_READY ]] || die "the openstack part is not set up: bash tests/lab/lab.sh start openstack"
+    lock
+    svc_stop "$name"
+    case $name in
+        cinder-volume)
+            nfs_mount
+            cinder_launch cinder-volume
+            wait_cinder_volume_ready
+            ;;
+        cinder-scheduler)
+            cinder_launch cinder-scheduler
+            wait_for "$OS_START_TIMEOUT" "cinder-scheduler to start its RPC server" cinder-scheduler \
+                svc_logged_since_launch cinder-scheduler "Starting cinder-scheduler node"
+            # a new scheduler knows no pool until cinder-volume reports again: make it report now
+            sleep 1
+            svc_stop cinder-volume
+            nfs_mount
+            cinder_launch cinder-volume
+            wait_cinder_volume_ready
+            ;;
+        cinder-api)
+            cinder_launch cinder-api
+            wait_for "$OS_START_TIMEOUT" "cinder-api at http://127.0.0.1:8776/" cinder-api http_answers http://127.0.0.1:8776/
+            ;;
+        glance)
+            glance_start
+            wait_for "$OS_START_TIMEOUT" "glance at http://127.0.0.1:9292/" glance http_answers http://127.0.0.1:9292/
+            ;;
+        keystone)
+            keystone_start
+            wait_for "$OS_START_TIMEOUT" "keystone at http://127.0.0.1:5000/v3" keystone http_answers http://127.0.0.1:5000/v3
+            ;;
+    esac
+    # cinder-volume: its log said every backend is up and published its capabilities (above)
+    case $name in
+        cinder-scheduler | cinder-api)
+            os_py "$OS_TEMPLATES/lab_setup.py" cinder >>"$(svc_log_file lab-setup)" 2>&1 ||
+                { tail_log "$(svc_log_file lab-setup)"; die "cinder is not ready after restarting $name"; } ;;
+        glance)
+            os_py "$OS_TEMPLATES/lab_setup.py" glance >>"$(svc_log_file lab-setup)" 2>&1 ||
+                { tail_log "$(svc_log_file lab-setup)"; die "glance is not ready after restarting it"; } ;;
+    esac
+    log "$name restarted (pid $(svc_pid "$name"), $((SECONDS - t0))s)"
+}
+
+# lab.sh reset-config: render every configuration file from its template again, also over options an
+# operator playbook changed, and restart (lab.sh restart) only the services whose file changed.
+openstack_reset_config() {
+    local f name restart=()
+    [[ -e $OS_READY ]] || die "the openstack part is not set up: bash tests/lab/lab.sh start openstack"
+    lock
+    OS_RESET_CONFIG=1 os_write_config
+    for f in "${OS_CHANGED[@]}"; do
+        case $f in
+            */cinder/*) restart+=(cinder-volume) ;;
+            */glance/*) restart+=(glance) ;;
+            */keystone/*) restart+=(keystone) ;;
+        esac
+    done
+    OS_CHANGED=()
+    if ((${#restart[@]} == 0)); then
+        log "configuration as the templates have it: nothing to restart"
+        return 0
+    fi
+    for name in $(printf '%s\n' "${restart[@]}" | sort -u); do
+        log "$name: configuration reset to the template"
+        openstack_restart "$name"
+    done
+}
+
 openstack_stop() {
     local purge=${1:-0} name
     lock
@@ -472,13 +817,14 @@ openstack_stop() {
         svc_stop "$name" TERM 20 &
     done
     wait
+    nfs_umount
     svc_stop rabbitmq TERM 30
     svc_stop epmd TERM 10
     svc_stop postgres INT 30 # fast shutdown: ends the open sessions
     if ((purge)); then
         log "openstack: purging databases, keys and state (the venv stays)"
         rm -rf "$PG_DATA" "$PG_RUN" "$OS_DIR/rabbitmq" "$OS_ETC" "$OS_STATE" "$OS_CLOUDS" "$OS_READY" \
-            "$OS_DIR/ceph-fsid" "$OS_DIR"/.dbsync-* "$OS_DIR/.bootstrap-keystone"
+            "$OS_DIR/ceph-fsid" "$OS_DIR"/.dbsync-* "$OS_DIR/.bootstrap-keystone" "$OS_NFS_DIR" "$OS_INVENTORY"
     fi
 }
 
@@ -497,6 +843,12 @@ openstack_status() {
             rc=1
         fi
     done
+    if nfs_mounted; then
+        printf '%-16s %s bind-mounted on %s\n' nfs-share "$OS_NFS_SHARE" "$OS_NFS_MOUNT"
+    else
+        printf '%-16s NOT MOUNTED (%s on %s)\n' nfs-share "$OS_NFS_SHARE" "$OS_NFS_MOUNT"
+        rc=1
+    fi
     if ((rc == 0)) && [[ -e $OS_READY && -s $OS_CLOUDS ]]; then
         printf '%-16s ready (clouds %s, python %s)\n' openstack "$OS_CLOUDS" "$OS_VENV/bin/python"
     else

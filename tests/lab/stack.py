@@ -15,6 +15,7 @@ Usage as a script: ``python3 tests/lab/stack.py`` prints both parts as JSON (exi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -91,18 +92,33 @@ class CephLab:
 
 @dataclass(frozen=True)
 class OpenStackLab:
-    """Keystone, Cinder (backend 'ceph', RBD) and Glance (stores rbd + file) on 127.0.0.1.
+    """Keystone, Cinder (backends 'ceph' (RBD) and 'nfs' (NfsDriver)) and Glance (stores rbd + file) on 127.0.0.1.
 
     Clouds: ``cloud`` (admin in project admin), ``member_cloud`` (member in project demo),
     ``service_cloud`` (roles admin + service in project service: what Glance's location API wants
     for rbd:// URLs). ``python`` is the services' Python 3.11 venv: it has openstacksdk and Debian's rados/rbd
     modules; use it as the module interpreter of modules that need both.
+
+    NFS backend: Cinder's share string is ``nfs_share`` (``127.0.0.1:<nfs_export>``); the export directory
+    ``nfs_export`` is bind-mounted on ``nfs_mount`` (nfs_mount_point_base/<md5 of the share>), where
+    NfsDriver finds it mounted. Volume files ``volume-<id>`` (and snapshot files, ``.info``) appear in both.
+    ``inventory`` is the Ansible inventory of the lab for playbooks/*.yml (see tests/lab/README.md).
     """
 
     clouds_yaml: str
     python: str
     cinder_host: str
     ceph: CephLab
+    nfs_export: str = ""
+    nfs_mount: str = ""
+    nfs_share: str = ""
+    nfs_cinder_host: str = "volsnap-lab@nfs"
+    nfs_volume_type: str = "nfs"
+    nfs_backend_name: str = "nfs"
+    inventory: str = ""
+    cinder_conf: str = ""
+    glance_conf: str = ""
+    lab_sh: str = ""
     cloud: str = "volsnap-lab"
     member_cloud: str = "volsnap-lab-member"
     service_cloud: str = "volsnap-lab-service"
@@ -120,6 +136,23 @@ class OpenStackLab:
     def cinder_pool(self) -> str:
         """The scheduler pool of the backend: ``<host>@ceph#ceph``."""
         return f"{self.cinder_host}#{self.volume_backend_name}"
+
+    @property
+    def nfs_cinder_pool(self) -> str:
+        """The scheduler pool of the NFS backend: ``<host>@nfs#nfs``."""
+        return f"{self.nfs_cinder_host}#{self.nfs_backend_name}"
+
+    def service_pid(self, name: str) -> int | None:
+        """PID of the lab service ``name`` (cinder-volume, glance...) if it runs, else None."""
+        return _service_pid(name)
+
+    def restart(self, service: str, timeout: float = 300) -> None:
+        """``lab.sh restart SERVICE`` (waits until the service is ready); CommandError if it fails."""
+        argv = ["bash", self.lab_sh, "restart", service]
+        proc = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            raise CommandError(argv, proc.returncode, proc.stdout, proc.stderr)
 
     def env(self) -> dict[str, str]:
         """Environment for ansible runs and openstacksdk: OS_CLIENT_CONFIG_FILE (and nothing else)."""
@@ -143,6 +176,24 @@ def _http_answers(url: str, timeout: float = 5.0) -> bool:
         return err.code < 500
     except OSError:
         return False
+
+
+def _service_pid(name: str) -> int | None:
+    """The PID recorded in <lab dir>/run/<name>.pid ("PID STARTTIME") if that process still runs."""
+    try:
+        pid_text, start = (lab_dir() / "run" / f"{name}.pid").read_text(encoding="utf-8").split()[:2]
+        stat = Path(f"/proc/{int(pid_text)}/stat").read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return None
+    fields = stat.rpartition(") ")[2].split()
+    if fields[0] == "Z" or fields[19] != start:
+        return None
+    return int(pid_text)
+
+
+def _nfs_mount_point(base: Path, share: str) -> Path:
+    """Where os-brick mounts ``share``: <nfs_mount_point_base>/<md5 of the share string>."""
+    return base / hashlib.md5(share.encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
 def _read_fsid(conf: Path) -> str:
@@ -185,7 +236,18 @@ def openstack_lab() -> OpenStackLab:
     for name, url in (("keystone", KEYSTONE_URL), ("cinder-api", CINDER_URL + "/"), ("glance", GLANCE_URL + "/")):
         if not _http_answers(url):
             raise RuntimeError(f"the lab {name} does not answer at {url}: {_START_HINT}")
-    return OpenStackLab(clouds_yaml=str(clouds), python=str(python), cinder_host="volsnap-lab@ceph", ceph=ceph)
+    nfs_export = lab_dir() / "nfs" / "export"
+    nfs_share = f"127.0.0.1:{nfs_export}"
+    nfs_mount = _nfs_mount_point(lab_dir() / "nfs" / "mnt", nfs_share)
+    mounts = {line.split()[1] for line in Path("/proc/mounts").read_text(encoding="utf-8").splitlines() if line.strip()}
+    if str(nfs_mount) not in mounts:
+        raise RuntimeError(f"the lab NFS share {nfs_export} is not bind-mounted on {nfs_mount}: {_START_HINT}")
+    return OpenStackLab(clouds_yaml=str(clouds), python=str(python), cinder_host="volsnap-lab@ceph", ceph=ceph,
+                        nfs_export=str(nfs_export), nfs_mount=str(nfs_mount), nfs_share=nfs_share,
+                        inventory=str(lab_dir() / "inventory.yml"),
+                        cinder_conf=str(base / "etc" / "cinder" / "cinder.conf"),
+                        glance_conf=str(base / "etc" / "glance" / "glance-api.conf"),
+                        lab_sh=str(Path(__file__).resolve().parent / "lab.sh"))
 
 
 def main() -> int:

@@ -3,7 +3,8 @@
     lab_setup.py STEP...    STEP: keystone, cinder, glance
 
     keystone   service project + users, demo project + member user, catalog
-    cinder     volume type 'ceph'; wait for cinder-volume <host>@ceph to be up
+    cinder     volume types 'ceph' and 'nfs'; wait for cinder-volume <host>@ceph and <host>@nfs to be up
+               and their pools known to the scheduler
     glance     wait until /v2/info/stores/detail lists the rbd and file stores
 
 Reads the clouds.yaml named by OS_CLIENT_CONFIG_FILE (written by openstack.sh before).
@@ -23,6 +24,12 @@ SERVICE_PASSWORD = os.environ["VOLSNAP_LAB_SERVICE_PASSWORD"]
 MEMBER_USER = os.environ.get("VOLSNAP_LAB_MEMBER_USER", "demo")
 MEMBER_PASSWORD = os.environ.get("VOLSNAP_LAB_MEMBER_PASSWORD", "demo")
 CINDER_HOST = os.environ["VOLSNAP_LAB_CINDER_HOST"]
+CINDER_NFS_HOST = os.environ.get("VOLSNAP_LAB_CINDER_NFS_HOST", CINDER_HOST.rpartition("@")[0] + "@nfs")
+# volume type -> (backend name, cinder-volume host, description)
+VOLUME_TYPES = {
+    "ceph": ("ceph", CINDER_HOST, "RBD on the volsnap lab Ceph (pool volumes)"),
+    "nfs": ("nfs", CINDER_NFS_HOST, "NfsDriver on the volsnap lab share (a bind-mounted lab directory)"),
+}
 # a user like the ones Cinder and Nova use towards Glance (roles admin + service in project
 # service): Glance's location API (POST /v2/images/{id}/locations) takes rbd:// URLs only from
 # callers with the service role
@@ -106,26 +113,28 @@ def wait(what: str, check, timeout: float = 120.0):
 
 def setup_cinder() -> None:
     conn = connect()
-    vtype = conn.block_storage.find_type("ceph")
-    if vtype is None:
-        vtype = conn.block_storage.create_type(name="ceph", extra_specs={"volume_backend_name": "ceph"},
-                                               description="RBD on the volsnap lab Ceph (pool volumes)")
-    elif (vtype.extra_specs or {}).get("volume_backend_name") != "ceph":
-        conn.block_storage.update_type_extra_specs(vtype, volume_backend_name="ceph")
+    for name, (backend, _host, description) in VOLUME_TYPES.items():
+        vtype = conn.block_storage.find_type(name)
+        if vtype is None:
+            conn.block_storage.create_type(name=name, extra_specs={"volume_backend_name": backend},
+                                           description=description)
+        elif (vtype.extra_specs or {}).get("volume_backend_name") != backend:
+            conn.block_storage.update_type_extra_specs(vtype, volume_backend_name=backend)
+    hosts = [host for _backend, host, _description in VOLUME_TYPES.values()]
 
-    def volume_service_up() -> bool:
-        services = list(conn.block_storage.services(binary="cinder-volume"))
-        ours = [s for s in services if s.host == CINDER_HOST]
+    def volume_services_up() -> bool:
+        services = {s.host: s for s in conn.block_storage.services(binary="cinder-volume")}
         sched = [s for s in conn.block_storage.services(binary="cinder-scheduler") if s.state == "up"]
-        return bool(ours) and ours[0].state == "up" and ours[0].status == "enabled" and bool(sched)
+        return bool(sched) and all(host in services and services[host].state == "up"
+                                   and services[host].status == "enabled" for host in hosts)
 
-    wait(f"cinder-volume {CINDER_HOST} and cinder-scheduler to be up", volume_service_up)
+    wait(f"cinder-volume {' and '.join(hosts)} and cinder-scheduler to be up", volume_services_up)
+    wanted = {f"{host}#{backend}" for backend, host, _description in VOLUME_TYPES.values()}
 
-    def pool_reported() -> bool:
-        pools = conn.block_storage.backend_pools()
-        return any(p.name == f"{CINDER_HOST}#ceph" for p in pools)
+    def pools_reported() -> bool:
+        return wanted <= {p.name for p in conn.block_storage.backend_pools()}
 
-    wait(f"the scheduler to know pool {CINDER_HOST}#ceph", pool_reported)
+    wait(f"the scheduler to know pools {', '.join(sorted(wanted))}", pools_reported)
 
 
 def setup_glance() -> None:
