@@ -9,7 +9,7 @@
   in a result, a diff or a message.
 * :func:`inspect_file` reads what is on disk; :func:`plan_keyring` compares it with what is wanted
   and says which of content, owner, group and mode differ.
-* :func:`write_keyring` replaces the file atomically: a temporary file in the same directory created
+* :func:`write_keyring` replaces the file atomically (:mod:`._atomic`): a temporary file in the same directory created
   0600, given its final owner, group and mode *before* the key is written into it, fsynced, renamed
   over the old file, directory fsynced. At no moment does the path hold the new key with a looser mode
   than asked, and a crash leaves either the old or the new file.
@@ -25,13 +25,12 @@ import os
 import pwd
 import re
 import stat
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
+from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import FileAttributes, fsync_dir, write_atomic
 from ansible_collections.volsnap.openstack.plugins.module_utils._cephx import CAP_TYPES, entity_name, normalize_caps
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import fsync_dir
 
 HIDDEN = '<hidden>'
 HIDDEN_NEW = '<hidden, another key>'
@@ -337,7 +336,7 @@ def plan_keyring(request: KeyringRequest, current: FileState, key_known: bool = 
 def write_keyring(path: str, content: bytes, uid: Optional[int], gid: Optional[int], mode: int) -> None:
     """Replace ``path`` atomically with ``content``; owner, group and mode are set before the key is written.
 
-    ``uid``/``gid`` None keep the current file's (or the process's, for a new file).
+    ``uid``/``gid`` None keep the current file's (or the process's, for a new file). A refused chown fails.
     """
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
@@ -349,29 +348,7 @@ def write_keyring(path: str, content: bytes, uid: Optional[int], gid: Optional[i
         current = None
     owner = uid if uid is not None else (current.st_uid if current is not None else -1)
     group = gid if gid is not None else (current.st_gid if current is not None else -1)
-    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), suffix='.tmp', dir=directory)
-    try:
-        os.fchmod(fd, 0o600)
-        if owner != -1 or group != -1:
-            os.fchown(fd, owner, group)
-        os.fchmod(fd, mode)
-        view = memoryview(content)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.rename(tmp, path)
-    except BaseException:
-        if fd != -1:
-            os.close(fd)
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_dir(directory)
+    write_atomic(path, content, FileAttributes(mode, owner, group))
 
 
 def remove_keyring(path: str) -> None:

@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import attributes_like, write_atomic
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
 
 DEFAULT_SECTION = 'DEFAULT'
@@ -522,32 +522,10 @@ def read_config(path: str) -> Tuple[str, str]:
 
 
 def write_atomic_bytes(path: str, data: bytes) -> None:
-    """Replace ``path`` by ``data``: temp file beside it, same owner/group/mode, fsync, rename, fsync dir."""
-    directory = os.path.dirname(path) or '.'
-    st = os.stat(path)
-    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), suffix='.volsnap-tmp', dir=directory)
-    try:
-        with os.fdopen(fd, 'wb') as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, st.st_mode & 0o7777)
-        if os.geteuid() == 0:
-            os.chown(tmp, st.st_uid, st.st_gid)
-        elif os.getegid() != st.st_gid:
-            try:
-                os.chown(tmp, -1, st.st_gid)
-            except OSError:
-                pass
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0))
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Replace the existing ``path`` by ``data`` atomically, keeping its mode, owner and group.
+
+    :func:`._atomic.write_atomic` with :func:`._atomic.attributes_like` ``path``: temporary file beside it
+    (``.<name>.<random>.volsnap-tmp``), fsync, rename, fsync of the directory. Not being root, the group is
+    kept when the process may give it.
+    """
+    write_atomic(path, data, attributes_like(path), suffix='.volsnap-tmp')

@@ -18,9 +18,16 @@ import errno
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, Optional
+
+from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import (
+    FileAttributes,
+    attributes_like,
+    write_atomic as _write_atomic,
+)
+# Re-exported: _snapshot_ops and _clone import fsync_dir from here.
+from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import fsync_dir  # pylint: disable=unused-import
 
 VOLUME_PREFIX = 'volume-'
 INFO_SUFFIX = '.info'
@@ -133,39 +140,18 @@ def load_info(path: str) -> Optional[SnapshotInfo]:
 
 
 def write_atomic(path: str, content: str, like: Optional[str] = None) -> None:
-    """Write ``content`` to ``path`` atomically: temp file in the same directory, fsync, rename.
+    """Write ``content`` to ``path`` atomically (:func:`._atomic.write_atomic`: temp file, fsync, rename).
 
     Owner, group and mode are taken from ``like`` (or from ``path`` itself when it exists), so a
-    rewrite never changes who may read the file. The directory is fsynced after the rename.
+    rewrite never changes who may read the file; a new file without either is 0644. The owner and
+    group are copied only as root. The directory is fsynced after the rename.
     """
-    directory = os.path.dirname(os.path.abspath(path))
     reference = like if like and os.path.exists(like) else path
-    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), suffix='.tmp', dir=directory)
-    try:
-        with os.fdopen(fd, 'w') as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if os.path.exists(reference):
-            copy_owner_mode(reference, tmp)
-        else:
-            os.chmod(tmp, 0o644)
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_dir(directory)
-
-
-def fsync_dir(directory: str) -> None:
-    dir_fd = os.open(directory, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0))
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    if os.path.exists(reference):
+        attributes = attributes_like(reference, group_when_unprivileged=False)
+    else:
+        attributes = FileAttributes(0o644)
+    _write_atomic(path, content.encode('utf-8'), attributes)
 
 
 def fsync_file(path: str) -> None:

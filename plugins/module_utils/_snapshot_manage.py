@@ -18,7 +18,9 @@ Spec 004 ("import/export snapshots"), as merged into Cinder:
   ``safe_to_manage``, ``reason_not_safe``, ``cinder_id``, ``source_reference``, ``extra_info``.
 
 :class:`CinderApi` is the thin REST/SDK layer (exercised against the real lab);
-:class:`SnapshotManage` and :func:`list_manageable` are the logic, unit tested with a fake API.
+:class:`SnapshotManage` and :func:`list_manageable` are the logic, unit tested with a fake API;
+:func:`manage_snapshot` and :func:`manageable_snapshots` are the whole run of the snapshot_manage and
+manageable_snapshot_info modules, from their parameters.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
@@ -34,6 +36,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._openstack impor
     StatusError,
     WaitTimeout,
     api_errors,
+    connect,
     endpoint_microversions,
     negotiate_microversion,
     request_json,
@@ -698,3 +701,32 @@ class SnapshotManage(object):
         except WaitTimeout as exc:
             raise VolsnapError('snapshot %s is still %s after %s seconds; Cinder keeps working on it: run again later '
                                'or raise timeout' % (snapshot['id'], exc.status, self.req.timeout))
+
+
+# ---- the modules' runs ---------------------------------------------------------------------
+
+def cinder_api(params: Mapping[str, Any]) -> CinderApi:
+    """A :class:`CinderApi` on a connection made from the module's connection options.
+
+    ``block_storage_microversion`` is both the connection's default and the cap of the
+    microversions :class:`CinderApi` negotiates.
+    """
+    microversion = params.get('block_storage_microversion')
+    return CinderApi(connect(params, microversion), microversion)
+
+
+def _from_params(cls: Any, params: Mapping[str, Any]) -> Any:
+    """An instance of the dataclass ``cls`` from the module parameters of the same names."""
+    return cls(**{item.name: params[item.name] for item in fields(cls)})
+
+
+def manage_snapshot(params: Mapping[str, Any], check_mode: bool, api: Any = None) -> Dict[str, Any]:
+    """The snapshot_manage module's result (with its ``diff``); ``api`` defaults to :func:`cinder_api`."""
+    request = _from_params(ManageRequest, params)
+    return SnapshotManage(api if api is not None else cinder_api(params), request, check_mode).run()
+
+
+def manageable_snapshots(params: Mapping[str, Any], api: Any = None) -> Dict[str, Any]:
+    """The manageable_snapshot_info module's result; ``api`` defaults to :func:`cinder_api`."""
+    query = _from_params(ManageableQuery, params)
+    return manageable_info(api if api is not None else cinder_api(params), query)

@@ -20,7 +20,7 @@ author:
 extends_documentation_fragment:
   - volsnap.openstack.attributes
   - volsnap.openstack.attributes.info_module
-  - volsnap.openstack.openstack.connection
+  - volsnap.openstack.openstack
 options:
   host:
     description:
@@ -143,21 +143,11 @@ legacy_api:
   type: bool
 '''
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._module import VolsnapModule
-from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import (
-    connect,
-    openstack_argument_spec,
-    openstack_dependency,
-    sdk_error_types,
-)
-from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_manage import (
-    CinderApi,
-    ManageableQuery,
-    manageable_info,
-)
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import OpenStackModule, openstack_argument_spec
+from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_manage import manageable_snapshots
 
 
-class ManageableSnapshotInfoModule(VolsnapModule):
+class ManageableSnapshotInfoModule(OpenStackModule):
     argument_spec = openstack_argument_spec(
         wait=False,
         host=dict(type='str'),
@@ -174,18 +164,8 @@ class ManageableSnapshotInfoModule(VolsnapModule):
         required_one_of=[('host', 'cluster', 'volume')],
     )
 
-    def dependencies(self):
-        return (openstack_dependency(),)
-
-    def error_types(self):
-        return sdk_error_types()
-
-    def run_module(self):
-        p = self.params
-        conn = connect(p, p['block_storage_microversion'])
-        query = ManageableQuery(host=p['host'], cluster=p['cluster'], volume=p['volume'], limit=p['limit'],
-                                marker=p['marker'], offset=p['offset'], sort=p['sort'])
-        return manageable_info(CinderApi(conn, p['block_storage_microversion']), query)
+    def run(self):
+        return manageable_snapshots(self.params)
 
 
 def main():

@@ -31,6 +31,7 @@ author:
 extends_documentation_fragment:
   - volsnap.openstack.attributes
   - volsnap.openstack.openstack
+  - volsnap.openstack.openstack.wait
   - volsnap.openstack.ceph
 attributes:
   check_mode:

@@ -24,6 +24,7 @@ author:
 extends_documentation_fragment:
   - volsnap.openstack.attributes
   - volsnap.openstack.openstack
+  - volsnap.openstack.openstack.wait
 attributes:
   check_mode:
     support: full
@@ -190,21 +191,11 @@ legacy_api:
   type: bool
 '''
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._module import VolsnapModule
-from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import (
-    connect,
-    openstack_argument_spec,
-    openstack_dependency,
-    sdk_error_types,
-)
-from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_manage import (
-    CinderApi,
-    ManageRequest,
-    SnapshotManage,
-)
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import OpenStackModule, openstack_argument_spec
+from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_manage import manage_snapshot
 
 
-class SnapshotManageModule(VolsnapModule):
+class SnapshotManageModule(OpenStackModule):
     argument_spec = openstack_argument_spec(
         state=dict(type='str', choices=['present', 'absent'], default='present'),
         volume=dict(type='str', required=True),
@@ -219,23 +210,8 @@ class SnapshotManageModule(VolsnapModule):
         required_if=[('state', 'present', ('ref', 'name')), ('state', 'absent', ('name', 'ref'), True)],
     )
 
-    def dependencies(self):
-        return (openstack_dependency(),)
-
-    def error_types(self):
-        return sdk_error_types()
-
-    def run_module(self):
-        p = self.params
-        conn = connect(p, p['block_storage_microversion'])
-        request = ManageRequest(state=p['state'], volume=p['volume'], ref=p['ref'], name=p['name'],
-                                description=p['description'], metadata=p['metadata'], wait=p['wait'],
-                                timeout=p['timeout'], cleanup_on_error=p['cleanup_on_error'])
-        result = SnapshotManage(CinderApi(conn, p['block_storage_microversion']), request, self.check_mode).run()
-        diff = result.pop('diff', None)
-        if diff:
-            self.set_diff(diff['before'], diff['after'])
-        return result
+    def run(self):
+        return manage_snapshot(self.params, self.check_mode)
 
 
 def main():

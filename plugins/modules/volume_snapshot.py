@@ -26,7 +26,7 @@ extends_documentation_fragment:
   - volsnap.openstack.attributes
   - volsnap.openstack.chain
   - volsnap.openstack.libvirt
-  - volsnap.openstack.openstack.connection
+  - volsnap.openstack.openstack
 attributes:
   check_mode:
     support: full

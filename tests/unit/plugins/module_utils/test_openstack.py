@@ -16,10 +16,11 @@ import requests
 from keystoneauth1 import exceptions as ks_exceptions
 from openstack import exceptions as sdk_exceptions
 
-from ansible_collections.volsnap.openstack.plugins.module_utils import _openstack
+from ansible_collections.volsnap.openstack.plugins.module_utils import _module, _openstack
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import (
     CONNECTION_SPEC,
+    OpenStackModule,
     StatusError,
     WaitTimeout,
     api_error,
@@ -33,6 +34,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._openstack impor
     version_at_least,
     wait_for_status,
 )
+from ansible_collections.volsnap.openstack.tests.unit.plugins.module_utils.test_module import Exited, FakeAnsibleModule
 
 OPTION_NAMES = {'cloud', 'auth', 'auth_type', 'region_name', 'interface', 'validate_certs', 'ca_cert',
                 'client_cert', 'client_key', 'api_timeout', 'sdk_log_path', 'sdk_log_level'}
@@ -319,3 +321,52 @@ class TestRequestJson:
             request_json(proxy, 'POST', '/snapshots/s/action', 'reporting', body={})
         assert info.value.msg == 'reporting failed (HTTP 400): Snapshot status creating not allowed'
         assert info.value.details['status_code'] == 400
+
+
+class TestOpenStackModule:
+    """The base of the modules whose run is one call: dependency, SDK errors, diff (fake AnsibleModule)."""
+
+    @pytest.fixture(autouse=True)
+    def fake_module(self, monkeypatch):
+        monkeypatch.setattr(_module, 'AnsibleModule', FakeAnsibleModule)
+
+    def execute(self, run, diff_mode=False):
+        class Module(OpenStackModule):
+            argument_spec = openstack_argument_spec(wait=False)
+            ran = []
+
+            def run(self):
+                self.ran.append(True)
+                return run()
+
+        module = Module()
+        module.module._diff = diff_mode
+        with pytest.raises(Exited) as info:
+            module.execute()
+        return module, info.value
+
+    def test_result_and_diff(self):
+        _obj, done = self.execute(lambda: {'changed': True, 'n': 1, 'diff': {'before': {'a': 1}, 'after': {}}},
+                                  diff_mode=True)
+        assert (done.kind, done.kwargs) == ('exit', {'changed': True, 'n': 1,
+                                                     'diff': {'before': {'a': 1}, 'after': {}}})
+
+    def test_diff_left_out_without_diff_mode_or_change(self):
+        _obj, done = self.execute(lambda: {'changed': True, 'diff': {'before': 1, 'after': 2}})
+        assert done.kwargs == {'changed': True}
+        _obj, done = self.execute(lambda: {'changed': False, 'diff': {'before': 1, 'after': 1}}, diff_mode=True)
+        assert done.kwargs == {'changed': False}
+
+    def test_sdk_exception_fails_the_module(self):
+        def run():
+            raise sdk_exceptions.SDKException('no endpoint for block-storage')
+
+        _obj, done = self.execute(run)
+        assert (done.kind, done.kwargs) == ('fail', {'msg': 'SDKException: no endpoint for block-storage'})
+
+    def test_missing_openstacksdk_fails_before_running(self, monkeypatch):
+        monkeypatch.setattr(_openstack, '_SDK', {'module': None, 'error': 'Traceback: No module named openstack'})
+        module, done = self.execute(lambda: {})
+        assert done.kind == 'fail' and 'openstacksdk' in done.kwargs['msg']
+        assert done.kwargs['exception'] == 'Traceback: No module named openstack'
+        assert module.ran == []

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.volsnap.openstack.plugins.module_utils import _snapshot_manage
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import openstack_argument_spec
 from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_manage import (
     CinderApi,
     ManageableQuery,
@@ -15,8 +17,11 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_manage
     SnapshotManage,
     cinder_id_in_ref,
     entry_of_volume,
+    cinder_api,
     list_manageable,
+    manage_snapshot,
     manageable_info,
+    manageable_snapshots,
     normalize_ref,
     same_ref,
     snapshot_view,
@@ -457,3 +462,58 @@ class TestCinderApiMicroversions:
         method, url, kwargs = api.proxy.requests[0]
         assert (method, url) == ('POST', '/snapshots/s1/action')
         assert kwargs['json'] == {'os-update_snapshot_status': {'status': 'creating', 'progress': '90%'}}
+
+
+def module_params(with_wait, **options):
+    """Parameters as AnsibleModule gives them: every option of the spec, unset ones None or their default."""
+    params = {name: spec.get('default') for name, spec in openstack_argument_spec(wait=with_wait).items()}
+    params.update(options)
+    return params
+
+
+class TestModuleRuns:
+    """manage_snapshot and manageable_snapshots: the modules' whole run, from their parameters."""
+
+    MANAGE_OPTIONS = dict(state='present', volume='vol1', ref=None, name=None, description=None, metadata=None,
+                          cleanup_on_error=False, block_storage_microversion=None)
+    INFO_OPTIONS = dict(host=None, cluster=None, volume=None, limit=None, marker=None, offset=None, sort=None,
+                        block_storage_microversion=None)
+
+    def manage_params(self, **options):
+        return module_params(True, **dict(self.MANAGE_OPTIONS, **options))
+
+    def test_manage_maps_every_option(self, cinder):
+        result = manage_snapshot(self.manage_params(ref='nightly', name='imported', description='d',
+                                                    metadata={'a': '1'}, wait=False), False, api=cinder)
+        assert result['changed'] and result['action'] == 'manage'
+        snap = result['snapshot']
+        assert (snap['name'], snap['description'], snap['metadata'], snap['status']) == (
+            'imported', 'd', {'a': '1'}, 'creating')  # wait=false: not waited for
+        assert result['diff']['before'] == {} and result['diff']['after']['id'] == snap['id']
+
+    def test_manage_check_mode_and_absent(self, cinder):
+        planned = manage_snapshot(self.manage_params(ref='nightly', name='imported'), True, api=cinder)
+        assert planned['changed'] and planned['snapshot']['id'] is None and 'manage' not in cinder.calls
+        sid = cinder.add_snapshot(cinder.vid, 'old')
+        gone = manage_snapshot(self.manage_params(state='absent', name='old', wait=False), False, api=cinder)
+        assert gone['action'] == 'unmanage' and gone['snapshot']['id'] == sid and 'unmanage' in cinder.calls
+
+    def test_manageable_snapshots_is_manageable_info(self, cinder):
+        params = module_params(False, **self.INFO_OPTIONS)
+        params.update(volume='vol1', limit=5)
+        assert manageable_snapshots(params, api=cinder) == manageable_info(
+            cinder, ManageableQuery(volume='vol1', limit=5))
+        assert manageable_snapshots(params, api=cinder)['manageable_snapshots'][0]['reference'] == {
+            'source-name': 'nightly'}
+
+    def test_cinder_api_caps_at_the_microversion_option(self, monkeypatch):
+        seen = []
+
+        def connect(params, microversion):
+            seen.append((params['cloud'], microversion))
+            return FakeConn('3.0', '3.70')
+        monkeypatch.setattr(_snapshot_manage, 'connect', connect)
+        api = cinder_api(module_params(False, cloud='lab', block_storage_microversion='3.10'))
+        assert seen == [('lab', '3.10')]
+        assert api.microversion() == '3.10'
+        assert cinder_api(module_params(False, cloud='lab', block_storage_microversion=None)).microversion() == '3.65'
