@@ -35,6 +35,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._chain import (
     inspect_chain,
     qemu_format,
 )
+from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import fsync_dir
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._image_format import inspect_image
 from ansible_collections.volsnap.openstack.plugins.module_utils._lock import VolumeLock, lock_path_for
@@ -42,7 +43,6 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import
 from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import (
     VOLUME_PREFIX,
     copy_owner_mode,
-    fsync_dir,
     fsync_file,
     is_cinder_id,
     remove_if_exists,

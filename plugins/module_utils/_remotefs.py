@@ -26,8 +26,6 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import (
     attributes_like,
     write_atomic as _write_atomic,
 )
-# Re-exported: _snapshot_ops and _clone import fsync_dir from here.
-from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import fsync_dir  # pylint: disable=unused-import
 
 VOLUME_PREFIX = 'volume-'
 INFO_SUFFIX = '.info'

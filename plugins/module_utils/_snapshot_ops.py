@@ -19,13 +19,13 @@ import time
 from typing import Any, Dict, List, Optional
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._chain import qemu_format
+from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import fsync_dir
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._image_format import inspect_image
 from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg, opened_for_write_by_qemu
 from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import (
     SnapshotInfo,
     copy_owner_mode,
-    fsync_dir,
     fsync_file,
     remove_if_exists,
     write_atomic,
