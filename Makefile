@@ -79,9 +79,9 @@ demo: deps build ## Start the lab and run playbooks/demo.yml against it
 	bash $(LAB) start </dev/null
 	cd $(COLL) && ansible-playbook playbooks/demo.yml
 
-bench: deps build ## Run every benchmarks/*.py with the venv python (PYTHONPATH=.build)
-	@cd $(COLL) && shopt -s nullglob && benches=(benchmarks/*.py) && \
-	  if (( $${#benches[@]} == 0 )); then echo "bench: no benchmarks/*.py found" >&2; exit 1; fi && \
+bench: deps build ## Run every benchmarks/bench_*.py with the venv python (PYTHONPATH=.build)
+	@cd $(COLL) && shopt -s nullglob && benches=(benchmarks/bench_*.py) && \
+	  if (( $${#benches[@]} == 0 )); then echo "bench: no benchmarks/bench_*.py found" >&2; exit 1; fi && \
 	  for b in "$${benches[@]}"; do echo "== bench: $$b"; PYTHONPATH=$(BUILD_ROOT) $(PY) "$$b"; done
 
 clean: ## Remove .build and tests/output

@@ -32,12 +32,21 @@ import json
 import os
 import platform
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
+from ansible_collections.volsnap.openstack.benchmarks._common import (
+    BenchError,
+    emit,
+    goal,
+    int_list,
+    load_text,
+    median,
+    run,
+    table,
+    timed,
+)
 from ansible_collections.volsnap.openstack.plugins.module_utils._chain import inspect_chain
 
 BENCHMARK = 'qcow2_chain_info'
@@ -47,14 +56,6 @@ MIN_NATIVE_RUNS = 7
 MIN_QEMU_RUNS = 5
 MIN_BATCH_SECONDS = 0.02
 MAX_DEPTH = 1000
-
-
-class BenchError(Exception):
-    """A setup step failed or a result was wrong; carries the exit code."""
-
-    def __init__(self, message, code=1):
-        super().__init__(message)
-        self.code = code
 
 
 def parse_args(argv):
@@ -70,30 +71,13 @@ def parse_args(argv):
                         help='virtual size of the base image in MiB (default: %(default)s)')
     parser.add_argument('--qemu-img', default=None, help='qemu-img binary (default: qemu-img on PATH)')
     args = parser.parse_args(argv)
-    try:
-        depths = sorted(set(int(d) for d in args.depths.split(',') if d.strip()))
-    except ValueError:
-        parser.error('--depths must be comma-separated integers, got %r' % args.depths)
-    if not depths or depths[0] < 1 or depths[-1] >= MAX_DEPTH:
-        parser.error('--depths must be between 1 and %d' % (MAX_DEPTH - 1))
+    depths = sorted(set(int_list(parser, args.depths, '--depths', 1, MAX_DEPTH - 1)))
     if args.repeat < 1:
         parser.error('--repeat must be at least 1')
     if args.base_size_mib < 1:
         parser.error('--base-size-mib must be at least 1')
     args.depths = depths
     return args
-
-
-def run(cmd, cwd=None):
-    """Run a command, return its stdout; raise BenchError (exit 2) when it fails."""
-    try:
-        proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              universal_newlines=True, check=False)
-    except OSError as exc:
-        raise BenchError('cannot run %s: %s' % (cmd[0], exc), 2)
-    if proc.returncode != 0:
-        raise BenchError('%s failed (exit %d): %s' % (' '.join(cmd), proc.returncode, proc.stderr.strip()), 2)
-    return proc.stdout
 
 
 def overlay_name(index):
@@ -150,7 +134,7 @@ def time_native(top, expected, repeat):
             report = inspect_chain(top, max_depth=MAX_DEPTH)
         samples.append((time.perf_counter() - start) / batch)
         check_native(report, expected)
-    return statistics.median(samples), batch
+    return median(samples), batch
 
 
 def time_qemu(qemu_img, top, expected, repeat):
@@ -159,11 +143,10 @@ def time_qemu(qemu_img, top, expected, repeat):
     check_qemu(run(cmd), top, expected)  # warm-up and correctness
     samples = []
     for dummy in range(max(repeat, MIN_QEMU_RUNS)):
-        start = time.perf_counter()
-        output = run(cmd)
-        samples.append(time.perf_counter() - start)
+        seconds, output = timed(run, cmd)
+        samples.append(seconds)
         check_qemu(output, top, expected)
-    return statistics.median(samples)
+    return median(samples)
 
 
 def per_layer_us(seconds, depth):
@@ -215,14 +198,12 @@ def main(argv=None):
         shutil.rmtree(workdir, ignore_errors=True)
 
     print()
-    header = '%6s %7s %12s %13s %9s %16s' % ('depth', 'layers', 'native ms', 'qemu-img ms', 'ratio', 'native us/layer')
-    print(header)
-    print('-' * len(header))
-    for depth in args.depths:
-        r = results[depth]
-        print('%6d %7d %12.3f %13.3f %8.1fx %16.1f' % (depth, r['layers'], r['native_s'] * 1e3, r['qemu_img_s'] * 1e3,
-                                                       r['ratio'], r['native_us_per_layer']))
+    table([('depth', 6), ('layers', 7), ('native ms', 12), ('qemu-img ms', 13), ('ratio', 9), ('native us/layer', 16)],
+          [[str(depth), str(results[depth]['layers']), '%.3f' % (results[depth]['native_s'] * 1e3),
+            '%.3f' % (results[depth]['qemu_img_s'] * 1e3), '%.1fx' % results[depth]['ratio'],
+            '%.1f' % results[depth]['native_us_per_layer']] for depth in args.depths])
     print('(depth = overlays above the base; layers = depth + 1; ratio = qemu_img_s / native_s)')
+    print('(%s at the end of the run)' % load_text())
 
     target = results.get(TARGET_DEPTH)
     if target is None:
@@ -232,7 +213,7 @@ def main(argv=None):
     else:
         met = target['ratio'] >= TARGET_RATIO
         print('target ratio>=%dx at depth %d: %s (%.1fx)'
-              % (TARGET_RATIO, TARGET_DEPTH, 'met' if met else 'not met', target['ratio']))
+              % (TARGET_RATIO, TARGET_DEPTH, goal(met), target['ratio']))
 
     linear = {'us_per_layer_depth%d' % d: (results[d]['native_us_per_layer'] if d in results else None)
               for d in (50, 200)}
@@ -256,7 +237,7 @@ def main(argv=None):
         'qemu_img_version': version,
         'python': platform.python_version(),
     }
-    print(json.dumps(figures))
+    emit(figures)
     return 0
 
 

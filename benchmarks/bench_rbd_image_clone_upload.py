@@ -16,34 +16,54 @@ Volumes are RBD images made in the volume pool as client.admin (the module takes
   figures are the paths' cost, not Keystone's (a loaded lab Keystone takes seconds per new
   token). Each image is deleted (state=absent) before the next run, outside the timing. The image must be active with the location
   ``rbd://<fsid>/<pool>/<id>/snap`` on a clone of the volume's snapshot, else exit 1.
+  The split of the clone path's time is the median of each phase over those runs. The cloud user
+  of --cloud (admin, without the service role) registers the location with the JSON-patch API.
+* clone through ``POST /v2/images/{id}/locations`` (sizes in --locations-sizes, default 1): the same
+  as --locations-cloud (a user with the service role), ``location_api=locations``; besides its time,
+  how long Glance then takes to compute the image's checksum in the background (it reads the whole
+  image: the cost of that API the clone path's own time does not show).
 * copy: the same with the optimization off: the data is streamed into Glance (holes are not read
   from Ceph, but are sent as zeros). Median of --repeat-copy runs up to 1 GiB, one run above.
   Glance's checksum (md5) must equal the md5 of the volume's bytes, else exit 1. When the target
   store does not write sparsely (thin_provisioning false) the copy is skipped above
   --copy-max-gib-fat (the lab's OSD keeps data in memory), and the table says so.
 
-Output: a table, the ratios (copy / clone), target lines, and as the LAST line one JSON object.
-Timings are reported, never asserted: only wrong results (exit 1) or setup failures (exit 2) fail.
+The load average (1 minute) is recorded after each measurement: the machine may be shared.
+
+Output: a table, the ratios (copy / clone), the split, target lines, and as the LAST line one JSON
+object. Timings are reported, never asserted: only wrong results (exit 1) or setup failures (exit 2)
+fail.
 
 The executor needs the Ceph bindings (built for the system's Python 3.11) and openstacksdk: when
 they are not importable here, the script re-runs itself with --python (default: the lab's venv).
 
 Run: PYTHONPATH=<dir holding ansible_collections/> python benchmarks/bench_rbd_image_clone_upload.py
      [--sizes-gib 1,10,100] [--data-mib 256] [--repeat-clone 5] [--repeat-copy 3] [--cloud NAME]
+     [--locations-sizes 1] [--locations-cloud NAME]
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import platform
-import statistics
 import sys
 import time
 import uuid
 
+from ansible_collections.volsnap.openstack.benchmarks._common import (
+    EXIT_SETUP,
+    BenchError,
+    emit,
+    goal,
+    int_list,
+    load_average,
+    load_text,
+    median,
+    table,
+    timed,
+)
 from ansible_collections.volsnap.openstack.plugins.module_utils._ceph import connect as ceph_connect
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._glance import Glance
@@ -54,12 +74,7 @@ GIB = 1 << 30
 MIB = 1 << 20
 TARGET_CEPH_SECONDS = 1.0
 TARGET_RATIO_1GIB = 50.0
-
-
-class BenchError(Exception):
-    def __init__(self, message, code=1):
-        super().__init__(message)
-        self.code = code
+HASH_WAIT_SECONDS = 900
 
 
 def parse_args(argv):
@@ -82,18 +97,20 @@ def parse_args(argv):
     p.add_argument('--keyring', default=None, help='default <lab-dir>/ceph/ceph.client.<ceph-user>.keyring')
     p.add_argument('--admin-keyring', default=None, help='default <lab-dir>/ceph/ceph.client.admin.keyring')
     p.add_argument('--volume-pool', default='volumes')
+    p.add_argument('--locations-sizes', default='1',
+                   help='sizes (GiB, among --sizes-gib) also cloned through POST /v2/images/{id}/locations; '
+                        '"none" for no such run (default 1)')
+    p.add_argument('--locations-cloud', default=os.environ.get('VOLSNAP_BENCH_SERVICE_CLOUD', 'volsnap-lab-service'),
+                   help='cloud of a user with the service role, for those runs (default %(default)s)')
     args = p.parse_args(argv)
     args.python = args.python or os.path.join(args.lab_dir, 'openstack', 'venv', 'bin', 'python')
     args.clouds_yaml = args.clouds_yaml or os.path.join(args.lab_dir, 'openstack', 'clouds.yaml')
     args.ceph_conf = args.ceph_conf or os.path.join(args.lab_dir, 'ceph', 'ceph.conf')
     args.keyring = args.keyring or os.path.join(args.lab_dir, 'ceph', 'ceph.client.%s.keyring' % args.ceph_user)
     args.admin_keyring = args.admin_keyring or os.path.join(args.lab_dir, 'ceph', 'ceph.client.admin.keyring')
-    try:
-        args.sizes = [int(s) for s in args.sizes_gib.split(',') if s.strip()]
-    except ValueError:
-        p.error('--sizes-gib takes integers, e.g. 1,10,100')
-    if not args.sizes or min(args.sizes) < 1:
-        p.error('--sizes-gib: sizes must be >= 1')
+    args.sizes = int_list(p, args.sizes_gib, '--sizes-gib')
+    args.locations_sizes = ([] if args.locations_sizes.strip().lower() == 'none'
+                            else int_list(p, args.locations_sizes, '--locations-sizes'))
     if args.data_mib < 0 or args.data_mib > 1024:
         p.error('--data-mib must be between 0 and 1024')
     if args.repeat_clone < 1 or args.repeat_copy < 1:
@@ -110,10 +127,12 @@ def reexec_if_needed(args):
         return
     except ImportError as exc:
         if os.environ.get('VOLSNAP_BENCH_REEXEC') == '1':
-            raise BenchError('%s cannot import the Ceph bindings or openstacksdk: %s' % (sys.executable, exc), 2)
+            raise BenchError('%s cannot import the Ceph bindings or openstacksdk: %s' % (sys.executable, exc),
+                             EXIT_SETUP)
     if not os.path.exists(args.python):
         raise BenchError('%s has no Ceph bindings; the lab interpreter %s does not exist either: start the lab '
-                         '(bash tests/lab/lab.sh start) or pass --python' % (sys.executable, args.python), 2)
+                         '(bash tests/lab/lab.sh start) or pass --python' % (sys.executable, args.python),
+                         EXIT_SETUP)
     env = dict(os.environ, VOLSNAP_BENCH_REEXEC='1')
     sys.stdout.flush()
     os.execve(args.python, [args.python, os.path.abspath(__file__)] + sys.argv[1:], env)
@@ -180,17 +199,30 @@ class Bench(object):
         self.images = []
         self.glance = Glance(self.conn)
         self.cinder = CinderVolumes(self.conn)
+        self.service_glance = None
+        if args.locations_sizes:
+            self.service_conn = openstack.connect(cloud=args.locations_cloud)
+            self.service_glance = Glance(self.service_conn)
         # Warm the token caches of every API worker (keystonemiddleware validates a new token once per worker),
         # so the figures measure the upload paths, not the lab Keystone's queue.
         for attempt in range(6):  # noqa: B007
             self.glance.stores()
             self.conn.block_storage.get('/volumes?limit=1')
+            if self.service_glance is not None:
+                self.service_glance.stores()
 
-    def _execute(self, opts):
+    def _execute(self, opts, glance=None):
         with ceph_connect(self.args.ceph_conf, self.args.ceph_user, self.args.keyring, 30) as cluster:
-            return Upload(opts, {}, False).execute(self.glance, self.cinder, cluster, self.rbd)
+            return Upload(opts, {}, False).execute(glance or self.glance, self.cinder, cluster, self.rbd)
 
     def close(self):
+        # also images whose run failed before returning their id (the module's rollback may fail as well when
+        # Glance went away under it)
+        listed = self.conn.image.get('/images?limit=1000', raise_exc=False)
+        if listed.status_code == 200:
+            prefix = 'volsnap-bench-%s-' % self.tag
+            self.images += [i['id'] for i in listed.json().get('images', [])
+                            if str(i.get('name', '')).startswith(prefix) and i['id'] not in self.images]
         for image_id in self.images:
             self.conn.image.delete('/images/%s' % image_id, raise_exc=False)
         for name in self.made:
@@ -222,23 +254,32 @@ class Bench(object):
                     img.write(chunk_data(min(8 * MIB, length - done), seed, done), off + done)
         return name, size, writes
 
-    def upload(self, name, clone):
+    def upload(self, name, clone, location_api='auto', glance=None):
         opts = Options(rbd_image=name, volume_pool=self.args.volume_pool, image_name='%s-%s' % (
             name, uuid.uuid4().hex[:6]), enable_clone_optimization=clone, ceph_conf=self.args.ceph_conf,
-            ceph_user=self.args.ceph_user, keyring=self.args.keyring, timeout=600)
-        started = time.monotonic()
-        result = self._execute(opts)
-        wall = time.monotonic() - started
+            ceph_user=self.args.ceph_user, keyring=self.args.keyring, timeout=600, location_api=location_api)
+        wall, result = timed(self._execute, opts, glance)
         if result.get('image_id'):
             self.images.append(result['image_id'])
         return result, wall
 
-    def absent(self, image_id):
+    def absent(self, image_id, glance=None):
         opts = Options(state='absent', image_id=image_id, volume_pool=self.args.volume_pool,
                        ceph_conf=self.args.ceph_conf, ceph_user=self.args.ceph_user, keyring=self.args.keyring,
                        timeout=600)
-        self._execute(opts)
+        self._execute(opts, glance)
         self.images.remove(image_id)
+
+    def wait_hash(self, glance, image_id):
+        """Seconds until Glance has the image's checksum (its background hash after POST /locations)."""
+        deadline = time.monotonic() + HASH_WAIT_SECONDS
+        started = time.monotonic()
+        while time.monotonic() < deadline:
+            image = glance.get_image(image_id) or {}
+            if image.get('os_hash_value'):
+                return time.monotonic() - started
+            time.sleep(0.1)
+        return None
 
     def check_clone(self, result, name):
         image = result.get('image') or {}
@@ -257,7 +298,35 @@ class Bench(object):
                              % (name, result.get('path'), image.get('status'), image.get('checksum'), md5))
 
 
-def run(args):
+def clone_runs(bench, name, repeat, location_api='auto', glance=None, hash_wait=False):
+    """Median figures of ``repeat`` clone-path runs after a warm-up run; returns (figures, store)."""
+    totals, cephs, walls, phases, hashes = [], [], [], [], []
+    store_info = result = None
+    while len(walls) <= repeat:  # run 0 warms up (connections, caches)
+        result, wall = bench.upload(name, True, location_api, glance)
+        walls.append(wall)
+        bench.check_clone(result, name)
+        totals.append(result['seconds']['total'])
+        cephs.append(result['seconds']['ceph'])
+        phases.append(result['seconds']['phases'])
+        store_info = result.get('store')
+        if hash_wait and len(walls) > 1:
+            hashes.append(bench.wait_hash(glance or bench.glance, result['image_id']))
+        bench.absent(result['image_id'], glance)
+    names = list(phases[-1])
+    figures = {'total_s': median(totals[1:]), 'ceph_s': median(cephs[1:]), 'runs': len(totals) - 1,
+               'cold_s': totals[0], 'wall_s': median(walls[1:]), 'location_api': result.get('location_api'),
+               'phases': {key: round(median([p.get(key, 0.0) for p in phases[1:]]), 6) for key in names},
+               'load_average_1m': (load_average() or [None])[0]}
+    if hash_wait:
+        done = [h for h in hashes if h is not None]
+        figures['glance_hash_after_s'] = round(median(done), 3) if done else None
+        figures['glance_hash_runs'] = len(done)
+    return figures, store_info
+
+
+def run(args, errors):
+    """Figures per size; a copy the module could not finish is added to ``errors`` and the run goes on."""
     bench = Bench(args)
     sizes = {}
     store_info = None
@@ -267,18 +336,10 @@ def run(args):
             entry = {'size_gib': size_gib, 'data_bytes': sum(w[1] for w in writes)}
             md5 = Md5Of(size, writes)
 
-            totals, cephs, walls = [], [], []
-            while len(walls) <= args.repeat_clone:  # run 0 warms up (connections, caches)
-                result, wall = bench.upload(name, True)
-                walls.append(wall)
-                bench.check_clone(result, name)
-                totals.append(result['seconds']['total'])
-                cephs.append(result['seconds']['ceph'])
-                store_info = result.get('store')
-                bench.absent(result['image_id'])
-            entry['clone'] = {'total_s': statistics.median(totals[1:]), 'ceph_s': statistics.median(cephs[1:]),
-                              'runs': len(totals) - 1, 'cold_s': totals[0], 'wall_s': statistics.median(walls[1:]),
-                              'phases': result['seconds']['phases']}
+            entry['clone'], store_info = clone_runs(bench, name, args.repeat_clone)
+            if size_gib in args.locations_sizes:
+                entry['clone_locations_api'] = clone_runs(bench, name, args.repeat_clone, 'locations',
+                                                          bench.service_glance, hash_wait=True)[0]
             thin = bool((store_info or {}).get('thin_provisioning'))
             if not thin and size_gib > args.copy_max_gib_fat:
                 entry['copy'] = None
@@ -288,15 +349,21 @@ def run(args):
                 repeat = args.repeat_copy if size_gib <= 1 else 1
                 totals = []
                 walls = []
-                while len(walls) < repeat:
-                    result, wall = bench.upload(name, False)
-                    walls.append(wall)
-                    bench.check_copy(result, name, md5)
-                    totals.append(result['seconds']['total'])
-                    bench.absent(result['image_id'])
-                entry['copy'] = {'total_s': statistics.median(totals), 'runs': repeat,
-                                 'wall_s': statistics.median(walls),
-                                 'upload_s': result['seconds']['phases'].get('upload_data')}
+                try:
+                    while len(walls) < repeat:
+                        result, wall = bench.upload(name, False)
+                        walls.append(wall)
+                        bench.check_copy(result, name, md5)
+                        totals.append(result['seconds']['total'])
+                        bench.absent(result['image_id'])
+                except VolsnapError as exc:  # keep the other figures; the run still exits 2
+                    entry['copy'] = None
+                    entry['copy_error'] = str(exc)
+                    errors.append('%d GiB copy: %s' % (size_gib, exc))
+                else:
+                    entry['copy'] = {'total_s': median(totals), 'runs': repeat, 'wall_s': median(walls),
+                                     'upload_s': result['seconds']['phases'].get('upload_data'),
+                                     'load_average_1m': (load_average() or [None])[0]}
             if entry['copy']:
                 entry['ratio'] = round(entry['copy']['total_s'] / entry['clone']['total_s'], 1)
             sizes[str(size_gib)] = entry
@@ -308,14 +375,30 @@ def run(args):
 def report(args, sizes, store_info):
     print('rbd_image_clone_upload: clone path vs copy path (Glance store %s, thin %s)'
           % ((store_info or {}).get('id'), (store_info or {}).get('thin_provisioning')))
-    print('%8s %10s %12s %12s %12s %8s' % ('size', 'data MiB', 'clone s', 'clone ceph s', 'copy s', 'ratio'))
+    rows = []
     for key, e in sizes.items():
-        copy = e['copy']['total_s'] if e.get('copy') else None
-        print('%6s G %10.0f %12.3f %12.3f %12s %8s' % (
-            key, e['data_bytes'] / MIB, e['clone']['total_s'], e['clone']['ceph_s'],
-            '%.2f' % copy if copy is not None else 'skipped', '%.1fx' % e['ratio'] if e.get('ratio') else '-'))
+        copy = e.get('copy')
+        rows.append(['%s G' % key, '%.0f' % (e['data_bytes'] / MIB), '%.3f' % e['clone']['total_s'],
+                     '%.3f' % e['clone']['ceph_s'], '%.2f' % copy['total_s'] if copy else 'skipped',
+                     '%.1fx' % e['ratio'] if e.get('ratio') else '-',
+                     '%s / %s' % (e['clone']['load_average_1m'], copy['load_average_1m'] if copy else '-')])
+    table([('size', 8), ('data MiB', 9), ('clone s', 9), ('clone ceph s', 13), ('copy s', 9), ('ratio', 7),
+           ('load clone / copy', 18)], rows)
+    for key, e in sizes.items():
         if e.get('copy_skipped'):
-            print('         copy skipped: %s' % e['copy_skipped'])
+            print('%s GiB: copy skipped: %s' % (key, e['copy_skipped']))
+        if e.get('copy_error'):
+            print('%s GiB: copy FAILED: %s' % (key, e['copy_error']))
+        posted = e.get('clone_locations_api')
+        if posted:
+            print('%s GiB clone with POST /locations (%s): %.3f s (JSON-patch: %.3f s); Glance\'s background hash '
+                  'of the whole image ended %s s after the module returned' % (
+                      key, args.locations_cloud, posted['total_s'], e['clone']['total_s'],
+                      posted.get('glance_hash_after_s')))
+    first = next(iter(sizes.values()))
+    print('split of the clone path at %s GiB (median seconds per phase, location API %s):'
+          % (first['size_gib'], first['clone']['location_api']))
+    print('  ' + ', '.join('%s %.3f' % (k, v) for k, v in first['clone']['phases'].items()))
     clones = [e['clone']['total_s'] for e in sizes.values()]
     ceph_max = max(e['clone']['ceph_s'] for e in sizes.values())
     flat = max(clones) / min(clones) if min(clones) > 0 else None
@@ -327,30 +410,34 @@ def report(args, sizes, store_info):
         'clone_max_over_min': round(flat, 2) if flat else None,
     }
     print('clone path Ceph work, largest median: %.3f s (target < %.1f s: %s)'
-          % (ceph_max, TARGET_CEPH_SECONDS, 'met' if target['clone_ceph_met'] else 'not met'))
+          % (ceph_max, TARGET_CEPH_SECONDS, goal(target['clone_ceph_met'])))
     print('clone path total across sizes: max/min = %s (does not grow with size when close to 1)'
           % target['clone_max_over_min'])
     if one:
         print('ratio at 1 GiB: %s (target >= %.0fx: %s)'
-              % (one.get('ratio'), TARGET_RATIO_1GIB, 'met' if target['ratio_1gib_met'] else 'not met'))
-    print(json.dumps({'benchmark': BENCHMARK, 'sizes': sizes, 'target': target, 'store': store_info,
-                      'repeat': {'clone': args.repeat_clone, 'copy': args.repeat_copy}, 'data_mib': args.data_mib,
-                      'python': platform.python_version()}))
+              % (one.get('ratio'), TARGET_RATIO_1GIB, goal(target['ratio_1gib_met'])))
+    print('(%s at the end of the run)' % load_text())
+    emit({'benchmark': BENCHMARK, 'sizes': sizes, 'target': target, 'store': store_info,
+          'repeat': {'clone': args.repeat_clone, 'copy': args.repeat_copy}, 'data_mib': args.data_mib,
+          'python': platform.python_version()})
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    errors = []
     try:
         reexec_if_needed(args)
-        sizes, store_info = run(args)
+        sizes, store_info = run(args, errors)
     except VolsnapError as exc:
         print('setup failed: the module could not upload: %s' % exc, file=sys.stderr)
-        return 2
+        return EXIT_SETUP
     except BenchError as exc:
         print('%s: %s' % ('error' if exc.code == 1 else 'setup failed', exc), file=sys.stderr)
         return exc.code
     report(args, sizes, store_info)
-    return 0
+    for error in errors:
+        print('setup failed: the module could not upload: %s' % error, file=sys.stderr)
+    return EXIT_SETUP if errors else 0
 
 
 if __name__ == '__main__':

@@ -34,13 +34,23 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 
+from ansible_collections.volsnap.openstack.benchmarks._common import (
+    BenchError,
+    emit,
+    goal,
+    int_list,
+    load_text,
+    median,
+    run,
+    table,
+    timed,
+)
 from ansible_collections.volsnap.openstack.plugins.module_utils import _chain
 from ansible_collections.volsnap.openstack.plugins.module_utils._chain import inspect_chain
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
@@ -55,14 +65,6 @@ TARGET_OVERHEAD_PCT = 10.0
 TARGET_SIZE_GROWTH = 1.5  # create time at the largest size / at the smallest
 MIN_RUNS = 3
 HOST_PYTHON = '/usr/bin/python3'
-
-
-class BenchError(Exception):
-    """A setup step failed (code 2) or a result was wrong (code 1)."""
-
-    def __init__(self, message, code=1):
-        super().__init__(message)
-        self.code = code
 
 
 def parse_args(argv):
@@ -82,29 +84,11 @@ def parse_args(argv):
                         help='libvirt URI the module code asks for running domains (default: %(default)s)')
     parser.add_argument('--qemu-img', default=None, help='qemu-img binary (default: qemu-img on PATH)')
     args = parser.parse_args(argv)
-    try:
-        args.sizes = sorted(set(int(s) for s in args.sizes_gib.split(',') if s.strip()))
-    except ValueError:
-        parser.error('--sizes-gib must be comma-separated integers, got %r' % args.sizes_gib)
-    if not args.sizes or args.sizes[0] < 1:
-        parser.error('--sizes-gib must be at least 1')
+    args.sizes = sorted(set(int_list(parser, args.sizes_gib, '--sizes-gib')))
     if args.delete_mib < 1 or args.volumes < 1 or args.repeat < 1:
         parser.error('--delete-mib, --volumes and --repeat must be at least 1')
     args.repeat = max(args.repeat, MIN_RUNS)
     return args
-
-
-def run(cmd, cwd=None, env=None):
-    """Run a command, return its stdout; raise BenchError (exit 2) when it fails."""
-    try:
-        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              universal_newlines=True, check=False)
-    except OSError as exc:
-        raise BenchError('cannot run %s: %s' % (cmd[0], exc), 2)
-    if proc.returncode != 0:
-        raise BenchError('%s failed (exit %d): %s' % (' '.join(cmd), proc.returncode,
-                                                      (proc.stderr or proc.stdout).strip()[-2000:]), 2)
-    return proc.stdout
 
 
 class TimedRunner(object):
@@ -142,9 +126,9 @@ def snapshot(args, qemu_img, volume, snap_id, state):
     """One volume_snapshot request through the module's code path; returns (seconds, qemu-img seconds, result)."""
     runner = TimedRunner()
     request = Request(volume_path=volume, snapshot_id=snap_id, state=state)
-    start = time.perf_counter()
-    result = VolumeSnapshot(request, QemuImg(runner, qemu_img), libvirt_factory(args.libvirt_uri), False).run()
-    return time.perf_counter() - start, runner.seconds, result
+    seconds, result = timed(VolumeSnapshot(request, QemuImg(runner, qemu_img), libvirt_factory(args.libvirt_uri),
+                                           False).run)
+    return seconds, runner.seconds, result
 
 
 def new_volume(qemu_img, directory, size_bytes):
@@ -179,14 +163,13 @@ def bench_create(args, qemu_img, workdir):
             os.unlink('%s.%s' % (volume, snap_id))
             os.unlink(volume + '.info')
             overlay = os.path.join(directory, 'bare.qcow2')
-            start = time.perf_counter()
-            run([qemu_img, 'create', '-q', '-f', 'qcow2', '-b', os.path.basename(volume), '-F', 'raw', overlay])
-            bare = time.perf_counter() - start
+            bare, _out = timed(run, [qemu_img, 'create', '-q', '-f', 'qcow2', '-b', os.path.basename(volume), '-F',
+                                     'raw', overlay])
             os.unlink(overlay)
             if index:
                 module_s.append(seconds)
                 bare_s.append(bare)
-        module, bare = statistics.median(module_s), statistics.median(bare_s)
+        module, bare = median(module_s), median(bare_s)
         results[size] = {'module_s': module, 'qemu_img_s': bare, 'ratio': module / bare}
     smallest, largest = results[args.sizes[0]], results[args.sizes[-1]]
     growth = largest['module_s'] / smallest['module_s']
@@ -247,11 +230,11 @@ def bench_delete(args, qemu_img, workdir):
             module_s.append(seconds)
             module_qemu_s.append(qemu_s)
             plain_s.append(plain)
-    module, plain = statistics.median(module_s), statistics.median(plain_s)
+    module, plain = median(module_s), median(plain_s)
     # Outside its qemu-img calls the module also removes the overlay, which the plain run does too: take
     # the plain run's rm time out to leave the module's own work (lock, journal, checks, .info, fsyncs).
-    rm = statistics.median(rm_s)
-    own = statistics.median([m - q for m, q in zip(module_s, module_qemu_s)]) - rm
+    rm = median(rm_s)
+    own = median([m - q for m, q in zip(module_s, module_qemu_s)]) - rm
     overhead_pct = (module - plain) / plain * 100.0
     return {
         'data_mib': args.delete_mib,
@@ -300,9 +283,8 @@ def run_playbook(workdir, name, tasks):
     env = dict(os.environ)
     env.update({'ANSIBLE_COLLECTIONS_PATH': collections_root(), 'ANSIBLE_NOCOLOR': '1',
                 'ANSIBLE_RETRY_FILES_ENABLED': '0', 'ANSIBLE_LOCAL_TEMP': os.path.join(directory, 'tmp')})
-    start = time.perf_counter()
-    run([ansible_playbook(), '-i', inventory, playbook], cwd=directory, env=env)
-    return time.perf_counter() - start
+    seconds, _out = timed(run, [ansible_playbook(), '-i', inventory, playbook], cwd=directory, env=env)
+    return seconds
 
 
 def bench_delete_ansible(args, qemu_img, workdir):
@@ -315,7 +297,7 @@ def bench_delete_ansible(args, qemu_img, workdir):
         check_merged(args, volume, overlay)
         fixed.append(run_playbook(workdir, 'noop-%d' % index, [task]))  # deleted already: no change
         shutil.rmtree(os.path.dirname(volume))
-    return {'total_s': statistics.median(totals), 'fixed_cost_s': statistics.median(fixed), 'runs': MIN_RUNS}
+    return {'total_s': median(totals), 'fixed_cost_s': median(fixed), 'runs': MIN_RUNS}
 
 
 def bench_playbook(args, qemu_img, workdir):
@@ -391,50 +373,43 @@ def main(argv=None):
     create = figures['create']
     print()
     print('create a snapshot of a thin raw volume (module code path vs bare qemu-img create -b)')
-    header = '%10s %12s %14s %9s' % ('size', 'module ms', 'qemu-img ms', 'ratio')
-    print(header)
-    print('-' * len(header))
+    rows = []
     for size in args.sizes:
         r = create['sizes_gib'][str(size)]
-        print('%8d G %12.1f %14.1f %8.1fx' % (size, r['module_s'] * 1e3, r['qemu_img_s'] * 1e3, r['ratio']))
-    met = create['target']['met']
+        rows.append(['%d G' % size, '%.1f' % (r['module_s'] * 1e3), '%.1f' % (r['qemu_img_s'] * 1e3),
+                     '%.1fx' % r['ratio']])
+    table([('size', 10), ('module ms', 12), ('qemu-img ms', 14), ('ratio', 9)], rows)
     print('target module create time at %d GiB <= %.1fx the time at %d GiB: %s (%.2fx)'
-          % (args.sizes[-1], TARGET_SIZE_GROWTH, args.sizes[0],
-             'not measured' if met is None else ('met' if met else 'not met'), create['growth_largest_vs_smallest']))
+          % (args.sizes[-1], TARGET_SIZE_GROWTH, args.sizes[0], goal(create['target']['met']),
+             create['growth_largest_vs_smallest']))
 
     delete = figures['delete']
     print()
     print('delete a snapshot holding %d MiB (offline merge into a 1 GiB thin raw volume)' % args.delete_mib)
-    header = '%-52s %10s' % ('', 'seconds')
-    print(header)
-    print('-' * len(header))
-    print('%-52s %10.3f' % ('module code path (lock, journal, commit, .info, rm)', delete['module_s']))
-    print('%-52s %10.3f' % ('qemu-img commit -t writeback -d + rm', delete['qemu_img_commit_s']))
-    print('%-52s %10.3f' % ('  of which removing the overlay (rm)', delete['rm_s']))
-    print('%-52s %10.3f' % ("module's own work (minus its qemu-img calls and rm)", delete['module_own_s']))
+    rows = [('module code path (lock, journal, commit, .info, rm)', delete['module_s']),
+            ('qemu-img commit -t writeback -d + rm', delete['qemu_img_commit_s']),
+            ('  of which removing the overlay (rm)', delete['rm_s']),
+            ("module's own work (minus its qemu-img calls and rm)", delete['module_own_s'])]
     if 'ansible' in delete:
-        a = delete['ansible']
-        print('%-52s %10.3f' % ('through ansible-playbook (whole run)', a['total_s']))
-        print('%-52s %10.3f' % ('  of which the playbook fixed cost (no-change run)', a['fixed_cost_s']))
+        rows += [('through ansible-playbook (whole run)', delete['ansible']['total_s']),
+                 ('  of which the playbook fixed cost (no-change run)', delete['ansible']['fixed_cost_s'])]
+    table([('', -52), ('seconds', 10)], [[label, '%.3f' % value] for label, value in rows])
     print('target module overhead < %.0f%%: %s (%+.1f%% vs plain commit; own work %.1f%%)'
-          % (TARGET_OVERHEAD_PCT, 'met' if delete['target']['met'] else 'not met', delete['overhead_pct'],
-             delete['module_own_pct']))
+          % (TARGET_OVERHEAD_PCT, goal(delete['target']['met']), delete['overhead_pct'], delete['module_own_pct']))
 
     if 'playbook' in figures:
         p = figures['playbook']
         print()
         print('one ansible-playbook run snapshotting %d volumes on one host (loop over one task)' % p['volumes'])
-        header = '%-40s %9s %12s %22s' % ('', 'total s', 's/volume', 's/volume after start')
-        print(header)
-        print('-' * len(header))
-        print('%-40s %9.2f %12.3f %22.3f' % ('volsnap.openstack.volume_snapshot', p['module_s'],
-                                             p['module_s_per_volume'], p['module_s_per_volume_after_startup']))
-        print('%-40s %9.2f %12.3f %22.3f' % ('ansible.builtin.command: qemu-img create', p['qemu_img_command_s'],
-                                             p['qemu_img_command_s_per_volume'],
-                                             p['qemu_img_command_s_per_volume_after_startup']))
+        table([('', -40), ('total s', 9), ('s/volume', 12), ('s/volume after start', 22)],
+              [['volsnap.openstack.volume_snapshot', '%.2f' % p['module_s'], '%.3f' % p['module_s_per_volume'],
+                '%.3f' % p['module_s_per_volume_after_startup']],
+               ['ansible.builtin.command: qemu-img create', '%.2f' % p['qemu_img_command_s'],
+                '%.3f' % p['qemu_img_command_s_per_volume'], '%.3f' % p['qemu_img_command_s_per_volume_after_startup']]])
         print('(start = a run of the same playbook with an empty loop: %.2f s; ratio module/command %.2fx)'
               % (p['startup_s'], p['ratio']))
-    print(json.dumps(figures))
+    print('(%s at the end of the run)' % load_text())
+    emit(figures)
     return 0
 
 

@@ -30,6 +30,10 @@ RESERVED = frozenset(('id', 'name', 'status', 'visibility', 'protected', 'checks
                       'direct_url', 'self', 'file', 'schema', 'disk_format', 'container_format', 'min_disk',
                       'min_ram', 'tags', 'os_hidden', 'stores'))
 
+# Polling an image whose location Glance registers in a background task: the first look comes at once, then
+# after FIRST_POLL seconds, the wait doubling up to the caller's interval (a fixed interval costs up to its length).
+FIRST_POLL = 0.05
+LOCATION_APIS = ('locations', 'patch')
 LOCATION_SERVICE_HINT = ('Glance accepts rbd locations through POST /v2/images/{id}/locations only from users with the '
                          'service role (as Cinder sends them): use the credentials of a service user, or give this '
                          'user the service role')
@@ -112,12 +116,54 @@ def image_properties(image: Mapping[str, Any]) -> Dict[str, Any]:
     return {k: v for k, v in image.items() if k not in RESERVED}
 
 
+@dataclass
+class Registered:
+    """What :meth:`Glance.register_location` did: the API used, and the image record when Glance answered with it
+    (the JSON-patch API returns the updated image, already active; the locations API only starts a task)."""
+
+    api: str
+    image: Optional[Dict[str, Any]] = None
+
+    @property
+    def active(self) -> bool:
+        return (self.image or {}).get('status') == 'active'
+
+
+def location_api_order(api: str, service_role: Optional[bool]) -> Tuple[str, ...]:
+    """The location APIs to try, in order, for the option ``location_api`` and the token's service role.
+
+    ``auto`` tries ``POST /v2/images/{id}/locations`` first, as Glance recommends, unless the token is known to
+    lack the ``service`` role: Glance refuses rbd locations there to other users, so asking first would only cost
+    a refused request. The other API is still tried when the first is refused.
+    """
+    if api in LOCATION_APIS:
+        return (api,)
+    if api != 'auto':
+        raise VolsnapError('location_api must be one of auto, locations, patch, not %r' % api)
+    return ('patch', 'locations') if service_role is False else ('locations', 'patch')
+
+
 class Glance(object):
     """Image API calls through ``conn.image`` (a keystoneauth adapter on the image endpoint)."""
 
     def __init__(self, conn: Any, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.conn = conn
         self.proxy = conn.image
         self.sleep = sleep
+
+    def service_role(self) -> Optional[bool]:
+        """Whether the token carries the ``service`` role; None when that cannot be told.
+
+        Read from the token the session already holds (keystoneauth fetches it on first use anyway).
+        """
+        try:
+            session = self.conn.session
+            roles = session.auth.get_access(session).role_names
+        except Exception:  # not a keystoneauth identity plugin, or no token yet obtainable: unknown
+            return None
+        if not isinstance(roles, (list, tuple, set, frozenset)):
+            return None
+        return 'service' in roles
 
     def _request(self, method: str, url: str, action: str, hints: Optional[Mapping[int, str]] = None,
                  missing_ok: bool = False, **kwargs: Any) -> Any:
@@ -239,9 +285,11 @@ class Glance(object):
         """Wait until a registered location made the image active; a failed ``location_import`` task is an error.
 
         ``POST /v2/images/{id}/locations`` only starts a task; when the task fails Glance puts the image
-        back to ``queued`` and keeps the reason in the task, which is returned here.
+        back to ``queued`` and keeps the reason in the task, which is returned here. The image is read at
+        once, then after :data:`FIRST_POLL` seconds, the wait doubling up to ``interval``.
         """
         deadline = clock() + max(timeout, 0)
+        delay = min(FIRST_POLL, interval)
         while True:
             image = self.get_image(image_id)
             status = image.get('status') if image else None
@@ -261,45 +309,61 @@ class Glance(object):
                 raise VolsnapError('Glance image %s is still %s %s seconds after its location was registered; see '
                                    'its tasks (GET /v2/images/%s/tasks) and the glance-api log'
                                    % (image_id, status, timeout, image_id), image_status=status)
-            self.sleep(interval)
+            self.sleep(max(0.0, min(delay, deadline - clock())))
+            delay = min(delay * 2, interval)
 
     # -- locations ------------------------------------------------------------------------
 
     def add_location(self, image_id: str, url: str, api: str = 'auto') -> str:
-        """Register ``url`` as the image's location; returns the API used (``locations`` or ``patch``).
+        """Register ``url`` as the image's location; returns the API used (``locations`` or ``patch``)."""
+        return self.register_location(image_id, url, api).api
 
-        ``locations`` is ``POST /v2/images/{id}/locations`` (Glance 2024.2+, asynchronous: the image
-        turns active shortly after); ``patch`` is the JSON-patch ``add /locations/-``. ``auto`` tries
-        the first and falls back to the second when the first is missing or refused.
+    def register_location(self, image_id: str, url: str, api: str = 'auto') -> Registered:
+        """Register ``url`` as the image's location.
+
+        ``locations`` is ``POST /v2/images/{id}/locations`` (Glance 2024.2+, asynchronous: a task adds the
+        location, turns the image active, then reads the whole image to compute its checksum unless
+        ``do_secure_hash`` is off); ``patch`` is the JSON-patch ``add /locations/-`` (synchronous: Glance checks
+        the location, the image is active in the answer; no checksum is computed). ``auto`` tries both, in the
+        order of :func:`location_api_order`, going on to the other when the first is missing or refused.
         """
-        openstack = sdk()
-        first_error: Optional[VolsnapError] = None
-        if api in ('auto', 'locations'):
-            with api_errors('registering location %s with Glance image %s' % (url, image_id)):
-                response = self.proxy.request('/images/%s/locations' % image_id, 'POST', json={'url': url},
-                                              raise_exc=False)
-            if response.status_code < 400:
-                return 'locations'
+        order = location_api_order(api, self.service_role() if api == 'auto' else None)
+        errors: Dict[str, VolsnapError] = {}
+        for index, which in enumerate(order):
+            last = index == len(order) - 1
             try:
-                with api_errors('registering the location with POST /v2/images/%s/locations' % image_id,
-                                {403: LOCATION_SERVICE_HINT}):
-                    openstack.exceptions.raise_from_response(response)
+                if which == 'locations':
+                    self._post_location(image_id, url)
+                    return Registered('locations')
+                return Registered('patch', self._patch_location(image_id, url))
             except VolsnapError as exc:
-                if api == 'locations' or response.status_code not in (403, 404, 405):
-                    raise
-                first_error = exc
+                status = exc.details.get('status_code')
+                refused = status in (403, 404, 405) if which == 'locations' else status == 403
+                if last or not refused:
+                    if not errors:
+                        raise
+                    first, first_error = next(iter(errors.items()))
+                    raise VolsnapError('Glance refused the location %s both ways. %s. Then %s'
+                                       % (url, first_error.msg, exc.msg),
+                                       **{'%s_api' % first: first_error.details, '%s_api' % which: exc.details})
+                errors[which] = exc
+        raise VolsnapError('internal error: no location API was tried')  # pragma: no cover - order is never empty
+
+    def _post_location(self, image_id: str, url: str) -> None:
+        self._request('POST', '/images/%s/locations' % image_id,
+                      'registering the location with POST /v2/images/%s/locations' % image_id,
+                      hints={403: LOCATION_SERVICE_HINT}, json={'url': url})
+
+    def _patch_location(self, image_id: str, url: str) -> Optional[Dict[str, Any]]:
         ops = [{'op': 'add', 'path': '/locations/-', 'value': {'url': url, 'metadata': {}}}]
+        response = self._request('PATCH', '/images/%s' % image_id,
+                                 'registering the location with the JSON-patch API of image %s' % image_id,
+                                 hints={403: PATCH_HINT}, json=ops, headers={'Content-Type': JSON_PATCH})
         try:
-            self._request('PATCH', '/images/%s' % image_id,
-                          'registering the location with the JSON-patch API of image %s' % image_id,
-                          hints={403: PATCH_HINT}, json=ops, headers={'Content-Type': JSON_PATCH})
-        except VolsnapError as exc:
-            if first_error is None:
-                raise
-            raise VolsnapError('Glance refused the location %s both ways. %s. Then %s' % (url, first_error.msg,
-                                                                                          exc.msg),
-                               locations_api=first_error.details, patch_api=exc.details)
-        return 'patch'
+            body = self._json(response)
+        except VolsnapError:  # the location is registered; the answer is only a convenience
+            return None
+        return body if isinstance(body, dict) and body.get('id') == image_id else None
 
     # -- data -----------------------------------------------------------------------------
 

@@ -27,7 +27,6 @@ import traceback
 from typing import Any, Callable, Collection, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._module import Dependency, VolsnapModule
 
 SDK_NAME = 'openstacksdk'
 SDK_URL = 'https://pypi.org/project/openstacksdk/'
@@ -106,31 +105,6 @@ def sdk_error_types() -> Tuple[type, ...]:
     else:
         types.append(ks_exceptions.ClientException)
     return tuple(types)
-
-
-class OpenStackModule(VolsnapModule):
-    """A module that talks to OpenStack on every run, its work one call of module_utils.
-
-    openstacksdk is its dependency (``missing_required_lib`` when absent) and the SDK's exceptions
-    are mapped to ``fail_json``. A subclass declares its argument spec and implements :meth:`run`;
-    a ``diff`` (``{'before', 'after'}``) in the result of :meth:`run` becomes the module's diff.
-    """
-
-    def dependencies(self) -> Tuple[Dependency, ...]:
-        return (openstack_dependency(),)
-
-    def error_types(self) -> Tuple[type, ...]:
-        return sdk_error_types()
-
-    def run(self) -> Dict[str, Any]:
-        raise NotImplementedError
-
-    def run_module(self) -> Dict[str, Any]:
-        result = self.run()
-        diff = result.pop('diff', None)
-        if diff:
-            self.set_diff(diff['before'], diff['after'])
-        return result
 
 
 def sdk() -> Any:

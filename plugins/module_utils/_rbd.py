@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Tuple
 from urllib.parse import quote, unquote
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._ceph import ceph_errors, error_kind, is_ceph_exception
@@ -387,8 +387,11 @@ class Rbd(object):
     # -- data -----------------------------------------------------------------------------
 
     def read_stream(self, ref: Ref, extents: List[Extent], chunk: int = CHUNK,
-                    progress: Optional[Callable[[int, int], None]] = None) -> Iterator[bytes]:
-        """The image's bytes in order, holes as zeros without reading them; ``progress(done, data_read)``."""
+                    progress: Optional[Callable[[int, int], None]] = None) -> Generator[bytes, None, None]:
+        """The image's bytes in order, holes as zeros without reading them; ``progress(done, data_read)``.
+
+        The image stays open until the generator is exhausted or closed: close it when the reader stops early.
+        """
         zeros = bytes(chunk)
         done = 0
         data_read = 0

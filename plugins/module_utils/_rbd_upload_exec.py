@@ -9,10 +9,15 @@ One Ceph connection (librados, :mod:`_ceph`) and one OpenStack connection (opens
 only does what the plan says, times every step, and on an error rolls back what the failed run
 made (so an error leaves nothing behind), while an interruption (a killed process) is completed
 by the next run because every step is idempotent and the plan is derived from what exists.
+
+Independent waits overlap: the Keystone token is fetched while librados connects, and Glance's
+stores and images are read while the volume is looked up (Cinder and Ceph). The steps themselves
+run one after the other, in the planner's order.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import re
 import time
@@ -26,7 +31,13 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._ceph import (
     rbd_module,
 )
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._glance import Glance, SizedStream, Store, Stores
+from ansible_collections.volsnap.openstack.plugins.module_utils._glance import (
+    Glance,
+    Registered,
+    SizedStream,
+    Store,
+    Stores,
+)
 from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import api_errors, connect as os_connect
 from ansible_collections.volsnap.openstack.plugins.module_utils._rbd import (
     DELETED_SUFFIX,
@@ -58,6 +69,8 @@ _UUID = re.compile(r'^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 CEPH_STEPS = frozenset(('check_caps', 'snapshot_volume', 'protect_volume_snapshot', 'clone', 'flatten_clone',
                         'snapshot_clone', 'protect_clone_snapshot', 'release_volume_snapshot', 'snapshot_upload',
                         'remove_upload_snapshot', 'discard_clone', 'release_parent', 'flatten_children'))
+# Steps after which Glance's image record may differ from the one the executor holds.
+GLANCE_STEPS = frozenset(('create_image', 'set_properties', 'register_location', 'wait_active', 'upload_data'))
 PROGRESS_EVERY = 2.0
 MAX_PROGRESS_SAMPLES = 60
 
@@ -168,19 +181,30 @@ class Upload(object):
         self.fsid = ''
         self.progress: List[Dict[str, Any]] = []
         self.location_api_used: Optional[str] = None
+        self.registered: Optional[Registered] = None
         self.done: List[str] = []
 
     # -- entry ----------------------------------------------------------------------------
 
     def run(self) -> Dict[str, Any]:
-        """Connect to the cloud and the cluster, then :meth:`execute`."""
+        """Connect to the cloud and the cluster (at the same time), then :meth:`execute`."""
         self._validate()
+        rbd_lib = rbd_module()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool, contextlib.ExitStack() as stack:
+            cloud = pool.submit(self._connect_cloud)
+            with self.timer.phase('connect_ceph'):
+                cluster = stack.enter_context(ceph_connect(self.opts.ceph_conf, self.opts.ceph_user,
+                                                           self.opts.keyring, self.opts.rados_connect_timeout))
+            conn = cloud.result()
+            return self.execute(Glance(conn, sleep=self.sleep), CinderVolumes(conn), cluster, rbd_lib)
+
+    def _connect_cloud(self) -> Any:
+        """The OpenStack connection with its token (fetched here, while librados connects)."""
         with self.timer.phase('connect'):
             conn = os_connect(self.cloud_params)
-        rbd_lib = rbd_module()
-        with ceph_connect(self.opts.ceph_conf, self.opts.ceph_user, self.opts.keyring,
-                          self.opts.rados_connect_timeout) as cluster:
-            return self.execute(Glance(conn, sleep=self.sleep), CinderVolumes(conn), cluster, rbd_lib)
+            with api_errors('authenticating with the cloud (Keystone)'):
+                conn.authorize()
+        return conn
 
     def execute(self, glance: Any, cinder: Any, cluster: Any, rbd_lib: Any) -> Dict[str, Any]:
         """The run on connected services (tests pass fakes of the same interfaces)."""
@@ -250,17 +274,29 @@ class Upload(object):
         return stores, store
 
     def _find_image(self, volume: Optional[Volume]) -> Optional[Dict[str, Any]]:
+        return self._pick_image(volume, self._list_images())
+
+    def _list_images(self) -> List[Dict[str, Any]]:
+        """The image named by image_id ([] when it does not exist), or the images named image_name."""
         o = self.opts
         with self.timer.phase('discover_image'):
             if o.image_id:
                 image = self.glance.get_image(o.image_id)
-                if image is None and o.state == 'present':
-                    raise VolsnapError('Glance image %s does not exist: omit image_id to create a new image named '
-                                       'image_name' % o.image_id)
-                return image
-            props = {SOURCE_PROPERTY: volume.key} if volume is not None else {}
-            found = [img for img in self.glance.find_images(str(o.image_name), props)
-                     if volume is not None or img.get(SOURCE_PROPERTY)]
+                return [image] if image is not None else []
+            return self.glance.find_images(str(o.image_name))
+
+    def _pick_image(self, volume: Optional[Volume], listed: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+        """The image this run works on, from :meth:`_list_images`: image_id's, or the one made from ``volume``."""
+        o = self.opts
+        if o.image_id:
+            if not listed and o.state == 'present':
+                raise VolsnapError('Glance image %s does not exist: omit image_id to create a new image named '
+                                   'image_name' % o.image_id)
+            return listed[0] if listed else None
+        if volume is not None:
+            found = [img for img in listed if str(img.get(SOURCE_PROPERTY)) == volume.key]
+        else:
+            found = [img for img in listed if img.get(SOURCE_PROPERTY)]
         if not found:
             return None
         if len(found) > 1:
@@ -286,10 +322,20 @@ class Upload(object):
 
     # -- present --------------------------------------------------------------------------
 
-    def _present(self) -> Dict[str, Any]:
-        volume = self._volume()
+    def _glance_facts(self) -> Tuple[Stores, Optional[Store], List[Dict[str, Any]]]:
         stores, store = self._stores()
-        image = self._find_image(volume)
+        return stores, store, self._list_images()
+
+    def _discover(self) -> Tuple[Volume, Stores, Optional[Store], Optional[Dict[str, Any]]]:
+        """The volume (Cinder and Ceph, in this thread) while Glance's stores and images are read in another."""
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            glance = pool.submit(self._glance_facts)
+            volume = self._volume()  # on an error the pool still waits for the Glance reads, then it is raised
+            stores, store, listed = glance.result()
+        return volume, stores, store, self._pick_image(volume, listed)
+
+    def _present(self) -> Dict[str, Any]:
+        volume, stores, store, image = self._discover()
         image_id = str(image['id']) if image else None
         ceph = self._ceph_state(volume, store, image_id)
         plan = plan_present(self.req, volume, stores, store, image, ceph)
@@ -297,6 +343,8 @@ class Upload(object):
         if self.check_mode or not plan.changed:
             return self._result(plan, volume, store, image, before)
         created_image = False
+        fresh = True  # ``image`` is Glance's current record (no Glance step ran since it was read)
+        answer: Optional[Dict[str, Any]] = None
         try:
             for step in plan.steps:
                 self.log('rbd_image_clone_upload: %s' % step)
@@ -307,8 +355,12 @@ class Upload(object):
                         plan.image_id = str(image['id'])
                         if plan.path == 'clone' and store is not None and store.pool:
                             plan.location = rbd_url(self.fsid, store.pool, plan.image_id)
+                        answer = image
                     else:
-                        image = self._do_present_step(step.name, plan, volume, store, image) or image
+                        answer = self._do_present_step(step.name, plan, volume, store, image)
+                        image = answer or image
+                if step.name in GLANCE_STEPS:
+                    fresh = answer is not None
                 self.done.append(step.name)
         except Exception as exc:  # an interruption (signal, kill) is not caught: the next run completes it
             rolled = self._rollback(plan, volume, store, created_image)
@@ -318,7 +370,8 @@ class Upload(object):
                 exc.details.setdefault('path', plan.path)
                 raise
             raise
-        image = self.glance.get_image(str(plan.image_id)) or image
+        if not fresh:
+            image = self.glance.get_image(str(plan.image_id)) or image
         return self._result(plan, volume, store, image, before)
 
     def _create_image(self, plan: Plan) -> Dict[str, Any]:
@@ -359,8 +412,12 @@ class Upload(object):
         elif name == 'register_location':
             location = str(_need(plan.location))
             with self._explain_glance_read(volume):
-                self.location_api_used = self.glance.add_location(image_id, location, self.opts.location_api)
+                self.registered = self.glance.register_location(image_id, location, self.opts.location_api)
+            self.location_api_used = self.registered.api
+            return self.registered.image
         elif name == 'wait_active':
+            if plan.path == 'clone' and self.registered is not None and self.registered.active:
+                return self.registered.image  # Glance answered the registration with the active image
             if plan.path == 'clone' and self.opts.wait:
                 with self._explain_glance_read(volume):
                     return self.glance.wait_location(image_id, self.opts.timeout)
@@ -433,9 +490,14 @@ class Upload(object):
                 self.log('rbd_image_clone_upload: uploaded %(bytes)d bytes (%(percent)s%%) in %(seconds)s s' % sample)
 
         self.log('rbd_image_clone_upload: %d bytes, %d of them allocated, to upload' % (total, data_bytes))
-        stream = SizedStream(self.rbd.read_stream(snap, extents, progress=progress), total)
+        chunks = self.rbd.read_stream(snap, extents, progress=progress)
         target = store.id if store is not None and self.opts.store else None
-        self.glance.upload(image_id, stream, target)
+        try:
+            self.glance.upload(image_id, SizedStream(chunks, total), target)
+        finally:
+            # An upload that broke off leaves the reader suspended with the snapshot open: close it now, while the
+            # cluster is connected (closed later, at exit, it would hang librados' shutdown).
+            chunks.close()
 
     def _rollback(self, plan: Plan, volume: Volume, store: Optional[Store], created_image: bool) -> List[str]:
         """Undo what this failed run made (best effort); return what was undone."""

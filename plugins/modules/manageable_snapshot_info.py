@@ -143,7 +143,8 @@ legacy_api:
   type: bool
 '''
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import OpenStackModule, openstack_argument_spec
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import openstack_argument_spec
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack_module import OpenStackModule
 from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_manage import manageable_snapshots
 
 

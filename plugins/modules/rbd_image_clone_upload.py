@@ -163,7 +163,10 @@ options:
       - V(locations) is C(POST /v2/images/{id}/locations) (Glance 2024.2 and newer). Glance accepts non-http locations
         there only from users with the C(service) role (Cinder uses its service user).
       - V(patch) is the older JSON-patch C(add /locations/-), which needs C(show_multiple_locations=true) in Glance.
-      - V(auto) tries V(locations), then V(patch).
+      - V(auto) tries V(locations) first, or V(patch) first when the token lacks the C(service) role (Glance refuses
+        the other to such users), then the other one.
+      - V(patch) answers with the active image at once. After V(locations) Glance activates the image a moment
+        later and, with its default C(do_secure_hash), reads the whole image in the background to checksum it.
     type: str
     choices: [auto, locations, patch]
     default: auto

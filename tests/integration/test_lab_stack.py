@@ -176,6 +176,16 @@ def test_glance_stores_detail(openstack_lab, ceph_lab) -> None:
     assert rbd_store["properties"]["pool"] == ceph_lab.images_pool
     assert rbd_store["properties"]["fsid"] == ceph_lab.fsid
     assert stores["file"]["type"] == "file"
+    # thin provisioning: sparse uploads stay sparse (the rbd_image_clone_upload benchmark relies on it)
+    assert rbd_store["properties"].get("thin_provisioning") is True, rbd_store
+    assert stores["file"]["properties"].get("thin_provisioning") is True, stores["file"]
+
+
+def test_glance_reads_the_volumes_pool(ceph_lab) -> None:
+    """Glance's user reads (never writes) the volumes pool, as clone-optimization deployments need."""
+    caps = json.loads(ceph_lab.ceph("auth", "get", "client.glance", "--format", "json"))[0]["caps"]
+    assert f"profile rbd-read-only pool={ceph_lab.volumes_pool}" in caps["osd"], caps
+    assert f"profile rbd pool={ceph_lab.images_pool}" in caps["osd"], caps
 
 
 def test_glance_member_cannot_see_stores_detail(openstack_lab) -> None:

@@ -276,22 +276,20 @@ class Lab(object):
         return problems
 
 
-def glance_caps(ceph: Any, read_volumes: bool = True) -> None:
-    """Glance's cephx caps. The clone path needs Glance to read the clone's parent in the volume pool."""
-    osd = 'profile rbd pool=%s' % ceph.images_pool
-    if read_volumes:
-        osd += ', profile rbd-read-only pool=%s' % ceph.volumes_pool
-    ceph.ceph('auth', 'caps', 'client.%s' % ceph.glance_user, 'mon', 'profile rbd', 'osd', osd)
+def glance_caps(ceph: Any) -> Dict[str, str]:
+    """The cephx caps of Glance's Ceph user (``{'mon': ..., 'osd': ...}``)."""
+    return dict(json.loads(ceph.ceph('auth', 'get', 'client.%s' % ceph.glance_user, '--format', 'json'))[0]['caps'])
 
 
-@pytest.fixture(scope='module')
-def glance_reads_volumes(ceph_lab: Any) -> None:
-    """The deployment requirement of the clone path (documented by the module): client.glance reads volumes."""
-    glance_caps(ceph_lab)
+def set_glance_caps(ceph: Any, caps: Dict[str, str]) -> None:
+    args: List[str] = []
+    for kind, value in sorted(caps.items()):
+        args += [kind, value]
+    ceph.ceph('auth', 'caps', 'client.%s' % ceph.glance_user, *args)
 
 
 @pytest.fixture
-def lab(ceph_lab: Any, openstack_lab: Any, glance_reads_volumes: None, tmp_path: Path) -> Any:
+def lab(ceph_lab: Any, openstack_lab: Any, tmp_path: Path) -> Any:
     helper = Lab(ceph_lab, openstack_lab, tmp_path)
     yield helper
     problems = helper.cleanup()
@@ -613,11 +611,17 @@ def test_glance_without_read_access_to_volumes_is_explained(lab: Any) -> None:
     """Without osd 'profile rbd-read-only pool=volumes' for Glance's user, Glance cannot open the clone."""
     vol = lab.create_volume(write=False)
     name = 'rbdup-glancecap-%s' % lab.tag
-    glance_caps(lab.ceph, read_volumes=False)
+    saved = glance_caps(lab.ceph)
+    read_volumes = 'profile rbd-read-only pool=%s' % lab.ceph.volumes_pool
+    assert read_volumes in saved['osd'], ('the lab gives client.glance %s (tests/lab/ceph.sh): %s'
+                                          % (read_volumes, saved))
+    without = [cap.strip() for cap in saved['osd'].split(',') if cap.strip() != read_volumes]
+    set_glance_caps(lab.ceph, dict(saved, osd=', '.join(without)))
     try:
         refused = lab.fail(volume=vol, image_name=name, enable_clone_optimization=True)
     finally:
-        glance_caps(lab.ceph)
+        set_glance_caps(lab.ceph, saved)
+    assert glance_caps(lab.ceph) == saved
     assert "Likely cause: Glance opens the clone" in refused['msg']
     assert "osd 'profile rbd-read-only pool=%s'" % lab.ceph.volumes_pool in refused['msg']
     assert lab.images_named(name) == []

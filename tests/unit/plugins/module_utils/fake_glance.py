@@ -16,7 +16,7 @@ import uuid
 from typing import Any, Dict, List, Optional
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._glance import Store, Stores
+from ansible_collections.volsnap.openstack.plugins.module_utils._glance import Registered, Store, Stores
 from ansible_collections.volsnap.openstack.plugins.module_utils._rbd import parse_rbd_url
 
 
@@ -29,6 +29,8 @@ class FakeGlance(object):
         self.fail: Dict[str, BaseException] = {}
         self.stores_answer = stores or Stores([Store('rbd', True, 'rbd', 'images', cluster.fsid, True),
                                                Store('file', False, 'file')], True)
+        # the API register_location uses: 'locations' answers nothing, 'patch' answers with the active image
+        self.location_api = 'locations'
 
     def _maybe_fail(self, name: str) -> None:
         self.calls.append(name)
@@ -37,9 +39,11 @@ class FakeGlance(object):
             raise exc
 
     def stores(self) -> Stores:
+        self._maybe_fail('stores')
         return self.stores_answer
 
     def get_image(self, image_id: str) -> Optional[Dict[str, Any]]:
+        self.calls.append('get_image')
         image = self.images.get(image_id)
         return dict(image) if image is not None and image['status'] != 'deleted' else None
 
@@ -63,6 +67,12 @@ class FakeGlance(object):
         stored.update({k: str(v) for k, v in properties.items()})
         return changed
 
+    def register_location(self, image_id: str, url: str, api: str = 'auto') -> Registered:
+        self.add_location(image_id, url, api)
+        if self.location_api == 'patch':
+            return Registered('patch', dict(self.images[image_id]))
+        return Registered('locations')
+
     def add_location(self, image_id: str, url: str, api: str = 'auto') -> str:
         self._maybe_fail('add_location')
         image = self.images[image_id]
@@ -79,6 +89,10 @@ class FakeGlance(object):
     def upload(self, image_id: str, stream, store=None) -> None:
         self._maybe_fail('upload')
         image = self.images[image_id]
+        broken = self.fail.pop('upload_midway', None)
+        if broken is not None:  # the connection breaks after the first piece (Glance restarted)
+            next(iter(stream))
+            raise broken
         data = b''.join(stream)
         self.data[image_id] = data
         image.update(status='active', size=len(data), checksum=hashlib.md5(data).hexdigest(),

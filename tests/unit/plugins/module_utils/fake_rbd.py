@@ -13,7 +13,7 @@ bindings' names and ``__module__``.
 from __future__ import annotations
 
 import errno
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 
 def _exc(name, code):
@@ -91,6 +91,8 @@ class FakeRbdLib(object):
                 self.snap = None
                 if snapshot is not None:
                     self.set_snap(snapshot)
+                self.closed = False
+                lib.cluster.open_images.append(self)
 
             def _writable(self):
                 if self.read_only:
@@ -98,7 +100,9 @@ class FakeRbdLib(object):
                 lib.cluster.check_write(self.pool)
 
             def close(self):
-                pass
+                if not self.closed:
+                    self.closed = True
+                    lib.cluster.open_images.remove(self)
 
             def size(self):
                 if self.snap:
@@ -241,6 +245,7 @@ class Cluster(object):
         self.read_only_pools: set = set()
         self.objects: Dict[Tuple[str, str], bytes] = {}
         self.reads: List[Tuple[int, int]] = []
+        self.open_images: List[Any] = []  # rbd.Image objects not closed yet
         self.lib = FakeRbdLib(self)
 
     def open_ioctx(self, pool):

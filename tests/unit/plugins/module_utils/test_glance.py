@@ -17,6 +17,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._glance import (
     Glance,
     SizedStream,
     image_properties,
+    location_api_order,
     parse_stores,
 )
 
@@ -245,3 +246,109 @@ def test_wait_location_active_and_timeout():
     g = glance(('GET', '/images/%s' % IMG, response(404, 'gone')))
     with pytest.raises(VolsnapError, match='went to status gone'):
         g.wait_location(IMG, 5)
+
+
+class Token(object):
+    """The parts of a keystoneauth session the service-role check reads."""
+
+    def __init__(self, roles):
+        self.role_names = roles
+        self.auth = self
+
+    def get_access(self, session):
+        assert session is self
+        if isinstance(self.role_names, Exception):
+            raise self.role_names
+        return self
+
+
+def glance_with_roles(roles, *answers):
+    proxy = FakeProxy(answers)
+    conn = Conn(proxy)
+    conn.session = Token(roles)
+    return Glance(conn, sleep=lambda s: None), proxy
+
+
+def test_location_api_order():
+    assert location_api_order('auto', None) == ('locations', 'patch')
+    assert location_api_order('auto', True) == ('locations', 'patch')
+    assert location_api_order('auto', False) == ('patch', 'locations')
+    assert location_api_order('locations', False) == ('locations',)
+    assert location_api_order('patch', True) == ('patch',)
+    with pytest.raises(VolsnapError, match='location_api must be one of'):
+        location_api_order('post', None)
+
+
+def test_service_role_from_the_token():
+    assert glance_with_roles(['admin', 'service'])[0].service_role() is True
+    assert glance_with_roles(['admin', 'member'])[0].service_role() is False
+    assert glance_with_roles(RuntimeError('no token'))[0].service_role() is None
+    assert glance().service_role() is None  # a connection without a keystoneauth session
+
+
+def test_register_location_without_service_role_patches_first_and_takes_the_answer():
+    active = {'id': IMG, 'status': 'active', 'locations': [{'url': 'rbd://x/p/i/snap', 'metadata': {}}]}
+    g, proxy = glance_with_roles(['admin'], ('PATCH', '/images/%s' % IMG, response(200, active)))
+    registered = g.register_location(IMG, 'rbd://x/p/i/snap')
+    assert registered.api == 'patch' and registered.active and registered.image == active
+    assert [call[0] for call in proxy.calls] == ['PATCH']  # no POST that Glance would refuse
+
+
+def test_register_location_with_service_role_posts_and_waits():
+    g, proxy = glance_with_roles(['admin', 'service'], ('POST', '/images/%s/locations' % IMG, response(202, None)))
+    registered = g.register_location(IMG, 'rbd://x/p/i/snap')
+    assert registered.api == 'locations' and registered.image is None and not registered.active
+    assert [call[0] for call in proxy.calls] == ['POST']
+
+
+def test_register_location_patch_refused_then_post():
+    g, proxy = glance_with_roles(
+        ['admin'],
+        ('PATCH', '/images/%s' % IMG, response(403, {'message': "It's not allowed to add locations if locations are "
+                                                                "invisible."})),
+        ('POST', '/images/%s/locations' % IMG, response(202, None)))
+    assert g.register_location(IMG, 'rbd://x/p/i/snap').api == 'locations'
+    assert [call[0] for call in proxy.calls] == ['PATCH', 'POST']
+
+
+def test_register_location_patch_refused_then_post_refused_explains_both():
+    g = glance_with_roles(
+        ['admin'],
+        ('PATCH', '/images/%s' % IMG, response(403, {'message': "It's not allowed to add locations if locations are "
+                                                                "invisible."})),
+        ('POST', '/images/%s/locations' % IMG, response(403, {'message': 'http store must be enabled'})))[0]
+    with pytest.raises(VolsnapError) as info:
+        g.register_location(IMG, 'rbd://x/p/i/snap')
+    assert 'both ways' in info.value.msg and 'show_multiple_locations' in info.value.msg
+    assert 'service role' in info.value.msg
+    assert info.value.details['patch_api']['status_code'] == 403
+    assert info.value.details['locations_api']['status_code'] == 403
+
+
+def test_register_location_patch_error_other_than_refusal_is_not_retried():
+    g, proxy = glance_with_roles(['admin'], ('PATCH', '/images/%s' % IMG, response(500, {'message': 'rbd EPERM'})))
+    with pytest.raises(VolsnapError, match='HTTP 500') as info:
+        g.register_location(IMG, 'rbd://x/p/i/snap')
+    assert info.value.details['status_code'] == 500 and len(proxy.calls) == 1
+
+
+def test_register_location_patch_answer_without_the_image():
+    g = glance_with_roles(['admin'], ('PATCH', '/images/%s' % IMG, response(200, 'not json')))[0]
+    registered = g.register_location(IMG, 'rbd://x/p/i/snap')
+    assert registered.api == 'patch' and registered.image is None and not registered.active
+
+
+def test_wait_location_backs_off_from_a_short_first_wait():
+    sleeps = []
+    now = [0.0]
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    importing = response(200, {'id': IMG, 'status': 'importing', 'os_glance_import_task': 't'})
+    active = response(200, {'id': IMG, 'status': 'active'})
+    answers = [('GET', '/images/%s' % IMG, importing)] * 6 + [('GET', '/images/%s' % IMG, active)]
+    g = Glance(Conn(FakeProxy(answers)), sleep=sleep)
+    assert g.wait_location(IMG, 60, clock=lambda: now[0])['status'] == 'active'
+    assert sleeps == [0.05, 0.1, 0.2, 0.4, 0.5, 0.5]

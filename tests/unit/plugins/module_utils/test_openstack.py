@@ -18,9 +18,9 @@ from openstack import exceptions as sdk_exceptions
 
 from ansible_collections.volsnap.openstack.plugins.module_utils import _module, _openstack
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack_module import OpenStackModule
 from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import (
     CONNECTION_SPEC,
-    OpenStackModule,
     StatusError,
     WaitTimeout,
     api_error,

@@ -277,3 +277,58 @@ def test_glance_failing_on_the_clone_explains_the_read_cap(world):
     with pytest.raises(VolsnapError) as info:
         world.run(enable_clone_optimization=True)
     assert 'Likely cause' not in info.value.msg
+
+
+def glance_calls_after(world, call):
+    calls = world.glance.calls
+    return calls[len(calls) - calls[::-1].index(call):]
+
+
+def test_clone_path_takes_the_active_image_glance_answered_with(world):
+    """The JSON-patch API answers with the active image: no polling, and no read of the image after the steps."""
+    world.glance.location_api = 'patch'
+    out = world.run(enable_clone_optimization=True)
+    assert out['location_api'] == 'patch' and out['image']['status'] == 'active'
+    assert out['image']['locations'] == [out['location']]
+    assert glance_calls_after(world, 'add_location') == []
+    assert [p.split(':')[0] for p in out['plan']][-2:] == ['register_location', 'wait_active']
+
+
+def test_clone_path_reads_the_image_once_after_the_locations_api(world):
+    """POST /locations answers nothing: the image is read until active, and that read is the result's image."""
+    out = world.run(enable_clone_optimization=True)
+    assert out['location_api'] == 'locations' and out['image']['status'] == 'active'
+    assert glance_calls_after(world, 'add_location') == ['get_image']
+
+
+def test_copy_path_reports_the_image_it_waited_for(world):
+    out = world.run()
+    assert out['image']['status'] == 'active' and out['image']['checksum']
+    assert glance_calls_after(world, 'upload') == ['get_image']
+
+
+def test_given_queued_image_result_is_glance_record_after_the_steps(world):
+    """A queued image given by id gets its properties set; the result shows Glance's record after that."""
+    image = world.glance.create_image('given', 'raw', 'bare', None, {})
+    out = world.run(image_id=image['id'], image_name=None, properties={'os_distro': 'debian'})
+    assert out['image']['status'] == 'active' and out['image']['properties']['volsnap_upload_path'] == 'copy'
+    assert world.glance.images[image['id']]['os_distro'] == 'debian'
+
+
+def test_discovery_errors_still_surface(world):
+    """The volume lookup fails while Glance is read in the other thread: the volume's error is raised."""
+    with pytest.raises(VolsnapError, match='Cinder volume missing was not found'):
+        world.run(volume='missing')
+    world.glance.fail['stores'] = VolsnapError('listing the Glance stores failed (HTTP 503)')
+    with pytest.raises(VolsnapError, match='HTTP 503'):
+        world.run()
+
+
+def test_upload_broken_midway_closes_the_snapshot_it_read(world):
+    """Glance drops the connection during the upload: the RBD image being read is closed before the cluster
+    connection is (a suspended read left open would hang librados' shutdown when the module exits)."""
+    world.glance.fail['upload_midway'] = VolsnapError('uploading the data failed: Connection aborted')
+    with pytest.raises(VolsnapError, match='Connection aborted'):
+        world.run()
+    assert world.cluster.open_images == []
+    assert world.snaps('volumes', 'volume-%s' % VOL) == []
