@@ -101,7 +101,7 @@ def remove_volume(admin: Any, ceph_lab: Any, volume_id: str) -> List[str]:
 
 
 _RBD_SCRIPT = r"""
-import json, sys
+import hashlib, json, sys
 import rados, rbd
 args = json.loads(sys.argv[1])
 cluster = rados.Rados(conffile=args["conf"], name="client.admin", conf={"keyring": args["keyring"]})
@@ -115,6 +115,13 @@ try:
                     image.write(text.encode(), offset)
                 image.flush()
             print(json.dumps({"ok": True}))
+        elif args["op"] == "sha256":
+            with rbd.Image(ioctx, args["image"], snapshot=args.get("snapshot"), read_only=True) as image:
+                digest = hashlib.sha256()
+                size = image.size()
+                for offset in range(0, size, 8 << 20):
+                    digest.update(image.read(offset, min(8 << 20, size - offset)))
+            print(json.dumps({"sha256": digest.hexdigest(), "size": size}))
         else:
             with rbd.Image(ioctx, args["image"], snapshot=args.get("snapshot"), read_only=True) as image:
                 print(json.dumps({"chunks": [[o, image.read(o, n).decode("latin-1")] for o, n in args["reads"]]}))
@@ -125,10 +132,10 @@ finally:
 """
 
 
-def _rbd_python(openstack_lab: Any, ceph_lab: Any, payload: Dict[str, Any]) -> Dict[str, Any]:
+def _rbd_python(openstack_lab: Any, ceph_lab: Any, payload: Dict[str, Any], timeout: float = 120) -> Dict[str, Any]:
     payload = dict(payload, conf=str(ceph_lab.conf), keyring=str(ceph_lab.admin_keyring), pool=ceph_lab.volumes_pool)
     proc = subprocess.run([openstack_lab.python, "-c", _RBD_SCRIPT, json.dumps(payload)], capture_output=True,
-                          text=True, timeout=120, check=False)
+                          text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
         raise AssertionError(f"rbd helper failed ({proc.returncode}): {proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -136,6 +143,12 @@ def _rbd_python(openstack_lab: Any, ceph_lab: Any, payload: Dict[str, Any]) -> D
 
 def rbd_write(openstack_lab: Any, ceph_lab: Any, image: str, chunks: Dict[int, str]) -> None:
     _rbd_python(openstack_lab, ceph_lab, {"op": "write", "image": image, "chunks": sorted(chunks.items())})
+
+
+def rbd_sha256(openstack_lab: Any, ceph_lab: Any, image: str, snapshot: Optional[str] = None) -> str:
+    """The sha256 of an RBD image's (or snapshot's) whole content, read through librados."""
+    return _rbd_python(openstack_lab, ceph_lab, {"op": "sha256", "image": image, "snapshot": snapshot},
+                       timeout=300)["sha256"]
 
 
 def rbd_read(openstack_lab: Any, ceph_lab: Any, image: str, snapshot: Optional[str],

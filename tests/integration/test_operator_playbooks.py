@@ -29,29 +29,12 @@ import yaml
 from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg
 from ansible_collections.volsnap.openstack.plugins.module_utils._volume_snapshot import Request, VolumeSnapshot
 from ansible_run import COLLECTION_ROOT, HOST_PYTHON, ansible_playbook, collections_path, subprocess_runner
-from openstack_helpers import make_volume, rbd_read, rbd_snaps, rbd_write, remove_volume
+from openstack_helpers import make_volume, rbd_read, rbd_sha256, rbd_snaps, rbd_write, remove_volume
 
 MIB = 1 << 20
 # text written into the volume at these offsets (the rest of the 1 GiB stays unallocated)
 CHUNKS = {0: "volsnap operator playbooks " * 4096, 300 * MIB + 4096: "middle " * 1000,
           (1 << 30) - 8192: "end of the volume " * 400}
-
-SHA_SCRIPT = r"""
-import hashlib, json, sys
-import rados, rbd
-a = json.loads(sys.argv[1])
-with rados.Rados(conffile=a["conf"], rados_id="admin", conf={"keyring": a["keyring"]}) as cluster:
-    with cluster.open_ioctx(a["pool"]) as ioctx:
-        with rbd.Image(ioctx, a["image"], read_only=True) as img:
-            h = hashlib.sha256()
-            size = img.size()
-            pos = 0
-            while pos < size:
-                n = min(8 << 20, size - pos)
-                h.update(img.read(pos, n))
-                pos += n
-print(json.dumps({"sha256": h.hexdigest(), "size": size}))
-"""
 
 
 class Playbooks:
@@ -143,12 +126,7 @@ class Stack:
         return h.hexdigest()
 
     def volume_sha(self, volume_id: str) -> str:
-        args = {"conf": str(self.ceph.conf), "keyring": str(self.ceph.admin_keyring), "pool": self.ceph.volumes_pool,
-                "image": f"volume-{volume_id}"}
-        proc = subprocess.run([self.stack.python, "-c", SHA_SCRIPT, json.dumps(args)], capture_output=True,
-                              text=True, timeout=300, check=False)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return json.loads(proc.stdout)["sha256"]
+        return rbd_sha256(self.stack, self.ceph, f"volume-{volume_id}")
 
     def delete_image(self, image_id: str) -> int:
         return self.conn.image.delete(f"/images/{image_id}", raise_exc=False).status_code
