@@ -28,6 +28,7 @@ import pytest
 from openstack import exceptions as sdk_exceptions
 
 from ansible_run import collections_path, run_tasks
+from openstack_helpers import rbd_sha256
 
 MODULE = 'volsnap.openstack.rbd_image_clone_upload'
 GIB = 1 << 30
@@ -52,16 +53,6 @@ with rados.Rados(conffile=a["conf"], rados_id="admin", conf={"keyring": a["keyri
                 for off, length, seed in a["writes"]:
                     img.write(pattern(length, seed), off)
             print(json.dumps({"ok": True}))
-        elif a["op"] == "sha256":
-            with rbd.Image(ioctx, a["image"], snapshot=a.get("snap"), read_only=True) as img:
-                h = hashlib.sha256()
-                size = img.size()
-                pos = 0
-                while pos < size:
-                    n = min(8 << 20, size - pos)
-                    h.update(img.read(pos, n))
-                    pos += n
-            print(json.dumps({"sha256": h.hexdigest(), "size": size}))
         elif a["op"] == "info":
             names = rbd.RBD().list(ioctx)
             out = {}
@@ -143,7 +134,7 @@ class Lab(object):
         return self.rbd_tool(op='info', pool=pool, prefix=prefix)
 
     def volume_sha(self, volume_id: str) -> str:
-        return self.rbd_tool(op='sha256', pool=self.ceph.volumes_pool, image='volume-%s' % volume_id)['sha256']
+        return rbd_sha256(self.stack, self.ceph, 'volume-%s' % volume_id)
 
     # -- Cinder ------------------------------------------------------------------------------
     def create_volume(self, size_gib: int = 1, image_id: Optional[str] = None, write: bool = True) -> str:
