@@ -4,7 +4,9 @@
 """Keyring files of cephx clients: content, ownership and mode, compared and written honestly.
 
 * :func:`render_keyring` writes the text Ceph itself writes (``ceph auth get -o``): a section per
-  entity with its key and, optionally, its caps.
+  entity with its key and, optionally, its caps (in Ceph's order: by daemon type name).
+* :func:`same_keyring` compares two keyring texts by what they say (sections, keys, caps), so a file
+  Ceph wrote with other white space or another grant order is not rewritten.
 * :func:`redact` is the same text with every key replaced, for diffs; a key never leaves this module
   in a result, a diff or a message.
 * :func:`inspect_file` reads what is on disk; :func:`plan_keyring` compares it with what is wanted
@@ -26,10 +28,10 @@ import pwd
 import re
 import stat
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import FileAttributes, fsync_dir, write_atomic
-from ansible_collections.volsnap.openstack.plugins.module_utils._cephx import CAP_TYPES, entity_name, normalize_caps
+from ansible_collections.volsnap.openstack.plugins.module_utils._cephx import caps_equal, entity_name, normalize_caps
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
 
 HIDDEN = '<hidden>'
@@ -38,6 +40,7 @@ HIDDEN_NEW = '<hidden, another key>'
 _KEY = re.compile(r'^[A-Za-z0-9+/]+={0,2}$')
 _SECTION = re.compile(r'^\s*\[(?P<name>[^\]]+)\]\s*$')
 _KEY_LINE = re.compile(r'^(?P<lead>\s*key\s*=\s*)(?P<key>\S+)(?P<trail>\s*)$')
+_CAPS_LINE = re.compile(r'^\s*caps\s+(?P<kind>[A-Za-z]+)\s*=\s*(?P<value>.*?)\s*$')
 MAX_KEYRING_BYTES = 1024 * 1024
 
 
@@ -68,10 +71,58 @@ def render_keyring(entity: str, key: str, caps: Optional[Mapping[str, str]] = No
     """The keyring file for one entity, as ``ceph auth get -o`` writes it."""
     lines = ['[%s]' % entity, '\tkey = %s' % key]
     normalized = normalize_caps(caps)
-    for kind in CAP_TYPES:
-        if kind in normalized:
-            lines.append('\tcaps %s = %s' % (kind, _quote_cap(kind, normalized[kind])))
+    for kind in sorted(normalized):  # Ceph keeps caps in a map sorted by type: mds, mgr, mon, osd
+        lines.append('\tcaps %s = %s' % (kind, _quote_cap(kind, normalized[kind])))
     return ('\n'.join(lines) + '\n').encode('utf-8')
+
+
+Entry = Tuple[Optional[str], Dict[str, str]]
+
+
+def parse_keyring(content: bytes) -> Optional[Dict[str, Entry]]:
+    """``{section: (key, caps)}`` of a keyring text, or None when it holds anything else than sections, keys,
+    caps, comments and blank lines (such a file is compared byte for byte). For comparisons only."""
+    found: Dict[str, Entry] = {}
+    section: Optional[str] = None
+    for line in content.decode('utf-8', 'replace').splitlines():
+        if not line.strip() or line.lstrip().startswith(('#', ';')):
+            continue
+        match = _SECTION.match(line)
+        if match:
+            section = match.group('name').strip()
+            if section in found:
+                return None
+            found[section] = (None, {})
+            continue
+        if section is None:
+            return None
+        key, caps = found[section]
+        match = _KEY_LINE.match(line)
+        if match and key is None:
+            found[section] = (match.group('key'), caps)
+            continue
+        match = _CAPS_LINE.match(line)
+        if not match or match.group('kind').lower() in caps:
+            return None
+        value = match.group('value')
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in '"\'':
+            value = value[1:-1]
+        caps[match.group('kind').lower()] = value
+    return found
+
+
+def same_keyring(first: bytes, second: bytes) -> bool:
+    """True when both texts hold the same sections with the same keys and caps that grant the same (any white
+    space, quoting or grant order): a keyring written by ``ceph auth get -o`` equals the one we would write."""
+    if first == second:
+        return True
+    left, right = parse_keyring(first), parse_keyring(second)
+    if left is None or right is None or set(left) != set(right):
+        return False
+    try:
+        return all(left[s][0] == right[s][0] and caps_equal(left[s][1], right[s][1]) for s in left)
+    except VolsnapError:  # an unknown cap type in the file: not something we would write
+        return False
 
 
 def keys_of(content: bytes) -> Dict[str, str]:
@@ -322,7 +373,7 @@ def plan_keyring(request: KeyringRequest, current: FileState, key_known: bool = 
     if not current.exists:
         plan.changes.append('created')
         return plan
-    if content is None or current.content != content:
+    if content is None or current.content is None or not same_keyring(current.content, content):
         plan.changes.append('content')
     if uid is not None and current.uid != uid:
         plan.changes.append('owner')

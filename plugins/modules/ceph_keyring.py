@@ -14,6 +14,8 @@ description:
     with the key and, with O(caps), the caps.
   - Content, owner, group and mode are each compared with the file on disk; the task reports C(changed) when any of
     them differs, and RV(changes) says which. A second run with the same options changes nothing.
+  - Content is compared by meaning (the same sections, keys, and caps granting the same), so a keyring that
+    C(ceph auth get -o) wrote with other white space, quoting or grant order is left as it is.
   - The file is replaced atomically. The new key is written into a temporary file in the same directory that is
     created C(0600) and given its final owner, group and mode before the key is written; it is fsynced and renamed
     over the old file. The path never holds the new key with a looser mode than asked, and an interrupted run leaves

@@ -24,7 +24,9 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._keyring import 
     parse_mode,
     plan_keyring,
     redact,
+    parse_keyring,
     render_keyring,
+    same_keyring,
     stale_temporaries,
     validate_key,
     write_keyring,
@@ -69,8 +71,40 @@ class TestContent:
     def test_render_caps(self):
         text = render_keyring('client.cinder', KEY, {'osd': 'profile rbd pool=a,profile rbd pool=b',
                                                      'mon': 'profile rbd', 'mds': 'allow command "x"'}).decode()
-        assert text.splitlines()[2:] == ['\tcaps mon = "profile rbd"', "\tcaps osd = \"profile rbd pool=a, profile "
-                                         "rbd pool=b\"", "\tcaps mds = 'allow command \"x\"'"]
+        # Ceph's order (its caps map is sorted by type), as `ceph auth get -o` writes them
+        assert text.splitlines()[2:] == ["\tcaps mds = 'allow command \"x\"'", '\tcaps mon = "profile rbd"',
+                                         '\tcaps osd = "profile rbd pool=a, profile rbd pool=b"']
+
+    def test_same_as_ceph_auth_get_output(self):
+        # what `ceph auth get client.admin -o` writes, byte for byte
+        ceph = ('[client.admin]\n\tkey = %s\n\tcaps mds = "allow *"\n\tcaps mgr = "allow *"\n'
+                '\tcaps mon = "allow *"\n\tcaps osd = "allow *"\n' % KEY).encode()
+        ours = render_keyring('client.admin', KEY, {'osd': 'allow *', 'mon': 'allow *', 'mgr': 'allow *',
+                                                    'mds': 'allow *'})
+        assert ours == ceph
+
+    def test_same_keyring_compares_meaning(self):
+        ours = render_keyring('client.g', KEY, {'mon': 'profile rbd', 'osd': 'profile rbd pool=a, profile rbd pool=b'})
+        spaced = ('# written by hand\n[client.g]\nkey=%s\n  caps osd = \'profile rbd pool=b,profile rbd pool=a\'\n'
+                  '\n  caps mon = "profile  rbd"\n' % KEY).encode()
+        caps = {'osd': 'profile rbd pool=b,profile rbd pool=a', 'mon': 'profile  rbd'}
+        assert parse_keyring(spaced) == {'client.g': (KEY, caps)}
+        assert same_keyring(ours, spaced) and same_keyring(spaced, ours)
+
+    @pytest.mark.parametrize('other', [
+        '[client.g]\n\tkey = {key2}\n\tcaps mon = "profile rbd"\n',           # another key
+        '[client.g]\n\tkey = {key}\n',                                          # caps lines missing
+        '[client.g]\n\tkey = {key}\n\tcaps mon = "profile rbd pool=x"\n',     # other grants
+        '[client.h]\n\tkey = {key}\n\tcaps mon = "profile rbd"\n',            # another entity
+        '[client.g]\n\tkey = {key}\n\tcaps mon = "profile rbd"\n[client.h]\n\tkey = {key}\n',  # one more
+        '[client.g]\n\tkey = {key}\n\tcaps mon = "profile rbd"\n\tauid = 0\n',  # a line we do not know
+        '[client.g]\n\tkey = {key}\n\tcaps mon = "profile rbd"\n\tcaps mon = "x"\n',  # twice
+        '[client.g]\n\tkey = {key}\n\tcaps nope = "profile rbd"\n',           # unknown daemon type
+        '\tkey = {key}\n',                                                      # no section
+    ])
+    def test_same_keyring_differences(self, other):
+        ours = render_keyring('client.g', KEY, {'mon': 'profile rbd'})
+        assert not same_keyring(ours, other.format(key=KEY, key2=KEY2).encode())
 
     def test_render_refuses_both_quotes(self):
         with pytest.raises(VolsnapError, match='both quote'):
@@ -142,6 +176,15 @@ class TestPlan:
         plan = plan_keyring(KeyringRequest(str(path), 'cinder', key=KEY, caps={'mon': 'profile rbd'}),
                             inspect_file(str(path)))
         assert plan.changes == ['content']
+
+    def test_file_written_by_ceph_is_not_rewritten(self, tmp_path):
+        path = tmp_path / 'k'
+        path.write_bytes(('[client.cinder]\n\tkey = %s\n\tcaps mon = "profile rbd"\n'
+                          '\tcaps osd = "profile rbd pool=volumes,profile rbd pool=images"\n' % KEY).encode())
+        os.chmod(path, 0o600)
+        caps = {'osd': 'profile rbd pool=volumes, profile rbd pool=images', 'mon': 'profile rbd'}
+        plan = plan_keyring(KeyringRequest(str(path), 'cinder', key=KEY, caps=caps), inspect_file(str(path)))
+        assert plan.changes == [] and not plan.changed
 
     def test_unknown_key_counts_as_change(self, tmp_path):
         path = tmp_path / 'k'
