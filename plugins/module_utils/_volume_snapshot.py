@@ -26,10 +26,16 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_plan i
 )
 
 
+RESUMED = 'resumed'
+
+
 @dataclass
 class Request:
+    """``state`` present (create), absent (delete) or resumed (finish whatever operation was interrupted on
+    the volume, if any; ``snapshot_id`` is then not needed)."""
+
     volume_path: str
-    snapshot_id: str
+    snapshot_id: Optional[str]
     state: str = 'present'
     mode: str = 'auto'
     domain: Optional[str] = None
@@ -41,7 +47,9 @@ class Request:
     timeout: float = 600.0
 
     @property
-    def operation(self) -> str:
+    def operation(self) -> Optional[str]:
+        if self.state == RESUMED:
+            return None  # the journal says which
         return 'create' if self.state == 'present' else 'delete'
 
 
@@ -71,7 +79,8 @@ class VolumeSnapshot(object):
 
     def run(self) -> Dict[str, Any]:
         req = self.req
-        check_snapshot_id(req.snapshot_id)
+        if req.state != RESUMED:
+            check_snapshot_id(req.snapshot_id)
         path = os.path.abspath(req.volume_path)
         parts = split_volume_filename(os.path.basename(path))
         if parts is None or parts[2] is not None:
@@ -96,6 +105,8 @@ class VolumeSnapshot(object):
         journal = Journal(journal_path_for(os.path.dirname(path), volume_name))
         if journal.load():
             return self._resume(journal, path)
+        if self.req.state == RESUMED:
+            return self._nothing_pending(path)
         return self._fresh(journal, path, volume_id)
 
     def _probe(self, path: str, volume_name: str, volume_id: str, lock_path: str) -> Optional[Dict[str, Any]]:
@@ -127,10 +138,11 @@ class VolumeSnapshot(object):
 
     def _resume(self, journal: Journal, path: str) -> Dict[str, Any]:
         plan = journal.plan
-        if plan is None or (plan.operation, plan.snapshot_id) != (self.req.operation, self.req.snapshot_id):
+        if plan is None or (self.req.state != RESUMED
+                            and (plan.operation, plan.snapshot_id) != (self.req.operation, self.req.snapshot_id)):
             pending = '%s of snapshot %s' % (plan.operation, plan.snapshot_id) if plan else 'operation'
             raise VolsnapError('an interrupted %s (%s mode, %d of %d steps done) is pending on this volume; run '
-                               'volume_snapshot with snapshot_id=%s state=%s to finish it first'
+                               'volume_snapshot with snapshot_id=%s state=%s (or state=resumed) to finish it first'
                                % (pending, plan.mode if plan else '?', journal.done, len(plan.steps) if plan else 0,
                                   plan.snapshot_id if plan else '?',
                                   'present' if plan and plan.operation == 'create' else 'absent'))
@@ -138,6 +150,13 @@ class VolumeSnapshot(object):
         if not self.check_mode:
             Executor(self.qemu, self.libvirt(plan.mode == ONLINE), self.req.timeout).run(journal)
         return self._result(plan, path, changed=True, resumed=True, steps=[s.describe() for s in remaining])
+
+    def _nothing_pending(self, path: str) -> Dict[str, Any]:
+        """state=resumed on a volume without an interrupted operation: nothing to do; the chain as it is."""
+        report = self._inspect(path)
+        return {'changed': False, 'snapshot_id': None, 'state': RESUMED, 'operation': None, 'mode': None,
+                'resumed': False, 'active': report.active, 'file_format': {}, 'compute_status': None, 'merge': {},
+                'plan': [], 'info': report.info.as_dict() if report.info else None, 'chain': report.as_dict()}
 
     def _fresh(self, journal: Journal, path: str, volume_id: str) -> Dict[str, Any]:
         req = self.req
@@ -212,6 +231,7 @@ class VolumeSnapshot(object):
             'changed': changed,
             'snapshot_id': plan.snapshot_id,
             'state': self.req.state,
+            'operation': plan.operation,
             'mode': plan.mode,
             'resumed': resumed,
             'active': plan.active_after if changed else report.active,

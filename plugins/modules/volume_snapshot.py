@@ -51,14 +51,21 @@ options:
   snapshot_id:
     description:
       - The Cinder snapshot id (a UUID). It becomes part of a file name, so nothing but a UUID is accepted.
+      - Required with O(state=present) and O(state=absent); not used with O(state=resumed).
     type: str
-    required: true
   state:
     description:
       - V(present) creates the snapshot (no change when the C(.info) file has it).
       - V(absent) deletes it, merging its data (no change when the C(.info) file does not have it).
+      - V(resumed) finishes the operation (create or delete, of whichever snapshot) that an earlier run started on
+        the volume and was interrupted in, as that run planned it; no change when none is pending. An interrupted run
+        leaves its journal C(.volsnap-volume-<volume id>.journal) beside the volume file, so
+        C(ansible.builtin.find) on a share with O(ignore:hidden=true) lists the volumes to resume. RV(operation) and
+        RV(snapshot_id) say what was finished.
+      - Every state first finishes an interrupted operation of the same snapshot and state, and refuses to start
+        anything else while another one is pending.
     type: str
-    choices: [present, absent]
+    choices: [present, absent, resumed]
     default: present
   mode:
     description:
@@ -103,7 +110,8 @@ options:
         refused by real Cinder, so they are only returned in RV(compute_status) and RV(file_format).
       - Sent only while Cinder shows the snapshot as C(creating) (create) or C(deleting) (delete) and, on success,
         its progress is not C(90%) yet; so a rerun reports again only when the report did not reach Cinder.
-      - Needs openstacksdk on the host that runs the module.
+      - Needs openstacksdk on the host that runs the module. Refused with O(state=resumed), which does not know the
+        snapshot beforehand.
     type: bool
     default: false
 notes:
@@ -128,19 +136,31 @@ EXAMPLES = r'''
     snapshot_id: 9c3f6a2e-1d4b-4c5e-8f7a-6b5c4d3e2f1a
     state: absent
     mode: online
+
+- name: Finish whatever snapshot operation was interrupted on a volume (a crash, a killed run)
+  volsnap.openstack.volume_snapshot:
+    share: /var/lib/cinder/mnt/4f1e2c0d
+    volume_id: 0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f
+    state: resumed
 '''
 
 RETURN = r'''
 snapshot_id:
-  description: The snapshot id.
+  description: The snapshot id (with O(state=resumed), the one of the finished operation; null when none was pending).
   returned: always
   type: str
 state:
   description: The requested state.
   returned: always
   type: str
+operation:
+  description: C(create) or C(delete), the operation that ran (or would run); null when nothing was pending for
+    O(state=resumed).
+  returned: always
+  type: str
 mode:
-  description: C(offline) or C(online), the way the snapshot was (or would be) handled.
+  description: C(offline) or C(online), the way the snapshot was (or would be) handled; null when O(state=resumed)
+    found nothing pending.
   returned: always
   type: str
 resumed:
@@ -236,6 +256,7 @@ cinder_report:
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._chain import DEFAULT_MAX_DEPTH
 from ansible_collections.volsnap.openstack.plugins.module_utils._cinder_report import cinder_reporter, run_with_report
+from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._libvirt import (
     DEFAULT_URI,
     LIBVIRT_IMPORT_ERROR,
@@ -256,8 +277,8 @@ class VolumeSnapshotModule(VolsnapModule):
         volume_path=dict(type='path'),
         volume_id=dict(type='str'),
         share=dict(type='path'),
-        snapshot_id=dict(type='str', required=True),
-        state=dict(type='str', choices=['present', 'absent'], default='present'),
+        snapshot_id=dict(type='str'),
+        state=dict(type='str', choices=['present', 'absent', 'resumed'], default='present'),
         mode=dict(type='str', choices=['auto', 'offline', 'online'], default='auto'),
         domain=dict(type='str'),
         disk=dict(type='str'),
@@ -273,13 +294,14 @@ class VolumeSnapshotModule(VolsnapModule):
         mutually_exclusive=[('volume_path', 'volume_id')],
         required_one_of=[('volume_path', 'volume_id')],
         required_by={'volume_id': 'share'},
+        required_if=[('state', 'present', ('snapshot_id',)), ('state', 'absent', ('snapshot_id',))],
     )
 
     def dependencies(self):
         deps = ()
         if self.params['mode'] == 'online' or self.params['domain']:
             deps += (('libvirt-python', LIBVIRT_IMPORT_ERROR, None),)
-        if self.params['report_to_cinder']:
+        if self.params['report_to_cinder'] and self.params['state'] != 'resumed':  # refused with resumed
             deps += (openstack_dependency(),)
         return deps
 
@@ -290,18 +312,17 @@ class VolumeSnapshotModule(VolsnapModule):
 
     def run_module(self):
         p = self.params
+        if p['state'] == 'resumed' and p['report_to_cinder']:
+            raise VolsnapError('report_to_cinder needs the snapshot it reports on: finish the interrupted operation '
+                               'with state=resumed first, or run state=present/absent with its snapshot_id')
         path = p['volume_path'] or volume_file(p['share'], p['volume_id'])
         request = Request(volume_path=path, snapshot_id=p['snapshot_id'], state=p['state'], mode=p['mode'],
                           domain=p['domain'], disk=p['disk'], quiesce=p['quiesce'], share=p['share'],
                           max_depth=p['max_depth'], lock_timeout=p['lock_timeout'], timeout=p['timeout'])
         qemu = QemuImg(self.module.run_command, self.module.get_bin_path('qemu-img', required=True))
         reporter = cinder_reporter(p, self.check_mode) if p['report_to_cinder'] else None
-        result = run_with_report(VolumeSnapshot(request, qemu, self.libvirt, self.check_mode).run, reporter,
-                                 request.operation)
-        diff = result.pop('diff', None)
-        if diff:
-            self.set_diff(diff['before'], diff['after'])
-        return result
+        return run_with_report(VolumeSnapshot(request, qemu, self.libvirt, self.check_mode).run, reporter,
+                               request.operation)
 
 
 def main():

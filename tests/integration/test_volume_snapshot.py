@@ -225,7 +225,21 @@ def test_sigkill_at_every_step_then_rerun(tmp_path: Path, case: str) -> None:
             assert rc == -signal.SIGKILL, (where, number, rc)
             with pytest.raises(VolsnapError, match="interrupted"):
                 run_op(share, SNAPS[0] if snap != SNAPS[0] else SNAPS[1], state="absent")
-            result = run_op(share, snap, state=state)
+            if number % 2:
+                # the same request finishes it
+                result = run_op(share, snap, state=state)
+            else:
+                # state=resumed finishes it without being told which operation: check mode says what it would do
+                files = sorted(p.name for p in share.iterdir())
+                checked = run_op(share, None, state="resumed", check=True)
+                assert (checked["changed"], checked["resumed"], checked["snapshot_id"], checked["operation"]) == \
+                    (True, True, snap, "create" if state == "present" else "delete"), checked
+                assert sorted(p.name for p in share.iterdir()) == files
+                result = run_op(share, None, state="resumed")
+                assert (result["snapshot_id"], result["operation"]) == (snap, checked["operation"]), result
+                nothing = run_op(share, None, state="resumed")
+                assert (nothing["changed"], nothing["resumed"], nothing["operation"]) == (False, False, None)
+                assert nothing["chain"] == run_op(share, snap, state=state, check=True)["chain"]
             assert result["changed"] and result["resumed"], (where, number)
             if state == "present":
                 stages[snap] = 2
@@ -298,8 +312,18 @@ def test_playbook_idempotence_check_mode_and_diff(tmp_path: Path) -> None:
          "check_mode": True, "register": "check_delete"},
         {"name": "bad id", "volsnap.openstack.volume_snapshot": dict(args, snapshot_id="../x"),
          "register": "bad", "ignore_errors": True},
+        {"name": "no id", "volsnap.openstack.volume_snapshot": {"volume_path": args["volume_path"], "state": "absent"},
+         "register": "no_id", "ignore_errors": True},
+        {"name": "nothing to resume", "volsnap.openstack.volume_snapshot": {"volume_path": args["volume_path"],
+                                                                            "state": "resumed"},
+         "register": "resumed"},
+        {"name": "resume and report", "volsnap.openstack.volume_snapshot": {"volume_path": args["volume_path"],
+                                                                            "state": "resumed",
+                                                                            "report_to_cinder": True},
+         "register": "resume_report", "ignore_errors": True},
     ]
-    result = run_tasks(tmp_path, tasks, ["checked", "created", "again", "check_delete", "bad"], diff=True)
+    result = run_tasks(tmp_path, tasks, ["checked", "created", "again", "check_delete", "bad", "no_id", "resumed",
+                                         "resume_report"], diff=True)
     assert result.rc == 0, result.output
     assert result["checked"]["changed"] is True and result["checked"]["plan"]
     assert result["created"]["changed"] is True and result["created"]["mode"] == "offline"
@@ -310,6 +334,12 @@ def test_playbook_idempotence_check_mode_and_diff(tmp_path: Path) -> None:
     expected_info = {"active": f"{VOL}.{SNAPS[0]}", SNAPS[0]: f"{VOL}.{SNAPS[0]}"}
     assert json.loads((share / f"{VOL}.info").read_text()) == expected_info
     assert result["bad"]["failed"] is True and "not a Cinder snapshot id" in result["bad"]["msg"]
+    assert result["no_id"]["failed"] is True and "snapshot_id" in result["no_id"]["msg"]
+    resumed = result["resumed"]
+    assert (resumed["changed"], resumed["resumed"], resumed["operation"], resumed["snapshot_id"]) == \
+        (False, False, None, None)
+    assert resumed["active"] == f"{VOL}.{SNAPS[0]}" and resumed["info"] == expected_info
+    assert result["resume_report"]["failed"] is True and "report_to_cinder" in result["resume_report"]["msg"]
 
 
 def test_check_mode_no_op_and_refusal_leave_the_share_untouched(tmp_path: Path) -> None:
