@@ -5,8 +5,9 @@
 
 Imported as ``ansible_collections.volsnap.openstack.benchmarks._common``, found through the same
 ``PYTHONPATH`` as the collection. It holds what every ``bench_*.py`` needs: the error carrying
-the exit code (1 wrong result, 2 failed setup), running a command, timing and medians, the load
-average printed next to the figures, the text table, goal lines, and the JSON last line.
+the exit code (1 wrong result, 2 failed setup), running a command, finding qemu-img, timing and
+medians, the load average printed next to the figures, the text table, goal lines, and the JSON
+last line.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import time
@@ -41,6 +43,20 @@ def run(cmd, cwd=None, env=None):
         raise BenchError('%s failed (exit %d): %s' % (' '.join(cmd), proc.returncode,
                                                       (proc.stderr or proc.stdout).strip()[-2000:]), EXIT_SETUP)
     return proc.stdout
+
+
+def qemu_img_tool(explicit=None, also=()):
+    """``(path, version line)`` of qemu-img (``explicit`` or the one on PATH), after checking that the
+    tools in ``also`` (for example ``qemu-io``) are on PATH; a BenchError (exit 2) saying what to install."""
+    qemu_img = explicit or shutil.which('qemu-img')
+    missing = [tool for tool in also if not shutil.which(tool)]
+    if not qemu_img or missing:
+        raise BenchError('%s not found (install qemu-utils)' % ', '.join(([] if qemu_img else ['qemu-img']) + missing),
+                         EXIT_SETUP)
+    lines = run([qemu_img, '--version']).splitlines()
+    if not lines:
+        raise BenchError('%s --version printed nothing' % qemu_img, EXIT_SETUP)
+    return qemu_img, lines[0].strip()
 
 
 def timed(func, *args, **kwargs):

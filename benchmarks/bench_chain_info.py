@@ -43,6 +43,7 @@ from ansible_collections.volsnap.openstack.benchmarks._common import (
     int_list,
     load_text,
     median,
+    qemu_img_tool,
     run,
     table,
     timed,
@@ -155,15 +156,11 @@ def per_layer_us(seconds, depth):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    qemu_img = args.qemu_img or shutil.which('qemu-img')
-    if not qemu_img:
-        print('bench_chain_info: qemu-img not found (install qemu-utils)', file=sys.stderr)
-        return 2
     try:
-        version = run([qemu_img, '--version']).splitlines()[0].strip()
-    except (BenchError, IndexError) as exc:
-        print('bench_chain_info: FAILED: %s' % (exc or 'qemu-img --version printed nothing'), file=sys.stderr)
-        return 2
+        qemu_img, version = qemu_img_tool(args.qemu_img)
+    except BenchError as exc:
+        print('bench_chain_info: FAILED: %s' % exc, file=sys.stderr)
+        return exc.code
 
     workdir = tempfile.mkdtemp(prefix='volsnap-bench-chain-')
     try:

@@ -97,6 +97,9 @@ def parse_args(argv):
     p.add_argument('--keyring', default=None, help='default <lab-dir>/ceph/ceph.client.<ceph-user>.keyring')
     p.add_argument('--admin-keyring', default=None, help='default <lab-dir>/ceph/ceph.client.admin.keyring')
     p.add_argument('--volume-pool', default='volumes')
+    p.add_argument('--copy-sizes-gib', default=None,
+                   help='sizes (GiB, among --sizes-gib) whose copy path is measured; "none" for no copy '
+                        '(default: every size)')
     p.add_argument('--locations-sizes', default='1',
                    help='sizes (GiB, among --sizes-gib) also cloned through POST /v2/images/{id}/locations; '
                         '"none" for no such run (default 1)')
@@ -109,6 +112,8 @@ def parse_args(argv):
     args.keyring = args.keyring or os.path.join(args.lab_dir, 'ceph', 'ceph.client.%s.keyring' % args.ceph_user)
     args.admin_keyring = args.admin_keyring or os.path.join(args.lab_dir, 'ceph', 'ceph.client.admin.keyring')
     args.sizes = int_list(p, args.sizes_gib, '--sizes-gib')
+    copy_sizes = args.copy_sizes_gib if args.copy_sizes_gib is not None else args.sizes_gib
+    args.copy_sizes = [] if copy_sizes.strip().lower() == 'none' else int_list(p, copy_sizes, '--copy-sizes-gib')
     args.locations_sizes = ([] if args.locations_sizes.strip().lower() == 'none'
                             else int_list(p, args.locations_sizes, '--locations-sizes'))
     if args.data_mib < 0 or args.data_mib > 1024:
@@ -341,7 +346,10 @@ def run(args, errors):
                 entry['clone_locations_api'] = clone_runs(bench, name, args.repeat_clone, 'locations',
                                                           bench.service_glance, hash_wait=True)[0]
             thin = bool((store_info or {}).get('thin_provisioning'))
-            if not thin and size_gib > args.copy_max_gib_fat:
+            if size_gib not in args.copy_sizes:
+                entry['copy'] = None
+                entry['copy_skipped'] = 'not asked (--copy-sizes-gib)'
+            elif not thin and size_gib > args.copy_max_gib_fat:
                 entry['copy'] = None
                 entry['copy_skipped'] = ('Glance store %s is not thin-provisioned: copying %d GiB of zeros would fill '
                                          'the lab OSD\'s memory' % ((store_info or {}).get('id'), size_gib))

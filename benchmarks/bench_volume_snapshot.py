@@ -47,6 +47,7 @@ from ansible_collections.volsnap.openstack.benchmarks._common import (
     int_list,
     load_text,
     median,
+    qemu_img_tool,
     run,
     table,
     timed,
@@ -339,15 +340,11 @@ def bench_playbook(args, qemu_img, workdir):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    qemu_img = args.qemu_img or shutil.which('qemu-img')
-    if not qemu_img or not shutil.which('qemu-io'):
-        print('bench_volume_snapshot: qemu-img and qemu-io are needed (install qemu-utils)', file=sys.stderr)
-        return 2
     try:
-        version = run([qemu_img, '--version']).splitlines()[0].strip()
-    except (BenchError, IndexError) as exc:
-        print('bench_volume_snapshot: FAILED: %s' % (exc or 'qemu-img --version printed nothing'), file=sys.stderr)
-        return 2
+        qemu_img, version = qemu_img_tool(args.qemu_img, also=('qemu-io',))
+    except BenchError as exc:
+        print('bench_volume_snapshot: FAILED: %s' % exc, file=sys.stderr)
+        return exc.code
     lv_state = libvirt_state(args.libvirt_uri)
     # /var/tmp rather than /tmp: real disk, never tmpfs, like an NFS share's backing store
     workdir = tempfile.mkdtemp(prefix='volsnap-bench-snap-', dir='/var/tmp' if os.path.isdir('/var/tmp') else None)

@@ -7,7 +7,9 @@ A module subclasses :class:`VolsnapModule`, declares its argument spec and its P
 dependencies, and implements :meth:`VolsnapModule.run_module` returning the result dict.
 The base checks dependencies with ``missing_required_lib``, turns :class:`VolsnapError`
 (and only it, plus the exception types a subclass maps) into ``fail_json`` with the details
-kept, and offers check-mode and diff helpers so every module reports the same way.
+kept, and offers check-mode and diff helpers so every module reports the same way: a ``diff``
+(``{'before', 'after'}``) in the result of :meth:`VolsnapModule.run_module` becomes the module's diff
+(shown with ``--diff`` when the module changed something), unless :meth:`VolsnapModule.set_diff` set one.
 """
 
 from __future__ import annotations
@@ -73,7 +75,11 @@ class VolsnapModule(object):
         except self.error_types() as exc:  # pylint: disable=catching-non-exception
             self.fail('%s: %s' % (type(exc).__name__, exc))
             return
-        self.result.update(result or {})
+        result = dict(result or {})
+        diff = result.pop('diff', None)  # module_utils return their before/after diff in the result
+        if diff and not self.diff:
+            self.set_diff(diff['before'], diff['after'])
+        self.result.update(result)
         if self.diff and self.module._diff and self.result.get('changed'):
             self.result['diff'] = self.diff
         self.module.exit_json(**self.result)

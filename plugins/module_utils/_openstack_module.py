@@ -20,7 +20,8 @@ class OpenStackModule(VolsnapModule):
 
     openstacksdk is its dependency (``missing_required_lib`` when absent) and the SDK's exceptions
     are mapped to ``fail_json``. A subclass declares its argument spec and implements :meth:`run`;
-    a ``diff`` (``{'before', 'after'}``) in the result of :meth:`run` becomes the module's diff.
+    a ``diff`` (``{'before', 'after'}``) in the result of :meth:`run` becomes the module's diff (as for
+    every :class:`VolsnapModule`).
     """
 
     def dependencies(self) -> Tuple[Dependency, ...]:
@@ -33,8 +34,4 @@ class OpenStackModule(VolsnapModule):
         raise NotImplementedError
 
     def run_module(self) -> Dict[str, Any]:
-        result = self.run()
-        diff = result.pop('diff', None)
-        if diff:
-            self.set_diff(diff['before'], diff['after'])
-        return result
+        return self.run()

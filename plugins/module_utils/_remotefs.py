@@ -24,6 +24,7 @@ from typing import Dict, Optional
 from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import (
     FileAttributes,
     attributes_like,
+    set_attributes,
     write_atomic as _write_atomic,
 )
 
@@ -162,10 +163,7 @@ def fsync_file(path: str) -> None:
 
 def copy_owner_mode(reference: str, path: str) -> None:
     """Give ``path`` the mode (and, as root, the owner and group) of ``reference``."""
-    st = os.stat(reference)
-    os.chmod(path, st.st_mode & 0o7777)
-    if os.geteuid() == 0:
-        os.chown(path, st.st_uid, st.st_gid)
+    set_attributes(path, attributes_like(reference, group_when_unprivileged=False))
 
 
 def remove_if_exists(path: str) -> None:

@@ -336,11 +336,7 @@ class RbdImageCloneUploadModule(VolsnapModule):
     def run_module(self):
         p = self.params
         opts = Options(**{name: p[name] for name in Options.__dataclass_fields__ if name in p})
-        result = Upload(opts, p, self.check_mode, log=self.module.log).run()
-        diff = result.pop('diff', None)
-        if diff:
-            self.set_diff(diff['before'], diff['after'])
-        return result
+        return Upload(opts, p, self.check_mode, log=self.module.log).run()
 
 
 def main():

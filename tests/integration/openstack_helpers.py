@@ -7,13 +7,14 @@ lab interpreter that has Debian's rados/rbd bindings (OpenStackLab.python).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from ansible_run import run_tasks
 
@@ -22,6 +23,28 @@ CREATE_TIMEOUT = 180
 
 def unique(prefix: str) -> str:
     return f"volsnap-test-{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.contextmanager
+def uploaded_image(conn: Any, payload: bytes, store: Optional[str] = None,
+                   timeout: float = CREATE_TIMEOUT) -> Iterator[Any]:
+    """A raw/bare Glance image holding ``payload`` (uploaded through the API, into ``store`` or Glance's default),
+    active; deleted in Glance when the block ends, whatever happened."""
+    image = conn.image.create_image(name=unique("img"), disk_format="raw", container_format="bare")
+    try:
+        headers = {"Content-Type": "application/octet-stream"}
+        if store:
+            headers["X-Image-Meta-Store"] = store
+        resp = conn.image.put(f"/images/{image.id}/file", data=payload, headers=headers)
+        assert resp.status_code == 204, resp.text
+        deadline = time.monotonic() + timeout
+        while (current := conn.image.get_image(image.id)).status != "active":
+            assert current.status in ("queued", "saving", "importing"), f"image {image.id} is {current.status}"
+            assert time.monotonic() < deadline, f"image {image.id} not active after {timeout:.0f}s ({current.status})"
+            time.sleep(0.5)
+        yield current
+    finally:
+        conn.image.delete_image(image, ignore_missing=True)
 
 
 def wait_volume(conn: Any, volume: Any, status: str = "available", timeout: float = CREATE_TIMEOUT) -> Any:

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from openstack_helpers import uploaded_image
 
 
 def _name(kind: str) -> str:
@@ -200,13 +201,7 @@ def test_glance_member_cannot_see_stores_detail(openstack_lab) -> None:
 def test_glance_upload_lands_in_rbd(openstack_lab, ceph_lab) -> None:
     conn = openstack_lab.connection()
     payload = os.urandom(3 * 1024 * 1024 + 17)
-    image = conn.image.create_image(name=_name("img"), disk_format="raw", container_format="bare")
-    try:
-        resp = conn.image.put(f"/images/{image.id}/file", data=payload,
-                              headers={"Content-Type": "application/octet-stream"})
-        assert resp.status_code == 204, resp.text
-        image = _wait(f"image {image.id} to become active",
-                      lambda: (img := conn.image.get_image(image.id)).status == "active" and img)
+    with uploaded_image(conn, payload) as image:
         assert image.size == len(payload)
         assert conn.image.get(f"/images/{image.id}").json()["stores"] == openstack_lab.default_store
         assert image.hash_algo == "sha512"
@@ -217,8 +212,6 @@ def test_glance_upload_lands_in_rbd(openstack_lab, ceph_lab) -> None:
         assert [s["name"] for s in snaps] == ["snap"]
         data = b"".join(conn.image.download_image(image, stream=True).iter_content(1024 * 1024))
         assert data == payload
-    finally:
-        conn.image.delete_image(image, ignore_missing=True)
     assert image.id not in _rbd_images(ceph_lab, ceph_lab.images_pool)
 
 
@@ -227,17 +220,10 @@ def test_glance_upload_to_file_store(openstack_lab) -> None:
     stores = {store["id"]: store for store in conn.image.get("/info/stores/detail").json()["stores"]}
     data_dir = Path(stores["file"]["properties"]["data_dir"])
     payload = os.urandom(64 * 1024)
-    image = conn.image.create_image(name=_name("img-file"), disk_format="raw", container_format="bare")
-    try:
-        resp = conn.image.put(f"/images/{image.id}/file", data=payload,
-                              headers={"Content-Type": "application/octet-stream", "X-Image-Meta-Store": "file"})
-        assert resp.status_code == 204, resp.text
-        _wait(f"image {image.id} to become active", lambda: conn.image.get_image(image.id).status == "active")
+    with uploaded_image(conn, payload, store="file") as image:
         body = conn.image.get(f"/images/{image.id}").json()
         assert body["stores"] == "file"
         assert (data_dir / image.id).read_bytes() == payload
-    finally:
-        conn.image.delete_image(image, ignore_missing=True)
     assert not (data_dir / image.id).exists()
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from ansible_run import COLLECTION_ROOT, ansible_playbook, collections_path, run_tasks
+from openstack_helpers import uploaded_image
 
 PLAYBOOK_TIMEOUT = 900
 # qemu-img info fields of a snapshot file compared between Cinder's NfsDriver and volume_snapshot
@@ -224,18 +225,9 @@ def check_lab_still_works(openstack_lab: Any, ceph_lab: Any, made: list[Any]) ->
     volume = create_volume(conn, made, openstack_lab.volume_type, "rbd-after")
     assert f"volume-{volume.id}" in ceph_lab.rbd("ls", ceph_lab.volumes_pool).split()
     payload = os.urandom(1024 * 1024 + 3)
-    image = conn.image.create_image(name=f"volsnap-test-img-{uuid.uuid4().hex[:6]}", disk_format="raw",
-                                    container_format="bare")
-    try:
-        resp = conn.image.put(f"/images/{image.id}/file", data=payload,
-                              headers={"Content-Type": "application/octet-stream"})
-        assert resp.status_code == 204, resp.text
-        image = wait(f"image {image.id} to become active",
-                     lambda: (img := conn.image.get_image(image.id)).status == "active" and img)
+    with uploaded_image(conn, payload) as image:
         assert image.size == len(payload)
         assert image.id in ceph_lab.rbd("ls", ceph_lab.images_pool).split()
-    finally:
-        conn.image.delete_image(image, ignore_missing=True)
 
 
 # --------------------------------------------------------------------------- NFS snapshots
@@ -430,8 +422,18 @@ def test_ceph_keyrings_playbook(openstack_lab: Any, ceph_lab: Any, lab_state: di
     watched = [ceph_lab.cinder_keyring, ceph_lab.glance_keyring, openstack_lab.cinder_conf, openstack_lab.glance_conf]
     caps_before = {user: json.loads(ceph_lab.ceph("auth", "get", f"client.{user}", "--format", "json"))[0]["caps"]
                    for user in (ceph_lab.cinder_user, ceph_lab.glance_user)}
-    _checked, applied = _converge(openstack_lab, "ceph_keyrings", tmp_path, watched)
-    # the lab's clients already have exactly these caps: only keyring files may change
+    # a cluster whose keyrings Ceph wrote (`ceph auth get -o`, key and caps lines), root:root 0640
+    exported = {}
+    for user, path in ((ceph_lab.cinder_user, ceph_lab.cinder_keyring), (ceph_lab.glance_user, ceph_lab.glance_keyring)):
+        ceph_lab.ceph("auth", "get", f"client.{user}", "-o", path)
+        os.chown(path, 0, 0)
+        os.chmod(path, 0o640)
+        exported[path] = Path(path).read_bytes()
+        assert b"\tcaps osd = " in exported[path]
+    checked, applied = _converge(openstack_lab, "ceph_keyrings", tmp_path, watched)
+    # the lab's clients already have exactly these caps and the role writes keyrings as Ceph does: nothing changes
+    assert checked.changed == 0 and applied.changed == 0, applied.output[-6000:]
+    assert {path: Path(path).read_bytes() for path in exported} == exported
     assert {user: json.loads(ceph_lab.ceph("auth", "get", f"client.{user}", "--format", "json"))[0]["caps"]
             for user in caps_before} == caps_before
     for path in (ceph_lab.cinder_keyring, ceph_lab.glance_keyring):
@@ -439,5 +441,16 @@ def test_ceph_keyrings_playbook(openstack_lab: Any, ceph_lab: Any, lab_state: di
         assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, 0, 0o640)
     assert applied.output.count("client.cinder as root: connected") == 1, applied.output[-6000:]
     assert applied.output.count("client.glance as root: connected") == 1, applied.output[-6000:]
+    # a keyring holding only the key (as older tools wrote it): rewritten as Ceph writes it, its service restarted
+    glance = Path(ceph_lab.glance_keyring)
+    glance.write_bytes(b"".join(line for line in exported[str(glance)].splitlines(keepends=True)
+                                if b"caps " not in line))
+    pids = {name: openstack_lab.service_pid(name) for name in ("cinder-volume", "glance")}
+    fixed = playbook(openstack_lab, "ceph_keyrings", tmp_path / "fix", "--diff")
+    assert fixed.rc == 0 and fixed.changed > 0, fixed.output[-6000:]
+    assert glance.read_bytes() == exported[str(glance)]
+    assert Path(ceph_lab.cinder_keyring).read_bytes() == exported[ceph_lab.cinder_keyring]
+    assert openstack_lab.service_pid("glance") != pids["glance"], "glance-api was not restarted"
+    assert openstack_lab.service_pid("cinder-volume") == pids["cinder-volume"], "cinder-volume restarted for nothing"
     _rerun_changes_nothing(openstack_lab, "ceph_keyrings", tmp_path, watched)
     check_lab_still_works(openstack_lab, ceph_lab, cinder_volumes)

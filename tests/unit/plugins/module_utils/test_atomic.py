@@ -17,8 +17,10 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import (
     FileAttributes,
     attributes_like,
     fsync_dir,
+    set_attributes,
     write_atomic,
 )
+from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import copy_owner_mode
 
 NOBODY = 65534  # uid of nobody and gid of nogroup on Debian
 
@@ -212,6 +214,34 @@ class TestAttributesLike:
     def test_missing_reference(self, tmp_path):
         with pytest.raises(FileNotFoundError):
             attributes_like(str(tmp_path / 'absent'))
+
+
+class TestSetAttributes:
+    def test_owner_group_then_mode_of_an_existing_file(self, tmp_path, as_root):
+        path = tmp_path / 'f'
+        path.write_bytes(b'data')
+        set_attributes(str(path), FileAttributes(0o2660, NOBODY, NOBODY))
+        # the mode is set after the chown (which clears set-id bits), so the setgid bit stays
+        assert meta(path) == (NOBODY, NOBODY, 0o2660) and path.read_bytes() == b'data'
+
+    def test_symlink_not_followed(self, tmp_path):
+        target = tmp_path / 'target'
+        target.write_bytes(b'')
+        os.chmod(str(target), 0o600)
+        (tmp_path / 'link').symlink_to(target)
+        with pytest.raises(OSError) as err:
+            set_attributes(str(tmp_path / 'link'), FileAttributes(0o666))
+        assert err.value.errno == errno.ELOOP
+        assert meta(target)[2] == 0o600
+
+    def test_copy_owner_mode_copies_the_reference(self, tmp_path, as_root):
+        ref, path = tmp_path / 'volume-1', tmp_path / 'volume-1.tmp'
+        ref.write_bytes(b'')
+        path.write_bytes(b'')
+        os.chown(str(ref), NOBODY, 0)
+        os.chmod(str(ref), 0o660)
+        copy_owner_mode(str(ref), str(path))
+        assert meta(path) == (NOBODY, 0, 0o660)
 
 
 def test_fsync_dir_of_a_missing_directory(tmp_path):

@@ -155,6 +155,27 @@ def test_diff_only_when_changed_and_requested():
     assert 'diff' not in exc.kwargs
 
 
+def test_diff_in_result_becomes_the_module_diff():
+    def run(self, changed=True):
+        self.module._diff = True
+        return {'changed': changed, 'diff': {'before': {'x': 1}, 'after': {'x': 2}}}
+
+    _module_obj, exc = execute(make(run=run))
+    assert exc.kwargs == {'changed': True, 'diff': {'before': {'x': 1}, 'after': {'x': 2}}}
+
+    # not changed: no diff shown, and the result's diff key is not passed on as a result value
+    _module_obj, exc = execute(make(run=lambda self: run(self, changed=False)))
+    assert exc.kwargs == {'changed': False}
+
+    # not requested (no --diff): the diff is dropped from the result
+    _module_obj, exc = execute(make(run=lambda self: {'changed': True, 'diff': {'before': 1, 'after': 2}}))
+    assert exc.kwargs == {'changed': True}
+
+    # a diff set by the module wins over one in the result
+    _module_obj, exc = execute(make(run=run, diff=('a', 'b')))
+    assert exc.kwargs['diff'] == {'before': 'a', 'after': 'b'}
+
+
 def test_base_run_module_not_implemented():
     module = _module.VolsnapModule()
     with pytest.raises(NotImplementedError):
