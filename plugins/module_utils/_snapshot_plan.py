@@ -112,6 +112,54 @@ class Plan:
                    merge=dict(data.get('merge') or {}))
 
 
+ACTIONS = ('create_overlay', 'libvirt_snapshot', 'write_info', 'commit', 'rebase', 'block_rebase', 'block_commit',
+           'delete_file')
+_PATH_ARGS = ('file', 'path', 'like', 'top', 'base', 'backing')
+
+
+def check_journaled_plan(plan: Plan, directory: str, volume_name: str, volume_id: str) -> None:
+    """Refuse a journaled plan that this module would not have written for this volume.
+
+    The journal lives in the share, so it is as untrusted as the image files: before anything of it
+    runs, its operation, mode, volume and snapshot ids, actions, and every file it names (absolute
+    paths in the volume's directory, or bare file names) must be what :func:`plan_create` and
+    :func:`plan_delete` produce for ``volume_name`` in ``directory``.
+    """
+    def bad(why: str) -> VolsnapError:
+        return VolsnapError('the journal of volume %s names %s, which this module never plans; nothing was run. '
+                            'Inspect the volume with qcow2_chain_info and remove the journal by hand if it is not '
+                            'yours' % (volume_id, why))
+
+    def own_file(name: Any, what: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise bad('%s %r' % (what, name))
+        if os.path.isabs(name):
+            if os.path.dirname(os.path.normpath(name)) != os.path.normpath(directory) or name != os.path.normpath(name):
+                raise bad('%s %s outside the volume\'s directory' % (what, name))
+            name = os.path.basename(name)
+        elif os.sep in name or name in ('.', '..'):
+            raise bad('%s %s outside the volume\'s directory' % (what, name))
+        if not name.startswith(volume_name):
+            raise bad('%s %s, not a file of %s' % (what, name, volume_name))
+
+    if plan.operation not in ('create', 'delete') or plan.mode not in (OFFLINE, ONLINE):
+        raise bad('operation %r in mode %r' % (plan.operation, plan.mode))
+    if plan.volume_id != volume_id:
+        raise bad('another volume (%r)' % plan.volume_id)
+    if not is_cinder_id(plan.snapshot_id):
+        raise bad('snapshot id %r' % plan.snapshot_id)
+    for step in plan.steps:
+        if step.action not in ACTIONS or step.stage not in (COMPUTE, COMPLETE):
+            raise bad('step %r (%r)' % (step.action, step.stage))
+        for key in _PATH_ARGS:
+            if step.args.get(key) is not None:
+                own_file(step.args[key], key)
+        for key, value in dict(step.args.get('info') or {}).items():
+            if key != 'active' and not is_cinder_id(key):
+                raise bad('.info key %r' % key)
+            own_file(value, '.info entry')
+
+
 def check_snapshot_id(snapshot_id: str) -> None:
     if not is_cinder_id(snapshot_id):
         raise VolsnapError('snapshot_id %r is not a Cinder snapshot id (a UUID such as '

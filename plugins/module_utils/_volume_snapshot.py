@@ -20,6 +20,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_plan i
     OFFLINE,
     ONLINE,
     Plan,
+    check_journaled_plan,
     check_snapshot_id,
     plan_create,
     plan_delete,
@@ -104,6 +105,7 @@ class VolumeSnapshot(object):
     def _decide(self, path: str, volume_name: str, volume_id: str) -> Dict[str, Any]:
         journal = Journal(journal_path_for(os.path.dirname(path), volume_name))
         if journal.load():
+            check_journaled_plan(journal.plan, os.path.dirname(path), volume_name, volume_id)  # hostile input
             return self._resume(journal, path)
         if self.req.state == RESUMED:
             return self._nothing_pending(path)

@@ -249,6 +249,44 @@ def test_sigkill_at_every_step_then_rerun(tmp_path: Path, case: str) -> None:
             assert run_op(share, snap, state=state)["changed"] is False
 
 
+@pytest.mark.parametrize("tamper", ["outside", "other-volume", "relative-escape", "action", "volume-id", "info"])
+def test_hostile_journal_is_refused_before_anything_runs(tmp_path: Path, tamper: str) -> None:
+    """The journal lives in the share: a crafted one must not make state=resumed (or a rerun) touch other files."""
+    share = tmp_path / "share"
+    share.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    other = share / "volume-99999999-2222-4333-8444-555555555555"
+    other.write_text("another volume")
+    snapshot_offline_with_data(share, count=1)
+    # a genuine journal of a delete, as an interrupted run leaves it, then tampered with
+    rc = crash_run(share, SNAPS[0], "absent", "journal:1")
+    assert rc == -signal.SIGKILL
+    journal = share / f".volsnap-{VOL}.journal"
+    data = json.loads(journal.read_text())
+    steps = data["plan"]["steps"]
+    delete = next(step for step in steps if step["action"] == "delete_file")
+    if tamper == "outside":
+        delete["args"]["file"] = str(victim)
+    elif tamper == "other-volume":
+        delete["args"]["file"] = str(other)
+    elif tamper == "relative-escape":
+        steps[0]["args"]["base"] = "../victim"
+    elif tamper == "action":
+        delete["action"] = "run_anything"
+    elif tamper == "volume-id":
+        data["plan"]["volume_id"] = "99999999-2222-4333-8444-555555555555"
+    else:
+        next(step for step in steps if step["action"] == "write_info")["args"]["info"]["active"] = "/etc/passwd"
+    journal.write_text(json.dumps(data))
+    files = {p.name: p.read_bytes() for p in share.iterdir()}
+    for state, snap in (("resumed", None), ("absent", SNAPS[0])):
+        with pytest.raises(VolsnapError, match="never plans; nothing was run"):
+            run_op(share, snap, state=state)
+    assert victim.read_text() == "keep me" and other.read_text() == "another volume"
+    assert {p.name: p.read_bytes() for p in share.iterdir()} == files
+
+
 # ---------------------------------------------------------------- concurrency and bad input
 
 
