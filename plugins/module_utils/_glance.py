@@ -314,10 +314,6 @@ class Glance(object):
 
     # -- locations ------------------------------------------------------------------------
 
-    def add_location(self, image_id: str, url: str, api: str = 'auto') -> str:
-        """Register ``url`` as the image's location; returns the API used (``locations`` or ``patch``)."""
-        return self.register_location(image_id, url, api).api
-
     def register_location(self, image_id: str, url: str, api: str = 'auto') -> Registered:
         """Register ``url`` as the image's location.
 

@@ -149,39 +149,39 @@ def test_set_properties_json_patch():
     assert g.set_properties(image, {'same': 'x'}) is False and proxy.calls == []
 
 
-def test_add_location_new_api():
+def test_register_location_new_api():
     g, proxy = glance_and_proxy(('POST', '/images/%s/locations' % IMG, response(202, None)))
-    assert g.add_location(IMG, 'rbd://f/images/%s/snap' % IMG) == 'locations'
+    assert g.register_location(IMG, 'rbd://f/images/%s/snap' % IMG).api == 'locations'
     assert proxy.calls[0][2]['json'] == {'url': 'rbd://f/images/%s/snap' % IMG}
 
 
-def test_add_location_falls_back_to_patch():
+def test_register_location_falls_back_to_patch():
     refused = response(403, {'message': 'http store must be enabled to use location API by normal user.'})
     g, proxy = glance_and_proxy(('POST', '/images/%s/locations' % IMG, refused),
                                 ('PATCH', '/images/%s' % IMG, response(200, {'id': IMG, 'status': 'active'})))
-    assert g.add_location(IMG, 'rbd://x/p/i/snap') == 'patch'
+    assert g.register_location(IMG, 'rbd://x/p/i/snap').api == 'patch'
     assert proxy.calls[1][2]['json'] == [{'op': 'add', 'path': '/locations/-',
                                           'value': {'url': 'rbd://x/p/i/snap', 'metadata': {}}}]
 
 
-def test_add_location_both_refused_explains_both():
+def test_register_location_both_refused_explains_both():
     g = glance(('POST', '/images/%s/locations' % IMG,
                 response(403, {'message': 'http store must be enabled to use location API by normal user.'})),
                ('PATCH', '/images/%s' % IMG,
                 response(403, {'message': "It's not allowed to add locations if locations are invisible."})))
     with pytest.raises(VolsnapError) as info:
-        g.add_location(IMG, 'rbd://x/p/i/snap')
+        g.register_location(IMG, 'rbd://x/p/i/snap')
     msg = info.value.msg
     assert 'refused the location rbd://x/p/i/snap both ways' in msg
     assert 'service role' in msg and 'show_multiple_locations' in msg
 
 
-def test_add_location_explicit_api_does_not_fall_back():
+def test_register_location_explicit_api_does_not_fall_back():
     g = glance(('POST', '/images/%s/locations' % IMG, response(403, {'message': 'nope'})))
     with pytest.raises(VolsnapError, match='service role'):
-        g.add_location(IMG, 'rbd://x/p/i/snap', api='locations')
+        g.register_location(IMG, 'rbd://x/p/i/snap', api='locations')
     g, proxy = glance_and_proxy(('PATCH', '/images/%s' % IMG, response(200, {})))
-    assert g.add_location(IMG, 'rbd://x/p/i/snap', api='patch') == 'patch'
+    assert g.register_location(IMG, 'rbd://x/p/i/snap', api='patch').api == 'patch'
     assert len(proxy.calls) == 1
 
 
