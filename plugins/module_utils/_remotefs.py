@@ -18,8 +18,9 @@ import errno
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import (
     FileAttributes,
@@ -43,6 +44,94 @@ _BACKING_SUFFIX = r'(\.(tmp-snap-)?[0-9a-f-]+)?(\.vhd|\.vhdx)?\Z'
 
 class InfoFileError(ValueError):
     """The .info file exists but is not what Cinder writes."""
+
+
+class ShareFileError(OSError):
+    """A file of the share is not what the collection may open: a symlink, or not a regular file."""
+
+
+# --- What a name in the share may be: the one place that decides it -----------------------------------
+#
+# Every byte of a share is written by someone else (a guest writes its volume's content, a tenant or a
+# compromised host the files and the .info), so names are judged here, once, and every module asks:
+#
+# * a name that qemu would parse as a protocol (``json:{...}``, ``file:``, ``nbd:``, ``http:``, any
+#   ``<word>:`` before the first ``/``: qemu's ``path_has_protocol``) never names a file of the share,
+#   whatever file of that literal name exists;
+# * a file of volume ``volume-<id>`` is ``volume-<id>`` itself or ``volume-<id>.<snapshot uuid>``; the
+#   ``.info`` file may name nothing else (not another volume's file, not itself, not a lock or a journal);
+# * the collection opens share files without following symlinks, and writes only regular files it
+#   creates itself (``O_CREAT | O_EXCL``) or regular files it finds (``O_NOFOLLOW``, then fstat).
+
+
+def qemu_protocol(name: str) -> Optional[str]:
+    """The protocol qemu would take ``name`` for (``'json'``, ``'nbd'``, ...), or None for a plain file name.
+
+    qemu's ``path_has_protocol``: a ``:`` before the first ``/`` makes the name a protocol, and the part
+    before it picks the driver; ``json:`` names carry a whole block-driver tree. Such names are never
+    resolved against the overlay's directory.
+    """
+    head = name.split('/', 1)[0]
+    if ':' in head:
+        return head.split(':', 1)[0]
+    return None
+
+
+def own_file_kind(filename: str, volume_name: str) -> Optional[str]:
+    """``'volume'`` for ``volume-<id>``, ``'snapshot'`` for ``volume-<id>.<snapshot uuid>``, else None."""
+    if filename == volume_name:
+        return 'volume'
+    if filename.startswith(volume_name + '.') and ID_RE.match(filename[len(volume_name) + 1:]):
+        return 'snapshot'
+    return None
+
+
+def info_entry_problem(key: str, filename: str, volume_name: str) -> Optional[str]:
+    """Why the ``.info`` entry ``key: filename`` of ``volume_name`` is not allowed, or None when it is."""
+    if key != ACTIVE_KEY and not is_cinder_id(key):
+        return 'key %r is not a snapshot id (a UUID)' % key
+    if own_file_kind(filename, volume_name) is None:
+        return ('%s is not a file of %s (only %s and %s.<snapshot id> are)'
+                % (filename, volume_name, volume_name, volume_name))
+    return None
+
+
+def lstat_regular(path: str) -> os.stat_result:
+    """``os.lstat(path)``, refusing a symlink or anything but a regular file (:class:`ShareFileError`).
+
+    ``OSError`` (``ENOENT``...) propagates as it is.
+    """
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise ShareFileError(errno.ELOOP, 'is a symbolic link; the collection never follows links in a share', path)
+    if not stat.S_ISREG(st.st_mode):
+        raise ShareFileError(errno.EINVAL, 'is not a regular file', path)
+    return st
+
+
+def open_regular(path: str, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
+    """Open a share file without following a symlink; refuse anything that is not a regular file.
+
+    With ``os.O_CREAT`` in ``flags`` a missing file is created with ``mode``; a symlink planted at
+    ``path`` (even a dangling one) is refused, never followed, so nothing outside the share is created.
+    Raises :class:`ShareFileError` for a symlink or a non-regular file, ``OSError`` otherwise.
+    """
+    flags |= getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0) | getattr(os, 'O_NONBLOCK', 0)
+    try:
+        fd = os.open(path, flags, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ShareFileError(errno.ELOOP, 'is a symbolic link; the collection never follows links in a share',
+                                 path)
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ShareFileError(errno.EINVAL, 'is not a regular file', path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def is_cinder_id(value: str) -> bool:
@@ -91,6 +180,15 @@ class SnapshotInfo:
         """Serialise exactly as Cinder's ``_write_info_file`` does."""
         return json.dumps(self.as_dict(), indent=1, sort_keys=True)
 
+    def foreign_entries(self, volume_name: str) -> List[str]:
+        """Why each entry that does not name a file of ``volume_name`` is refused (empty when all do)."""
+        problems = []
+        for key, filename in sorted(self.as_dict().items()):
+            why = info_entry_problem(key, filename, volume_name)
+            if why is not None:
+                problems.append('"%s": %s' % (key, why))
+        return problems
+
     def snapshot_for_file(self, filename: str) -> Optional[str]:
         for snap_id, name in self.snapshots.items():
             if name == filename:
@@ -121,14 +219,20 @@ class SnapshotInfo:
 
 
 def load_info(path: str) -> Optional[SnapshotInfo]:
-    """Read a .info file; None when it does not exist. Raises InfoFileError when invalid."""
+    """Read a .info file; None when it does not exist. Raises InfoFileError when invalid.
+
+    A symlink (even to a valid file) or anything but a regular file is invalid: it is never followed.
+    """
     try:
-        with open(path, 'rb') as handle:
-            raw = handle.read(1024 * 1024 + 1)
-    except IOError as exc:
+        fd = open_regular(path)
+    except ShareFileError as exc:
+        raise InfoFileError(exc.strerror)
+    except OSError as exc:
         if exc.errno == errno.ENOENT:
             return None
         raise
+    with os.fdopen(fd, 'rb') as handle:
+        raw = handle.read(1024 * 1024 + 1)
     if len(raw) > 1024 * 1024:
         raise InfoFileError('is larger than 1 MiB')
     try:

@@ -132,9 +132,9 @@ class TestLoadInfo:
             load_info(str(path))
         assert '1 MiB' in str(exc.value)
 
-    def test_directory_raises_oserror(self, tmp_path):
+    def test_directory_is_invalid(self, tmp_path):
         (tmp_path / 'v.info').mkdir()
-        with pytest.raises(OSError):
+        with pytest.raises(InfoFileError, match='not a regular file'):
             load_info(str(tmp_path / 'v.info'))
 
 
@@ -278,3 +278,80 @@ class TestNames:
         # A '.' in the volume name must not act as a regex wildcard.
         assert not backing_name_allowed('volumeX1', 'volume.1', '/s')
         assert backing_name_allowed('volume.1', 'volume.1', '/s')
+
+
+class TestShareNames:
+    """The one place that decides what a name in the share may be."""
+
+    @pytest.mark.parametrize('name, protocol', [
+        ('json:{"driver":"raw","file":{"filename":"/outside/secret"}}', 'json'),
+        ('file:/etc/passwd', 'file'),
+        ('nbd:127.0.0.1:10809', 'nbd'),
+        ('http://example.invalid/disk', 'http'),
+        ('https://example.invalid/disk', 'https'),
+        ('gluster+tcp://h/v/f', 'gluster+tcp'),
+        (':x', ''),
+    ])
+    def test_protocol_names(self, name, protocol):
+        assert rfs.qemu_protocol(name) == protocol
+
+    @pytest.mark.parametrize('name', [VOL, VOL + '.' + SNAP1, 'dir/a:b', '/abs/a:b', './x:y', 'volume-x'])
+    def test_plain_names(self, name):
+        assert rfs.qemu_protocol(name) is None
+
+    def test_own_file_kind(self):
+        assert rfs.own_file_kind(VOL, VOL) == 'volume'
+        assert rfs.own_file_kind(VOL + '.' + SNAP1, VOL) == 'snapshot'
+        other = 'volume-' + SNAP2
+        for name in (other, other + '.' + SNAP1, VOL + '.info', VOL + '.' + SNAP1 + '.x',
+                     '.volsnap-nfs-%s.lock' % VOL_ID, '.volsnap-%s.journal' % VOL, VOL + '.tmp-snap-' + SNAP1,
+                     '../' + VOL, VOL + '.', VOL + '.' + SNAP2.upper()):
+            assert rfs.own_file_kind(name, VOL) is None, name
+
+    def test_foreign_info_entries(self):
+        good = SnapshotInfo(active=VOL + '.' + SNAP2, snapshots={SNAP1: VOL + '.' + SNAP1, SNAP2: VOL + '.' + SNAP2})
+        assert good.foreign_entries(VOL) == []
+        bad = SnapshotInfo(active='volume-' + SNAP2, snapshots={SNAP1: VOL + '.info', 'nope': VOL})
+        problems = bad.foreign_entries(VOL)
+        assert len(problems) == 3
+        assert any('"active"' in p and 'volume-' + SNAP2 in p for p in problems)
+        assert any(VOL + '.info' in p for p in problems)
+        assert any("'nope'" in p for p in problems)
+
+    def test_info_symlink_is_refused_never_followed(self, tmp_path):
+        outside = tmp_path / 'outside.json'
+        outside.write_text(json.dumps({'active': VOL}))
+        share = tmp_path / 'share'
+        share.mkdir()
+        link = share / (VOL + '.info')
+        link.symlink_to(outside)
+        with pytest.raises(InfoFileError, match='symbolic link'):
+            load_info(str(link))
+
+    def test_info_fifo_is_refused(self, tmp_path):
+        fifo = tmp_path / (VOL + '.info')
+        os.mkfifo(str(fifo))
+        with pytest.raises(InfoFileError, match='not a regular file'):
+            load_info(str(fifo))
+
+    def test_open_regular_never_creates_through_a_symlink(self, tmp_path):
+        target = tmp_path / 'outside-created'
+        link = tmp_path / 'lock'
+        link.symlink_to(target)
+        with pytest.raises(rfs.ShareFileError, match='symbolic link'):
+            rfs.open_regular(str(link), os.O_RDWR | os.O_CREAT)
+        assert not target.exists()
+        fd = rfs.open_regular(str(tmp_path / 'new'), os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        assert stat.S_IMODE(os.stat(str(tmp_path / 'new')).st_mode) == 0o600
+
+    def test_lstat_regular(self, tmp_path):
+        (tmp_path / 'f').write_text('x')
+        (tmp_path / 'l').symlink_to(tmp_path / 'f')
+        assert rfs.lstat_regular(str(tmp_path / 'f')).st_size == 1
+        with pytest.raises(rfs.ShareFileError):
+            rfs.lstat_regular(str(tmp_path / 'l'))
+        with pytest.raises(rfs.ShareFileError):
+            rfs.lstat_regular(str(tmp_path))
+        with pytest.raises(FileNotFoundError):
+            rfs.lstat_regular(str(tmp_path / 'missing'))
