@@ -31,6 +31,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import
     backing_name_allowed,
     info_path_for,
     load_info,
+    qemu_protocol,
     split_volume_filename,
 )
 
@@ -284,11 +285,22 @@ def _walk(report: ChainReport, start: str, expected_format: Optional[str], max_d
                            'an image header into a raw volume (OSSA 2014-033); it is not followed'
                            % (name, declared_format, image.format), filename=name)
             return
+        if image.data_file is not None and qemu_protocol(image.data_file) is not None:
+            report.problem('data_file_protocol', '%s names its data file %s, which qemu opens through its %s: protocol '
+                           '(never as a file of the share)' % (name, image.data_file, qemu_protocol(image.data_file)),
+                           filename=name)
         if image.format != 'qcow2' or not image.backing_file:
             return
         if any(f.code in ('invalid_header', 'invalid_backing_name') for f in image.findings):
             return
         backing = image.backing_file
+        if qemu_protocol(backing) is not None:
+            # qemu's path_has_protocol: a ':' before the first '/' (json:{...}, file:, nbd:, http:...) picks a
+            # protocol driver, never a file of the share, whatever file of that literal name exists here.
+            report.problem('backing_protocol', '%s names backing file %s, which qemu opens through its %s: protocol '
+                           '(a json: name can name any file or network server); it is not followed'
+                           % (name, backing, qemu_protocol(backing)), filename=name)
+            return
         directory = os.path.dirname(current)
         real = resolver.resolve(directory, backing)
         fully_resolved = '/' in backing or backing in ('.', '..')

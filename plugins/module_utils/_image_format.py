@@ -58,7 +58,28 @@ QCOW2_INCOMPAT_DATA_FILE = 1 << 2
 QCOW2_INCOMPAT_COMPRESSION = 1 << 3
 QCOW2_INCOMPAT_EXTL2 = 1 << 4
 QCOW2_INCOMPAT_KNOWN = 0x1F
+QCOW2_AUTOCLEAR_BITMAPS = 1 << 0
 QCOW2_AUTOCLEAR_DATA_FILE_RAW = 1 << 1
+
+# Limits qemu enforces when it opens a qcow2 file (qemu block/qcow2.h, block/qcow2.c qcow2_do_open,
+# block/qcow2-snapshot.c qcow2_read_snapshots, block/qcow2-bitmap.c). A header beyond them is refused by
+# qemu, so it is refused here too: a chain we call safe must be one qemu opens.
+QCOW2_MAX_REFTABLE_BYTES = 8 * 1024 * 1024          # QCOW_MAX_REFTABLE_SIZE
+QCOW2_MAX_L1_BYTES = 32 * 1024 * 1024               # QCOW_MAX_L1_SIZE
+QCOW2_L1_ENTRY = 8                                  # L1E_SIZE
+QCOW2_MAX_SNAPSHOTS = 65536                         # QCOW_MAX_SNAPSHOTS
+QCOW2_SNAPSHOT_HEADER = 40                          # sizeof(QCowSnapshotHeader)
+QCOW2_MAX_SNAPSHOT_EXTRA = 1024                     # QCOW_MAX_SNAPSHOT_EXTRA_DATA
+QCOW2_MAX_SNAPSHOTS_BYTES = 1024 * QCOW2_MAX_SNAPSHOTS  # QCOW_MAX_SNAPSHOTS_SIZE
+QCOW2_MAX_BACKING_FORMAT = 15                       # sizeof(bs->backing_format) - 1
+QCOW2_CRYPTO_EXT_BYTES = 16                         # sizeof(Qcow2CryptoHeaderExtension)
+QCOW2_BITMAPS_EXT_BYTES = 24                        # sizeof(Qcow2BitmapHeaderExt)
+QCOW2_MAX_BITMAPS = 65535                           # QCOW2_MAX_BITMAPS
+QCOW2_MAX_BITMAP_DIRECTORY = 1024 * QCOW2_MAX_BITMAPS  # QCOW2_MAX_BITMAP_DIRECTORY_SIZE
+QCOW2_MIN_SUBCLUSTER_BITS = 9                       # MIN_CLUSTER_BITS, for subclusters
+QCOW2_EXTL2_SUBCLUSTERS = 32                        # QCOW_EXTL2_SUBCLUSTERS_PER_CLUSTER
+INT_MAX = (1 << 31) - 1
+INT64_MAX = (1 << 63) - 1
 
 QCOW2_INCOMPAT_NAMES = {
     QCOW2_INCOMPAT_DIRTY: 'dirty',
@@ -252,15 +273,59 @@ def inspect_image(path: str) -> ImageInfo:
     return info
 
 
+def _qcow2_table_problem(name: str, offset: int, entries: int, entry_len: int, max_bytes: int,
+                         cluster_size: int) -> Optional[str]:
+    """qemu's ``qcow2_validate_table`` (block/qcow2.c): why qemu refuses a table, or None.
+
+    The entry count is bounded by ``max_bytes``; the offset must be cluster-aligned and the table must end
+    below INT64_MAX. qemu checks the offset even of an empty table.
+    """
+    if entries > max_bytes // entry_len:
+        return '%s too large (%d entries)' % (name, entries)
+    if INT64_MAX - entries * entry_len < offset or offset % cluster_size:
+        return '%s offset invalid (%d)' % (name, offset)
+    return None
+
+
+def _qcow2_snapshots_problem(reader: _Reader, offset: int, count: int) -> Optional[str]:
+    """qemu's ``qcow2_read_snapshots`` (block/qcow2-snapshot.c) size checks, or None.
+
+    Each entry is a 40-byte header (8-byte aligned) followed by its extra data, id and name; qemu refuses
+    an entry with more than 1024 bytes of extra data and a table larger than 64 MiB. Bytes past the end
+    of the file read as zeros, as in qemu's block layer. Only entry headers are read.
+    """
+    position = offset
+    window_start, window = -1, b''
+    for index in range(count):
+        position = (position + 7) & ~7
+        if not window_start <= position <= window_start + len(window) - QCOW2_SNAPSHOT_HEADER:
+            window_start = position
+            window = reader.read(position, 64 * 1024).ljust(64 * 1024, b'\x00')
+        (extra_size,) = _unpack('>I', window, position - window_start + 36)
+        id_size, name_size = _unpack('>HH', window, position - window_start + 12)
+        if extra_size > QCOW2_MAX_SNAPSHOT_EXTRA:
+            return 'too much extra metadata in snapshot table entry %d (%d bytes)' % (index, extra_size)
+        position += QCOW2_SNAPSHOT_HEADER + extra_size + id_size + name_size
+        if position - offset > QCOW2_MAX_SNAPSHOTS_BYTES:
+            return 'the snapshot table is larger than %d bytes' % QCOW2_MAX_SNAPSHOTS_BYTES
+    return None
+
+
 def _parse_qcow2(info: ImageInfo, reader: _Reader, head: bytes) -> None:
-    (_magic, version, backing_offset, backing_size, cluster_bits, size,
-     crypt_method) = _unpack('>4sIQIIQI', head, 0)
-    (nb_snapshots,) = _unpack('>I', head, 60)
+    """Parse a qcow2 header, refusing (``invalid_header``) every header qemu's ``qcow2_do_open`` refuses.
+
+    The checks follow qemu block/qcow2.c ``qcow2_do_open`` in its order; each cites qemu's own error.
+    """
+    (_magic, version, backing_offset, backing_size, cluster_bits, size, crypt_method, l1_size, l1_offset,
+     refcount_table_offset, refcount_table_clusters, nb_snapshots, snapshots_offset) = _unpack(
+        '>4sIQIIQIIQQIIQ', head, 0)
     if version not in (2, 3):
+        # qemu: "Unsupported qcow2 version"
         info.add('invalid_header', 'qcow2 version %d is not supported (only 2 and 3 exist)' % version)
         return
     info.qcow2_version = version
     if not QCOW2_MIN_CLUSTER_BITS <= cluster_bits <= QCOW2_MAX_CLUSTER_BITS:
+        # qemu: "Unsupported cluster size"
         info.add('invalid_header', 'qcow2 cluster_bits %d is out of range %d-%d'
                  % (cluster_bits, QCOW2_MIN_CLUSTER_BITS, QCOW2_MAX_CLUSTER_BITS))
         return
@@ -269,10 +334,12 @@ def _parse_qcow2(info: ImageInfo, reader: _Reader, head: bytes) -> None:
     if size >= 1 << 63:
         info.add('invalid_header', 'qcow2 virtual size %d is out of range' % size)
         return
-    info.virtual_size = size
+    # qemu keeps whole sectors only (bs->total_sectors = size / 512): that is the size a guest sees.
+    info.virtual_size = size - size % SECTOR
     info.internal_snapshots = nb_snapshots
     info.encryption_format = QCOW2_CRYPT_METHODS.get(crypt_method)
     if crypt_method not in QCOW2_CRYPT_METHODS:
+        # qemu qcow2_update_options_prepare: "Unsupported encryption method"
         info.add('invalid_header', 'unknown qcow2 encryption method %d' % crypt_method)
     info.encrypted = crypt_method != 0
     if crypt_method == 1:
@@ -280,23 +347,38 @@ def _parse_qcow2(info: ImageInfo, reader: _Reader, head: bytes) -> None:
 
     if version == 2:
         header_length = QCOW2_V2_HEADER_LENGTH
-        incompatible = compatible = autoclear = 0
+        incompatible = autoclear = 0
+        refcount_order = 4
     else:
-        incompatible, compatible, autoclear, _refcount_order, header_length = _unpack('>QQQII', head, 72)
+        incompatible, _compatible, autoclear, refcount_order, header_length = _unpack('>QQQII', head, 72)
+        # qemu: "qcow2 header too short" (< 104), "qcow2 header exceeds cluster size"; a length that is not
+        # a multiple of 8 misplaces every header extension (qemu then fails on them or misreads them).
         if header_length < QCOW2_V3_MIN_HEADER_LENGTH or header_length % 8 or header_length > cluster_size:
             info.add('invalid_header', 'qcow2 header_length %d is invalid' % header_length)
             return
         if header_length > QCOW2_V3_MIN_HEADER_LENGTH:
             (compression,) = _unpack('>B', head, 104)
             info.compression_type = QCOW2_COMPRESSION_TYPES.get(compression, 'unknown(%d)' % compression)
+    # qemu: "Invalid backing file offset"
+    if backing_offset > cluster_size:
+        info.add('invalid_header', 'qcow2 backing file name offset %d lies beyond the first cluster' % backing_offset)
+        return
     info.incompatible_features = [name for bit, name in sorted(QCOW2_INCOMPAT_NAMES.items()) if incompatible & bit]
     info.unknown_incompatible_features = incompatible & ~QCOW2_INCOMPAT_KNOWN
     info.dirty = bool(incompatible & QCOW2_INCOMPAT_DIRTY)
     info.corrupt = bool(incompatible & QCOW2_INCOMPAT_CORRUPT)
     info.extended_l2 = bool(incompatible & QCOW2_INCOMPAT_EXTL2)
     info.data_file_raw = bool(autoclear & QCOW2_AUTOCLEAR_DATA_FILE_RAW)
-    if info.compression_type is None and incompatible & QCOW2_INCOMPAT_COMPRESSION:
+    # qemu validate_compression_type: zlib (0) or zstd (1) only, and the compression incompatible bit set
+    # exactly when the type is not zlib ("Compression type incompatible feature bit must (not) be set").
+    compression_bit = bool(incompatible & QCOW2_INCOMPAT_COMPRESSION)
+    if info.compression_type is None and compression_bit:
         info.add('invalid_header', 'qcow2 compression type bit set in a %d-byte header' % header_length)
+    elif info.compression_type is not None and info.compression_type not in QCOW2_COMPRESSION_TYPES.values():
+        info.add('invalid_header', 'qcow2 compression type %s is unknown' % info.compression_type)
+    elif info.compression_type is not None and compression_bit != (info.compression_type != 'zlib'):
+        info.add('invalid_header', 'qcow2 compression type %s does not match the compression type feature bit'
+                 % info.compression_type)
     if info.unknown_incompatible_features:
         info.add('unknown_incompatible_features', 'qcow2 incompatible feature bits 0x%x are unknown; '
                  'qemu refuses such files and so do we' % info.unknown_incompatible_features)
@@ -305,7 +387,37 @@ def _parse_qcow2(info: ImageInfo, reader: _Reader, head: bytes) -> None:
     if info.dirty:
         info.add('dirty', 'the qcow2 dirty bit is set (refcounts need a repair on next open)', WARNING)
 
-    # The backing file name must lie inside the first cluster.
+    # The geometry qemu refuses before it reads any table (qcow2_do_open, in its order).
+    l2_entry = 16 if info.extended_l2 else 8
+    problem = None
+    if info.extended_l2 and cluster_size // QCOW2_EXTL2_SUBCLUSTERS < 1 << QCOW2_MIN_SUBCLUSTER_BITS:
+        problem = 'extended L2 entries need clusters of 16 KiB or more ("Unsupported subcluster size")'
+    elif refcount_order > 6:
+        problem = 'refcount_order %d is above 6 ("Reference count entry width too large")' % refcount_order
+    elif refcount_table_clusters == 0:
+        problem = 'the image has no reference count table'
+    else:
+        problem = (_qcow2_table_problem('the reference count table', refcount_table_offset, refcount_table_clusters,
+                                        cluster_size, QCOW2_MAX_REFTABLE_BYTES, cluster_size)
+                   or _qcow2_table_problem('the snapshot table', snapshots_offset, nb_snapshots,
+                                           QCOW2_SNAPSHOT_HEADER, QCOW2_SNAPSHOT_HEADER * QCOW2_MAX_SNAPSHOTS,
+                                           cluster_size)
+                   or _qcow2_table_problem('the active L1 table', l1_offset, l1_size, QCOW2_L1_ENTRY,
+                                           QCOW2_MAX_L1_BYTES, cluster_size))
+    if problem is None:
+        # size_to_l1(): L1 entries needed for the virtual size ("Image is too big" past INT_MAX,
+        # "L1 table is too small" when l1_size is below it).
+        shift = cluster_bits + cluster_bits - (l2_entry.bit_length() - 1)
+        needed = (size + (1 << shift) - 1) >> shift
+        if needed > INT_MAX:
+            problem = 'virtual size %d is too big for %d-byte clusters ("Image is too big")' % (size, cluster_size)
+        elif l1_size < needed:
+            problem = 'the L1 table (%d entries) is too small for virtual size %d (%d needed)' % (l1_size, size, needed)
+    if problem is not None:
+        info.add('invalid_header', 'qemu refuses this qcow2 header: %s' % problem)
+        return
+
+    # The backing file name must lie inside the first cluster (qemu: "Backing file name too long").
     if backing_offset:
         if backing_size == 0 or backing_size > QCOW2_MAX_BACKING_NAME:
             info.add('invalid_header', 'qcow2 backing file name length %d is out of range 1-%d'
@@ -326,14 +438,19 @@ def _parse_qcow2(info: ImageInfo, reader: _Reader, head: bytes) -> None:
             return
         info.backing_file = name
 
-    # Header extensions run from header_length to the backing file name (or cluster end).
+    # Header extensions run from header_length to the backing file name (or cluster end), read as qemu's
+    # qcow2_read_extensions does: an extension header or body that passes that end is refused.
     ext_end = backing_offset if backing_offset else cluster_size
     if ext_end < header_length:
         info.add('invalid_header', 'qcow2 backing file name overlaps the header')
         return
     area = head[:ext_end]
     offset = header_length
-    while offset + 8 <= ext_end:
+    crypto_header = False
+    while offset < ext_end:
+        if offset + 8 > ext_end:
+            info.add('invalid_header', 'a qcow2 header extension overruns the header area ("Header extension too large")')
+            return
         if offset + 8 > len(area) and len(area) < ext_end:
             area = reader.read(0, ext_end)
         ext_type, ext_len = _unpack('>II', area, offset)
@@ -348,14 +465,26 @@ def _parse_qcow2(info: ImageInfo, reader: _Reader, head: bytes) -> None:
         data = area[offset:offset + ext_len]
         if len(data) != ext_len:
             raise _Truncated('header extension 0x%08x' % ext_type)
+        problem = None
         if ext_type == QCOW2_EXT_BACKING_FORMAT:
             fmt = _text(data)
-            if fmt is None:
+            if ext_len > QCOW2_MAX_BACKING_FORMAT:
+                problem = 'the backing format extension is %d bytes long (qemu takes at most %d)' % (
+                    ext_len, QCOW2_MAX_BACKING_FORMAT)
+            elif fmt is None:
                 info.add('invalid_header', 'the qcow2 backing format extension is not text')
             else:
                 info.backing_format = fmt
         elif ext_type == QCOW2_EXT_DATA_FILE:
             info.data_file = _text(data) or repr(data[:64])
+        elif ext_type == QCOW2_EXT_CRYPTO_HEADER:
+            problem = _qcow2_crypto_ext_problem(data, crypt_method, cluster_size)
+            crypto_header = True
+        elif ext_type == QCOW2_EXT_BITMAPS:
+            problem = _qcow2_bitmaps_ext_problem(data, autoclear, cluster_size)
+        if problem is not None:
+            info.add('invalid_header', 'qemu refuses this qcow2 header extension: %s' % problem)
+            return
         offset += (ext_len + 7) & ~7
 
     if incompatible & QCOW2_INCOMPAT_DATA_FILE or info.data_file is not None:
@@ -363,8 +492,48 @@ def _parse_qcow2(info: ImageInfo, reader: _Reader, head: bytes) -> None:
                  'files can read or write any file on the host and are refused' % (info.data_file or 'unnamed'))
         if info.data_file:
             info.references.append(info.data_file)
+    elif info.data_file_raw:
+        # qemu: "data-file-raw requires a data file"
+        info.add('invalid_header', 'qcow2 autoclear bit data-file-raw is set but the image has no external data file')
+    if crypt_method == 2 and not crypto_header:
+        # qemu: "Missing CRYPTO header for crypt method 2" (every open that reads data)
+        info.add('invalid_header', 'the qcow2 image is LUKS-encrypted but has no crypto header extension')
+    if nb_snapshots and not any(f.severity == ERROR for f in info.findings):
+        problem = _qcow2_snapshots_problem(reader, snapshots_offset, nb_snapshots)
+        if problem is not None:
+            info.add('invalid_header', 'qemu refuses this qcow2 snapshot table: %s' % problem)
     if info.backing_file:
         info.references.append(info.backing_file)
+
+
+def _qcow2_crypto_ext_problem(data: bytes, crypt_method: int, cluster_size: int) -> Optional[str]:
+    """qemu qcow2_read_extensions, QCOW2_EXT_MAGIC_CRYPTO_HEADER."""
+    if crypt_method != 2:
+        return 'a crypto header extension without LUKS encryption'
+    if len(data) != QCOW2_CRYPTO_EXT_BYTES:
+        return 'a crypto header extension of %d bytes (16 expected)' % len(data)
+    (offset,) = _unpack('>Q', data, 0)
+    if offset % cluster_size:
+        return 'the encryption header offset %d is not a multiple of the cluster size' % offset
+    return None
+
+
+def _qcow2_bitmaps_ext_problem(data: bytes, autoclear: int, cluster_size: int) -> Optional[str]:
+    """qemu qcow2_read_extensions, QCOW2_EXT_MAGIC_BITMAPS (checked only with the bitmaps autoclear bit)."""
+    if len(data) != QCOW2_BITMAPS_EXT_BYTES:
+        return 'a bitmaps extension of %d bytes (24 expected)' % len(data)
+    if not autoclear & QCOW2_AUTOCLEAR_BITMAPS:
+        return None  # qemu considers the bitmaps inconsistent and ignores them
+    nb_bitmaps, reserved, directory_size, directory_offset = _unpack('>IIQQ', data, 0)
+    if reserved:
+        return 'the bitmaps extension reserved field is not zero'
+    if nb_bitmaps == 0 or nb_bitmaps > QCOW2_MAX_BITMAPS:
+        return '%d bitmaps (1-%d allowed)' % (nb_bitmaps, QCOW2_MAX_BITMAPS)
+    if directory_offset % cluster_size:
+        return 'the bitmap directory offset %d is not cluster-aligned' % directory_offset
+    if directory_size > QCOW2_MAX_BITMAP_DIRECTORY:
+        return 'the bitmap directory size %d exceeds %d' % (directory_size, QCOW2_MAX_BITMAP_DIRECTORY)
+    return None
 
 
 def _parse_qed(info: ImageInfo, reader: _Reader, head: bytes) -> None:

@@ -20,6 +20,7 @@ EXT_BACKING_FORMAT = 0xE2792ACA
 EXT_DATA_FILE = 0x44415441
 EXT_FEATURE_TABLE = 0x6803F857
 EXT_BITMAPS = 0x23852875
+EXT_CRYPTO_HEADER = 0x0537BE77
 
 VHDX_METADATA_REGION = uuid.UUID('8B7CA206-4790-4B9A-B8FE-575F050F886E').bytes_le
 VHDX_BAT_REGION = uuid.UUID('2DC27766-F623-4200-9D64-115E9BFD4A08').bytes_le
@@ -61,6 +62,14 @@ def qcow2_extensions(extensions: Iterable[Extension], end: bool = True) -> bytes
     return out
 
 
+def qcow2_l1_entries(size: int, cluster_bits: int, extended_l2: bool = False) -> int:
+    """The L1 entries qemu needs for ``size`` (size_to_l1), capped to the u32 field; 1 for odd cluster bits."""
+    if not 9 <= cluster_bits <= 21:
+        return 1
+    shift = 2 * cluster_bits - (4 if extended_l2 else 3)
+    return min((size + (1 << shift) - 1) >> shift, 0xFFFFFFFF)
+
+
 def qcow2(version: int = 3, cluster_bits: int = 16, size: int = 1 << 30,
           backing: Optional[Union[str, bytes]] = None, backing_fmt: Optional[str] = None,
           incompatible: int = 0, compatible: int = 0, autoclear: int = 0,
@@ -68,8 +77,14 @@ def qcow2(version: int = 3, cluster_bits: int = 16, size: int = 1 << 30,
           data_file: Optional[str] = None, extensions: Sequence[Extension] = (),
           backing_offset: Optional[int] = None, backing_size: Optional[int] = None,
           nb_snapshots: int = 0, refcount_order: int = 4, end_marker: bool = True,
-          pad_to: int = 4096, truncate: Optional[int] = None) -> bytes:
-    """A qcow2 header (v2 or v3), its extensions and its backing file name."""
+          pad_to: int = 4096, truncate: Optional[int] = None, l1_size: Optional[int] = None,
+          l1_offset: Optional[int] = None, refcount_table_offset: Optional[int] = None,
+          refcount_table_clusters: int = 1, snapshots_offset: int = 0) -> bytes:
+    """A qcow2 header (v2 or v3), its extensions and its backing file name.
+
+    The table fields default to what qemu accepts: an L1 table just large enough for ``size``
+    (qemu's size_to_l1), cluster-aligned L1 and refcount table offsets, one refcount table cluster.
+    """
     if header_length is None:
         if version == 2:
             header_length = 72
@@ -96,8 +111,15 @@ def qcow2(version: int = 3, cluster_bits: int = 16, size: int = 1 << 30,
     # l1_size, l1_table_offset, refcount_table_offset, refcount_table_clusters, nb_snapshots,
     # snapshots_offset: 72 bytes.
     cluster = 1 << cluster_bits if 0 <= cluster_bits < 64 else 65536
+    if l1_size is None:
+        l1_size = qcow2_l1_entries(size, cluster_bits, extended_l2=bool(incompatible & 16))
+    if l1_offset is None:
+        l1_offset = 3 * cluster
+    if refcount_table_offset is None:
+        refcount_table_offset = cluster
     header = struct.pack('>4sIQIIQIIQQIIQ', QCOW2_MAGIC, version, backing_offset, backing_size, cluster_bits,
-                         size, crypt, 1, 3 * cluster, cluster, 1, nb_snapshots, 0)
+                         size, crypt, l1_size, l1_offset, refcount_table_offset, refcount_table_clusters,
+                         nb_snapshots, snapshots_offset)
     assert len(header) == 72
     buf = bytearray(header)
     if version >= 3:

@@ -150,7 +150,7 @@ class TestCinderChain:
         assert report.problems == []
 
     def test_follow_info_disabled(self, cinder_chain):
-        report = inspect_chain(str(cinder_chain / VOL), follow_info=False)
+        report = inspect_chain(str(cinder_chain / VOL), follow_info=False, volume_format='qcow2')
         assert report.followed_info is False
         assert [layer.image.filename for layer in report.layers] == [VOL]
         # The .info is still checked: its snapshot files are not in this (one-layer) chain, but the
@@ -188,7 +188,7 @@ class TestCinderChain:
         tmp = '%s.tmp-snap-%s' % (VOL, SNAP1)
         B.write_qcow2(share, tmp)
         B.write_qcow2(share, VOL, backing=tmp, backing_fmt='qcow2')
-        report = inspect_chain(str(share / VOL))
+        report = inspect_chain(str(share / VOL), volume_format='qcow2')
         assert 'backing_name_not_allowed' not in codes(report)
         assert [layer.image.filename for layer in report.layers] == [VOL, tmp]
 
@@ -466,7 +466,7 @@ class TestInfoFile:
     def test_backing_name_not_allowed(self, share):
         B.write_qcow2(share, 'other-file')
         B.write_qcow2(share, VOL, backing='other-file', backing_fmt='qcow2')
-        report = inspect_chain(str(share / VOL))
+        report = inspect_chain(str(share / VOL), volume_format='qcow2')
         assert codes(report) == ['backing_name_not_allowed']
         assert problem(report, 'backing_name_not_allowed').filename == VOL
         assert report.safe is False
@@ -475,7 +475,7 @@ class TestInfoFile:
         other = 'volume-' + str(uuid.UUID(int=7))
         B.write_qcow2(share, other)
         B.write_qcow2(share, VOL, backing=other, backing_fmt='qcow2')
-        report = inspect_chain(str(share / VOL))
+        report = inspect_chain(str(share / VOL), volume_format='qcow2')
         assert 'backing_name_not_allowed' in codes(report)
 
     def test_info_invalid_json(self, cinder_chain):
@@ -507,7 +507,7 @@ class TestInfoFile:
     def test_info_is_a_directory(self, share):
         B.write_qcow2(share, VOL)
         (share / (VOL + '.info')).mkdir()
-        report = inspect_chain(str(share / VOL))
+        report = inspect_chain(str(share / VOL), volume_format='qcow2')
         assert codes(report) == ['info_invalid']
 
     def test_info_entry_for_missing_file(self, cinder_chain):
@@ -674,3 +674,55 @@ class TestDeclared:
         report = inspect_chain(str(chain / 'top'), declared=DeclaredChain([], complete=False))
         assert report.problems == []
         assert len(report.layers) == 3
+
+
+class TestProtocolNames:
+    """Backing and data-file names qemu parses as a protocol (path_has_protocol) are never files of the share."""
+
+    @pytest.mark.parametrize('backing', [
+        'json:{"driver":"raw","file":{"filename":"/outside/secret"}}',
+        'file:' + VOL,
+        'nbd:127.0.0.1:10809',
+        'http://example.com/' + VOL,
+        'https:' + VOL,
+        'ssh://host/' + VOL,
+        VOL + ':x',
+    ])
+    def test_protocol_backing_is_unsafe_even_when_the_literal_file_exists(self, share, backing):
+        B.write_qcow2(share, VOL, size=1 << 20)
+        # A file whose literal name is the backing name: the old walk followed it and judged the chain safe.
+        if '/' not in backing:
+            B.write_qcow2(share, backing, size=1 << 20)
+        else:
+            os.makedirs(os.path.dirname(str(share / backing)), exist_ok=True)
+            B.write_qcow2(share, backing, size=1 << 20)
+        top = B.write_qcow2(share, 'top', size=1 << 20, backing=backing, backing_fmt='qcow2')
+        report = inspect_chain(top, share=str(share))
+        assert not report.safe
+        assert 'backing_protocol' in codes(report)
+        assert problem(report, 'backing_protocol').severity == ERROR
+        assert [layer.image.filename for layer in report.layers] == ['top']
+
+    @pytest.mark.parametrize('backing', ['./json:{}', 'sub/file:x'])
+    def test_slash_before_colon_is_a_file_name(self, share, backing):
+        (share / 'sub').mkdir()
+        B.write_qcow2(share, backing, size=1 << 20)
+        top = B.write_qcow2(share, 'top', size=1 << 20, backing=backing, backing_fmt='qcow2')
+        report = inspect_chain(top, share=str(share))
+        assert 'backing_protocol' not in codes(report)
+        assert report.safe, report.summary()
+        assert len(report.layers) == 2
+
+    def test_protocol_data_file_is_reported(self, share):
+        top = B.write_qcow2(share, 'top', size=1 << 20, incompatible=1 << 2,
+                            data_file='json:{"driver":"file","filename":"/etc/shadow"}')
+        (share / 'json:{"driver":"file","filename":"').mkdir(parents=True, exist_ok=True)
+        report = inspect_chain(top, share=str(share))
+        assert not report.safe
+        assert 'data_file_protocol' in codes(report)
+        assert 'external_data_file' in codes(report)
+
+    def test_plain_data_file_has_no_protocol_finding(self, share):
+        top = B.write_qcow2(share, 'top', size=1 << 20, incompatible=1 << 2, data_file='data.raw')
+        report = inspect_chain(top, share=str(share))
+        assert codes(report) == ['external_data_file']

@@ -372,11 +372,23 @@ class TestQcow2:
         assert info.incompatible_features == ['extended_l2']
         assert info.findings == []
 
-    @pytest.mark.parametrize('byte, name', [(0, 'zlib'), (1, 'zstd'), (7, 'unknown(7)')])
+    @pytest.mark.parametrize('byte, name', [(0, 'zlib'), (1, 'zstd')])
     def test_compression_type(self, tmp_path, byte, name):
         info = inspect_bytes(tmp_path, B.qcow2(compression=byte, incompatible=1 << 3 if byte else 0))
         assert info.compression_type == name
         assert 'invalid_header' not in codes(info)
+
+    def test_unknown_compression_type_refused(self, tmp_path):
+        # qemu validate_compression_type: "qcow2: unknown compression type"
+        info = inspect_bytes(tmp_path, B.qcow2(compression=7, incompatible=1 << 3))
+        assert info.compression_type == 'unknown(7)'
+        assert 'invalid_header' in codes(info)
+
+    @pytest.mark.parametrize('byte, bit', [(0, 1 << 3), (1, 0)])
+    def test_compression_type_and_bit_must_agree(self, tmp_path, byte, bit):
+        # qemu: "Compression type incompatible feature bit must (not) be set"
+        info = inspect_bytes(tmp_path, B.qcow2(compression=byte, incompatible=bit))
+        assert 'invalid_header' in codes(info)
 
     def test_compression_bit_needs_long_header(self, tmp_path):
         info = inspect_bytes(tmp_path, B.qcow2(incompatible=1 << 3, header_length=104))
@@ -391,10 +403,17 @@ class TestQcow2:
         assert [f for f in info.findings if f.severity == ERROR] == []
 
     def test_luks_encryption(self, tmp_path):
-        info = inspect_bytes(tmp_path, B.qcow2(crypt=2))
+        info = inspect_bytes(tmp_path, B.qcow2(crypt=2, extensions=[(B.EXT_CRYPTO_HEADER,
+                                                                      struct.pack('>QQ', 65536, 4096))]))
         assert info.encrypted is True
         assert info.encryption_format == 'luks'
         assert info.findings == []
+
+    def test_luks_encryption_without_crypto_header_refused(self, tmp_path):
+        # qemu: "Missing CRYPTO header for crypt method 2"
+        info = inspect_bytes(tmp_path, B.qcow2(crypt=2))
+        assert info.encrypted is True
+        assert 'invalid_header' in codes(info)
 
     def test_unknown_encryption_method(self, tmp_path):
         info = inspect_bytes(tmp_path, B.qcow2(crypt=9))
