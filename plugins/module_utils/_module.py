@@ -14,6 +14,7 @@ kept, and offers check-mode and diff helpers so every module reports the same wa
 
 from __future__ import annotations
 
+import errno
 from typing import Any, Dict, Optional, Tuple
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -74,6 +75,12 @@ class VolsnapModule(object):
             return
         except self.error_types() as exc:  # pylint: disable=catching-non-exception
             self.fail('%s: %s' % (type(exc).__name__, exc))
+            return
+        except OSError as exc:
+            # The net under every module: an error on a file is a failed result naming it, never a traceback.
+            name = errno.errorcode.get(exc.errno, '') if exc.errno else ''
+            self.fail('%s: %s%s' % (exc.filename or 'a file', exc.strerror or exc, ' (%s)' % name if name else ''),
+                      file=exc.filename)
             return
         result = dict(result or {})
         diff = result.pop('diff', None)  # module_utils return their before/after diff in the result
