@@ -31,6 +31,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import
     backing_name_allowed,
     info_path_for,
     load_info,
+    own_file_kind,
     qemu_protocol,
     split_volume_filename,
 )
@@ -85,6 +86,17 @@ class Layer:
     backing_path: Optional[str] = None
     snapshot_id: Optional[str] = None
     data_of_snapshot_id: Optional[str] = None
+    expected_format: Optional[str] = None
+    format_source: Optional[str] = None
+
+    @property
+    def trusted_format(self) -> str:
+        """The format to hand to qemu for this layer: the trusted one (see :class:`FormatTrust`).
+
+        Only the content's format when no trusted source names one (a file outside Cinder's naming that
+        nothing declares); on a layer without a ``format_mismatch`` both agree.
+        """
+        return self.expected_format or self.image.format
 
     def as_dict(self) -> Dict[str, object]:
         img = self.image
@@ -112,6 +124,8 @@ class Layer:
             'internal_snapshots': img.internal_snapshots,
             'snapshot_id': self.snapshot_id,
             'data_of_snapshot_id': self.data_of_snapshot_id,
+            'expected_format': self.expected_format,
+            'format_source': self.format_source,
         }
 
 
@@ -165,14 +179,98 @@ class ChainReport:
         }
 
 
+VOLUME_FORMATS = ('raw', 'qcow2')
+DEFAULT_VOLUME_FORMAT = 'raw'
+_SOURCE_DEFAULT = 'the default for a Cinder volume file (volume_format not set)'
+_SOURCE_VOLUME_FORMAT = 'volume_format'
+_SOURCE_SNAPSHOT_NAME = 'its name (Cinder and Nova create snapshot files only as qcow2 overlays)'
+_SOURCE_LIBVIRT = "libvirt's <driver type> for it (the running domain's XML)"
+_SOURCE_FORMAT_OPTION = 'the format option'
+
+
+@dataclass
+class FormatTrust:
+    """Where the format of each layer comes from: trusted sources, never the layer's own content.
+
+    The claims on a layer, each made by a source that a guest cannot write:
+
+    * ``top_format`` (qcow2_chain_info's ``format``) for the top layer;
+    * ``libvirt``, by depth: the ``<driver type>`` of each layer the running domain's XML declares (Nova's
+      knowledge, from the connection info Cinder gave it);
+    * below an overlay, the backing format its header extension declares (written by Cinder, Nova or this
+      collection when the overlay was created, from the format of the file it was created on);
+    * ``volume_format`` (the format Cinder knows for the volume, given by the operator) for the base volume
+      file ``volume-<id>``, at the top or below an overlay.
+
+    All claims on a layer must agree. Without any, a Cinder file's name decides: a snapshot file
+    ``volume-<id>.<snapshot uuid>`` is qcow2, the base ``volume-<id>`` is raw (Cinder's default,
+    ``nfs_qcow2_volumes = false``). Only files outside Cinder's naming that nothing declares get the format
+    of their content. A layer whose content has another format is a ``format_mismatch`` (OSSA 2014-033).
+    """
+
+    volume_format: Optional[str] = None
+    top_format: Optional[str] = None
+    libvirt: Tuple[Optional[str], ...] = ()
+    volume_name: Optional[str] = None
+
+    def expect(self, depth: int, filename: str, declared: Optional[str] = None,
+               declared_by: Optional[str] = None) -> Tuple[Optional[str], Optional[str], Optional[str]]:
+        """``(format, source, conflict)`` for layer ``filename`` at ``depth`` (0 is the top).
+
+        ``declared`` is the backing format that the overlay ``declared_by`` (the layer above) declares.
+        ``conflict`` says which trusted sources disagree (then ``format`` is the first one's).
+        """
+        kind = own_file_kind(filename, self.volume_name) if self.volume_name else None
+        claims: List[Tuple[str, str]] = []
+        if depth == 0 and self.top_format:
+            claims.append((normalize_format(self.top_format) or '', _SOURCE_FORMAT_OPTION))
+        if depth < len(self.libvirt) and self.libvirt[depth]:
+            claims.append((normalize_format(self.libvirt[depth]) or '', _SOURCE_LIBVIRT))
+        if declared_by is not None and declared:
+            claims.append((normalize_format(declared) or '', 'the backing format %s declares' % declared_by))
+        if kind == 'volume' and self.volume_format:
+            claims.append((self.volume_format, _SOURCE_VOLUME_FORMAT))
+        if claims:
+            fmt, source = claims[0]
+            for other, other_source in claims[1:]:
+                if qemu_format(other) != qemu_format(fmt):
+                    return fmt, source, '%s says %s but %s says %s' % (source, fmt, other_source, other)
+            return fmt, source, None
+        if kind == 'snapshot':
+            return 'qcow2', _SOURCE_SNAPSHOT_NAME, None
+        if kind == 'volume':
+            return DEFAULT_VOLUME_FORMAT, _SOURCE_DEFAULT, None
+        return None, None, None
+
+
+def _mismatch_advice(expected: str, source: Optional[str], content: Optional[str]) -> str:
+    """What the operator should do about a format_mismatch (``expected`` set by ``source``, ``content`` found)."""
+    if source == _SOURCE_DEFAULT and content == 'qcow2':
+        return ('if the Cinder backend creates qcow2 volumes (nfs_qcow2_volumes = true; Cinder records the format '
+                'in the volume\'s admin metadata "format", or "base_format" once it has snapshots) pass '
+                'volume_format: qcow2; otherwise a guest wrote an image header into this raw volume (OSSA 2014-033) '
+                'and it must never be read as an image')
+    if source == _SOURCE_VOLUME_FORMAT:
+        return ('pass the format Cinder records for the volume as volume_format (admin metadata "base_format", or '
+                '"format" while it has no snapshot); if that is %s, a guest wrote an image header into this volume '
+                '(OSSA 2014-033) and it must never be read as %s' % (expected, content))
+    if source is not None and source.startswith('the backing format '):
+        return ('the overlay was created over a %s file: a guest wrote this header into it, or the overlay\'s '
+                'creator probed the format (OSSA 2014-033); pass volume_format to check the base volume against '
+                'Cinder\'s format' % expected)
+    return 'a guest may have written an image header into it (OSSA 2014-033)'
+
+
 def inspect_chain(path: str, share: Optional[str] = None, max_depth: int = DEFAULT_MAX_DEPTH,
                   expected_format: Optional[str] = None, follow_info: bool = True,
-                  declared: Optional[DeclaredChain] = None) -> ChainReport:
+                  declared: Optional[DeclaredChain] = None, volume_format: Optional[str] = None) -> ChainReport:
     """Inspect the chain that starts at ``path`` (or at the active file named by the volume's .info).
 
     ``share`` bounds where backing files may live (default: the directory of ``path``).
-    ``expected_format`` is the format the caller knows the top file has (Cinder's volume format,
-    or libvirt's ``<driver type>``); a different detected format is the OSSA 2014-033 case.
+    ``expected_format`` is the format the caller knows the top file has (qcow2_chain_info's ``format``);
+    ``volume_format`` the format Cinder knows for the base volume file; ``declared`` the chain a running
+    domain declares. Each layer's format comes from these and the overlays' declarations, never from its
+    content alone (:class:`FormatTrust`); content with another format is the OSSA 2014-033 case.
     Raises OSError only when ``path`` itself cannot be read.
     """
     path = os.path.abspath(path)
@@ -199,9 +297,11 @@ def inspect_chain(path: str, share: Optional[str] = None, max_depth: int = DEFAU
                 start = active
                 report.followed_info = start != path
 
+    trust = FormatTrust(volume_format=volume_format, top_format=expected_format, volume_name=report.volume_name,
+                        libvirt=tuple(fmt for _path, fmt in declared.layers) if declared is not None else ())
     if declared is not None and declared.layers and expected_format is None:
         expected_format = declared.layers[0][1]
-    _walk(report, start, expected_format, max_depth)
+    _walk(report, start, expected_format, max_depth, trust)
     if declared is not None:
         _compare_declared(report, declared)
     if report.volume_name is not None:
@@ -235,7 +335,9 @@ class _Resolver(object):
         return real == self.share or real.startswith(self.prefix)
 
 
-def _walk(report: ChainReport, start: str, expected_format: Optional[str], max_depth: int) -> None:
+def _walk(report: ChainReport, start: str, expected_format: Optional[str], max_depth: int,
+          trust: Optional[FormatTrust] = None) -> None:
+    trust = trust or FormatTrust(top_format=expected_format)
     resolver = _Resolver(report.share)
     current: Optional[str] = start
     real = os.path.realpath(start)
@@ -276,14 +378,26 @@ def _walk(report: ChainReport, start: str, expected_format: Optional[str], max_d
             return
         visited.add(image.file_id)
         image.path = current
+        above = None if is_top else report.layers[-1].image.filename
         layer = Layer(image=image, declared_format=declared_format)
+        layer.expected_format, layer.format_source, conflict = trust.expect(len(report.layers), name,
+                                                                            declared_format, above)
         report.layers.append(layer)
         report.problems.extend(image.findings)
 
-        if declared_format is not None and not formats_agree(declared_format, image.format):
-            report.problem('format_mismatch', '%s is declared %s but its content is %s: a guest may have written '
-                           'an image header into a raw volume (OSSA 2014-033); it is not followed'
-                           % (name, declared_format, image.format), filename=name)
+        expected = layer.expected_format
+        if conflict is not None:
+            report.problem('format_mismatch', 'the trusted sources disagree on the format of %s (its content is %s): '
+                           '%s. It is not followed. Check the format Cinder records for the volume (admin metadata '
+                           '"base_format", or "format" while it has no snapshot) and pass it as volume_format; if it '
+                           'is right, a tool that probed the format wrote or declared this file after a guest wrote '
+                           'an image header into the volume (OSSA 2014-033)' % (name, image.format, conflict),
+                           filename=name)
+            return
+        if expected is not None and not formats_agree(expected, image.format):
+            report.problem('format_mismatch', '%s must be %s (set by %s) but its content is %s; it is not followed: %s'
+                           % (name, expected, layer.format_source, image.format,
+                              _mismatch_advice(expected, layer.format_source, image.format)), filename=name)
             return
         if image.data_file is not None and qemu_protocol(image.data_file) is not None:
             report.problem('data_file_protocol', '%s names its data file %s, which qemu opens through its %s: protocol '
@@ -334,7 +448,8 @@ def _compare_declared(report: ChainReport, declared: DeclaredChain) -> None:
             report.problem('libvirt_chain_mismatch', 'libvirt lists %s at depth %d but the image headers lead to %s'
                            % (path, index, layer.image.path), filename=name)
             return
-        if fmt is not None and not formats_agree(fmt, layer.image.format):
+        if fmt is not None and not formats_agree(fmt, layer.image.format) and not any(
+                p.code == 'format_mismatch' and p.filename == name for p in report.problems):
             report.problem('format_mismatch', 'libvirt opens %s as %s but its content is %s'
                            % (name, fmt, layer.image.format), filename=name)
     if declared.complete and len(report.layers) > len(declared.layers):

@@ -258,17 +258,20 @@ def plan_clone(report: ChainReport, snapshot_id: str, dest: str, fmt: str = 'raw
         if layer.image.encrypted:
             raise VolsnapError('%s is encrypted; cloning encrypted volumes is not supported' % layer.image.filename)
     source = report.layers[index + 1].image
+    # The format qemu-img reads the source as: the trusted one (the snapshot file's declaration, which must agree
+    # with volume_format for volume-<id>), never the content's alone (the walk refused content that disagrees).
+    source_format = report.layers[index + 1].trusted_format
     # The volume file gives the new file its owner and mode. After an online delete flattened the chain
     # (Nova's blockRebase onto nothing) volume-<id> is gone and the active file stands for it.
     reference = report.path if os.path.exists(report.path) else report.layers[0].image.path
     plan = ClonePlan(volume_id=volume_id, snapshot_id=snapshot_id, dest=dest, format=fmt,
-                     source=source.path, source_format=source.format, virtual_size=source.virtual_size,
+                     source=source.path, source_format=source_format, virtual_size=source.virtual_size,
                      volume_path=reference)
     plan.stale_tmp = os.path.lexists(plan.tmp)
     # -U: a running instance may hold the chain open (its backing layers are read-only and we hold the lock).
     # writeback caches (qemu-img flushes on close, then we fsync): cache=none needs O_DIRECT, which not every
     # share supports. convert detects zeroes and leaves them unallocated (sparse output); no preallocation.
-    plan.command = [qemu_img, 'convert', '-U', '-f', qemu_format(source.format), '-O', fmt,
+    plan.command = [qemu_img, 'convert', '-U', '-f', qemu_format(source_format), '-O', fmt,
                     '-T', 'writeback', '-t', 'writeback', source.path, plan.tmp]
     return plan
 
@@ -361,6 +364,7 @@ class CloneRequest:
     max_depth: int = DEFAULT_MAX_DEPTH
     lock_timeout: float = 60.0
     qemu_img: str = 'qemu-img'
+    volume_format: Optional[str] = None  # Cinder's format of the source volume-<id> (see _chain.FormatTrust)
 
 
 def clone_volume(req: CloneRequest, runner: Runner,
@@ -398,7 +402,7 @@ def clone_volume(req: CloneRequest, runner: Runner,
                 remove_if_exists(plan.tmp)  # left by a run that died after publishing dest: a second link to it
         else:
             try:
-                report = inspect_chain(path, share=share, max_depth=req.max_depth)
+                report = inspect_chain(path, share=share, max_depth=req.max_depth, volume_format=req.volume_format)
             except (IOError, OSError) as exc:
                 raise VolsnapError('cannot read the volume file %s: %s' % (exc.filename or path, exc.strerror or exc))
             plan = plan_clone(report, req.snapshot_id, dest, req.format, req.qemu_img)

@@ -243,8 +243,9 @@ def plan_create(report: ChainReport, volume_id: str, snapshot_id: str, mode: str
     plan.active_after = new
     plan.file_format = {new: 'qcow2'}
     plan.merge = {'new_file': new, 'backing_file': active.filename}
+    # The trusted format (volume_format, the .info's chain, the overlays' declarations), never the content's.
     plan.steps.append(Step('create_overlay', COMPUTE, {
-        'file': _path(report, new), 'backing': active.filename, 'backing_format': active.format,
+        'file': _path(report, new), 'backing': active.filename, 'backing_format': report.layers[0].trusted_format,
         'size': active.virtual_size, 'like': active.path}))
     if mode == ONLINE:
         plan.steps.append(Step('libvirt_snapshot', COMPUTE, {
@@ -275,6 +276,7 @@ def plan_delete(report: ChainReport, volume_id: str, snapshot_id: str, mode: str
         raise VolsnapError('snapshot %s file %s has no backing file, so it holds no snapshot data to merge; the '
                            '.info file is inconsistent with the chain' % (snapshot_id, snap_file))
     base = report.layers[index + 1].image
+    base_format = report.layers[index + 1].trusted_format  # never the content's format alone
     after = dict(info.as_dict())
     del after[snapshot_id]
     is_active = index == 0
@@ -285,9 +287,9 @@ def plan_delete(report: ChainReport, volume_id: str, snapshot_id: str, mode: str
         else:
             higher = report.layers[index - 1].image
             plan.steps.append(Step('rebase', COMPUTE, {'file': higher.path, 'backing': base.filename,
-                                                       'backing_format': base.format}))
+                                                       'backing_format': base_format}))
         to_delete = snap_file
-        plan.file_format = {base.filename: base.format}
+        plan.file_format = {base.filename: base_format}
         plan.merge = {'merge_target_file': base.filename, 'file_to_merge': snap_file, 'file_to_delete': snap_file}
     elif is_active:
         # Nova: the snapshot file is the active image, so pull its backing file's data into it.
@@ -299,15 +301,15 @@ def plan_delete(report: ChainReport, volume_id: str, snapshot_id: str, mode: str
         if base_id is not None:
             after[base_id] = snap_file
         to_delete = base.filename
-        fmt_file = new_base or report.layers[0].image
-        plan.file_format = {fmt_file.filename: fmt_file.format}
+        fmt_layer = report.layers[index + 2] if new_base else report.layers[0]
+        plan.file_format = {fmt_layer.image.filename: fmt_layer.trusted_format}
         plan.merge = {'merge_target_file': None, 'file_to_merge': new_base.filename if new_base else None,
                       'file_to_delete': base.filename}
     else:
         plan.steps.append(Step('block_commit', COMPUTE, {
             'domain': domain, 'disk': disk, 'top': _path(report, snap_file), 'base': base.path}))
         to_delete = snap_file
-        plan.file_format = {base.filename: base.format}
+        plan.file_format = {base.filename: base_format}
         plan.merge = {'merge_target_file': base.filename, 'file_to_merge': snap_file, 'file_to_delete': snap_file}
     plan.info_after = after
     plan.active_after = after['active']

@@ -46,6 +46,7 @@ class Request:
     max_depth: int = 100
     lock_timeout: float = 60.0
     timeout: float = 600.0
+    volume_format: Optional[str] = None  # Cinder's format of volume-<id>; None: raw unless an overlay declares it
 
     @property
     def operation(self) -> Optional[str]:
@@ -136,7 +137,7 @@ class VolumeSnapshot(object):
     def _inspect(self, path: str, declared: Any = None) -> ChainReport:
         # Without a share, the volume's own directory (a volume file that is a symlink must not move it elsewhere).
         return inspect_chain(path, share=self.req.share or os.path.dirname(path), max_depth=self.req.max_depth,
-                             declared=declared)
+                             declared=declared, volume_format=self.req.volume_format)
 
     def _resume(self, journal: Journal, path: str) -> Dict[str, Any]:
         plan = journal.plan

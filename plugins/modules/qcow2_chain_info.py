@@ -245,6 +245,7 @@ engine_results:
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._chain import (
     DEFAULT_MAX_DEPTH,
+    VOLUME_FORMATS,
     inspect_chain,
 )
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
@@ -267,6 +268,7 @@ class Qcow2ChainInfo(VolsnapModule):
         libvirt_uri=dict(type='str', default=DEFAULT_URI),
         share=dict(type='path'),
         max_depth=dict(type='int', default=DEFAULT_MAX_DEPTH),
+        volume_format=dict(type='str', choices=list(VOLUME_FORMATS)),
         format=dict(type='str', choices=list(FORMATS)),
         follow_info=dict(type='bool', default=True),
         fail_on_unsafe=dict(type='bool', default=True),
@@ -303,7 +305,7 @@ class Qcow2ChainInfo(VolsnapModule):
         try:
             report = inspect_chain(path, share=params['share'], max_depth=params['max_depth'],
                                    expected_format=params['format'], follow_info=params['follow_info'],
-                                   declared=declared)
+                                   declared=declared, volume_format=params['volume_format'])
         except (IOError, OSError) as exc:
             raise VolsnapError('cannot read %s: %s; give the path of an existing volume file'
                                % (exc.filename or path, exc.strerror or exc))

@@ -151,7 +151,7 @@ plan:
   elements: str
 '''
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._chain import DEFAULT_MAX_DEPTH
+from ansible_collections.volsnap.openstack.plugins.module_utils._chain import DEFAULT_MAX_DEPTH, VOLUME_FORMATS
 from ansible_collections.volsnap.openstack.plugins.module_utils._clone import (
     OUTPUT_FORMATS,
     CloneRequest,
@@ -169,6 +169,7 @@ class VolumeClone(VolsnapModule):
         dest=dict(type='path', required=True),
         format=dict(type='str', choices=list(OUTPUT_FORMATS), default='raw'),
         max_depth=dict(type='int', default=DEFAULT_MAX_DEPTH),
+        volume_format=dict(type='str', choices=list(VOLUME_FORMATS)),
         lock_timeout=dict(type='int', default=60),
     )
     module_kwargs = dict(
@@ -183,7 +184,8 @@ class VolumeClone(VolsnapModule):
         request = CloneRequest(snapshot_id=params['snapshot_id'], dest=params['dest'], format=params['format'],
                                volume_path=params['volume_path'], share=params['share'],
                                volume_id=params['volume_id'], max_depth=params['max_depth'],
-                               lock_timeout=params['lock_timeout'], qemu_img=qemu_img)
+                               lock_timeout=params['lock_timeout'], qemu_img=qemu_img,
+                               volume_format=params['volume_format'])
         result = clone_volume(request, self.module.run_command, check_mode=self.check_mode)
         self.set_diff({'exists': False},
                       {'dest': result['dest'], 'format': result['format'], 'snapshot_id': result['snapshot_id']})

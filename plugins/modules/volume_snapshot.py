@@ -254,7 +254,7 @@ cinder_report:
            "reason": "Cinder is waiting for the compute side (status creating, progress 0%)"}
 '''
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._chain import DEFAULT_MAX_DEPTH
+from ansible_collections.volsnap.openstack.plugins.module_utils._chain import DEFAULT_MAX_DEPTH, VOLUME_FORMATS
 from ansible_collections.volsnap.openstack.plugins.module_utils._cinder_report import cinder_reporter, run_with_report
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._libvirt import (
@@ -285,6 +285,7 @@ class VolumeSnapshotModule(VolsnapModule):
         libvirt_uri=dict(type='str', default=DEFAULT_URI),
         quiesce=dict(type='bool', default=True),
         max_depth=dict(type='int', default=DEFAULT_MAX_DEPTH),
+        volume_format=dict(type='str', choices=list(VOLUME_FORMATS)),
         lock_timeout=dict(type='int', default=60),
         timeout=dict(type='int', default=600),
         report_to_cinder=dict(type='bool', default=False),
@@ -318,7 +319,8 @@ class VolumeSnapshotModule(VolsnapModule):
         path = p['volume_path'] or volume_file(p['share'], p['volume_id'])
         request = Request(volume_path=path, snapshot_id=p['snapshot_id'], state=p['state'], mode=p['mode'],
                           domain=p['domain'], disk=p['disk'], quiesce=p['quiesce'], share=p['share'],
-                          max_depth=p['max_depth'], lock_timeout=p['lock_timeout'], timeout=p['timeout'])
+                          max_depth=p['max_depth'], lock_timeout=p['lock_timeout'], timeout=p['timeout'],
+                          volume_format=p['volume_format'])
         qemu = QemuImg(self.module.run_command, self.module.get_bin_path('qemu-img', required=True))
         reporter = cinder_reporter(p, self.check_mode) if p['report_to_cinder'] else None
         return run_with_report(VolumeSnapshot(request, qemu, self.libvirt, self.check_mode).run, reporter,
