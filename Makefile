@@ -29,7 +29,7 @@ export NO_COLOR := 1
 endif
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help deps build sanity units integration molecule lint changelog-lint test demo bench clean
+.PHONY: help deps build sanity units integration molecule lint changelog-lint test demo bench ee clean
 
 help: ## List the targets
 	@echo "volsnap.openstack make targets:"
@@ -83,6 +83,14 @@ bench: deps build ## Run every benchmarks/bench_*.py with the venv python (PYTHO
 	@cd $(COLL) && shopt -s nullglob && benches=(benchmarks/bench_*.py) && \
 	  if (( $${#benches[@]} == 0 )); then echo "bench: no benchmarks/bench_*.py found" >&2; exit 1; fi && \
 	  for b in "$${benches[@]}"; do echo "== bench: $$b"; PYTHONPATH=$(BUILD_ROOT) $(PY) "$$b"; done
+
+ee: deps build ## Build the collection tarball and an execution-environment build context (ansible-builder create) in .build/ee
+	rm -rf $(BUILD_ROOT)/ee $(ROOT)/ee/collections
+	mkdir -p $(BUILD_ROOT)/ee $(ROOT)/ee/collections
+	cd $(COLL) && ansible-galaxy collection build --force --output-path $(BUILD_ROOT)/ee .
+	cp $(BUILD_ROOT)/ee/volsnap-openstack-*.tar.gz $(ROOT)/ee/collections/volsnap-openstack.tar.gz
+	ansible-builder create -f $(ROOT)/ee/execution-environment.yml -c $(BUILD_ROOT)/ee/context
+	@echo "ee: build context in $(BUILD_ROOT)/ee/context (podman build -f Containerfile there)"
 
 clean: ## Remove .build and tests/output
 	rm -rf $(BUILD_ROOT) $(ROOT)/tests/output

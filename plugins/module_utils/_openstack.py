@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import re
 import time
 import traceback
 from typing import Any, Callable, Collection, Dict, Iterator, List, Mapping, Optional, Tuple
@@ -30,6 +31,9 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._errors import V
 
 SDK_NAME = 'openstacksdk'
 SDK_URL = 'https://pypi.org/project/openstacksdk/'
+# The oldest openstacksdk the modules are tested with (requirements.txt; tests/integration/test_user_install.py
+# runs them with it). Older releases (Debian 12's python3-openstacksdk is 0.101) are refused with this minimum.
+SDK_MIN_VERSION = '1.0.0'
 
 # Connection options, as openstack.cloud's openstack_full_argument_spec names them.
 CONNECTION_SPEC: Dict[str, Dict[str, Any]] = dict(
@@ -71,22 +75,55 @@ def openstack_argument_spec(wait: bool = True, **extra: Dict[str, Any]) -> Dict[
 _SDK: Dict[str, Any] = {}
 
 
+def version_tuple(text: str) -> Tuple[int, ...]:
+    """The leading numeric part of a version string as a tuple (``'4.22.0.dev3'`` -> ``(4, 22, 0)``)."""
+    match = re.match(r'\d+(?:\.\d+)*', text or '')
+    return tuple(int(part) for part in match.group(0).split('.')) if match else ()
+
+
+def sdk_too_old(version: Optional[str]) -> bool:
+    """True when ``version`` (openstacksdk's ``__version__``; None when unknown) is below :data:`SDK_MIN_VERSION`."""
+    return version_tuple(version or '') < version_tuple(SDK_MIN_VERSION)
+
+
+def _sdk_version(openstack: Any) -> Optional[str]:
+    """openstacksdk's version: its ``openstack.version`` module (not imported by ``import openstack``)."""
+    try:
+        from openstack import version  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return None
+    return getattr(version, '__version__', None)
+
+
 def _import_sdk() -> Tuple[Any, Optional[str]]:
-    """(the ``openstack`` package or None, the import traceback or None); imported once, on first use."""
+    """(the ``openstack`` package or None, the import traceback or None); imported once, on first use.
+
+    A release older than :data:`SDK_MIN_VERSION` counts as missing; :func:`openstack_dependency` then names the
+    minimum and the version found.
+    """
     if 'module' not in _SDK:
+        _SDK['name'] = SDK_NAME
         try:
             import openstack  # pylint: disable=import-outside-toplevel
         except ImportError:
             _SDK['module'], _SDK['error'] = None, traceback.format_exc()
         else:
-            _SDK['module'], _SDK['error'] = openstack, None
+            version = _sdk_version(openstack)
+            if sdk_too_old(version):
+                found = version or 'of unknown version'
+                _SDK['name'] = '%s >= %s (found %s)' % (SDK_NAME, SDK_MIN_VERSION, found)
+                _SDK['module'], _SDK['error'] = None, ('openstacksdk %s is installed at %s; these modules need %s or '
+                                                       'newer' % (found, getattr(openstack, '__file__', '?'),
+                                                                  SDK_MIN_VERSION))
+            else:
+                _SDK['module'], _SDK['error'] = openstack, None
     return _SDK['module'], _SDK['error']
 
 
 def openstack_dependency() -> Tuple[str, Optional[str], Optional[str]]:
     """The ``(name, import error, url)`` triple ``VolsnapModule.dependencies()`` returns for openstacksdk."""
     error = _import_sdk()[1]
-    return SDK_NAME, error, SDK_URL
+    return _SDK.get('name', SDK_NAME), error, SDK_URL
 
 
 def sdk_error_types() -> Tuple[type, ...]:
@@ -111,8 +148,9 @@ def sdk() -> Any:
     """The imported ``openstack`` package; a :class:`VolsnapError` when it is missing."""
     module, error = _import_sdk()
     if module is None:
-        raise VolsnapError('the openstacksdk Python library is needed on the host that runs this module '
-                           '(pip install openstacksdk)', exception=error)
+        raise VolsnapError('the openstacksdk Python library is needed, %s or newer, on the host that runs this module '
+                           '(pip install "openstacksdk>=%s"): %s' % (SDK_MIN_VERSION, SDK_MIN_VERSION,
+                                                                     _SDK.get('name', SDK_NAME)), exception=error)
     return module
 
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 
+import sys
+import types
+
 import pytest
 import requests
 from keystoneauth1 import exceptions as ks_exceptions
@@ -100,6 +103,28 @@ class TestSpec:
         assert name == 'openstacksdk' and 'No module named openstack' in error
         with pytest.raises(VolsnapError, match='openstacksdk Python library is needed'):
             _openstack.sdk()
+
+
+    @pytest.mark.parametrize('version', ['0.101.0', '0.9', None])
+    def test_too_old_openstacksdk_counts_as_missing_with_the_minimum(self, monkeypatch, version):
+        fake = types.ModuleType('openstack')
+        fake_version = types.ModuleType('openstack.version')
+        if version is not None:
+            fake_version.__version__ = version
+        fake.version = fake_version
+        monkeypatch.setitem(sys.modules, 'openstack', fake)
+        monkeypatch.setitem(sys.modules, 'openstack.version', fake_version)
+        monkeypatch.setattr(_openstack, '_SDK', {})
+        name, error, _url = openstack_dependency()
+        assert name == 'openstacksdk >= %s (found %s)' % (_openstack.SDK_MIN_VERSION, version or 'of unknown version')
+        assert 'need %s or newer' % _openstack.SDK_MIN_VERSION in error
+        with pytest.raises(VolsnapError, match='openstacksdk >= 1.0.0'):
+            _openstack.sdk()
+
+    @pytest.mark.parametrize('version, old', [('1.0.0', False), ('4.22.0', False), ('1.0.0.dev3', False),
+                                              ('0.999.1', True), ('', True)])
+    def test_version_comparison(self, version, old):
+        assert _openstack.sdk_too_old(version) is old
 
 
 def params(**overrides):
