@@ -59,8 +59,9 @@ molecule: deps build ## Start the Ceph lab, then every molecule scenario (extens
 	bash $(LAB) start ceph </dev/null
 	bash $(ROOT)/scripts/molecule.sh $(MOLECULE_ARGS)
 
-lint: deps build ## ansible-lint (production), antsibull-changelog lint, shellcheck
+lint: deps build ## ansible-lint (production), antsibull-docs lint, antsibull-changelog lint, shellcheck
 	cd $(COLL) && ansible-lint --offline
+	cd $(COLL) && antsibull-docs lint-collection-docs --plugin-docs .
 	$(MAKE) --no-print-directory changelog-lint
 	cd $(COLL) && shopt -s nullglob && files=(.ci/run scripts/*.sh tests/lab/*.sh tests/hosts/*.sh) && \
 	  echo "shellcheck $${files[*]}" && shellcheck -x "$${files[@]}"
