@@ -80,6 +80,8 @@ QCOW2_MIN_SUBCLUSTER_BITS = 9                       # MIN_CLUSTER_BITS, for subc
 QCOW2_EXTL2_SUBCLUSTERS = 32                        # QCOW_EXTL2_SUBCLUSTERS_PER_CLUSTER
 INT_MAX = (1 << 31) - 1
 INT64_MAX = (1 << 63) - 1
+# qemu's block layer fails every read past BDRV_MAX_LENGTH (include/block/block_int-common.h) with EIO.
+QEMU_MAX_LENGTH = INT64_MAX - INT64_MAX % (1 << 30)
 
 QCOW2_INCOMPAT_NAMES = {
     QCOW2_INCOMPAT_DIRTY: 'dirty',
@@ -96,7 +98,14 @@ VMDK_SPARSE_MAGIC = b'KDMV'
 VMDK_COWD_MAGIC = b'COWD'
 VMDK_DESCRIPTOR_MAGIC = b'# Disk DescriptorFile'
 VMDK_SAFE_CREATE_TYPES = ('monolithicSparse', 'streamOptimized')
+VMDK_EMBEDDED_DESCRIPTOR_OFFSET = 512   # qemu vmdk_open: s->desc_offset = 0x200 for sparse files
+VMDK_DESCRIPTOR_SECTORS = 20            # qemu DESC_SIZE (20 sectors)
+VMDK4_GD_AT_END = 0xFFFFFFFFFFFFFFFF
+VMDK4_FLAG_RGD = 1 << 1
 VHD_MAGIC = b'conectix'
+VHD_MAX_SECTORS = 0xFF000000                        # qemu block/vpc.c: 2040 GiB
+VHD_MAX_GEOMETRY = 65535 * 16 * 255                 # qemu VHD_MAX_GEOMETRY
+VHD_MAX_BAT_BYTES = 16 * 1024 * 1024                # ours: a BAT of 4 Mi blocks (8 TiB at 2 MiB blocks) at most
 VHDX_MAGIC = b'vhdxfile'
 VHDX_REGION_TABLE_OFFSETS = (192 * 1024, 256 * 1024)
 VHDX_METADATA_REGION = uuid.UUID('8B7CA206-4790-4B9A-B8FE-575F050F886E').bytes_le
@@ -104,6 +113,9 @@ VHDX_VIRTUAL_DISK_SIZE = uuid.UUID('2FA54224-CD1B-4876-B211-5DBED83BF4B8').bytes
 VHDX_PARENT_LOCATOR = uuid.UUID('A8D35F2D-B30B-454D-ABF7-D3D84834AB0C').bytes_le
 VHDX_MAX_ENTRIES = 2047
 VDI_SIGNATURE = 0xBEDA107F
+VDI_BLOCK_SIZE = 1024 * 1024                        # qemu block/vdi.c DEFAULT_CLUSTER_SIZE
+VDI_BLOCKS_IN_IMAGE_MAX = 0x1FFFFF80                # qemu VDI_BLOCKS_IN_IMAGE_MAX
+VDI_DISK_SIZE_MAX = VDI_BLOCKS_IN_IMAGE_MAX * VDI_BLOCK_SIZE  # qemu VDI_DISK_SIZE_MAX
 LUKS_MAGIC = b'LUKS\xba\xbe'
 ISO_OFFSETS = (0x8001, 0x8801, 0x9001)
 
@@ -178,6 +190,11 @@ class _Reader:
             offset += len(chunk)
             length -= len(chunk)
         return b''.join(chunks)
+
+
+def qemu_file_length(size: int) -> int:
+    """The length qemu gives a file of ``size`` bytes: whole 512-byte sectors, the last one padded with zeros."""
+    return -(-size // SECTOR) * SECTOR
 
 
 class _Truncated(Exception):
@@ -260,7 +277,7 @@ def inspect_image(path: str) -> ImageInfo:
         parser = _PARSERS.get(info.format)
         try:
             if parser is None:
-                info.virtual_size = st.st_size
+                info.virtual_size = qemu_file_length(st.st_size)
             else:
                 parser(info, reader, head)
         except _Truncated as exc:
@@ -284,6 +301,9 @@ def _qcow2_table_problem(name: str, offset: int, entries: int, entry_len: int, m
         return '%s too large (%d entries)' % (name, entries)
     if INT64_MAX - entries * entry_len < offset or offset % cluster_size:
         return '%s offset invalid (%d)' % (name, offset)
+    if entries and offset + entries * entry_len > QEMU_MAX_LENGTH:
+        # the table is read at open: qemu's block layer refuses a read past BDRV_MAX_LENGTH (EIO)
+        return '%s lies past the largest offset qemu reads (%d)' % (name, offset)
     return None
 
 
@@ -343,7 +363,10 @@ def _parse_qcow2(info: ImageInfo, reader: _Reader, head: bytes) -> None:
         info.add('invalid_header', 'unknown qcow2 encryption method %d' % crypt_method)
     info.encrypted = crypt_method != 0
     if crypt_method == 1:
-        info.add('legacy_aes_encryption', 'the legacy qcow2 AES encryption is insecure; use LUKS', WARNING)
+        # qemu's system emulators refuse it ("Use of AES-CBC encrypted qcow2 images is no longer supported in
+        # system emulators", qcow2_do_open), and qemu-img needs its key for any read or write.
+        info.add('legacy_aes_encryption', 'the legacy qcow2 AES encryption is insecure and qemu no longer runs '
+                 'guests on it; convert the image to LUKS')
 
     if version == 2:
         header_length = QCOW2_V2_HEADER_LENGTH
@@ -455,11 +478,12 @@ def _parse_qcow2(info: ImageInfo, reader: _Reader, head: bytes) -> None:
             area = reader.read(0, ext_end)
         ext_type, ext_len = _unpack('>II', area, offset)
         offset += 8
-        if ext_type == QCOW2_EXT_END:
-            break
+        # qemu checks the length before the type: even the end marker may not claim to run past the area.
         if offset + ext_len > ext_end:
             info.add('invalid_header', 'qcow2 header extension 0x%08x overruns the header area' % ext_type)
             return
+        if ext_type == QCOW2_EXT_END:
+            break
         if offset + ext_len > len(area) and len(area) < ext_end:
             area = reader.read(0, ext_end)
         data = area[offset:offset + ext_len]
@@ -557,13 +581,24 @@ def _parse_vmdk(info: ImageInfo, reader: _Reader, head: bytes) -> None:
         return
     if head[:4] == VMDK_SPARSE_MAGIC:
         (_version, _flags, capacity, _grain, desc_offset, desc_size) = _unpack('<IIQQQQ', head, 4)
-        info.virtual_size = capacity * SECTOR
-        if not desc_offset:
+        problem = _vmdk4_problem(info, reader, head)
+        if problem is not None:
+            info.add('invalid_header', 'qemu refuses this vmdk sparse header: %s' % problem)
             return
         if desc_size * SECTOR > MAX_DESCRIPTOR_BYTES:
             info.add('invalid_header', 'the vmdk embedded descriptor is larger than %d bytes' % MAX_DESCRIPTOR_BYTES)
             return
-        descriptor = reader.read(desc_offset * SECTOR, desc_size * SECTOR)
+        # qemu reads the descriptor of a sparse file at sector 1 whatever desc_offset says (vmdk_open sets
+        # desc_offset = 0x200 for its CID and parentFileNameHint): judge that text, and the one the header names.
+        descriptor = reader.read(VMDK_EMBEDDED_DESCRIPTOR_OFFSET, VMDK_DESCRIPTOR_SECTORS * SECTOR)
+        text = descriptor.split(b'\x00', 1)[0].decode('utf-8', 'replace')
+        if not re.search(r'(?<!parent)CID=[0-9a-fA-F]', text) or not re.search(r'parentCID=[0-9a-fA-F]', text):
+            # qemu vmdk_read_cid: "CID" and "parentCID" must be found with a hex value, else the open fails
+            info.add('invalid_header', 'the vmdk descriptor at sector 1 has no CID and parentCID (qemu refuses it)')
+            return
+        descriptor = descriptor.split(b'\x00', 1)[0]
+        if desc_offset and desc_offset * SECTOR != VMDK_EMBEDDED_DESCRIPTOR_OFFSET:
+            descriptor += b'\n' + reader.read(desc_offset * SECTOR, desc_size * SECTOR).split(b'\x00', 1)[0]
     else:
         if info.file_size > MAX_DESCRIPTOR_BYTES:
             info.add('invalid_header', 'a vmdk text descriptor larger than %d bytes is refused' % MAX_DESCRIPTOR_BYTES)
@@ -591,8 +626,61 @@ def _parse_vmdk(info: ImageInfo, reader: _Reader, head: bytes) -> None:
     if create_type is not None and create_type not in VMDK_SAFE_CREATE_TYPES:
         info.add('vmdk_unsupported_type', 'vmdk createType %s is refused (only %s are accepted)'
                  % (create_type, ', '.join(VMDK_SAFE_CREATE_TYPES)))
+    elif head[:4] != VMDK_SPARSE_MAGIC:
+        # qemu opens a descriptor file only for createTypes that name extent files (monolithicFlat, vmfs,
+        # twoGbMaxExtent*...: vmdk_open_desc_file), never for the sparse types accepted here.
+        info.add('vmdk_unsupported_type', 'a vmdk descriptor file (createType %s) only points to extent files; '
+                 'qemu refuses it and so do we' % create_type)
     if info.virtual_size is None:
         info.virtual_size = extent_sectors * SECTOR
+
+
+def _vmdk4_problem(info: ImageInfo, reader: _Reader, head: bytes) -> Optional[str]:
+    """qemu's checks of a hosted sparse (KDMV) vmdk header (block/vmdk.c vmdk_open_vmdk4, vmdk_add_extent)."""
+    (_version, _flags, capacity, _granularity, desc_offset) = _unpack('<IIQQQ', head, 4)
+    if capacity == 0 and desc_offset:
+        # qemu then opens the embedded descriptor as a descriptor file, with its extent files
+        return 'capacity 0 with an embedded descriptor (opened as a descriptor file)'
+    header = head[4:]
+    (gd_offset,) = _unpack('<Q', head, 56)
+    if gd_offset == VMDK4_GD_AT_END:
+        # streamOptimized: the footer 1536 bytes before the end holds the header that counts
+        end = qemu_file_length(info.file_size)
+        footer = reader.read(end - 1536, 1536).ljust(1536, b'\x00')
+        marker_size, marker_type = _unpack('<II', footer, 8)
+        (eos_val,) = _unpack('<Q', footer, 1024)
+        eos_size, eos_type = _unpack('<II', footer, 1032)
+        if (footer[512:516] != VMDK_SPARSE_MAGIC or marker_size != 0 or marker_type != 3 or eos_val != 0
+                or eos_size != 0 or eos_type != 0):
+            return 'invalid footer'
+        header = footer[516:1024]
+    (version, flags, capacity, granularity, _desc_offset, _desc_size, gtes, rgd_offset, gd_offset,
+     grain_offset) = _unpack('<IIQQQQIQQQ', header, 0)
+    (compression,) = _unpack('<H', header, 73)
+    info.virtual_size = capacity * SECTOR
+    if version > 3:
+        return 'version %d ("Unsupported VMDK version")' % version
+    if version == 3 and compression != 1:
+        return 'version 3 without compression ("VMDK version 3 must be read only")'
+    if gtes > 512:
+        return '%d grain table entries ("L2 table size too big")' % gtes
+    l1_entry_sectors = gtes * granularity
+    if l1_entry_sectors == 0:
+        return 'zero grain table entries or granularity ("L1 entry size is invalid")'
+    l1_size = (capacity + l1_entry_sectors - 1) // l1_entry_sectors
+    if qemu_file_length(info.file_size) // SECTOR < grain_offset:
+        return 'the file is shorter than grain_offset ("File truncated")'
+    if granularity > 0x200000:
+        return 'granularity %d ("Invalid granularity, image may be corrupt")' % granularity
+    if l1_size > 32 * 1024 * 1024:
+        return 'L1 table of %d entries ("L1 size too big")' % l1_size
+    tables = [gd_offset] + ([rgd_offset] if flags & VMDK4_FLAG_RGD else [])
+    for offset in tables:
+        if offset * SECTOR + l1_size * 4 > QEMU_MAX_LENGTH:
+            return 'the grain directory lies past the largest offset qemu reads'
+    if capacity * SECTOR > INT64_MAX:
+        return 'capacity %d sectors is out of range' % capacity
+    return None
 
 
 def _parse_vhd(info: ImageInfo, reader: _Reader, head: bytes) -> None:
@@ -601,6 +689,58 @@ def _parse_vhd(info: ImageInfo, reader: _Reader, head: bytes) -> None:
     info.virtual_size = current_size
     if disk_type == 4:
         info.add('unsupported_differencing_image', 'differencing VHD images name a parent outside the file; refused')
+        return
+    problem = _vpc_problem(info, reader, head)
+    if problem is not None:
+        info.add('invalid_header', 'qemu refuses this VHD: %s' % problem)
+
+
+def _vpc_problem(info: ImageInfo, reader: _Reader, head: bytes) -> Optional[str]:
+    """qemu's checks of a VHD footer and dynamic header (block/vpc.c vpc_open); sets the size qemu uses."""
+    footer = bytearray(_unpack('>512s', head, 0)[0])
+    (checksum,) = struct.unpack_from('>I', footer, 64)
+    footer[64:68] = b'\x00\x00\x00\x00'
+    if (~sum(footer)) & 0xFFFFFFFF != checksum:
+        return 'the footer checksum is wrong ("Incorrect header checksum")'
+    (data_offset,) = struct.unpack_from('>Q', footer, 16)
+    creator = bytes(footer[28:32])
+    (current_size,) = struct.unpack_from('>Q', footer, 48)
+    cylinders, heads, sectors_per_track = struct.unpack_from('>HBB', footer, 56)
+    (disk_type,) = struct.unpack_from('>I', footer, 60)
+    # The size a guest sees: CHS geometry, unless the creator is known to use current_size (or CHS is maxed).
+    total_sectors = cylinders * heads * sectors_per_track
+    use_chs = creator not in (b'win ', b'qem2', b'd2v ', b'CTXS') and creator[:3] + b'\x00' != b'tap\x00'
+    if not use_chs or total_sectors == VHD_MAX_GEOMETRY:
+        total_sectors = current_size // SECTOR
+    info.virtual_size = total_sectors * SECTOR
+    if total_sectors > VHD_MAX_SECTORS:
+        return 'the disk is larger than 2040 GiB'
+    if disk_type != 3:
+        return None
+    dyn = reader.read(data_offset, 1024) if data_offset < QEMU_MAX_LENGTH else b''
+    if dyn[:8] != b'cxsparse':
+        return 'no dynamic disk header at offset %d' % data_offset
+    (table_offset,) = _unpack('>Q', dyn, 16)
+    max_entries, block_size = _unpack('>II', dyn, 28)
+    if block_size < SECTOR or block_size & (block_size - 1):
+        return 'invalid block size %d' % block_size
+    if total_sectors * SECTOR // block_size > 0xFFFFFFFF:
+        return 'too many blocks'
+    if max_entries * block_size < total_sectors * SECTOR:
+        return 'the block allocation table is too small for the disk'
+    if max_entries > INT_MAX // 4 or max_entries * 4 > VHD_MAX_BAT_BYTES:
+        return 'the block allocation table is too large (%d entries)' % max_entries
+    if table_offset + max_entries * 4 > QEMU_MAX_LENGTH:
+        return 'the block allocation table lies past the largest offset qemu reads'
+    bitmap_size = ((block_size // (8 * SECTOR)) + 511) & ~511
+    free_offset = (table_offset + max_entries * 4 + 511) & ~511
+    table = reader.read(table_offset, max_entries * 4).ljust(max_entries * 4, b'\x00')
+    for (entry,) in struct.iter_unpack('>I', table):
+        if entry != 0xFFFFFFFF:
+            free_offset = max(free_offset, SECTOR * entry + bitmap_size + block_size)
+    if free_offset > qemu_file_length(info.file_size):
+        return 'a block of the allocation table lies after the end of the file (truncated image)'
+    return None
 
 
 def _parse_vhdx(info: ImageInfo, reader: _Reader, head: bytes) -> None:
@@ -645,9 +785,41 @@ def _parse_vhdx_metadata(info: ImageInfo, reader: _Reader, region_offset: int, r
 
 def _parse_vdi(info: ImageInfo, reader: _Reader, head: bytes) -> None:
     (image_type,) = _unpack('<I', head, 0x4C)
-    (info.virtual_size,) = _unpack('<Q', head, 0x170)
+    (disk_size,) = _unpack('<Q', head, 0x170)
+    info.virtual_size = -(-disk_size // SECTOR) * SECTOR  # qemu rounds an odd disk size up to whole sectors
     if image_type == 4:
         info.add('unsupported_differencing_image', 'differencing VDI images name a parent outside the file; refused')
+    problem = _vdi_problem(head, disk_size)
+    if problem is not None:
+        info.add('invalid_header', 'qemu refuses this VDI header: %s' % problem)
+
+
+def _vdi_problem(head: bytes, disk_size: int) -> Optional[str]:
+    """qemu's checks of a VDI header (block/vdi.c vdi_open), in its order."""
+    (version,) = _unpack('<I', head, 0x44)
+    offset_bmap, offset_data = _unpack('<II', head, 0x154)
+    (sector_size,) = _unpack('<I', head, 0x168)
+    block_size, _extra, blocks_in_image = _unpack('<III', head, 0x178)
+    if disk_size > VDI_DISK_SIZE_MAX:
+        return 'disk size %d ("Unsupported VDI image size")' % disk_size
+    disk_size = -(-disk_size // SECTOR) * SECTOR
+    if version != 0x00010001:
+        return 'version %d.%d (only 1.1)' % (version >> 16, version & 0xFFFF)
+    if offset_bmap % SECTOR or offset_data % SECTOR:
+        return 'unaligned block map or data offset'
+    if sector_size != SECTOR:
+        return 'sector size %d is not 512' % sector_size
+    if block_size != VDI_BLOCK_SIZE:
+        return 'block size %d is not %d' % (block_size, VDI_BLOCK_SIZE)
+    if disk_size > blocks_in_image * block_size:
+        return 'disk size %d, image bitmap has room for %d' % (disk_size, blocks_in_image * block_size)
+    if head[0x1A8:0x1B8].strip(b'\x00') or head[0x1B8:0x1C8].strip(b'\x00'):
+        return 'non-NULL link or parent UUID'
+    if blocks_in_image > VDI_BLOCKS_IN_IMAGE_MAX:
+        return 'too many blocks %d' % blocks_in_image
+    if offset_bmap + blocks_in_image * 4 > QEMU_MAX_LENGTH:
+        return 'the block map lies past the largest offset qemu reads'
+    return None
 
 
 def _parse_luks(info: ImageInfo, reader: _Reader, head: bytes) -> None:
@@ -672,11 +844,11 @@ def _parse_luks(info: ImageInfo, reader: _Reader, head: bytes) -> None:
         raise ValueError('LUKS version %d is unknown' % version)
     if payload > info.file_size:
         raise _Truncated('LUKS payload offset %d beyond the end of the file' % payload)
-    info.virtual_size = info.file_size - payload
+    info.virtual_size = qemu_file_length(info.file_size) - payload
 
 
 def _parse_iso(info: ImageInfo, reader: _Reader, head: bytes) -> None:
-    info.virtual_size = info.file_size
+    info.virtual_size = qemu_file_length(info.file_size)
 
 
 _PARSERS = {

@@ -175,7 +175,7 @@ def vmdk_sparse(capacity_sectors: int = 2048, descriptor: Optional[str] = None, 
     buf = bytearray(header)
     if descriptor is not None:
         _place(buf, desc_offset * 512, descriptor.encode('utf-8'))
-    pad = max(desc_offset + desc_size, 2) * 512
+    pad = max(desc_offset + desc_size, 128) * 512  # grain_offset: qemu refuses a shorter file
     if len(buf) < pad:
         buf.extend(b'\x00' * (pad - len(buf)))
     return bytes(buf)
@@ -195,11 +195,29 @@ def vmdk_cowd() -> bytes:
     return b'COWD' + struct.pack('<II', 1, 3) + b'\x00' * 2036
 
 
+def _vhd_checksum(data: bytes, at: int) -> bytes:
+    """``data`` with its VHD checksum (ones' complement of the byte sum, the field counted as zero) at ``at``."""
+    buf = bytearray(data)
+    buf[at:at + 4] = b'\x00' * 4
+    buf[at:at + 4] = struct.pack('>I', (~sum(buf)) & 0xFFFFFFFF)
+    return bytes(buf)
+
+
 def vhd_footer(current_size: int = 1 << 30, disk_type: int = 3) -> bytes:
-    """A 512-byte VHD footer (a dynamic disk keeps a copy at offset 0)."""
-    footer = struct.pack('>8sIIQI4sI4sQQIII16sB', b'conectix', 2, 0x00010000, 512, 0, b'qemu', 0x00050003,
+    """A 512-byte VHD footer (a dynamic disk keeps a copy at offset 0), checksummed as qemu requires.
+
+    The creator is ``qem2`` so that qemu uses current_size (not the CHS geometry) as the disk size. A dynamic
+    disk (type 3) is followed by its dynamic header and an empty block allocation table (2 MiB blocks).
+    """
+    footer = struct.pack('>8sIIQI4sI4sQQIII16sB', b'conectix', 2, 0x00010000, 512, 0, b'qem2', 0x00050003,
                          b'Wi2k', current_size, current_size, 0x04104110, disk_type, 0, b'\x11' * 16, 0)
-    return footer + b'\x00' * (512 - len(footer))
+    footer = _vhd_checksum(footer + b'\x00' * (512 - len(footer)), 64)
+    if disk_type != 3:
+        return footer
+    entries = max(1, -(-current_size // (2 << 20)))
+    dynamic = struct.pack('>8sQQIIII', b'cxsparse', 0xFFFFFFFFFFFFFFFF, 1536, 0x00010000, entries, 2 << 20, 0)
+    dynamic = _vhd_checksum(dynamic + b'\x00' * (1024 - len(dynamic)), 36)
+    return footer + dynamic + b'\xff' * (-(-entries * 4 // 512) * 512)
 
 
 def vhdx(virtual_size: int = 1 << 30, parent_locator: bool = False, table_at: int = 192 * 1024,
@@ -233,7 +251,11 @@ def vhdx(virtual_size: int = 1 << 30, parent_locator: bool = False, table_at: in
 def vdi(disk_size: int = 1 << 30, image_type: int = 1) -> bytes:
     buf = bytearray(b'<<< Oracle VM VirtualBox Disk Image >>>\n'.ljust(64, b'\x00'))
     _place(buf, 0x40, struct.pack('<IIII', 0xBEDA107F, 0x00010001, 0x190, image_type))
-    _place(buf, 0x170, struct.pack('<Q', disk_size))
+    blocks = (disk_size + (1 << 20) - 1) >> 20
+    # block map and data offsets, sector size 512, then disk size, 1 MiB blocks and their count (as qemu writes)
+    _place(buf, 0x154, struct.pack('<II', 0x200, 0x200 + ((blocks * 4 + 511) & ~511)))
+    _place(buf, 0x168, struct.pack('<I', 512))
+    _place(buf, 0x170, struct.pack('<QIII', disk_size, 1 << 20, 0, blocks))
     buf.extend(b'\x00' * (512 - len(buf)))
     return bytes(buf)
 
