@@ -6,8 +6,10 @@
 :func:`write_atomic` is the one writer behind every file the collection rewrites in place
 (cinder.conf and friends, RemoteFS ``.info`` files and journals, cephx keyrings):
 
-1. a temporary file ``.<name>.<random><suffix>`` is created beside the target (mode 0600, so
-   nobody else can open it while it is being prepared);
+1. a temporary file ``.<name>.<16 hex digits><suffix>`` is created beside the target with
+   ``O_CREAT | O_EXCL | O_NOFOLLOW`` (mode 0600, so nobody else can open it while it is being
+   prepared; a name planted there, a symlink included, is never opened: another name is drawn).
+   :func:`is_temporary_name` recognises these names, so leftovers of a killed process can be found;
 2. it gets the owner and group of the :class:`FileAttributes`, then their mode, *before* the
    data is written: at no moment does the new content sit in a file looser than asked;
 3. the data is written, fsynced, the file closed and renamed over the target;
@@ -18,13 +20,21 @@ as it was; the error propagates unchanged.
 
 The owner/mode policy is a :class:`FileAttributes`: given explicitly (keyrings), or copied from
 a reference file with :func:`attributes_like` (a rewrite that must not change who may read it).
+
+:func:`change_attributes_narrowing` gives an existing file new owner, group and mode without ever
+granting, even for a moment, an access that neither the old nor the new attributes grant (see
+:func:`narrowing_steps`).
 """
 
 from __future__ import annotations
 
+import binascii
+import errno
 import os
-import tempfile
+import re
+import stat
 from dataclasses import dataclass
+from typing import Any, List, Tuple
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,48 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+_TEMP_RANDOM = re.compile(r'[0-9a-f]{16}\Z')
+# names drawn by tempfile.mkstemp in earlier versions: 8 characters of [a-z0-9_]
+_LEGACY_TEMP_RANDOM = re.compile(r'[a-z0-9_]{8}\Z')
+_EXCLUSIVE = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0)
+              | getattr(os, 'O_NOCTTY', 0))
+
+
+def temporary_name(basename: str, suffix: str = '.tmp') -> str:
+    """A fresh name ``.<basename>.<16 hex digits><suffix>`` for a temporary file beside ``basename``."""
+    return '.%s.%s%s' % (basename, binascii.hexlify(os.urandom(8)).decode('ascii'), suffix)
+
+
+def is_temporary_name(name: str, basename: str, suffix: str = '.tmp', legacy: bool = True) -> bool:
+    """True when ``name`` is a temporary name :func:`write_atomic` draws for ``basename`` with ``suffix``.
+
+    With ``legacy``, the names of earlier versions (``tempfile.mkstemp``: 8 characters, suffix ``.tmp``) too.
+    """
+    prefix = '.%s.' % basename
+    if not name.startswith(prefix):
+        return False
+    rest = name[len(prefix):]
+    if rest.endswith(suffix) and _TEMP_RANDOM.match(rest[:len(rest) - len(suffix)]):
+        return True
+    return legacy and rest.endswith('.tmp') and bool(_LEGACY_TEMP_RANDOM.match(rest[:-len('.tmp')]))
+
+
+def create_temporary(directory: str, basename: str, suffix: str = '.tmp', mode: int = 0o600):
+    """Create a new temporary file beside ``basename`` in ``directory``: returns (write-only fd, path).
+
+    ``O_CREAT | O_EXCL | O_NOFOLLOW``: whatever is planted under a name drawn (a file, a symlink, even a
+    dangling one) is never opened nor followed; another name is drawn.
+    """
+    for _attempt in range(100):
+        path = os.path.join(directory, temporary_name(basename, suffix))
+        try:
+            return os.open(path, _EXCLUSIVE, mode), path
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise
+    raise OSError(errno.EEXIST, 'no free temporary name', os.path.join(directory, '.%s.*%s' % (basename, suffix)))
+
+
 def write_atomic(path: str, data: bytes, attributes: FileAttributes, suffix: str = '.tmp') -> None:
     """Replace (or create) ``path`` with ``data``; see the module documentation for the steps.
 
@@ -100,7 +152,7 @@ def write_atomic(path: str, data: bytes, attributes: FileAttributes, suffix: str
     leftover of a killed process can be recognised.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), suffix=suffix, dir=directory)
+    fd, tmp = create_temporary(directory, os.path.basename(path), suffix)
     try:
         try:
             _apply(fd, attributes)
@@ -116,3 +168,68 @@ def write_atomic(path: str, data: bytes, attributes: FileAttributes, suffix: str
             pass
         raise
     fsync_dir(directory)
+
+
+# (operation, arguments): ('chmod', mode) or ('chown', uid, gid) with -1 for "keep".
+Step = Tuple[Any, ...]
+
+
+def narrowing_steps(mode: int, uid: int, gid: int, attributes: FileAttributes) -> List[Step]:
+    """The chmod/chown calls that take a file from ``mode``/``uid``/``gid`` to ``attributes``.
+
+    When the owner or the group changes, the mode first becomes ``mode & attributes.mode`` (what both the old
+    and the new mode grant), then the owner and group change, then the final mode is set. Before the chown only
+    the old principals hold rights, never more than before; after it only the new ones, never more than after.
+    So ``0640 root:a -> 0660 root:b`` is ``chmod 0640``, ``chown root:b``, ``chmod 0660`` (never ``0660 root:a``),
+    and ``0640 root:a -> 0600 root:b`` is ``chmod 0600``, ``chown root:b`` (never ``0640 root:b``).
+    Nothing is done for what already matches.
+    """
+    new_uid = uid if attributes.uid == -1 else attributes.uid
+    new_gid = gid if attributes.gid == -1 else attributes.gid
+    steps: List[Step] = []
+    current = mode
+    if (new_uid, new_gid) != (uid, gid):
+        narrow = mode & attributes.mode
+        if narrow != current:
+            steps.append(('chmod', narrow))
+            current = narrow
+        steps.append(('chown', new_uid if new_uid != uid else -1, new_gid if new_gid != gid else -1))
+    if current != attributes.mode:
+        steps.append(('chmod', attributes.mode))
+    return steps
+
+
+def change_attributes_narrowing(path: str, attributes: FileAttributes) -> List[Step]:
+    """Give the existing regular file ``path`` (never followed when a symlink) ``attributes`` through
+    :func:`narrowing_steps`; returns the steps done (empty when everything matched).
+
+    A refused chown propagates its ``OSError``; with ``best_effort`` it ends the change instead. Either way the
+    file keeps its old owner and group with at most the narrower mode of the first step, never more than before.
+    """
+    flags = os.O_RDONLY | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_NONBLOCK', 0) | getattr(os, 'O_NOCTTY', 0)
+    fd = os.open(path, flags)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(0, 'not a regular file', path)
+        steps = narrowing_steps(stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid, attributes)
+        done: List[Step] = []
+        for step in steps:
+            if step[0] == 'chown':
+                try:
+                    os.fchown(fd, step[1], step[2])
+                except OSError:
+                    if not attributes.best_effort:
+                        raise
+                    # the old owners keep the file: the new mode could grant them more, the narrower one stays
+                    return done
+            else:
+                os.fchmod(fd, step[1])
+            done.append(step)
+        if done and stat.S_IMODE(os.fstat(fd).st_mode) != attributes.mode:
+            # a chown may clear the set-id bits
+            os.fchmod(fd, attributes.mode)
+            done.append(('chmod', attributes.mode))
+        return done
+    finally:
+        os.close(fd)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -30,7 +29,9 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import
     SnapshotInfo,
     backing_name_allowed,
     info_path_for,
+    is_snapshot_like,
     load_info,
+    lstat_regular,
     own_file_kind,
     qemu_protocol,
     split_volume_filename,
@@ -41,7 +42,6 @@ DEFAULT_MAX_DEPTH = 100
 # qemu's format names for the formats we detect, and the reverse aliases.
 _QEMU_NAMES = {'vhd': 'vpc', 'iso': 'raw'}
 _ALIASES = {'vpc': 'vhd', 'file': 'raw', 'host_device': 'raw'}
-_SNAPSHOT_SUFFIX = re.compile(r'^(tmp-snap-)?[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$')
 
 
 def qemu_format(fmt: str) -> str:
@@ -291,10 +291,11 @@ def inspect_chain(path: str, share: Optional[str] = None, max_depth: int = DEFAU
             report.problem('info_invalid', 'cannot read %s: %s' % (report.info_file, exc),
                            filename=os.path.basename(report.info_file))
         if follow_info and report.info is not None and parts[2] is None:
-            active = os.path.join(directory, report.info.active)
-            # A stale "active" entry is reported by the .info checks; the walk then starts at path.
-            if os.path.lexists(active):
-                start = active
+            # Only an "active" entry naming a regular file of this very volume is followed; any other (another
+            # volume's file, the .info itself, a lock, a symlink, a missing file) is reported by the .info checks,
+            # and the walk then starts at path.
+            if _own_regular_file(directory, report.info.active, report.volume_name):
+                start = os.path.join(directory, report.info.active)
                 report.followed_info = start != path
 
     trust = FormatTrust(volume_format=volume_format, top_format=expected_format, volume_name=report.volume_name,
@@ -458,6 +459,17 @@ def _compare_declared(report: ChainReport, declared: DeclaredChain) -> None:
                        % extra, filename=extra)
 
 
+def _own_regular_file(directory: str, filename: str, volume_name: Optional[str]) -> bool:
+    """True when ``filename`` is a file of ``volume_name`` (its name says so) and a regular file (not a link)."""
+    if not volume_name or own_file_kind(filename, volume_name) is None:
+        return False
+    try:
+        lstat_regular(os.path.join(directory, filename))
+    except OSError:
+        return False
+    return True
+
+
 def _check_info(report: ChainReport, directory: str) -> None:
     volume_name = report.volume_name or ''
     info = report.info
@@ -468,9 +480,30 @@ def _check_info(report: ChainReport, directory: str) -> None:
     except OSError:
         listing = []
     present = set(listing)
-    snapshot_like = set(
-        entry for entry in listing
-        if entry.startswith(volume_name + '.') and _SNAPSHOT_SUFFIX.match(entry[len(volume_name) + 1:]))
+    snapshot_like = set(entry for entry in listing if is_snapshot_like(entry, volume_name))
+
+    if info is not None:
+        # Every entry names a regular file of this volume: never another volume's file, the .info itself, a lock,
+        # a journal, a symlink (even to a file of this volume).
+        for problem in info.foreign_entries(volume_name):
+            report.problem('info_foreign_entry', 'the .info file %s: %s' % (report.info_file, problem),
+                           filename=os.path.basename(report.info_file or ''))
+    # The files of the volume that are used (the .info entries, the layers of the chain that carry the volume's
+    # names, the volume file itself) must be regular files: a link would make another file (another volume's, or
+    # one outside the share) this volume's data.
+    used = dict((filename, 'the .info file names it for "%s"' % key)
+                for key, filename in sorted((info.as_dict() if info is not None else {}).items()))
+    for layer in report.layers:
+        used.setdefault(layer.image.filename, 'it is in the chain')
+    used.setdefault(volume_name, 'it is the volume file')
+    for filename, why in sorted(used.items()):
+        if own_file_kind(filename, volume_name) is None or filename not in present:
+            continue  # reported as info_foreign_entry, or as info_missing_file below
+        try:
+            lstat_regular(os.path.join(directory, filename))
+        except OSError as exc:
+            report.problem('info_entry_not_regular', '%s %s (%s); only regular files of the volume are used'
+                           % (filename, getattr(exc, 'strerror', None) or exc, why), filename=filename)
 
     if info is None:
         stray = [f for f in chain_files if f != volume_name and f in snapshot_like]

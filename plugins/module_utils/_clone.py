@@ -35,30 +35,39 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._chain import (
     inspect_chain,
     qemu_format,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import fsync_dir
+from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import FileAttributes, fsync_dir, is_temporary_name
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._image_format import inspect_image
 from ansible_collections.volsnap.openstack.plugins.module_utils._lock import VolumeLock, lock_path_for
 from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg, Runner
 from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import (
+    TEMP_SUFFIX,
     VOLUME_PREFIX,
-    copy_owner_mode,
-    fsync_file,
+    ShareFileError,
+    create_share_file,
+    descriptor_path,
     is_cinder_id,
+    lstat_regular,
+    open_regular,
+    overlay_temporary_filename,
+    publish_descriptor,
     remove_if_exists,
+    remove_if_same,
+    remove_stale_temporaries,
+    share_file_attributes,
     split_volume_filename,
     write_atomic,
 )
 from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_ops import journal_path_for
 
 OUTPUT_FORMATS = ('raw', 'qcow2')
-TMP_SUFFIX = '.volsnap-tmp'
+TMP_SUFFIX = TEMP_SUFFIX
 SIDECAR_SUFFIX = '.volsnap-clone'
 SIDECAR_VERSION = 1
 
 
 def tmp_path_for(dest: str) -> str:
-    return os.path.join(os.path.dirname(dest), '.%s%s' % (os.path.basename(dest), TMP_SUFFIX))
+    return os.path.join(os.path.dirname(dest), overlay_temporary_filename(os.path.basename(dest)))
 
 
 def sidecar_path_for(dest: str) -> str:
@@ -135,10 +144,12 @@ class ClonePlan:
         steps = ['hold the volume lock nfs-%s for the whole operation' % self.volume_id]
         if self.stale_tmp:
             steps.append('remove the stale temporary file %s left by an interrupted run' % self.tmp)
+        steps.append('create %s with the mode and owner of %s before any data is written'
+                     % (self.tmp, self.volume_path))
         steps.append('convert the backing chain of snapshot %s (%s, %s, %d bytes) to %s: %s'
                      % (self.snapshot_id, self.source, self.source_format, self.virtual_size or 0, self.format,
                         ' '.join(shlex.quote(arg) for arg in self.command)))
-        steps.append('fsync %s and give it the mode and owner of %s' % (self.tmp, self.volume_path))
+        steps.append('fsync %s' % self.tmp)
         steps.append('record the clone in %s' % self.sidecar)
         steps.append('move %s to %s (never replacing an existing file) and fsync %s'
                      % (self.tmp, self.dest, os.path.dirname(self.dest)))
@@ -161,7 +172,8 @@ class ClonePlan:
 def read_sidecar(dest: str) -> Optional[Dict[str, Any]]:
     """The sidecar of ``dest`` as a dict, or None when it is absent or unreadable."""
     try:
-        with open(sidecar_path_for(dest), 'rb') as handle:
+        # never through a symlink planted at the sidecar's name
+        with os.fdopen(open_regular(sidecar_path_for(dest)), 'rb') as handle:
             raw = handle.read(65537)
     except (IOError, OSError):
         return None
@@ -287,11 +299,16 @@ def noop_plan(dest: str, volume_id: str, snapshot_id: str, fmt: str, record: Dic
                      volume_path=volume_path, noop=True)
 
 
-def _verify_output(plan: ClonePlan) -> None:
-    """The output must be a plain file of the wanted format and size."""
-    st = os.lstat(plan.tmp)
-    if not stat.S_ISREG(st.st_mode):
-        raise VolsnapError('qemu-img left %s as something else than a regular file' % plan.tmp)
+def _verify_output(plan: ClonePlan, fd: int) -> None:
+    """The output (the file open as ``fd``, still named ``plan.tmp``) must be a plain file of the wanted format and
+    size."""
+    st = os.fstat(fd)
+    try:
+        named = lstat_regular(plan.tmp)
+    except OSError:
+        named = None
+    if named is None or (named.st_dev, named.st_ino) != (st.st_dev, st.st_ino):
+        raise VolsnapError('%s was replaced while qemu-img wrote the clone; nothing was published' % plan.tmp)
     # qemu rounds a size that is not a multiple of 512 up to the next sector
     sizes = (plan.virtual_size, ((plan.virtual_size or 0) + 511) // 512 * 512)
     if plan.format == 'raw':
@@ -304,21 +321,44 @@ def _verify_output(plan: ClonePlan) -> None:
                            % (plan.tmp, image.format, image.backing_file, image.virtual_size))
 
 
-def _publish(tmp: str, dest: str) -> None:
-    """Give ``tmp`` the name ``dest`` without ever replacing an existing ``dest``."""
+def _publish(fd: int, tmp: str, dest: str) -> None:
+    """Give the file open as ``fd`` (named ``tmp``) the name ``dest`` without ever replacing an existing ``dest``
+    (a symlink planted there included): a hard link made from the descriptor, then ``tmp`` is unlinked."""
     try:
-        os.link(tmp, dest)
+        publish_descriptor(fd, dest)
     except OSError as exc:
         if exc.errno == errno.EEXIST:
             raise VolsnapError('dest %s appeared while the clone was being made; it was left alone' % dest)
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS, errno.ENOENT):
             raise
-        # The file system has no hard links: rename, after checking once more that nothing is there.
+        # No hard links on this file system (or no /proc): rename, after checking once more that tmp is still the
+        # file written and that nothing is at dest.
+        st, mine = os.lstat(tmp), os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (mine.st_dev, mine.st_ino):
+            raise VolsnapError('%s was replaced while the clone was being made; nothing was published' % tmp)
         if os.path.lexists(dest):
             raise VolsnapError('dest %s appeared while the clone was being made; it was left alone' % dest)
         os.rename(tmp, dest)
         return
-    os.unlink(tmp)
+    remove_if_same(tmp, fd)
+
+
+def stale_sidecar_temporaries(dest: str) -> List[str]:
+    """Temporary files of an interrupted atomic write of ``dest``'s sidecar (regular files only)."""
+    directory, sidecar = os.path.dirname(dest), os.path.basename(sidecar_path_for(dest))
+    found = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    for name in sorted(names):
+        if is_temporary_name(name, sidecar, TEMP_SUFFIX):
+            try:
+                lstat_regular(os.path.join(directory, name))
+            except OSError:
+                continue
+            found.append(os.path.join(directory, name))
+    return found
 
 
 def execute_clone(plan: ClonePlan, qemu: QemuImg) -> ClonePlan:
@@ -327,29 +367,43 @@ def execute_clone(plan: ClonePlan, qemu: QemuImg) -> ClonePlan:
         return plan
     if os.path.isdir(plan.tmp) and not os.path.islink(plan.tmp):
         raise VolsnapError('%s is a directory; remove it so the clone can use that name' % plan.tmp)
-    remove_if_exists(plan.tmp)  # a stale temp file of an interrupted run
+    remove_if_exists(plan.tmp)  # a stale temp file of an interrupted run (or a link planted there: never followed)
+    for path in stale_sidecar_temporaries(plan.dest):
+        remove_if_exists(path)
+    # The output file is created by the module (O_CREAT | O_EXCL | O_NOFOLLOW) with the final mode and owner (those
+    # of the volume file) before qemu-img writes a byte of the snapshot's data, which it writes through this
+    # process's descriptor of that very file: no other user may read it at any moment, and no link planted under
+    # the temporary name is ever followed.
+    try:
+        attributes = share_file_attributes(plan.volume_path) if plan.volume_path else FileAttributes(0o600)
+    except ShareFileError as exc:
+        raise VolsnapError('the volume file %s %s; nothing was changed' % (plan.volume_path, exc.strerror))
+    fd = create_share_file(plan.tmp, attributes)
     published = sidecar_written = False
     try:
-        qemu.run(plan.command[1:])
-        _verify_output(plan)
-        fsync_file(plan.tmp)
-        if plan.volume_path:
-            copy_owner_mode(plan.volume_path, plan.tmp)
-        inode = os.lstat(plan.tmp).st_ino
+        qemu.run(plan.command[1:-1] + [descriptor_path(fd)])
+        _verify_output(plan, fd)
+        os.fsync(fd)
+        inode = os.fstat(fd).st_ino
         write_atomic(plan.sidecar, json.dumps(plan.record(inode), indent=1, sort_keys=True),
                      like=plan.volume_path)
         sidecar_written = True
-        _publish(plan.tmp, plan.dest)
+        _publish(fd, plan.tmp, plan.dest)
         published = True
         fsync_dir(os.path.dirname(plan.dest))
     finally:
         if not published:
             # A sidecar without its file means nothing, but do not leave one beside a file we did not make.
-            for path in [plan.tmp] + ([plan.sidecar] if sidecar_written else []):
+            try:
+                remove_if_same(plan.tmp, fd)
+            except OSError:
+                pass
+            if sidecar_written:
                 try:
-                    remove_if_exists(path)
+                    remove_if_exists(plan.sidecar)
                 except OSError:
                     pass
+        os.close(fd)
     return plan
 
 
@@ -369,7 +423,25 @@ class CloneRequest:
 
 def clone_volume(req: CloneRequest, runner: Runner,
                  check_mode: bool = False) -> Dict[str, Any]:
-    """Plan and (unless ``check_mode``) run a clone under the volume's lock; returns the module result."""
+    """Plan and (unless ``check_mode``) run a clone under the volume's lock; returns the module result.
+
+    An ``OSError`` on a file (the lock, the temporary output, the record, dest: ENOSPC, EDQUOT, EROFS, EACCES, EIO)
+    becomes a :class:`VolsnapError` naming the file. volume_clone keeps no journal: a failed clone removed its
+    temporary output and record, never published dest, so nothing is pending and a rerun starts again.
+    """
+    try:
+        return _clone_volume(req, runner, check_mode)
+    except OSError as exc:
+        name = errno.errorcode.get(exc.errno, '') if exc.errno else ''
+        raise VolsnapError('%s: %s%s. Nothing is pending (volume_clone keeps no journal: a clone that failed removed '
+                           'its temporary output and record and never published dest): fix the cause (free space or '
+                           'inodes, a read-only file system, permissions) and run again; a rerun checks an existing '
+                           'dest against its record'
+                           % (exc.filename or req.dest, exc.strerror or exc, ' (%s)' % name if name else ''),
+                           file=exc.filename or req.dest, pending=None)
+
+
+def _clone_volume(req: CloneRequest, runner: Runner, check_mode: bool) -> Dict[str, Any]:
     check_id('snapshot_id', req.snapshot_id)
     if req.max_depth < 1:
         raise VolsnapError('max_depth must be at least 1, got %d' % req.max_depth)
@@ -395,6 +467,10 @@ def clone_volume(req: CloneRequest, runner: Runner,
             raise VolsnapError('the share %s does not exist' % directory)
         lock.acquire()
     try:
+        # Leftovers of a killed volume_snapshot on this volume (its .info and journal temporary files): only a run
+        # holding the lock writes them, so while we hold it they are stale.
+        removed = (remove_stale_temporaries(directory, VOLUME_PREFIX + volume_id, check_mode)
+                   if locked and os.path.isdir(directory) else [])
         record = check_dest(dest, volume_id, req.snapshot_id, req.format)
         if record is not None:
             plan = noop_plan(dest, volume_id, req.snapshot_id, req.format, record, path)
@@ -411,4 +487,6 @@ def clone_volume(req: CloneRequest, runner: Runner,
     finally:
         if locked:
             lock.release()
-    return plan.result()
+    result = plan.result()
+    result['removed_temporaries'] = removed
+    return result

@@ -6,6 +6,13 @@
 ``fcntl.lockf`` locks are forwarded to the NFS server (NLM for NFSv3, built into NFSv4), so two
 hosts that mount the same share serialise on the same volume; other volumes are never blocked.
 The lock is released by the kernel when the holder dies, so a killed run never leaves it held.
+
+The lock file is opened with ``O_NOFOLLOW`` and must be a regular file: a symlink planted under its
+name is refused, never followed, so nothing outside the share is ever created through it. Lock files
+of volumes that no longer exist are removed by :func:`remove_unused_lock` (``volume_snapshot``
+``state=cleanup``), which unlinks the file only while it holds the lock; :meth:`VolumeLock.acquire`
+therefore checks, once it holds the lock, that the name still leads to the file it locked, and
+starts again with the new file otherwise.
 """
 
 from __future__ import annotations
@@ -14,14 +21,48 @@ import errno
 import fcntl
 import os
 import time
-from typing import Optional
+from typing import List, Optional, Tuple
 
+from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import fsync_dir
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import (
+    ShareFileError,
+    lock_filename,
+    open_regular,
+    remove_stale_temporaries,
+    volume_files,
+)
 
 
 def lock_path_for(directory: str, volume_id: str) -> str:
-    # Not ".nfs*": that prefix belongs to the NFS client's silly-renamed files.
-    return os.path.join(directory, '.volsnap-nfs-%s.lock' % volume_id)
+    return os.path.join(directory, lock_filename(volume_id))
+
+
+def _refused(path: str, exc: ShareFileError) -> VolsnapError:
+    return VolsnapError('the lock file %s %s; nothing was changed. It is not a file this collection made: remove it '
+                        '(never its target) and run again' % (path, exc.strerror))
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except (IOError, OSError) as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EACCES):
+            raise
+        return False
+
+
+def _names_file(path: str, fd: int) -> bool:
+    """True while ``path`` (not followed) is the file open as ``fd``."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return False
+        raise
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 class VolumeLock(object):
@@ -32,18 +73,30 @@ class VolumeLock(object):
         self.fd: Optional[int] = None
         self.waited = 0.0
 
+    def _open(self) -> int:
+        try:
+            return open_regular(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except ShareFileError as exc:
+            raise _refused(self.path, exc)
+
     def acquire(self) -> None:
         start = time.monotonic()
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, 'O_CLOEXEC', 0), 0o600)
         delay = 0.01
+        fd = self._open()
         while True:
             try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except (IOError, OSError) as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                locked = _try_lock(fd)
+                if locked and not _names_file(self.path, fd):
+                    # state=cleanup removed the file between our open and our lock: lock the file the name
+                    # leads to now (a new one), or two runs could each hold a lock on a different file.
                     os.close(fd)
-                    raise
+                    fd = self._open()
+                    continue
+            except BaseException:
+                os.close(fd)
+                raise
+            if locked:
+                break
             if time.monotonic() - start >= self.timeout:
                 os.close(fd)
                 raise VolsnapError('timed out after %.0f s waiting for the volume lock %s (%s): another operation on '
@@ -68,3 +121,47 @@ class VolumeLock(object):
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
+
+
+def remove_unused_lock(directory: str, volume_id: str, volume_name: str,
+                       check_mode: bool = False) -> Tuple[List[str], str]:
+    """Remove the lock file (and stale temporary files) of a volume that no longer exists, when no process holds
+    the lock.
+
+    Returns ``(removed, why)``: the paths removed (in check mode, that would be), the lock file last, and what was
+    decided. The lock file is removed only when it is a regular file, none of the volume's files
+    (:func:`._remotefs.volume_files`: volume file, snapshot files, ``.info``, journal) exists, and the lock can be
+    taken without waiting; the volume's files are checked again and the file unlinked while the lock is held, so a
+    run that opened the file meanwhile finds it gone once it gets the lock (:meth:`VolumeLock.acquire`) and makes
+    a new one.
+    """
+    path = lock_path_for(directory, volume_id)
+    left = volume_files(directory, volume_name)
+    if left:
+        return [], 'kept: the volume still has files (%s)' % ', '.join(left)
+    if not os.path.lexists(path):
+        # no lock file: no run can be writing temporary files of this volume (a writer holds the lock)
+        return remove_stale_temporaries(directory, volume_name, check_mode), 'no lock file'
+    try:
+        fd = open_regular(path, os.O_RDWR)
+    except ShareFileError as exc:
+        return [], 'kept: %s %s (not a lock file of this collection; remove it by hand)' % (path, exc.strerror)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return [], 'kept: the lock file disappeared meanwhile (another cleanup?)'
+        raise
+    try:
+        if not _try_lock(fd):
+            return [], 'kept: another process holds the lock'
+        if not _names_file(path, fd):
+            return [], 'kept: the lock file was replaced meanwhile (another cleanup?)'
+        left = volume_files(directory, volume_name)
+        if left:
+            return [], 'kept: the volume still has files (%s)' % ', '.join(left)
+        removed = remove_stale_temporaries(directory, volume_name, check_mode)
+        if not check_mode:
+            os.unlink(path)
+            fsync_dir(directory)
+        return removed + [path], 'the volume no longer exists and no process holds its lock'
+    finally:
+        os.close(fd)  # releases the lock

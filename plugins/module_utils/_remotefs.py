@@ -24,7 +24,8 @@ from typing import Dict, List, Optional
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import (
     FileAttributes,
-    attributes_like,
+    fsync_dir,
+    is_temporary_name,
     set_attributes,
     write_atomic as _write_atomic,
 )
@@ -40,6 +41,14 @@ ID_RE = re.compile(r'^%s\Z' % _ID)
 VOLUME_NAME_RE = re.compile(r'^(%s(%s))(?:\.(.+))?\Z' % (re.escape(VOLUME_PREFIX), _ID))
 # Cinder remotefs: (<basedir>/[0-9a-f]+/)?<volname>(.(tmp-snap-)?[0-9a-f-]+)?(.vhd|.vhdx)?$
 _BACKING_SUFFIX = r'(\.(tmp-snap-)?[0-9a-f-]+)?(\.vhd|\.vhdx)?\Z'
+# Cinder's temporary snapshots (create volume from an in-use volume): volume-<id>.tmp-snap-<uuid>
+_TMP_SNAP = 'tmp-snap-'
+
+# The collection's own files in a share. Their temporary files end with TEMP_SUFFIX.
+TEMP_SUFFIX = '.volsnap-tmp'
+LOCK_PREFIX = '.volsnap-nfs-'  # not ".nfs*": that prefix belongs to the NFS client's silly-renamed files
+LOCK_SUFFIX = '.lock'
+_LOCK_NAME_RE = re.compile(r'^%s(%s)%s\Z' % (re.escape(LOCK_PREFIX), _ID, re.escape(LOCK_SUFFIX)))
 
 
 class InfoFileError(ValueError):
@@ -84,6 +93,94 @@ def own_file_kind(filename: str, volume_name: str) -> Optional[str]:
     if filename.startswith(volume_name + '.') and ID_RE.match(filename[len(volume_name) + 1:]):
         return 'snapshot'
     return None
+
+
+def is_snapshot_like(filename: str, volume_name: str) -> bool:
+    """True for a snapshot file of ``volume_name``: its own (``<volume>.<uuid>``) or Cinder's temporary one
+    (``<volume>.tmp-snap-<uuid>``)."""
+    if own_file_kind(filename, volume_name) == 'snapshot':
+        return True
+    prefix = volume_name + '.' + _TMP_SNAP
+    return filename.startswith(prefix) and bool(ID_RE.match(filename[len(prefix):]))
+
+
+def lock_filename(volume_id: str) -> str:
+    """``.volsnap-nfs-<volume id>.lock``, the file of the per-volume lock (Cinder's ``nfs-<volume id>``)."""
+    return '%s%s%s' % (LOCK_PREFIX, volume_id, LOCK_SUFFIX)
+
+
+def volume_id_of_lock(filename: str) -> Optional[str]:
+    """The volume id of a lock file name, or None when ``filename`` is not one."""
+    match = _LOCK_NAME_RE.match(filename)
+    return match.group(1) if match else None
+
+
+def journal_filename(volume_name: str) -> str:
+    """``.volsnap-<volume name>.journal``, the journal of volume_snapshot's operations on the volume."""
+    return '.volsnap-%s.journal' % volume_name
+
+
+def overlay_temporary_filename(filename: str) -> str:
+    """The hidden name a new overlay (or clone output) is prepared under: ``.<name>.volsnap-tmp``."""
+    return '.%s%s' % (filename, TEMP_SUFFIX)
+
+
+def own_temporary_kind(name: str, volume_name: str) -> Optional[str]:
+    """What temporary file of ``volume_name`` the name ``name`` is, or None when it can be nobody else's.
+
+    ``'info'``: ``.<volume>.info.<random>.volsnap-tmp`` (an atomic rewrite of the ``.info`` file);
+    ``'journal'``: the same for the journal; ``'overlay'``: ``.<volume>.<snapshot uuid>.volsnap-tmp`` (a new
+    overlay being prepared). Names of earlier versions (``.<file>.<8 characters>.tmp``) count too.
+    """
+    if is_temporary_name(name, volume_name + INFO_SUFFIX, TEMP_SUFFIX):
+        return 'info'
+    if is_temporary_name(name, journal_filename(volume_name), TEMP_SUFFIX):
+        return 'journal'
+    if name.startswith('.') and name.endswith(TEMP_SUFFIX):
+        if own_file_kind(name[1:-len(TEMP_SUFFIX)], volume_name) == 'snapshot':
+            return 'overlay'
+    return None
+
+
+def stale_temporaries(directory: str, volume_name: str) -> List[str]:
+    """The temporary files of ``volume_name`` in ``directory`` (regular files only, links never followed).
+
+    Call it holding the volume's lock: only a run holding it makes them, so any found then is a leftover of
+    a run that was killed.
+    """
+    found = []
+    for name in sorted(os.listdir(directory)):
+        if own_temporary_kind(name, volume_name) is None:
+            continue
+        path = os.path.join(directory, name)
+        try:
+            lstat_regular(path)
+        except OSError:
+            continue  # not a regular file (or gone): not ours
+        found.append(path)
+    return found
+
+
+def remove_stale_temporaries(directory: str, volume_name: str, check_mode: bool = False) -> List[str]:
+    """Remove (unless ``check_mode``) the :func:`stale_temporaries` of ``volume_name``; returns their paths."""
+    found = stale_temporaries(directory, volume_name)
+    if not check_mode and found:
+        for path in found:
+            remove_if_exists(path)
+        fsync_dir(directory)
+    return found
+
+
+def volume_files(directory: str, volume_name: str, listing: Optional[List[str]] = None) -> List[str]:
+    """The names in ``directory`` that belong to the volume ``volume_name`` as data or state: the volume file,
+    its snapshot files (Cinder's temporary ones included), its ``.info`` file and its journal.
+
+    Any of them, whatever its type, means the volume is still there (or was left half deleted)."""
+    if listing is None:
+        listing = os.listdir(directory)
+    own = (volume_name + INFO_SUFFIX, journal_filename(volume_name))
+    return sorted(name for name in listing
+                  if name in own or own_file_kind(name, volume_name) is not None or is_snapshot_like(name, volume_name))
 
 
 def info_entry_problem(key: str, filename: str, volume_name: str) -> Optional[str]:
@@ -249,16 +346,99 @@ def write_atomic(path: str, content: str, like: Optional[str] = None) -> None:
     rewrite never changes who may read the file; a new file without either is 0644. The owner and
     group are copied only as root. The directory is fsynced after the rename.
     """
-    reference = like if like and os.path.exists(like) else path
-    if os.path.exists(reference):
-        attributes = attributes_like(reference, group_when_unprivileged=False)
+    reference = like if like and os.path.lexists(like) else path
+    if os.path.lexists(reference):
+        attributes = share_file_attributes(reference)
     else:
         attributes = FileAttributes(0o644)
-    _write_atomic(path, content.encode('utf-8'), attributes)
+    # The temporary file is created O_EXCL | O_NOFOLLOW and renamed over path: a symlink planted at path is
+    # replaced, never followed.
+    _write_atomic(path, content.encode('utf-8'), attributes, suffix=TEMP_SUFFIX)
+
+
+def share_file_attributes(reference: str) -> FileAttributes:
+    """The mode of the share file ``reference`` and, as root, its owner and group.
+
+    ``reference`` is never followed: a symlink or anything but a regular file raises :class:`ShareFileError`
+    (a planted link must not choose who may read the collection's files).
+    """
+    st = lstat_regular(reference)
+    mode = st.st_mode & 0o7777
+    if os.geteuid() == 0:
+        return FileAttributes(mode, st.st_uid, st.st_gid)
+    return FileAttributes(mode)
+
+
+def create_share_file(path: str, attributes: FileAttributes) -> int:
+    """Create the new file ``path`` (``O_CREAT | O_EXCL | O_NOFOLLOW``) with its final owner, group and mode,
+    before a byte of data is written; returns a read-write descriptor.
+
+    Whatever already has that name (a file, a symlink, even a dangling one) makes it fail with ``EEXIST``:
+    nothing is followed, nothing outside the share can be created through it.
+    """
+    flags = (os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0)
+             | getattr(os, 'O_NOCTTY', 0))
+    fd = os.open(path, flags, 0o600)
+    try:
+        if attributes.uid != -1 or attributes.gid != -1:
+            try:
+                os.fchown(fd, attributes.uid, attributes.gid)
+            except OSError:
+                if not attributes.best_effort:
+                    raise
+        os.fchmod(fd, attributes.mode)
+    except BaseException:
+        os.close(fd)
+        remove_if_exists(path)
+        raise
+    return fd
+
+
+def descriptor_path(fd: int) -> str:
+    """A name another process (qemu-img) can open to reach exactly the file open as ``fd`` in this process.
+
+    ``/proc/<pid>/fd/<fd>`` reopens the same inode, whatever has been done to its name in the share since it was
+    created: a link planted under the name afterwards is never reached. Without ``/proc`` a :class:`ShareFileError`
+    is raised (no other way to hand qemu-img the file, and not its name).
+    """
+    path = '/proc/%d/fd/%d' % (os.getpid(), fd)
+    if not os.path.exists(path):
+        raise ShareFileError(errno.ENOENT, '/proc is not mounted: the collection cannot hand qemu-img a file it '
+                             'created without naming it in the share', path)
+    return path
+
+
+def publish_descriptor(fd: int, path: str) -> None:
+    """Give the file open as ``fd`` the new name ``path`` (a hard link), never replacing anything at ``path``.
+
+    The link is made from the descriptor (``linkat`` of ``/proc/self/fd/<fd>``), so the file linked is the one
+    that was written, whatever was done to its temporary name meanwhile. ``EEXIST`` when ``path`` exists (a
+    symlink planted there included).
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    dir_fd = os.open(directory, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0) | getattr(os, 'O_CLOEXEC', 0))
+    try:
+        os.link('/proc/self/fd/%d' % fd, os.path.basename(path), src_dir_fd=dir_fd, dst_dir_fd=dir_fd,
+                follow_symlinks=True)
+    finally:
+        os.close(dir_fd)
+
+
+def remove_if_same(path: str, fd: int) -> None:
+    """Unlink ``path`` only while it still names the file open as ``fd`` (a symlink is never followed)."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return
+        raise
+    mine = os.fstat(fd)
+    if (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino):
+        remove_if_exists(path)
 
 
 def fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    fd = open_regular(path)
     try:
         os.fsync(fd)
     finally:
@@ -266,8 +446,8 @@ def fsync_file(path: str) -> None:
 
 
 def copy_owner_mode(reference: str, path: str) -> None:
-    """Give ``path`` the mode (and, as root, the owner and group) of ``reference``."""
-    set_attributes(path, attributes_like(reference, group_when_unprivileged=False))
+    """Give ``path`` the mode (and, as root, the owner and group) of ``reference`` (neither followed)."""
+    set_attributes(path, share_file_attributes(reference))
 
 
 def remove_if_exists(path: str) -> None:

@@ -8,6 +8,21 @@ plan and how many steps are done (rewritten after each compute step; complete-st
 idempotent and simply run again after a crash). It is written before the first step and removed after the last,
 always under the per-volume lock. A run that finds a journal resumes it: every step checks whether
 its effect is already there before acting, so a step interrupted half-way is simply run again.
+
+Failures never leave a volume blocked for nothing, and never end in a traceback:
+
+* before a step that moves data from one layer into another (``commit``, ``block_commit``: a part of it
+  changes what the snapshot below shows) the journal records ``started``; a run that fails (or is
+  killed) from then on may have changed that layer;
+* a compute step that fails is rolled back when the files prove that nothing of the operation is in
+  place (:meth:`Executor.undo_plan`: for a create, the overlay holds no data and nothing uses it; for a
+  delete, no step is applied and a data-moving first step left its files exactly as they were): the
+  partial file and the journal are removed and the volume is as before;
+* otherwise the journal stays, and the error says which step failed, what is pending and what to do;
+  ``state=abandoned`` runs the same :meth:`Executor.undo_plan` on request, for a next step that can
+  never succeed;
+* an ``OSError`` on the module's own files (journal, ``.info``, temporary files, the overlay) becomes
+  a :class:`VolsnapError` naming the file, the error, and what is pending.
 """
 
 from __future__ import annotations
@@ -15,28 +30,58 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
+import struct
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._chain import qemu_format
-from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import fsync_dir
+from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import FileAttributes, fsync_dir
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._image_format import inspect_image
 from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg, opened_for_write_by_qemu
 from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import (
+    ShareFileError,
     SnapshotInfo,
-    copy_owner_mode,
-    fsync_file,
+    create_share_file,
+    descriptor_path,
+    journal_filename,
+    load_info,
+    open_regular,
+    overlay_temporary_filename,
+    publish_descriptor,
     remove_if_exists,
+    remove_if_same,
+    share_file_attributes,
     write_atomic,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_plan import COMPLETE, Plan
+from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_plan import COMPLETE, COMPUTE, Plan
 
 JOURNAL_VERSION = 1
+# Steps that write one layer's data into another: a part of one changes what a snapshot shows, and
+# running it again is the only way to finish it. The journal records when one has started.
+DATA_STEPS = ('commit', 'block_commit')
+_UNKNOWN = -1  # a journal without the ``started`` key (an older version): any step may have started
+
+
+def os_error_text(exc: OSError, default: Optional[str] = None) -> str:
+    """``<file>: <strerror> (<ERRNO NAME>)`` for the messages, never Python's ``[Errno N]`` form."""
+    name = errno.errorcode.get(exc.errno or 0, '') if exc.errno else ''
+    text = exc.strerror or str(exc)
+    filename = exc.filename
+    if isinstance(filename, str) and filename.startswith('/proc/self/fd/') and exc.filename2:
+        filename = '%s (a link to %s)' % (exc.filename2, filename)  # a file published from its descriptor
+    return '%s: %s%s' % (filename or default or '?', text, ' (%s)' % name if name else '')
+
+
+FIX_AND_RERUN = ('Fix the cause (free space or inodes on the share, a read-only or failing file system, '
+                 'permissions), then run the module again with the same arguments or with state=resumed: every '
+                 'step checks its effect first, so nothing is done twice. If the next step can never succeed, '
+                 'state=abandoned undoes the operation when that loses nothing (see the module documentation)')
 
 
 def journal_path_for(directory: str, volume_name: str) -> str:
-    return os.path.join(directory, '.volsnap-%s.journal' % volume_name)
+    return os.path.join(directory, journal_filename(volume_name))
 
 
 class Journal(object):
@@ -45,41 +90,99 @@ class Journal(object):
         self.plan: Optional[Plan] = None
         self.done = 0
         self.stage = 'begin'
+        # index of a data step (DATA_STEPS) that has started and may be partly done, else None
+        self.started: Optional[int] = None
 
     def load(self) -> bool:
         try:
-            with open(self.path, 'r') as handle:
+            # never through a symlink planted at the journal's name (open_regular: O_NOFOLLOW, regular files only)
+            with os.fdopen(open_regular(self.path), 'r') as handle:
                 data = json.load(handle)
-        except IOError as exc:
+        except ShareFileError as exc:
+            raise VolsnapError('the journal %s %s; nothing was run. It is not a journal this module wrote: remove it '
+                               '(never its target) and run again' % (self.path, exc.strerror))
+        except (IOError, OSError) as exc:
             if exc.errno == errno.ENOENT:
                 return False
-            raise
+            raise VolsnapError('cannot read the journal %s; an interrupted operation may be pending on this volume, '
+                               'so nothing was run. Fix the cause and run again'
+                               % os_error_text(exc, self.path), file=self.path, pending=None)
         except ValueError as exc:
             raise VolsnapError('the journal %s of an interrupted operation is unreadable (%s); inspect the volume '
                                'with qcow2_chain_info before removing it by hand' % (self.path, exc))
-        self.plan = Plan.from_dict(data['plan'])
-        self.done = int(data['done'])
-        self.stage = data.get('stage', 'begin')
+        try:
+            self.plan = Plan.from_dict(data['plan'])
+            self.done = int(data['done'])
+            self.stage = data.get('stage', 'begin')
+            started = data.get('started', _UNKNOWN)
+            if started is not None and (not isinstance(started, int) or isinstance(started, bool)):
+                raise ValueError('started is %r' % (started,))
+            self.started = started
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise VolsnapError('the journal %s of an interrupted operation is unreadable (%s); inspect the volume '
+                               'with qcow2_chain_info before removing it by hand' % (self.path, exc))
+        if not 0 <= self.done <= len(self.plan.steps):
+            raise VolsnapError('the journal %s of an interrupted operation is unreadable (done %d of %d steps); '
+                               'inspect the volume with qcow2_chain_info before removing it by hand'
+                               % (self.path, self.done, len(self.plan.steps)))
         return True
 
     def _write(self) -> None:
         if self.plan is None:
             raise VolsnapError('internal error: journal written without a plan')
+        # _atomic: on any error the temporary file is removed and the journal left as it was
         write_atomic(self.path, json.dumps({'version': JOURNAL_VERSION, 'plan': self.plan.as_dict(), 'done': self.done,
-                                            'stage': self.stage, 'updated': time.time()}, sort_keys=True))
+                                            'stage': self.stage, 'started': self.started, 'updated': time.time()},
+                                           sort_keys=True))
+
+    def _write_or_restore(self, done: int, stage: str, started: Optional[int]) -> None:
+        """Write the journal with these values; on an error the object keeps what the file still says."""
+        before = (self.done, self.stage, self.started)
+        self.done, self.stage, self.started = done, stage, started
+        try:
+            self._write()
+        except BaseException:
+            self.done, self.stage, self.started = before
+            raise
 
     def begin(self, plan: Plan) -> None:
-        self.plan, self.done, self.stage = plan, 0, 'begin'
-        self._write()
+        self.plan = plan
+        self._write_or_restore(0, 'begin', None)
 
     def advance(self, done: int, stage: str, write: bool = True) -> None:
-        self.done, self.stage = done, stage
         if write:
-            self._write()
+            self._write_or_restore(done, stage, None)
+        else:
+            self.done, self.stage, self.started = done, stage, None
+
+    def start(self, index: int) -> None:
+        """Record that data step ``index`` starts (it may be partly done from now on)."""
+        self._write_or_restore(self.done, self.stage, index)
 
     def finish(self) -> None:
         remove_if_exists(self.path)
         fsync_dir(os.path.dirname(self.path))
+
+    def pending(self) -> Dict[str, Any]:
+        """What is pending, for results and error details."""
+        plan = self.plan
+        if plan is None:
+            return {'journal': self.path}
+        nxt = plan.steps[self.done] if self.done < len(plan.steps) else None
+        return {'journal': self.path, 'operation': plan.operation, 'snapshot_id': plan.snapshot_id, 'mode': plan.mode,
+                'steps_done': self.done, 'steps_total': len(plan.steps),
+                'next_step': nxt.describe() if nxt is not None else None,
+                'started': self.started is not None}
+
+    def pending_text(self) -> str:
+        plan = self.plan
+        if plan is None:
+            return 'an operation is pending (journal %s)' % self.path
+        text = ('the %s of snapshot %s (%s) is pending on this volume: %d of %d steps done (journal %s)'
+                % (plan.operation, plan.snapshot_id, plan.mode, self.done, len(plan.steps), self.path))
+        if self.done < len(plan.steps):
+            text += '; next: step %d, %s' % (self.done + 1, plan.steps[self.done].describe())
+        return text
 
 
 class Executor(object):
@@ -98,12 +201,249 @@ class Executor(object):
         self._plan = plan
         for index in range(journal.done, len(plan.steps)):
             step = plan.steps[index]
-            getattr(self, '_' + step.action)(step.args)
+            self._run_step(journal, index, step)
             # Only a compute step needs recording: running it again after later steps could do harm (commit a
             # deleted file). Complete-stage steps (.info written from the plan, files removed) are idempotent, so
             # after a crash they are simply run again, and two journal writes with their fsyncs are saved.
-            journal.advance(index + 1, step.stage, write=step.stage != COMPLETE)
+            try:
+                journal.advance(index + 1, step.stage, write=step.stage != COMPLETE)
+            except OSError as exc:
+                raise self._failed(journal, index, step, 'it was done, but the journal %s could not record it (%s)'
+                                   % (journal.path, os_error_text(exc, journal.path)), {'file': journal.path},
+                                   proven=None)
+        try:
+            journal.finish()
+        except OSError as exc:
+            raise VolsnapError('the %s of snapshot %s is complete, but its journal could not be removed (%s). The '
+                               'volume stays locked for other operations until it is: fix the cause and run the '
+                               'module again with state=resumed (the remaining steps only find their effects in '
+                               'place)' % (plan.operation, plan.snapshot_id, os_error_text(exc, journal.path)),
+                               file=exc.filename or journal.path, pending=journal.pending(), rolled_back=False)
+
+    def _run_step(self, journal: Journal, index: int, step: Any) -> None:
+        fresh = False
+        if step.action in DATA_STEPS and journal.started != index:
+            # Only a step no earlier attempt started (None; an older journal without the key says -1) can prove
+            # below that it wrote nothing.
+            earlier = journal.started is not None
+            try:
+                journal.start(index)
+            except OSError as exc:
+                raise self._failed(journal, index, step, 'the journal %s could not record that it starts, so it did '
+                                   'not run (%s)' % (journal.path, os_error_text(exc, journal.path)),
+                                   {'file': journal.path}, proven=None if earlier else index)
+            fresh = not earlier
+        before = self._fingerprint(step) if fresh else None
+        try:
+            getattr(self, '_' + step.action)(step.args)
+        except (VolsnapError, OSError) as exc:
+            if isinstance(exc, OSError):
+                # an error on a descriptor (a write, an fsync) has no file name: the file the step writes
+                target = step.args.get('path') or step.args.get('file') or step.args.get('top')
+                cause, details = os_error_text(exc, target), {'file': exc.filename or target}
+            else:
+                cause, details = exc.msg, dict(exc.details)
+            # A data step proves it changed nothing when this very attempt started it and its files are untouched.
+            unchanged = fresh and self._fingerprint(step) == before
+            raise self._failed(journal, index, step, cause, details, proven=index if unchanged else None)
+
+    @staticmethod
+    def _fingerprint(step: Any) -> Tuple[Any, ...]:
+        """Identity, size and times of the files a data step writes (equal before and after: nothing written)."""
+        args = step.args
+        if step.action == 'commit':
+            paths = [args['file'], os.path.join(os.path.dirname(args['file']), args['base'])]
+        else:
+            paths = [args['top'], args['base']]
+        prints: List[Any] = []
+        for path in paths:
+            try:
+                st = os.lstat(path)
+            except OSError:
+                prints.append(None)
+                continue
+            prints.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        return tuple(prints)
+
+    def _failed(self, journal: Journal, index: int, step: Any, cause: str, details: Dict[str, Any],
+                proven: Optional[int]) -> VolsnapError:
+        """The error of a failed step: rolled back when nothing of the operation is in place, else pending."""
+        plan = journal.plan
+        total = len(plan.steps) if plan is not None else 0
+        head = 'step %d of %d (%s) failed: %s' % (index + 1, total, step.describe(), cause.rstrip('.'))
+        details = dict(details)
+        not_undone = ''
+        if step.stage == COMPUTE:
+            try:
+                actions, files, refusal = self.undo_plan(journal, proven=proven)
+            except (VolsnapError, OSError) as exc:
+                actions, files, refusal = [], [], (exc.msg if isinstance(exc, VolsnapError) else os_error_text(exc))
+            if refusal is None:
+                try:
+                    self.undo(journal, files)
+                except OSError as exc:
+                    not_undone = ' It could not be rolled back either (%s).' % os_error_text(exc)
+                else:
+                    details.update(rolled_back=True, undone=actions, pending=None)
+                    return VolsnapError('%s. Nothing of the operation was in place, so it was rolled back (%s): '
+                                        'nothing is pending and the volume is as it was before the request'
+                                        % (head, '; '.join(actions)), **details)
+            else:
+                not_undone = ' It was not rolled back: %s.' % refusal.rstrip('.')
+        details.update(rolled_back=False, pending=journal.pending())
+        return VolsnapError('%s.%s The operation is pending: %s. %s.' % (head, not_undone, journal.pending_text(),
+                                                                        FIX_AND_RERUN), **details)
+
+    # ---- undoing a pending operation (after a failed step, or state=abandoned)
+
+    def undo_plan(self, journal: Journal, proven: Optional[int] = None) -> Tuple[List[str], List[str], Optional[str]]:
+        """How to undo the pending operation of ``journal`` without losing anything, judged on the files.
+
+        Returns ``(actions, files, refusal)``: the actions as sentences, the files to remove (then the journal),
+        or ``refusal``, why undoing would lose data or an applied step (and nothing may be done). ``proven`` is a
+        data step this run started and found to have written nothing.
+
+        * The ``.info`` file must be exactly as before the operation (else its effect is recorded: finish it).
+        * Create: the overlay may be removed when nothing uses it (no QEMU has it open for writing, the online
+          domain's disk does not have it in its chain) and it holds no data (empty, or qcow2 with an all-zero L1
+          table, no internal snapshot and no data file); its temporary file too.
+        * Delete: only while no step is applied (the first one pending), the image headers still give the planned
+          chain, no block job runs on the online disk, and a data step (commit, blockCommit) has not started in an
+          attempt that may have written part of it (``started`` in the journal). Then only the journal goes.
+        """
+        plan = journal.plan
+        if plan is None:
+            return [], [], 'the journal holds no plan'
+        info_step = next((s for s in plan.steps if s.action == 'write_info'), None)
+        if info_step is None:
+            return [], [], 'the plan has no .info step'
+        refusal = _info_unchanged(info_step.args['path'], plan.info_before, plan.info_after)
+        if refusal is not None:
+            return [], [], refusal
+        if plan.operation == 'create':
+            return self._undo_create(journal)
+        return self._undo_delete(journal, proven)
+
+    def undo(self, journal: Journal, files: List[str]) -> None:
+        """Remove ``files`` (from :meth:`undo_plan`), then the journal: the operation is no longer pending."""
+        for path in files:
+            remove_if_exists(path)
+        if files:
+            fsync_dir(os.path.dirname(files[0]))
         journal.finish()
+
+    def _undo_create(self, journal: Journal) -> Tuple[List[str], List[str], Optional[str]]:
+        plan = journal.plan
+        steps = plan.steps if plan is not None else []
+        create = next((s for s in steps if s.action == 'create_overlay'), None)
+        if create is None:
+            return [], [], 'the plan has no overlay step'
+        overlay = create.args['file']
+        snap = next((s for s in steps if s.action == 'libvirt_snapshot'), None)
+        if snap is not None:
+            refusal = self._domain_uses(snap.args, overlay)
+            if refusal is not None:
+                return [], [], refusal
+        actions: List[str] = []
+        files: List[str] = []
+        tmp = overlay_tmp_path(overlay)
+        for path in (tmp, overlay):
+            try:
+                st = os.lstat(path)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    continue
+                return [], [], 'cannot check %s' % os_error_text(exc, path)
+            if path == overlay:
+                problem = overlay_data_problem(path, st)
+                if problem is not None:
+                    return [], [], ('the overlay %s %s, so removing it could lose data; finish the operation with '
+                                    'state=resumed' % (path, problem))
+                if opened_for_write_by_qemu(path):
+                    return [], [], ('the overlay %s is open for writing by a QEMU process; finish the operation with '
+                                    'state=resumed' % path)
+            elif stat.S_ISDIR(st.st_mode):
+                return [], [], '%s is a directory, not the temporary file of the overlay step' % path
+            files.append(path)
+            actions.append('removed %s (%s)' % (path, 'the overlay, which held no data and nothing used'
+                                                if path == overlay else 'the overlay step\'s temporary file'))
+        actions.append('removed the journal %s' % journal.path)
+        return actions, files, None
+
+    def _domain_uses(self, args: Dict[str, Any], overlay: str) -> Optional[str]:
+        """Why the online domain may use ``overlay`` (libvirt took the snapshot), or None when it provably does not."""
+        lv = self.libvirt
+        if lv is None:
+            return 'cannot ask libvirt whether domain %s uses %s (no libvirt connection)' % (args['domain'], overlay)
+        try:
+            dom = lv.find_domain(args['domain'])
+            if dom is None:
+                return None  # no domain any more: nothing can have switched to the overlay
+            chain = lv.disk_chain_paths(dom, args['disk'])
+        except VolsnapError as exc:
+            return 'cannot ask libvirt whether domain %s uses %s: %s' % (args['domain'], overlay, exc.msg)
+        if _in_chain(overlay, chain):
+            return ('domain %s disk %s already uses %s (libvirt took the snapshot; the guest writes into it), so it '
+                    'cannot be removed; finish the operation with state=resumed' % (args['domain'], args['disk'],
+                                                                                    overlay))
+        return None
+
+    def _undo_delete(self, journal: Journal, proven: Optional[int]) -> Tuple[List[str], List[str], Optional[str]]:
+        plan = journal.plan
+        steps = plan.steps if plan is not None else []
+        if journal.done > 0:
+            applied = '; '.join('step %d, %s' % (i + 1, steps[i].describe()) for i in range(journal.done))
+            return [], [], ('%s %s already applied (the snapshot\'s data is merged), so abandoning would lose it; '
+                            'fix the cause and finish the operation with state=resumed'
+                            % (applied, 'is' if journal.done == 1 else 'are'))
+        first = steps[0]
+        if first.action in DATA_STEPS and journal.started is not None and proven != 0:
+            return [], [], ('step 1 (%s) has started (the journal records it: an attempt was killed, failed after '
+                            'it began, or could not record its end), so it may have written part or all of the data '
+                            'it merges: the snapshot would show altered data if the operation were abandoned. Fix '
+                            'the cause and finish the operation with state=resumed' % first.describe())
+        refusal = self._chain_as_planned(first, steps)
+        if refusal is not None:
+            return [], [], refusal
+        return ['removed the journal %s (no step was applied: the chain and the .info file are as before)'
+                % journal.path], [], None
+
+    def _chain_as_planned(self, first: Any, steps: List[Any]) -> Optional[str]:
+        """Why the chain is no longer as the delete planned it (a header was switched, a job runs), else None."""
+        args = first.args
+        if first.action == 'commit':
+            top, below = args['file'], os.path.join(os.path.dirname(args['file']), args['base'])
+        elif first.action == 'block_commit':
+            top, below = args['top'], args['base']
+        elif first.action == 'block_rebase':
+            deleted = next((s.args['file'] for s in steps if s.action == 'delete_file'), None)
+            top, below = args['top'], deleted
+        else:
+            return 'step 1 is %s, which is not a first step of a delete' % first.action
+        try:
+            backing = _backing_of(top)
+        except (VolsnapError, OSError) as exc:
+            return 'cannot read the backing file of %s: %s' % (top, exc.msg if isinstance(exc, VolsnapError)
+                                                             else os_error_text(exc, top))
+        if not _same_file(backing, below):
+            return ('the header of %s now names %s as its backing file, not %s: step 1 (%s) is at least partly '
+                    'applied; finish the operation with state=resumed' % (top, backing, below, first.describe()))
+        if first.action in ('block_commit', 'block_rebase'):
+            lv = self.libvirt
+            if lv is None:
+                return 'cannot ask libvirt whether a block job runs on domain %s (no libvirt connection)' % args['domain']
+            try:
+                dom = self._running_domain(args['domain'])
+                if dom is not None:
+                    if lv.job_running(dom, args['disk']):
+                        return ('a block job still runs on domain %s disk %s: wait for it, then run state=resumed'
+                                % (args['domain'], args['disk']))
+                    if not _in_chain(top, lv.disk_chain_paths(dom, args['disk'])):
+                        return ('domain %s disk %s no longer has %s in its chain: step 1 is applied; finish the '
+                                'operation with state=resumed' % (args['domain'], args['disk'], top))
+            except VolsnapError as exc:
+                return 'cannot ask libvirt about domain %s: %s' % (args['domain'], exc.msg)
+        return None
 
     # ---- offline steps
 
@@ -111,15 +451,24 @@ class Executor(object):
         path = args['file']
         # An existing overlay is only reachable when this very step was interrupted: nothing has used it yet.
         remove_if_exists(path)
-        tmp = os.path.join(os.path.dirname(path), '.%s.volsnap-tmp' % os.path.basename(path))
-        remove_if_exists(tmp)
-        # -u: never open the backing file (it may be in use by a running domain); the size is explicit.
-        self.qemu.run(['create', '-q', '-f', 'qcow2', '-u', '-b', args['backing'], '-F', qemu_format(args['backing_format']),
-                       tmp, str(args['size'])])
-        if args.get('like'):
-            copy_owner_mode(args['like'], tmp)
-        fsync_file(tmp)
-        os.rename(tmp, path)
+        tmp = os.path.join(os.path.dirname(path), overlay_temporary_filename(os.path.basename(path)))
+        remove_if_exists(tmp)  # never followed: a leftover of this step, or a link planted under our name
+        # The module creates the file itself (O_CREAT | O_EXCL | O_NOFOLLOW) with its final owner and mode, and
+        # qemu-img writes it through this process's descriptor: a link planted at the overlay's or the temporary
+        # name is never followed, and the file that gets the overlay's name is the one qemu-img wrote.
+        attributes = share_file_attributes(args['like']) if args.get('like') else FileAttributes(0o644)
+        fd = create_share_file(tmp, attributes)
+        try:
+            # -u: never open the backing file (it may be in use by a running domain); the size is explicit.
+            self.qemu.run(['create', '-q', '-f', 'qcow2', '-u', '-b', args['backing'],
+                           '-F', qemu_format(args['backing_format']), descriptor_path(fd), str(args['size'])])
+            os.fsync(fd)
+            publish_descriptor(fd, path)
+        finally:
+            try:
+                remove_if_same(tmp, fd)
+            finally:
+                os.close(fd)
         fsync_dir(os.path.dirname(path))
 
     def _commit(self, args: Dict[str, Any]) -> None:
@@ -222,7 +571,7 @@ class Executor(object):
         _refuse_if_open(chain[0])
         self._commit({'file': top})
         self._rebase({'file': chain[index - 1], 'backing': os.path.basename(base),
-                      'backing_format': inspect_image(base).format})
+                      'backing_format': _declared_format_of(chain, base)})
 
     def _pull_offline(self, top: str, base: Optional[str]) -> None:
         """blockRebase's effect: the data between ``top`` and ``base`` copied into ``top`` (qemu-img rebase, safe mode)."""
@@ -233,7 +582,7 @@ class Executor(object):
             self.qemu.run(['rebase', '-q', '-f', 'qcow2', '-t', 'writeback', '-b', '', top])
         else:
             self.qemu.run(['rebase', '-q', '-f', 'qcow2', '-t', 'writeback', '-b', os.path.basename(base),
-                           '-F', qemu_format(inspect_image(base).format), top])
+                           '-F', qemu_format(_declared_format_of(_header_chain(top), base)), top])
 
     def _active_path(self, member: str) -> str:
         """The active file of the plan's volume (online block jobs never change which file is active)."""
@@ -246,6 +595,79 @@ class Executor(object):
         if self.libvirt is None:
             raise VolsnapError('internal error: an online step without a libvirt connection')
         return self.libvirt
+
+
+def overlay_tmp_path(path: str) -> str:
+    """The temporary file the ``create_overlay`` step writes before renaming it to ``path``."""
+    return os.path.join(os.path.dirname(path), overlay_temporary_filename(os.path.basename(path)))
+
+
+_QCOW2_MAX_L1_BYTES = 32 * 1024 * 1024  # qemu's QCOW_MAX_L1_SIZE
+
+
+def overlay_data_problem(path: str, st: Optional[os.stat_result] = None) -> Optional[str]:
+    """None when the file ``path`` provably holds no data of its own, else what it is.
+
+    Provably empty: a file of no bytes (its creation was cut short), or a qcow2 file with no internal snapshot,
+    no external data file and an all-zero L1 table (no cluster was ever allocated: nothing was written into it).
+    """
+    if st is None:
+        st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        return 'is not a regular file'
+    if st.st_size == 0:
+        return None
+    fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0))
+    with os.fdopen(fd, 'rb') as handle:
+        head = handle.read(80)
+        if len(head) < 72 or head[:4] != b'QFI\xfb':
+            return 'is not a qcow2 file'
+        version, = struct.unpack('>I', head[4:8])
+        l1_size, = struct.unpack('>I', head[36:40])
+        l1_offset, = struct.unpack('>Q', head[40:48])
+        snapshots, = struct.unpack('>I', head[60:64])
+        incompatible = struct.unpack('>Q', head[72:80])[0] if version >= 3 and len(head) >= 80 else 0
+        if snapshots:
+            return 'has internal snapshots'
+        if incompatible & 4:
+            return 'has an external data file'
+        if l1_size * 8 > _QCOW2_MAX_L1_BYTES:
+            return 'has an L1 table larger than qemu allows'
+        handle.seek(l1_offset)
+        table = handle.read(l1_size * 8)
+    if table.strip(b'\x00'):
+        return 'has data clusters (its L1 table is not empty: something wrote into it)'
+    return None
+
+
+def _info_unchanged(path: str, before: Optional[Dict[str, str]], after: Optional[Dict[str, str]]) -> Optional[str]:
+    """Why the .info file ``path`` is not exactly as before the operation, or None when it is."""
+    try:
+        info = load_info(path)
+    except (ValueError, OSError) as exc:
+        return 'cannot read the .info file %s (%s)' % (path, os_error_text(exc, path) if isinstance(exc, OSError)
+                                                     else exc)
+    current = info.as_dict() if info is not None else None
+    if current == before:
+        return None
+    if current == after:
+        return ('the .info file %s already records the operation\'s outcome, so its effect is in place; finish it '
+                'with state=resumed' % path)
+    return 'the .info file %s is neither as before the operation nor as after it (it is %s)' % (path, current)
+
+
+def _declared_format_of(chain: List[str], base: str) -> str:
+    """The format the file above ``base`` in ``chain`` declares for it: the trusted format (set when that overlay was
+    created), never the one ``base``'s content looks like (OSSA 2014-033: a commit may have written a guest's image
+    header into a raw base)."""
+    for upper, lower in zip(chain, chain[1:]):
+        if _same_file(lower, base):
+            declared = inspect_image(upper).backing_format
+            if declared:
+                return declared
+            break
+    raise VolsnapError('cannot finish the merge onto %s offline: no file of the chain %s declares its format'
+                       % (base, ' -> '.join(os.path.basename(p) for p in chain)))
 
 
 def _same_file(a: Optional[str], b: Optional[str]) -> bool:

@@ -26,10 +26,13 @@ from typing import Any, Dict, List, Optional
 from ansible_collections.volsnap.openstack.plugins.module_utils._chain import ChainReport
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import (
+    INFO_SUFFIX,
     SnapshotInfo,
+    info_entry_problem,
     is_cinder_id,
+    is_snapshot_like,
+    own_file_kind,
     snapshot_filename,
-    split_volume_filename,
 )
 
 OFFLINE = 'offline'
@@ -139,7 +142,8 @@ def check_journaled_plan(plan: Plan, directory: str, volume_name: str, volume_id
             name = os.path.basename(name)
         elif os.sep in name or name in ('.', '..'):
             raise bad('%s %s outside the volume\'s directory' % (what, name))
-        if not name.startswith(volume_name):
+        if (own_file_kind(name, volume_name) is None and not is_snapshot_like(name, volume_name)
+                and not (what in ('path', 'like') and name == volume_name + INFO_SUFFIX)):
             raise bad('%s %s, not a file of %s' % (what, name, volume_name))
 
     if plan.operation not in ('create', 'delete') or plan.mode not in (OFFLINE, ONLINE):
@@ -155,9 +159,11 @@ def check_journaled_plan(plan: Plan, directory: str, volume_name: str, volume_id
             if step.args.get(key) is not None:
                 own_file(step.args[key], key)
         for key, value in dict(step.args.get('info') or {}).items():
-            if key != 'active' and not is_cinder_id(key):
-                raise bad('.info key %r' % key)
-            own_file(value, '.info entry')
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise bad('.info entry %r: %r' % (key, value))
+            why = info_entry_problem(key, value, volume_name)
+            if why is not None:
+                raise bad('.info entry "%s": %s' % (key, why))
 
 
 def check_snapshot_id(snapshot_id: str) -> None:
@@ -196,13 +202,7 @@ def _require_info(report: ChainReport) -> None:
         listing = os.listdir(directory)
     except OSError:
         listing = []
-    snapshot_files = []
-    for entry in sorted(listing):
-        parts = split_volume_filename(entry)
-        if parts is not None and parts[0] == report.volume_name and parts[2] is not None:
-            suffix = parts[2][len('tmp-snap-'):] if parts[2].startswith('tmp-snap-') else parts[2]
-            if is_cinder_id(suffix):
-                snapshot_files.append(entry)
+    snapshot_files = [entry for entry in sorted(listing) if is_snapshot_like(entry, report.volume_name)]
     if snapshot_files:
         raise VolsnapError('%s does not exist but the volume has snapshot files (%s): which file is active is unknown, '
                            'so nothing was changed. Restore the .info file (from a backup, or rebuilt from '

@@ -9,13 +9,27 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._chain import ChainReport, inspect_chain
+from ansible_collections.volsnap.openstack.plugins.module_utils._chain import VOLUME_FORMATS, ChainReport, inspect_chain
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._libvirt import find_disk
 from ansible_collections.volsnap.openstack.plugins.module_utils._lock import VolumeLock
 from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg, opened_for_write_by_qemu
-from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import SnapshotInfo, info_path_for, split_volume_filename
-from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_ops import Executor, Journal, journal_path_for
+from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import (
+    SnapshotInfo,
+    info_path_for,
+    remove_if_exists,
+    remove_stale_temporaries,
+    split_volume_filename,
+    stale_temporaries,
+)
+from ansible_collections.volsnap.openstack.plugins.module_utils._share_cleanup import cleanup_volume
+from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_ops import (
+    FIX_AND_RERUN,
+    Executor,
+    Journal,
+    journal_path_for,
+    os_error_text,
+)
 from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_plan import (
     OFFLINE,
     ONLINE,
@@ -28,6 +42,8 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_plan i
 
 
 RESUMED = 'resumed'
+ABANDONED = 'abandoned'
+CLEANUP = 'cleanup'
 
 
 @dataclass
@@ -50,9 +66,52 @@ class Request:
 
     @property
     def operation(self) -> Optional[str]:
-        if self.state == RESUMED:
+        if self.state in (RESUMED, ABANDONED):
             return None  # the journal says which
+        if self.state == CLEANUP:
+            return None  # no snapshot operation
         return 'create' if self.state == 'present' else 'delete'
+
+
+def _pending_of(journal_path: str) -> Optional[Dict[str, Any]]:
+    """What the journal at ``journal_path`` says is pending (None: nothing; a dict with an error when unreadable)."""
+    journal = Journal(journal_path)
+    try:
+        if not journal.load():
+            return None
+    except VolsnapError as exc:
+        return {'journal': journal_path, 'error': exc.msg}
+    return journal.pending()
+
+
+def _pending_after_error(cause: str, journal_path: str) -> str:
+    pending = _pending_of(journal_path)
+    if pending is None:
+        return ('%s. Nothing is pending on this volume (it has no journal of an interrupted operation): fix the '
+                'cause and run again' % cause)
+    if 'error' in pending:
+        return '%s. An operation may be pending on this volume: %s' % (cause, pending['error'])
+    journal = Journal(journal_path)
+    journal.load()
+    return '%s. %s. %s' % (cause, journal.pending_text()[0].upper() + journal.pending_text()[1:], FIX_AND_RERUN)
+
+
+def _begin_failed(journal: Journal, exc: OSError) -> VolsnapError:
+    """journal.begin failed: _atomic removed its temporary file; a journal that got its name after all goes too."""
+    try:
+        remove_if_exists(journal.path)
+        left = False
+    except OSError:
+        left = True
+    if left:
+        return VolsnapError('cannot write the journal %s (%s). No step ran, but the journal could not be removed '
+                            'either: run state=abandoned once the share is writable (it removes it)'
+                            % (journal.path, os_error_text(exc, journal.path)), file=journal.path,
+                            pending=_pending_of(journal.path), rolled_back=False)
+    return VolsnapError('cannot write the journal %s (%s), so no step ran: nothing is pending and the volume is '
+                        'unchanged. Fix the cause (free space or inodes on the share, a read-only file system, '
+                        'permissions) and run again' % (journal.path, os_error_text(exc, journal.path)),
+                        file=journal.path, pending=None, rolled_back=False)
 
 
 def _info_text(info: Optional[Dict[str, str]]) -> str:
@@ -60,6 +119,16 @@ def _info_text(info: Optional[Dict[str, str]]) -> str:
         return ''
     rest = dict(info)
     return SnapshotInfo(rest.pop('active'), rest).dumps() + '\n'
+
+
+def _planned_volume_format(plan: Plan) -> Optional[str]:
+    """The format the plan trusted for volume-<id> (the format its overlay declared when the plan was made), if any."""
+    volume_name = 'volume-%s' % plan.volume_id
+    fmt = plan.file_format.get(volume_name)
+    for step in plan.steps:
+        if fmt is None and step.action in ('create_overlay', 'rebase') and step.args.get('backing') == volume_name:
+            fmt = step.args.get('backing_format')
+    return fmt if fmt in VOLUME_FORMATS else None
 
 
 class VolumeSnapshot(object):
@@ -80,8 +149,20 @@ class VolumeSnapshot(object):
         return self._libvirt
 
     def run(self) -> Dict[str, Any]:
+        try:
+            return self._run()
+        except OSError as exc:
+            # Executor and Journal map the errors of every step; this is the net for the rest (the lock file, a
+            # temporary file, a read): a failed result that names the file and says what is pending, no traceback.
+            req = self.req
+            parts = split_volume_filename(os.path.basename(os.path.abspath(req.volume_path))) or ('?',)
+            journal_path = journal_path_for(os.path.dirname(os.path.abspath(req.volume_path)), parts[0])
+            raise VolsnapError(_pending_after_error(os_error_text(exc), journal_path), file=exc.filename,
+                               pending=_pending_of(journal_path), rolled_back=False)
+
+    def _run(self) -> Dict[str, Any]:
         req = self.req
-        if req.state != RESUMED:
+        if req.state not in (RESUMED, CLEANUP, ABANDONED) or req.snapshot_id is not None:
             check_snapshot_id(req.snapshot_id)
         path = os.path.abspath(req.volume_path)
         parts = split_volume_filename(os.path.basename(path))
@@ -90,25 +171,43 @@ class VolumeSnapshot(object):
                                % path)
         volume_name, volume_id = parts[0], parts[1]
         directory = os.path.dirname(path)
+        if req.state == CLEANUP:
+            return self._cleanup(directory, volume_name, volume_id)
         # After an online delete flattened the chain the base file is gone: the .info file names the active file.
         if not os.path.exists(path) and not os.path.exists(info_path_for(path)):
             raise VolsnapError('the volume file %s does not exist (nor its .info file)' % path)
         lock = VolumeLock(directory, volume_id, req.lock_timeout)
-        if not os.path.exists(lock.path):
+        if not os.path.exists(lock.path) and not stale_temporaries(directory, volume_name):
             probed = self._probe(path, volume_name, volume_id, lock.path)
             if probed is not None:
+                probed['removed_temporaries'] = []
                 return probed
         with lock:
+            # Temporary files of this volume found while we hold its lock were left by a killed run: removed (check
+            # mode: listed) before anything else, so they never pile up.
+            removed = remove_stale_temporaries(directory, volume_name, self.check_mode)
             result = self._decide(path, volume_name, volume_id)
         result['lock_waited'] = round(lock.waited, 3)
+        result['removed_temporaries'] = removed
+        return result
+
+    def _cleanup(self, directory: str, volume_name: str, volume_id: str) -> Dict[str, Any]:
+        """state=cleanup: what the collection left for the volume (stale temporary files; the lock file of a
+        volume that no longer exists), removed when no process holds the lock."""
+        result = cleanup_volume(directory, volume_name, volume_id, self.req.lock_timeout, self.check_mode)
+        result.update({'snapshot_id': None, 'state': CLEANUP, 'operation': None, 'mode': None, 'resumed': False,
+                       'active': None, 'file_format': {}, 'compute_status': None, 'merge': {}, 'info': None,
+                       'chain': {}, 'removed_temporaries': [p for p in result['removed'] if not p.endswith('.lock')]})
         return result
 
     def _decide(self, path: str, volume_name: str, volume_id: str) -> Dict[str, Any]:
         journal = Journal(journal_path_for(os.path.dirname(path), volume_name))
         if journal.load():
             check_journaled_plan(journal.plan, os.path.dirname(path), volume_name, volume_id)  # hostile input
+            if self.req.state == ABANDONED:
+                return self._abandon(journal, path)
             return self._resume(journal, path)
-        if self.req.state == RESUMED:
+        if self.req.state in (RESUMED, ABANDONED):
             return self._nothing_pending(path)
         return self._fresh(journal, path, volume_id)
 
@@ -134,10 +233,10 @@ class VolumeSnapshot(object):
             return result
         return None
 
-    def _inspect(self, path: str, declared: Any = None) -> ChainReport:
+    def _inspect(self, path: str, declared: Any = None, planned_format: Optional[str] = None) -> ChainReport:
         # Without a share, the volume's own directory (a volume file that is a symlink must not move it elsewhere).
         return inspect_chain(path, share=self.req.share or os.path.dirname(path), max_depth=self.req.max_depth,
-                             declared=declared, volume_format=self.req.volume_format)
+                             declared=declared, volume_format=self.req.volume_format or planned_format)
 
     def _resume(self, journal: Journal, path: str) -> Dict[str, Any]:
         plan = journal.plan
@@ -145,19 +244,54 @@ class VolumeSnapshot(object):
                             and (plan.operation, plan.snapshot_id) != (self.req.operation, self.req.snapshot_id)):
             pending = '%s of snapshot %s' % (plan.operation, plan.snapshot_id) if plan else 'operation'
             raise VolsnapError('an interrupted %s (%s mode, %d of %d steps done) is pending on this volume; run '
-                               'volume_snapshot with snapshot_id=%s state=%s (or state=resumed) to finish it first'
+                               'volume_snapshot with snapshot_id=%s state=%s (or state=resumed) to finish it first '
+                               '(or, when its next step can never succeed, state=abandoned to undo it if that loses '
+                               'nothing)'
                                % (pending, plan.mode if plan else '?', journal.done, len(plan.steps) if plan else 0,
                                   plan.snapshot_id if plan else '?',
-                                  'present' if plan and plan.operation == 'create' else 'absent'))
+                                  'present' if plan and plan.operation == 'create' else 'absent'),
+                               pending=journal.pending())
         remaining = plan.steps[journal.done:]
         if not self.check_mode:
             Executor(self.qemu, self.libvirt(plan.mode == ONLINE), self.req.timeout).run(journal)
         return self._result(plan, path, changed=True, resumed=True, steps=[s.describe() for s in remaining])
 
-    def _nothing_pending(self, path: str) -> Dict[str, Any]:
-        """state=resumed on a volume without an interrupted operation: nothing to do; the chain as it is."""
+    def _abandon(self, journal: Journal, path: str) -> Dict[str, Any]:
+        """state=abandoned: undo the pending operation when the files prove that loses nothing, else refuse."""
+        plan = journal.plan
+        if plan is None:
+            raise VolsnapError('internal error: a journal without a plan')
+        if self.req.snapshot_id is not None and self.req.snapshot_id != plan.snapshot_id:
+            raise VolsnapError('the operation pending on this volume is the %s of snapshot %s, not of snapshot %s; '
+                               'nothing was abandoned' % (plan.operation, plan.snapshot_id, self.req.snapshot_id),
+                               pending=journal.pending())
+        executor = Executor(self.qemu, self.libvirt(plan.mode == ONLINE), self.req.timeout)
+        executor._plan = plan
+        pending = journal.pending()
+        actions, files, refusal = executor.undo_plan(journal)
+        if refusal is not None:
+            raise VolsnapError('the %s of snapshot %s cannot be abandoned, nothing was changed: %s. %s'
+                               % (plan.operation, plan.snapshot_id, refusal.rstrip('.'), journal.pending_text()),
+                               pending=pending, abandoned=None)
+        if not self.check_mode:
+            try:
+                executor.undo(journal, files)
+            except OSError as exc:
+                raise VolsnapError('abandoning the %s of snapshot %s failed: %s. Whatever was not removed is listed '
+                                   'in the pending result; fix the cause and run state=abandoned again'
+                                   % (plan.operation, plan.snapshot_id, os_error_text(exc)),
+                                   file=exc.filename, pending=_pending_of(journal.path))
         report = self._inspect(path)
-        return {'changed': False, 'snapshot_id': None, 'state': RESUMED, 'operation': None, 'mode': None,
+        return {'changed': True, 'snapshot_id': plan.snapshot_id, 'state': ABANDONED, 'operation': plan.operation,
+                'mode': plan.mode, 'resumed': False, 'active': report.active, 'file_format': {},
+                'compute_status': None, 'merge': {}, 'plan': actions,
+                'abandoned': dict(pending, undone=actions, removed=files + [journal.path]),
+                'info': report.info.as_dict() if report.info else None, 'chain': report.as_dict()}
+
+    def _nothing_pending(self, path: str) -> Dict[str, Any]:
+        """state=resumed (or abandoned) on a volume without an interrupted operation: nothing to do; the chain."""
+        report = self._inspect(path)
+        return {'changed': False, 'snapshot_id': None, 'state': self.req.state, 'operation': None, 'mode': None,
                 'resumed': False, 'active': report.active, 'file_format': {}, 'compute_status': None, 'merge': {},
                 'plan': [], 'info': report.info.as_dict() if report.info else None, 'chain': report.as_dict()}
 
@@ -174,8 +308,12 @@ class VolumeSnapshot(object):
         if mode == OFFLINE:
             self._refuse_if_in_use(report)
         if not self.check_mode:
-            journal.begin(plan)
-            Executor(self.qemu, self.libvirt(mode == ONLINE), req.timeout).run(journal)
+            executor = Executor(self.qemu, self.libvirt(mode == ONLINE), req.timeout)
+            try:
+                journal.begin(plan)
+            except OSError as exc:
+                raise _begin_failed(journal, exc)
+            executor.run(journal)
         return self._result(plan, path, changed=True, steps=plan.describe())
 
     def _choose_mode(self, path: str, volume_id: str) -> Tuple[str, Optional[str], Optional[str], Any]:
@@ -226,7 +364,9 @@ class VolumeSnapshot(object):
     def _result(self, plan: Plan, path: str, changed: bool, resumed: bool = False, steps: Any = None,
                 report: Optional[ChainReport] = None) -> Dict[str, Any]:
         if report is None:
-            report = self._inspect(path)
+            # After the offline delete of its last snapshot volume-<id> is the top again: its trusted format is the
+            # one the plan used (its overlay's declaration), not the default.
+            report = self._inspect(path, planned_format=_planned_volume_format(plan))
             if changed and not self.check_mode and not report.safe:
                 raise VolsnapError('the operation finished but the chain is not consistent: %s' % report.summary(),
                                    chain=report.as_dict())

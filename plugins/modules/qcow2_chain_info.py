@@ -23,6 +23,7 @@ extends_documentation_fragment:
   - volsnap.openstack.attributes
   - volsnap.openstack.attributes.INFO_MODULE
   - volsnap.openstack.chain
+  - volsnap.openstack.share
   - volsnap.openstack.libvirt
 options:
   path:

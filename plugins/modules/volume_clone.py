@@ -19,7 +19,9 @@ description:
     unsafe chain, an unknown snapshot, or a layer that does not declare the format of its backing file is refused
     and nothing is changed. qemu-img is always given the source format and never probes one.
   - The volume's lock (Cinder's C(nfs-<volume id>)) is held for the whole operation.
-  - The data is written to a hidden temporary file beside O(dest) (C(.<dest name>.volsnap-tmp)), synced, recorded in a
+  - The data is written to a hidden temporary file beside O(dest) (C(.<dest name>.volsnap-tmp)), which the module
+    creates itself (never through a link) with the final mode and owner of O(dest) before qemu-img writes a byte of
+    the snapshot's data into it through the module's descriptor; it is then synced, recorded in a
     sidecar file C(.<dest name>.volsnap-clone) (volume, snapshot, format, source file, virtual size), and only then
     given the name O(dest). An interrupted run leaves no O(dest); the next run removes its temporary file and
     starts again.
@@ -31,6 +33,7 @@ author:
 extends_documentation_fragment:
   - volsnap.openstack.attributes
   - volsnap.openstack.chain
+  - volsnap.openstack.share
 attributes:
   check_mode:
     support: full
@@ -141,6 +144,13 @@ virtual_size:
   type: int
 command:
   description: The qemu-img argv that makes (or would make) the new file; empty when nothing is to be done.
+  returned: always
+  type: list
+  elements: str
+removed_temporaries:
+  description:
+    - Stale temporary files of the source volume (left by a C(volume_snapshot) run killed before a rename) removed
+      while the volume's lock was held; in check mode, those that would be removed.
   returned: always
   type: list
   elements: str

@@ -25,6 +25,7 @@ author:
 extends_documentation_fragment:
   - volsnap.openstack.attributes
   - volsnap.openstack.chain
+  - volsnap.openstack.share
   - volsnap.openstack.libvirt
   - volsnap.openstack.openstack
 attributes:
@@ -32,7 +33,7 @@ attributes:
     support: full
     details:
       - Returns the planned steps in RV(plan) and changes nothing. With O(report_to_cinder=true) Cinder is only read,
-        and RV(cinder_report) says what would be reported.
+        and RV(cinder_report) says what would be reported; a report that a real run could not make fails.
   diff_mode:
     support: full
     details:
@@ -51,7 +52,8 @@ options:
   snapshot_id:
     description:
       - The Cinder snapshot id (a UUID). It becomes part of a file name, so nothing but a UUID is accepted.
-      - Required with O(state=present) and O(state=absent); not used with O(state=resumed).
+      - Required with O(state=present) and O(state=absent); not used with O(state=resumed). With
+        O(state=abandoned) it is optional and, when given, must be the snapshot of the pending operation.
     type: str
   state:
     description:
@@ -62,10 +64,47 @@ options:
         leaves its journal C(.volsnap-volume-<volume id>.journal) beside the volume file, so
         C(ansible.builtin.find) on a share with O(ignore:hidden=true) lists the volumes to resume. RV(operation) and
         RV(snapshot_id) say what was finished.
+      - "V(abandoned) undoes the operation pending on the volume instead of finishing it, for a next step that can
+        never succeed (for example a C(qemu-img commit) that qemu refuses every time). It is done only when the
+        files prove that nothing is lost, else it is refused with the reason and nothing is changed. The C(.info)
+        file must be exactly as before the operation. A create is undone by removing the overlay it made, only
+        while the overlay holds no data (empty, or a qcow2 file whose L1 table is all zero, without internal
+        snapshots or data file), no QEMU process has it open for writing and, online, the domain's disk does not
+        have it in its chain (after libvirt took the snapshot the guest writes into it, so it can only be finished). A delete
+        is abandoned only while none of its steps is applied and the image headers still give the planned chain:
+        at its first step, when that step (a C(qemu-img commit) or libvirt C(blockCommit), which writes part of
+        the snapshot's data into the layer below) never started in an attempt that could have written part of
+        it, or when it is a C(blockRebase) pull (which only copies data the active layer already shows) and no
+        block job runs. A delete whose commit started in a run that was killed or failed half-way, or that merged
+        data already, can only be finished (O(state=resumed), after fixing the cause). Abandoning never deletes
+        anything else; the journal is removed last and RV(abandoned) says what was removed. No change when nothing
+        is pending. Check mode shows what would be removed."
       - Every state first finishes an interrupted operation of the same snapshot and state, and refuses to start
         anything else while another one is pending.
+      - "When a step fails: a failed step of a create (the overlay, the libvirt snapshot) and a failed first step
+        of a delete that provably wrote nothing are rolled back (the overlay the step made and the journal are
+        removed, under the lock): the failed result says so (C(rolled_back=true), C(pending=null)) and the volume
+        is not blocked. Otherwise the journal stays; the failed result says which step failed, what is pending
+        (C(pending): journal, operation, snapshot, steps done, next step) and what to do."
+      - "An operating system error on the module's own files (the lock, the journal, the C(.info) file, temporary
+        files, the overlay), such as no space or no inode left (ENOSPC, EDQUOT), a read-only file system (EROFS),
+        a refused access (EACCES) or an I/O error (EIO), gives a failed result, never a traceback: C(msg) names
+        the file and the error, says whether an operation is pending, and what to do; C(file) and C(pending) carry
+        the same. The journal and the C(.info) file are replaced atomically, so a failed write leaves the previous
+        one intact: a journal that could not be written means nothing ran, and a C(.info) write that failed leaves
+        the operation pending at that step, finished by a rerun (or O(state=resumed)) once there is space."
+      - "V(cleanup) removes what the collection left in the share for the volume, and nothing else (O(snapshot_id)
+        is not used): the volume's stale temporary files (an atomic rewrite of its C(.info) file or journal, or a
+        new overlay, killed before its rename; removed under the volume's lock), and, when the volume no longer
+        exists (no volume file, snapshot file, C(.info) file or journal: Cinder deleted it), its lock file
+        C(.volsnap-nfs-<volume id>.lock), only when no process holds the lock (taken without waiting; the file is
+        unlinked while it is held). Links are never followed. RV(removed) lists what was (in check mode, would be)
+        removed; RV(cleanup) says why the lock file was kept or removed. The playbook C(volsnap.openstack.cleanup)
+        runs it for every lock file of a share."
+      - Every other state also removes (check mode, lists) the volume's stale temporary files once it holds the
+        lock, in RV(removed_temporaries); that alone does not make the result changed.
     type: str
-    choices: [present, absent, resumed]
+    choices: [present, absent, resumed, abandoned, cleanup]
     default: present
   mode:
     description:
@@ -110,8 +149,20 @@ options:
         refused by real Cinder, so they are only returned in RV(compute_status) and RV(file_format).
       - Sent only while Cinder shows the snapshot as C(creating) (create) or C(deleting) (delete) and, on success,
         its progress is not C(90%) yet; so a rerun reports again only when the report did not reach Cinder.
-      - Needs openstacksdk on the host that runs the module. Refused with O(state=resumed), which does not know the
-        snapshot beforehand.
+      - "A report that cannot be made fails the task, because Cinder then stays in C(creating)/C(deleting) waiting
+        for it. Before the share is touched: credentials that cannot read the snapshot (no permission, or another
+        project: Cinder answers 404 for its snapshot and its volume), a snapshot of another volume, or a create of a
+        snapshot Cinder does not have fail with nothing changed. After the operation: Cinder refusing the update
+        (for example HTTP 403, policy C(snapshot_extension:snapshot_actions:update_snapshot_status)), Cinder not
+        waiting although the share was just changed, or Cinder having given up (C(error)/C(error_deleting)) fail
+        the task; the operation on the share is then complete and journaled and is not rolled back, the failure
+        carries its whole result (C(changed), RV(file_format), RV(cinder_report) with C(error)) and says what Cinder
+        shows and what to do."
+      - A rerun with working credentials changes no file and sends the report while Cinder still waits; once Cinder
+        has moved on (C(available) after a create, the snapshot gone after a delete) a rerun reports no change.
+        There is no option to turn the failure into a warning; use C(ignore_errors) or C(failed_when) to go on.
+      - Needs openstacksdk on the host that runs the module. Refused with O(state=resumed) and O(state=abandoned),
+        which do not know the snapshot beforehand.
     type: bool
     default: false
 notes:
@@ -167,6 +218,45 @@ resumed:
   description: True when the run finished an operation an earlier run had started and was interrupted in.
   returned: always
   type: bool
+abandoned:
+  description:
+    - With O(state=abandoned), the operation that was (in check mode, would be) abandoned and what was undone.
+  returned: when O(state=abandoned) found an operation pending
+  type: dict
+  contains:
+    journal:
+      description: The journal of the abandoned operation (removed).
+      type: str
+    operation:
+      description: C(create) or C(delete).
+      type: str
+    snapshot_id:
+      description: Its snapshot.
+      type: str
+    steps_done:
+      description: How many of its steps were done.
+      type: int
+    steps_total:
+      description: How many steps it had.
+      type: int
+    next_step:
+      description: The step it was waiting at.
+      type: str
+    undone:
+      description: What was done to abandon it, one sentence each.
+      type: list
+      elements: str
+    removed:
+      description: The files removed (the overlay and its temporary file for a create, then the journal).
+      type: list
+      elements: str
+  sample: {"journal": "/var/lib/cinder/mnt/4f1e2c0d/.volsnap-volume-0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f.journal",
+           "operation": "create", "snapshot_id": "9c3f6a2e-1d4b-4c5e-8f7a-6b5c4d3e2f1a", "steps_done": 1,
+           "steps_total": 2, "next_step": "write /var/lib/cinder/mnt/4f1e2c0d/volume-0b1e5a04-...info: {...}",
+           "undone": ["removed /var/lib/cinder/mnt/4f1e2c0d/volume-0b1e5a04-...9c3f6a2e-... (the overlay)",
+                      "removed the journal /var/lib/cinder/mnt/4f1e2c0d/.volsnap-volume-0b1e5a04-....journal"],
+           "removed": ["/var/lib/cinder/mnt/4f1e2c0d/volume-0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f.9c3f6a2e-...",
+                       "/var/lib/cinder/mnt/4f1e2c0d/.volsnap-volume-0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f.journal"]}
 active:
   description: The active file after the operation.
   returned: always
@@ -207,13 +297,31 @@ disk:
   description: The domain's disk target used by an online operation.
   returned: when online
   type: str
+removed_temporaries:
+  description:
+    - Stale temporary files of the volume (left by a run that was killed before a rename) removed once the lock was
+      held; in check mode, those that would be removed.
+  returned: always
+  type: list
+  elements: str
+removed:
+  description: With O(state=cleanup), the files removed (in check mode, that would be), the lock file last.
+  returned: when O(state=cleanup)
+  type: list
+  elements: str
+cleanup:
+  description: With O(state=cleanup), why the lock file was removed or kept.
+  returned: when O(state=cleanup)
+  type: str
+  sample: "kept: another process holds the lock"
 lock_waited:
   description: Seconds spent waiting for the per-volume lock.
   returned: always
   type: float
 cinder_report:
   description:
-    - What was reported to Cinder with O(report_to_cinder=true). On failure it is returned next to C(msg).
+    - What was reported to Cinder with O(report_to_cinder=true). On failure (of the operation or of the report) it
+      is returned next to C(msg).
   returned: when O(report_to_cinder=true)
   type: dict
   contains:
@@ -235,6 +343,10 @@ cinder_report:
     reason:
       description: Why the update was or was not sent.
       type: str
+    error:
+      description:
+        - Why the report could not be made (the task then fails); null when it was made or was not needed.
+      type: str
     cinder_status_before:
       description: Cinder's status of the snapshot before the report (null when it does not exist).
       type: str
@@ -251,7 +363,7 @@ cinder_report:
            "reported": true, "would_report": true, "cinder_status_before": "creating",
            "cinder_progress_before": "0%", "compute_status": "creating_compute_complete",
            "file_format": {"volume-0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f.9c3f6a2e-1d4b-4c5e-8f7a-6b5c4d3e2f1a": "qcow2"},
-           "reason": "Cinder is waiting for the compute side (status creating, progress 0%)"}
+           "error": null, "reason": "Cinder is waiting for the compute side (status creating, progress 0%)"}
 '''
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._chain import DEFAULT_MAX_DEPTH, VOLUME_FORMATS
@@ -278,7 +390,7 @@ class VolumeSnapshotModule(VolsnapModule):
         volume_id=dict(type='str'),
         share=dict(type='path'),
         snapshot_id=dict(type='str'),
-        state=dict(type='str', choices=['present', 'absent', 'resumed'], default='present'),
+        state=dict(type='str', choices=['present', 'absent', 'resumed', 'abandoned', 'cleanup'], default='present'),
         mode=dict(type='str', choices=['auto', 'offline', 'online'], default='auto'),
         domain=dict(type='str'),
         disk=dict(type='str'),
@@ -302,7 +414,7 @@ class VolumeSnapshotModule(VolsnapModule):
         deps = ()
         if self.params['mode'] == 'online' or self.params['domain']:
             deps += (('libvirt-python', LIBVIRT_IMPORT_ERROR, None),)
-        if self.params['report_to_cinder'] and self.params['state'] != 'resumed':  # refused with resumed
+        if self.params['report_to_cinder'] and self.params['state'] not in ('resumed', 'abandoned', 'cleanup'):
             deps += (openstack_dependency(),)
         return deps
 
@@ -313,7 +425,7 @@ class VolumeSnapshotModule(VolsnapModule):
 
     def run_module(self):
         p = self.params
-        if p['state'] == 'resumed' and p['report_to_cinder']:
+        if p['state'] in ('resumed', 'abandoned', 'cleanup') and p['report_to_cinder']:
             raise VolsnapError('report_to_cinder needs the snapshot it reports on: finish the interrupted operation '
                                'with state=resumed first, or run state=present/absent with its snapshot_id')
         path = p['volume_path'] or volume_file(p['share'], p['volume_id'])

@@ -134,7 +134,8 @@ def ossa_planted_header_below_snapshot(share: Path, outside: Path) -> Expect:
 def ossa_planted_header_no_snapshot_yet(share: Path, outside: Path) -> Expect:
     files = cinder_volume(share, snapshots=())
     plant_qcow2_header(files[0], "-b", "/etc/shadow", "-F", "raw")
-    return f"{UNSAFE}.*backing_outside_share.*/etc/shadow", None
+    # volume-<id> is raw (the default, as Cinder's): the planted header is a mismatch, its backing never followed
+    return f"{UNSAFE}.*format_mismatch.*volume_format not set.*OSSA 2014-033", None
 
 
 def backing_absolute_outside(share: Path, outside: Path) -> Expect:
@@ -336,6 +337,112 @@ def volume_file_is_a_directory(share: Path, outside: Path) -> Expect:
     return msg, None
 
 
+# ---- issue 12 item 2: .info entries naming foreign files; symlinked .info and entries
+
+
+def other_volume(share: Path) -> Path:
+    """A second volume beside the first one, with a snapshot of its own: volume-<other> and its overlay."""
+    other = share / f"volume-{OTHER_ID}"
+    qimg("create", "-q", "-f", "raw", str(other), "16M")
+    qimg("create", "-q", "-f", "qcow2", "-b", other.name, "-F", "raw", str(share / f"{other.name}.{S2}"))
+    return other
+
+
+def info_active_is_another_volume(share: Path, outside: Path) -> Expect:
+    cinder_volume(share)
+    other = other_volume(share)
+    write_info(share, {S1: f"{VOL}.{S1}", "active": other.name})
+    msg = f"{UNSAFE}.*info_foreign_entry.*\"active\": volume-{OTHER_ID} is not a file of {VOL}"
+    return msg, msg
+
+
+def info_active_is_another_volumes_snapshot(share: Path, outside: Path) -> Expect:
+    cinder_volume(share)
+    other = other_volume(share)
+    write_info(share, {S1: f"{VOL}.{S1}", "active": f"{other.name}.{S2}"})
+    msg = f"{UNSAFE}.*info_foreign_entry.*\"active\": volume-{OTHER_ID}.{S2} is not a file of {VOL}"
+    return msg, msg
+
+
+def info_snapshot_is_another_volumes_snapshot(share: Path, outside: Path) -> Expect:
+    cinder_volume(share)
+    other = other_volume(share)
+    write_info(share, {S1: f"{VOL}.{S1}", S2: f"{other.name}.{S2}", "active": f"{VOL}.{S1}"})
+    msg = f"{UNSAFE}.*info_foreign_entry.*\"{S2}\": volume-{OTHER_ID}.{S2} is not a file of {VOL}"
+    return msg, msg
+
+
+def info_snapshot_is_the_info_file(share: Path, outside: Path) -> Expect:
+    cinder_volume(share)
+    write_info(share, {S1: f"{VOL}.{S1}", S2: f"{VOL}.info", "active": f"{VOL}.{S1}"})
+    msg = f"{UNSAFE}.*info_foreign_entry.*\"{S2}\": {VOL}.info is not a file of {VOL}"
+    return msg, msg
+
+
+def info_active_is_the_info_file(share: Path, outside: Path) -> Expect:
+    cinder_volume(share)
+    write_info(share, {S1: f"{VOL}.{S1}", "active": f"{VOL}.info"})
+    msg = f"{UNSAFE}.*info_foreign_entry.*\"active\": {VOL}.info is not a file of {VOL}"
+    return msg, msg
+
+
+def info_snapshot_is_the_lock_file(share: Path, outside: Path) -> Expect:
+    cinder_volume(share)
+    lock = share / f".volsnap-nfs-{VOLUME_ID}.lock"
+    lock.write_bytes(b"")
+    write_info(share, {S1: f"{VOL}.{S1}", S2: lock.name, "active": f"{VOL}.{S1}"})
+    msg = f"{UNSAFE}.*info_foreign_entry.*\"{S2}\": {re.escape(lock.name)} is not a file of {VOL}"
+    return msg, msg
+
+
+def info_snapshot_is_the_journal(share: Path, outside: Path) -> Expect:
+    cinder_volume(share)
+    write_info(share, {S1: f"{VOL}.{S1}", S2: f".volsnap-{VOL}.journal", "active": f"{VOL}.{S1}"})
+    msg = rf"{UNSAFE}.*info_foreign_entry.*\"{S2}\": \.volsnap-{VOL}\.journal is not a file of {VOL}"
+    return msg, msg
+
+
+def info_is_a_symlink_to_a_valid_file_outside(share: Path, outside: Path) -> Expect:
+    cinder_volume(share)
+    info = share / f"{VOL}.info"
+    (outside / "forged.info").write_text(info.read_text())
+    info.unlink()
+    info.symlink_to(outside / "forged.info")
+    msg = f"{UNSAFE}.*info_invalid.*symbolic link"
+    return msg, msg
+
+
+def info_entry_is_a_symlink_to_an_own_file(share: Path, outside: Path) -> Expect:
+    cinder_volume(share)
+    (share / f"{VOL}.{S2}").symlink_to(f"{VOL}.{S1}")
+    write_info(share, {S1: f"{VOL}.{S1}", S2: f"{VOL}.{S2}", "active": f"{VOL}.{S1}"})
+    msg = f"{UNSAFE}.*info_entry_not_regular.*{VOL}.{S2} is a symbolic link"
+    return msg, msg
+
+
+def info_active_is_a_symlink_to_an_own_file(share: Path, outside: Path) -> Expect:
+    cinder_volume(share)
+    (share / f"{VOL}.{S2}").symlink_to(f"{VOL}.{S1}")
+    write_info(share, {S1: f"{VOL}.{S1}", S2: f"{VOL}.{S2}", "active": f"{VOL}.{S2}"})
+    msg = f"{UNSAFE}.*info_entry_not_regular.*{VOL}.{S2} is a symbolic link"
+    return msg, msg
+
+
+def info_entry_is_a_symlink_outside(share: Path, outside: Path) -> Expect:
+    cinder_volume(share)
+    qimg("create", "-q", "-f", "qcow2", "-b", f"{share / VOL}", "-F", "raw", str(outside / "evil.qcow2"))
+    (share / f"{VOL}.{S2}").symlink_to(outside / "evil.qcow2")
+    write_info(share, {S1: f"{VOL}.{S1}", S2: f"{VOL}.{S2}", "active": f"{VOL}.{S1}"})
+    msg = f"{UNSAFE}.*info_entry_not_regular.*{VOL}.{S2} is a symbolic link"
+    return msg, msg
+
+
+def volume_file_is_a_symlink_to_another_volume(share: Path, outside: Path) -> Expect:
+    other = other_volume(share)
+    (share / VOL).symlink_to(other.name)
+    return f"{UNSAFE}.*info_entry_not_regular.*{VOL} is a symbolic link", None
+
+
 CORPUS: Dict[str, Callable[[Path, Path], Expect]] = {f.__name__: f for f in [
     ossa_planted_header_below_snapshot, ossa_planted_header_no_snapshot_yet, backing_absolute_outside,
     backing_relative_outside, backing_symlink_outside, backing_missing, backing_loop, backing_fifo,
@@ -344,6 +451,10 @@ CORPUS: Dict[str, Callable[[Path, Path], Expect]] = {f.__name__: f for f in [
     differencing_vhd_base, chain_deeper_than_max_depth, info_not_json, info_active_outside, info_names_missing_file,
     info_misses_a_chain_file, info_lost_with_snapshot_files, info_snapshot_is_the_base, stray_snapshot_file, volume_file_is_a_symlink_outside,
     volume_file_is_a_directory,
+    info_active_is_another_volume, info_active_is_another_volumes_snapshot, info_snapshot_is_another_volumes_snapshot,
+    info_snapshot_is_the_info_file, info_active_is_the_info_file, info_snapshot_is_the_lock_file,
+    info_snapshot_is_the_journal, info_is_a_symlink_to_a_valid_file_outside, info_entry_is_a_symlink_to_an_own_file,
+    info_active_is_a_symlink_to_an_own_file, info_entry_is_a_symlink_outside, volume_file_is_a_symlink_to_another_volume,
 ]}
 
 
@@ -518,3 +629,271 @@ def test_online_wrong_states_change_nothing(tmp_path: Path, share: Path, domain_
     assert result.rc == 0, result.output[-5000:]
     failures = refusals(result, expected) + unchanged(share, before)
     assert not failures, "\n".join(failures)
+
+
+# ---------------------------------------------------------------- issue 12 item 2 through every module
+
+
+ITEM2 = [info_active_is_another_volume, info_active_is_another_volumes_snapshot,
+         info_snapshot_is_another_volumes_snapshot, info_snapshot_is_the_info_file, info_active_is_the_info_file,
+         info_snapshot_is_the_lock_file, info_snapshot_is_the_journal, info_is_a_symlink_to_a_valid_file_outside,
+         info_entry_is_a_symlink_to_an_own_file, info_active_is_a_symlink_to_an_own_file,
+         info_entry_is_a_symlink_outside]
+ITEM2_CODES = {"info_is_a_symlink_to_a_valid_file_outside": "info_invalid",
+               "info_entry_is_a_symlink_to_an_own_file": "info_entry_not_regular",
+               "info_active_is_a_symlink_to_an_own_file": "info_entry_not_regular",
+               "info_entry_is_a_symlink_outside": "info_entry_not_regular"}
+
+
+def test_foreign_info_entries_unsafe_for_chain_info_and_refused_by_clone(tmp_path: Path) -> None:
+    """qcow2_chain_info says unsafe (with the finding), volume_clone refuses; nothing changes anywhere."""
+    tasks, names, roots = [], [], {}
+    for build in ITEM2:
+        case = build.__name__
+        root = tmp_path / case
+        share, outside = root / "share", root / "outside"
+        share.mkdir(parents=True)
+        outside.mkdir()
+        build(share, outside)
+        roots[case] = root
+        tasks.append({"name": f"{case}_info", "register": f"{case}_info", "ignore_errors": True,
+                      "volsnap.openstack.qcow2_chain_info": {"path": str(share / VOL), "fail_on_unsafe": False}})
+        tasks.append({"name": f"{case}_clone", "register": f"{case}_clone", "ignore_errors": True,
+                      "volsnap.openstack.volume_clone": {"volume_path": str(share / VOL), "snapshot_id": S1,
+                                                         "dest": str(share / f"volume-{NEW}")}})
+        names += [f"{case}_info", f"{case}_clone"]
+    before = {case: disk_state(root) for case, root in roots.items()}
+    result = run_tasks(tmp_path / "run", tasks, names)
+    assert result.rc == 0, result.output[-5000:]
+    failures = []
+    for build in ITEM2:
+        case = build.__name__
+        code = ITEM2_CODES.get(case, "info_foreign_entry")
+        info = result[f"{case}_info"]
+        if info.get("failed") or info.get("safe") is not False:
+            failures.append(f"{case}: qcow2_chain_info did not report it unsafe: {json.dumps(info)[:400]}")
+        elif code not in [p["code"] for p in info["problems"]]:
+            failures.append(f"{case}: qcow2_chain_info does not report {code}: {info['problems']}")
+        failures += [f"{case}: {f}" for f in refusals(result, {f"{case}_clone": f"unsafe, nothing was changed.*{code}"})]
+        failures += [f"{case}: {f}" for f in unchanged(roots[case], before[case])]
+    assert not failures, "\n".join(failures)
+
+
+# ---------------------------------------------------------------- issue 12 item 4: links planted at our own names
+
+
+LOCK = f".volsnap-nfs-{VOLUME_ID}.lock"
+JOURNAL = f".volsnap-{VOL}.journal"
+DEST = f"volume-{OTHER_ID}"
+
+
+def plant(share: Path, name: str, target: Path) -> None:
+    (share / name).symlink_to(target)
+
+
+def test_links_planted_at_the_modules_own_names(tmp_path: Path) -> None:
+    """A symlink at the lock, journal, new overlay, clone dest/temporary/sidecar name: never followed.
+
+    Each case gets its own Cinder volume and an outside directory holding one existing file (``kept``) and the
+    target of a dangling link (``created``, which must never appear). Refusals change nothing in the share;
+    runs that go on (a temporary or sidecar name: the link is replaced, never followed) do their work in the share.
+    """
+    def clone(name: str, share: Path, **extra: object) -> Dict[str, object]:
+        args: Dict[str, object] = {"volume_path": str(share / VOL), "snapshot_id": S1, "dest": str(share / DEST)}
+        args.update(extra)
+        return {"name": name, "register": name, "ignore_errors": True, "volsnap.openstack.volume_clone": args}
+
+    refused = {
+        # name planted, dangling?, the task, the message
+        "lock_create": (LOCK, True, lambda s: snapshot_task("lock_create", s, NEW, "present"),
+                        "lock file .* is a symbolic link.*nothing was changed"),
+        "lock_create_existing": (LOCK, False, lambda s: snapshot_task("lock_create_existing", s, NEW, "present"),
+                                 "lock file .* is a symbolic link.*nothing was changed"),
+        "lock_delete": (LOCK, False, lambda s: snapshot_task("lock_delete", s, S1, "absent"),
+                        "lock file .* is a symbolic link"),
+        "lock_resumed": (LOCK, False, lambda s: {"name": "lock_resumed", "register": "lock_resumed",
+                                                 "ignore_errors": True, "volsnap.openstack.volume_snapshot": {
+                                                     "volume_path": str(s / VOL), "state": "resumed"}},
+                         "lock file .* is a symbolic link"),
+        "lock_clone": (LOCK, True, lambda s: clone("lock_clone", s), "lock file .* is a symbolic link"),
+        "lock_clone_existing": (LOCK, False, lambda s: clone("lock_clone_existing", s),
+                                "lock file .* is a symbolic link"),
+        "journal_create": (JOURNAL, False, lambda s: snapshot_task("journal_create", s, NEW, "present"),
+                           "journal .* is a symbolic link.*nothing was run"),
+        "journal_dangling_delete": (JOURNAL, True, lambda s: snapshot_task("journal_dangling_delete", s, S1, "absent"),
+                                    "journal .* is a symbolic link.*nothing was run"),
+        "new_overlay": (f"{VOL}.{NEW}", True, lambda s: snapshot_task("new_overlay", s, NEW, "present"),
+                        "already exists but the .info file does not name it"),
+        "clone_dest": (DEST, True, lambda s: clone("clone_dest", s), "already exists and was not made by volume_clone"),
+        "clone_dest_existing": (DEST, False, lambda s: clone("clone_dest_existing", s),
+                                "already exists and was not made by volume_clone"),
+    }
+    proceeds = {
+        "overlay_tmp": (f".{VOL}.{NEW}.volsnap-tmp", lambda s: snapshot_task("overlay_tmp", s, NEW, "present")),
+        "clone_tmp": (f".{DEST}.volsnap-tmp", lambda s: clone("clone_tmp", s)),
+        "clone_sidecar": (f".{DEST}.volsnap-clone", lambda s: clone("clone_sidecar", s)),
+    }
+    tasks, roots, shares, outsides = [], {}, {}, {}
+    for case, spec in list(refused.items()) + list(proceeds.items()):
+        root = tmp_path / case
+        share, outside = root / "share", root / "outside"
+        share.mkdir(parents=True)
+        outside.mkdir()
+        cinder_volume(share)
+        (outside / "kept").write_text('{"version": 1, "plan": {}, "done": 0}')
+        os.chmod(outside / "kept", 0o644)
+        name = spec[0]
+        dangling = spec[1] if case in refused else True
+        plant(share, name, outside / ("created" if dangling else "kept"))
+        roots[case], shares[case], outsides[case] = root, share, outside
+        tasks.append((spec[2] if case in refused else spec[1])(share))
+    before = {case: disk_state(root) for case, root in roots.items()}
+    outside_before = {case: disk_state(outsides[case]) for case in roots}
+    result = run_tasks(tmp_path / "run", tasks, list(roots))
+    assert result.rc == 0, result.output[-5000:]
+
+    failures = refusals(result, {case: spec[3] for case, spec in refused.items()})
+    for case in refused:
+        failures += [f"{case}: {f}" for f in unchanged(roots[case], before[case])]
+    for case, (name, _task) in proceeds.items():
+        res, share = result[case], shares[case]
+        if res.get("failed") or not res.get("changed"):
+            failures.append(f"{case}: did not go on past the link planted at {name}: {json.dumps(res)[:500]}")
+        if disk_state(outsides[case]) != outside_before[case]:
+            failures.append(f"{case}: the outside directory changed: {disk_state(outsides[case])}")
+        if (share / name).is_symlink() or (name.endswith(".volsnap-tmp") and (share / name).exists()):
+            failures.append(f"{case}: {name} is still there after the run")
+    for case in roots:
+        assert not (outsides[case] / "created").exists(), f"{case}: a file was created outside the share"
+    assert (shares["overlay_tmp"] / f"{VOL}.{NEW}").is_file()
+    assert json.loads((shares["overlay_tmp"] / f"{VOL}.info").read_text())["active"] == f"{VOL}.{NEW}"
+    for case in ("clone_tmp", "clone_sidecar"):
+        dest = shares[case] / DEST
+        assert dest.is_file() and not dest.is_symlink()
+        record = json.loads((shares[case] / f".{DEST}.volsnap-clone").read_text())
+        assert record["inode"] == dest.stat().st_ino and record["snapshot_id"] == S1
+        proc = subprocess.run(["qemu-io", "-f", "raw", "-c", "read -P 0x11 0 1M", str(dest)], capture_output=True,
+                              text=True, check=False)
+        assert proc.returncode == 0 and "Pattern verification failed" not in proc.stdout, proc.stdout
+    assert not failures, "\n".join(failures)
+
+
+# ---------------------------------------------------------------- issue 12 item 7: the mode is final before any data
+
+QEMU_IMG_SPY = """#!/bin/sh
+# Logs, before the real qemu-img runs, the name, mode, owner and size of the file convert or create is given to
+# write (the module hands it /proc/<pid>/fd/<fd>; the last argument of convert, the one before the size of create),
+# then runs it.
+case "$1" in
+  convert) for out; do :; done ;;
+  create) out=""; prev=""; for arg; do out="$prev"; prev="$arg"; done ;;
+  *) out="" ;;
+esac
+if [ -n "$out" ]; then stat -L -c '%n %a %u %g %s' "$out" >> "{log}" 2>&1 || echo "$out missing" >> "{log}"; fi
+exec {real} "$@"
+"""
+
+
+def test_clone_and_overlay_files_have_their_final_mode_before_any_data(tmp_path: Path) -> None:
+    share = tmp_path / "share"
+    share.mkdir()
+    cinder_volume(share)
+    for path in share.iterdir():
+        path.chmod(0o600)
+    spy_dir = tmp_path / "bin"
+    spy_dir.mkdir()
+    log = tmp_path / "qemu-img.log"
+    real = subprocess.run(["sh", "-c", "command -v qemu-img"], capture_output=True, text=True, check=True).stdout.strip()
+    (spy_dir / "qemu-img").write_text(QEMU_IMG_SPY.replace("{log}", str(log)).replace("{real}", real))
+    (spy_dir / "qemu-img").chmod(0o755)
+    env = {"PATH": f"{spy_dir}:{os.environ['PATH']}"}
+    tasks = [
+        {"name": "clone", "register": "clone", "environment": env, "volsnap.openstack.volume_clone": {
+            "volume_path": str(share / VOL), "snapshot_id": S1, "dest": str(share / DEST)}},
+        {"name": "snap", "register": "snap", "environment": env, "volsnap.openstack.volume_snapshot": {
+            "volume_path": str(share / VOL), "snapshot_id": NEW, "mode": "offline"}},
+    ]
+    result = run_tasks(tmp_path / "run", tasks, ["clone", "snap"])
+    assert result.rc == 0, result.output[-5000:]
+    assert result["clone"]["changed"] and result["snap"]["changed"]
+    lines = [line.split() for line in log.read_text().splitlines()]
+    assert len(lines) == 2, lines  # one convert, one create
+    volume = (share / VOL).stat()
+    for name, mode, uid, gid, size in lines:
+        # qemu-img is handed the module's own file, already at the volume's mode and owner, still empty
+        assert name.startswith("/proc/"), name
+        assert (int(mode, 8), int(uid), int(gid), int(size)) == (0o600, volume.st_uid, volume.st_gid, 0), lines
+    for made in (share / DEST, share / f"{VOL}.{NEW}"):
+        st = made.stat()
+        assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o600, volume.st_uid, volume.st_gid), made
+
+
+# ---------------------------------------------------------------- issue 12 item 9: stale temporary files
+
+KILLED_BEFORE_INFO_RENAME = """
+import os, signal, sys
+from ansible_collections.volsnap.openstack.plugins.module_utils import _atomic
+from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg
+from ansible_collections.volsnap.openstack.plugins.module_utils._volume_snapshot import Request, VolumeSnapshot
+original = _atomic.os.rename
+def rename(src, dst, *args, **kwargs):
+    if dst.endswith('.info'):
+        os.kill(os.getpid(), signal.SIGKILL)  # the new .info is written and synced, not yet renamed
+    return original(src, dst, *args, **kwargs)
+_atomic.os.rename = rename
+def runner(argv):
+    import subprocess
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    return proc.returncode, proc.stdout, proc.stderr
+VolumeSnapshot(Request(sys.argv[1], sys.argv[2], state='present', mode='offline'), QemuImg(runner),
+               lambda: None, False).run()
+"""
+
+
+def test_stale_temporary_files_are_removed_by_the_next_run(tmp_path: Path) -> None:
+    import sys
+    from ansible_run import collections_path
+
+    share, outside = tmp_path / "share", tmp_path / "outside"
+    share.mkdir()
+    outside.mkdir()
+    cinder_volume(share)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([collections_path()] + [p for p in sys.path if p]))
+    proc = subprocess.run([sys.executable, "-c", KILLED_BEFORE_INFO_RENAME, str(share / VOL), NEW], env=env,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    killed = sorted(p.name for p in share.iterdir() if re.match(rf"^\.{re.escape(VOL)}\.info\.[0-9a-f]{{16}}\.volsnap-tmp$",
+                                                                 p.name))
+    assert len(killed) == 1, sorted(p.name for p in share.iterdir())
+    # leftovers of the other kinds a kill can leave, and names that are not this volume's temporary files
+    ours = killed + [f"..volsnap-{VOL}.journal.0123456789abcdef.volsnap-tmp", f".{VOL}.info.abcd_123.tmp",
+                     f".{VOL}.{S2}.volsnap-tmp"]
+    for name in ours[1:]:
+        (share / name).write_text("stale")
+    (outside / "target").write_text("outside")
+    not_ours = {f".{VOL}.info.fedcba9876543210.volsnap-tmp": "link", f".volume-{OTHER_ID}.info.0123456789abcdef.volsnap-tmp": "file",
+                f".{VOL}.info.notours": "file", f".{VOL}.info.0123456789abcdeg.volsnap-tmp": "file"}
+    for name, kind in not_ours.items():
+        if kind == "link":
+            (share / name).symlink_to(outside / "target")
+        else:
+            (share / name).write_text("not ours")
+    outside_before = disk_state(outside)
+    before = disk_state(share)
+
+    check = run_tasks(tmp_path / "check", [snapshot_task("check", share, NEW, "present")], ["check"], check=True)
+    assert check.rc == 0, check.output[-3000:]
+    assert sorted(os.path.basename(p) for p in check["check"]["removed_temporaries"]) == sorted(ours)
+    assert disk_state(share) == before
+
+    run = run_tasks(tmp_path / "run", [snapshot_task("run", share, NEW, "present")], ["run"])
+    assert run.rc == 0, run.output[-3000:]
+    res = run["run"]
+    assert not res.get("failed"), res
+    assert res["resumed"] and sorted(os.path.basename(p) for p in res["removed_temporaries"]) == sorted(ours)
+    for name in ours:
+        assert not (share / name).exists()
+    for name, kind in not_ours.items():
+        assert (share / name).is_symlink() if kind == "link" else (share / name).is_file(), name
+    assert disk_state(outside) == outside_before
+    assert json.loads((share / f"{VOL}.info").read_text())["active"] == f"{VOL}.{NEW}"
