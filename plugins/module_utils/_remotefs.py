@@ -220,6 +220,8 @@ def open_regular(path: str, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
         if exc.errno == errno.ELOOP:
             raise ShareFileError(errno.ELOOP, 'is a symbolic link; the collection never follows links in a share',
                                  path)
+        if exc.errno == errno.EISDIR:
+            raise ShareFileError(errno.EISDIR, 'is not a regular file', path)
         raise
     try:
         st = os.fstat(fd)

@@ -355,3 +355,72 @@ def test_operator_playbooks_cleanup_nfs(tmp_path: Path, qemu_img: str) -> None:
     again = books.run("cleanup.yml", extra)
     assert recap(again, "nfs-node")["changed"] == 0
     assert recap(again, "localhost")["changed"] == 0
+
+
+LOCK_VOLUMES = {"kept_volume": "0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f", "deleted": "5d6e7f80-1a2b-4c3d-8e9f-0a1b2c3d4e5f",
+                "held": "6e3d9f20-4b5c-4d7e-8f90-8b7c6d5e4f30", "planted_link": "7f4e0a31-5c6d-4e8f-9a01-9c8d7e6f5a41",
+                "snapshot_left": "8a5f1b42-6d7e-4f90-8b12-ad9e8f7a6b52"}
+
+
+def lock(share: Path, volume_id: str) -> Path:
+    return share / f".volsnap-nfs-{volume_id}.lock"
+
+
+def test_operator_playbooks_cleanup_removes_lock_files_of_deleted_volumes(tmp_path: Path, qemu_img: str) -> None:
+    """cleanup.yml removes the lock file of a volume Cinder deleted, only when no process holds it; never a link."""
+    import fcntl
+
+    share, outside = tmp_path / "share", tmp_path / "outside"
+    share.mkdir()
+    outside.mkdir()
+    for volume_id in LOCK_VOLUMES.values():
+        subprocess.run([qemu_img, "create", "-q", "-f", "raw", str(share / f"volume-{volume_id}"), "16M"], check=True)
+        snapshot(share, volume_id, SNAPS[0])  # leaves the volume's lock file
+        assert lock(share, volume_id).is_file()
+    # Cinder deletes volumes: every file of the volume goes, the lock file stays
+    for case in ("deleted", "held", "planted_link", "snapshot_left"):
+        volume_id = LOCK_VOLUMES[case]
+        for path in share.glob(f"volume-{volume_id}*"):
+            if not (case == "snapshot_left" and path.name.endswith(SNAPS[0])):
+                path.unlink()
+    stale = share / f".volume-{LOCK_VOLUMES['deleted']}.info.0123456789abcdef.volsnap-tmp"
+    stale.write_text("{}")
+    (outside / "target").write_text("outside")
+    link = lock(share, LOCK_VOLUMES["planted_link"])
+    link.unlink()
+    link.symlink_to(outside / "target")
+    held = os.open(str(lock(share, LOCK_VOLUMES["held"])), os.O_RDWR)
+    fcntl.lockf(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another operation holds it
+    books = Playbooks(tmp_path / "runs", HOST_PYTHON, {})
+    extra = {"cleanup_volume_pools": [], "cleanup_nfs_shares": [str(share)]}
+    try:
+        before = {p.name: p.lstat().st_mtime_ns for p in share.iterdir()}
+        checked = books.run("cleanup.yml", extra, check=True)
+        msgs = messages(checked)
+        assert {p.name: p.lstat().st_mtime_ns for p in share.iterdir()} == before
+        line = one(msgs, f"lock {lock(share, LOCK_VOLUMES['deleted'])}:")
+        assert line.startswith(f"lock {lock(share, LOCK_VOLUMES['deleted'])}: would remove {stale}, "
+                               f"{lock(share, LOCK_VOLUMES['deleted'])} ("), line
+        assert "another process holds the lock" in one(msgs, f"lock {lock(share, LOCK_VOLUMES['held'])}:")
+        assert "the volume exists" in one(msgs, f"lock {lock(share, LOCK_VOLUMES['kept_volume'])}:")
+        assert "nothing to remove" in one(msgs, f"lock {link}:") and "symbolic link" in one(msgs, f"lock {link}:")
+        assert "still has files" in one(msgs, f"lock {lock(share, LOCK_VOLUMES['snapshot_left'])}:")
+
+        done = books.run("cleanup.yml", extra)
+        assert recap(done, "nfs-node")["changed"] >= 1
+        assert not lock(share, LOCK_VOLUMES["deleted"]).exists() and not stale.exists()
+        assert lock(share, LOCK_VOLUMES["held"]).is_file(), "a held lock file was removed"
+        assert os.fstat(held).st_ino == lock(share, LOCK_VOLUMES["held"]).stat().st_ino
+        assert lock(share, LOCK_VOLUMES["kept_volume"]).is_file()
+        assert lock(share, LOCK_VOLUMES["snapshot_left"]).is_file()
+        assert link.is_symlink() and (outside / "target").read_text() == "outside"
+    finally:
+        os.close(held)  # releases the lock
+    # released, it goes on the next run; the volume that exists keeps its lock file
+    again = books.run("cleanup.yml", extra)
+    assert not lock(share, LOCK_VOLUMES["held"]).exists()
+    assert lock(share, LOCK_VOLUMES["kept_volume"]).is_file() and link.is_symlink()
+    assert sorted(p.name for p in outside.iterdir()) == ["target"]
+    final = books.run("cleanup.yml", extra)
+    assert recap(final, "nfs-node")["changed"] == 0, final[-3000:]
+    assert "removed" in again
