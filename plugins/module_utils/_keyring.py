@@ -7,10 +7,14 @@
   entity with its key and, optionally, its caps (in Ceph's order: by daemon type name).
 * :func:`same_keyring` compares two keyring texts by what they say (sections, keys, caps), so a file
   Ceph wrote with other white space or another grant order is not rewritten.
-* :func:`redact` is the same text with every key replaced, for diffs; a key never leaves this module
-  in a result, a diff or a message.
+* :func:`redact` is the text safe to show in a diff: every key hidden however the line is written (inline
+  comments, extra words, quotes, any spacing, any section, commented out), anything that looks like a key hidden in
+  comments and caps, any line it does not understand hidden as a whole; :func:`scrub_keys` does the same for free
+  text such as messages. A key never leaves this module in a result, a diff or a message.
 * :func:`inspect_file` reads what is on disk; :func:`plan_keyring` compares it with what is wanted
   and says which of content, owner, group and mode differ.
+* :func:`apply_keyring` changes owner, group and mode of an existing file through the intersection of the old and
+  the new mode (:func:`._atomic.change_attributes_narrowing`): no one ever gains an access that neither grants.
 * :func:`write_keyring` replaces the file atomically (:mod:`._atomic`): a temporary file in the same directory created
   0600, given its final owner, group and mode *before* the key is written into it, fsynced, renamed
   over the old file, directory fsynced. At no moment does the path hold the new key with a looser mode
@@ -28,10 +32,15 @@ import pwd
 import re
 import stat
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import FileAttributes, fsync_dir, write_atomic
-from ansible_collections.volsnap.openstack.plugins.module_utils._cephx import caps_equal, entity_name, normalize_caps
+from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import (
+    FileAttributes,
+    change_attributes_narrowing,
+    fsync_dir,
+    write_atomic,
+)
+from ansible_collections.volsnap.openstack.plugins.module_utils._cephx import CAP_TYPES, caps_equal, entity_name, normalize_caps
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
 
 HIDDEN = '<hidden>'
@@ -125,43 +134,141 @@ def same_keyring(first: bytes, second: bytes) -> bool:
         return False
 
 
-def keys_of(content: bytes) -> Dict[str, str]:
-    """``{section: key}`` of a keyring text (for comparisons only; never returned)."""
-    found: Dict[str, str] = {}
+# Any line that assigns ``key`` as Ceph's parser could read it: any case, optional quotes around the name, any
+# white space, ``=`` (or ``:``), then anything (the key, quotes, an inline ``;``/``#`` comment, extra words).
+_KEY_ASSIGN = re.compile(r'^(?P<lead>\s*(?P<quote>["\']?)key(?P=quote)\s*[=:]\s*)(?P<rest>.*)$', re.IGNORECASE | re.DOTALL)
+# A run of base64 text long enough to be a secret (a cephx key is 40 characters).
+_KEY_LIKE = re.compile(r'[A-Za-z0-9+/]{16,}={0,2}')
+HIDDEN_TEXT = '<hidden text>'
+HIDDEN_LINE = '<hidden: not a section, key or caps line>'
+# Control characters (but tab) in a line that would be shown: the line is hidden, as another reader could split it.
+_CONTROL = re.compile('[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]')
+
+
+def _lines(content: bytes) -> List[str]:
+    """The lines of a keyring text as Ceph splits them (on LF; a CR before it is dropped)."""
+    text = content.decode('utf-8', 'replace')
+    lines = text.split('\n')
+    if lines and lines[-1] == '':
+        lines.pop()
+    return [line[:-1] if line.endswith('\r') else line for line in lines]
+
+
+def _key_token(rest: str) -> str:
+    """The key of a key line's value as a lenient reader sees it: its first word, without quotes."""
+    words = rest.strip().split()
+    return words[0].strip('"\'') if words else ''
+
+
+def _looks_like_key(text: str) -> bool:
+    return (text.endswith('=') or text.startswith('AQ')
+            or (any(c.isupper() for c in text) and any(c.islower() for c in text) and any(c.isdigit() for c in text)))
+
+
+def scrub_keys(text: Optional[str]) -> str:
+    """``text`` with every run of base64 text that could be a key (16 characters or more, mixed case and digits, or
+    ``=`` padding, or cephx's ``AQ`` prefix) replaced by ``<hidden>``: for free text (comments, caps, messages)."""
+    if not text:
+        return text or ''
+    return _KEY_LIKE.sub(lambda m: HIDDEN if _looks_like_key(m.group(0)) else m.group(0), text)
+
+
+def scrub_value(value: Any) -> Any:
+    """:func:`scrub_keys` on every string of a result or message detail (dicts, lists and tuples walked)."""
+    if isinstance(value, str):
+        return scrub_keys(value)
+    if isinstance(value, dict):
+        return dict((scrub_value(k), scrub_value(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return [scrub_value(item) for item in value]
+    return value
+
+
+def keys_of(content: bytes) -> Dict[Optional[str], str]:
+    """``{section: key}`` of a keyring text, read leniently (any key line, in any section, even one without a
+    name: None), to tell whether a key changed. For comparisons only; never returned."""
+    found: Dict[Optional[str], str] = {}
     section = None
-    for line in content.decode('utf-8', 'replace').splitlines():
+    for line in _lines(content):
         match = _SECTION.match(line)
         if match:
             section = match.group('name').strip()
             continue
-        match = _KEY_LINE.match(line)
-        if match and section is not None:
-            found[section] = match.group('key')
+        match = _KEY_ASSIGN.match(line)
+        if match:
+            found[section] = _key_token(match.group('rest'))
     return found
 
 
-def redact(content: Optional[bytes], reference: Optional[bytes] = None) -> str:
-    """``content`` with each key replaced by ``<hidden>``, or by ``<hidden, another key>`` when ``reference``
-    holds another key for that section (so a diff shows that the key changed without showing it)."""
-    if content is None:
-        return ''
-    others = keys_of(reference) if reference is not None else {}
-    out: List[str] = []
+def _key_sets(content: bytes) -> Dict[Optional[str], Set[str]]:
+    """Every key of each section (read as :func:`keys_of` does)."""
+    found: Dict[Optional[str], Set[str]] = {}
     section = None
-    for line in content.decode('utf-8', 'replace').splitlines():
+    for line in _lines(content):
         match = _SECTION.match(line)
         if match:
             section = match.group('name').strip()
-            out.append(line)
             continue
-        match = _KEY_LINE.match(line)
+        match = _KEY_ASSIGN.match(line)
         if match:
-            marker = HIDDEN
-            if reference is not None and section is not None and others.get(section) != match.group('key'):
-                marker = HIDDEN_NEW
-            out.append(match.group('lead') + marker)
+            found.setdefault(section, set()).add(_key_token(match.group('rest')))
+    return found
+
+
+def _redact_comment(line: str) -> str:
+    stripped = line.lstrip()
+    body = stripped[1:]
+    match = _KEY_ASSIGN.match(body)
+    if match:  # a key commented out (an old key, typically)
+        return line[:len(line) - len(stripped) + 1] + match.group('lead') + HIDDEN
+    return scrub_keys(line)
+
+
+def redact(content: Optional[bytes], reference: Optional[bytes] = None) -> str:
+    """``content`` safe to show: each key replaced by ``<hidden>``, or by ``<hidden, another key>`` when
+    ``reference`` holds another key for that section (so a diff shows that the key changed without showing it).
+
+    Only what is understood is shown: section headers, caps lines and comments (with anything that looks like a key
+    hidden), blank lines. A key line shows its name only, followed by ``<hidden text>`` when it held more than the
+    key (a comment, other words). Any other line is replaced as a whole, as it could hold a key in a form this
+    function does not know."""
+    if content is None:
+        return ''
+    others = _key_sets(reference) if reference is not None else {}
+    out: List[str] = []
+    section = None
+    for line in _lines(content):
+        stripped = line.strip()
+        if not stripped:
+            out.append('' if _CONTROL.search(line) else line)
             continue
-        out.append(line)
+        match = _KEY_ASSIGN.match(line)
+        if match:
+            rest = match.group('rest').strip()
+            token = _key_token(rest)
+            marker = HIDDEN
+            if reference is not None and token not in others.get(section, ()):
+                marker = HIDDEN_NEW
+            if rest.strip('"\'') != token:
+                marker += ' ' + HIDDEN_TEXT
+            out.append(_CONTROL.sub(' ', match.group('lead')) + marker)
+            continue
+        if _CONTROL.search(line):
+            out.append(HIDDEN_LINE)
+            continue
+        match = _SECTION.match(line)
+        if match:
+            section = match.group('name').strip()
+            out.append(scrub_keys(line))
+            continue
+        if stripped.startswith(('#', ';')):
+            out.append(_redact_comment(line))
+            continue
+        match = _CAPS_LINE.match(line)
+        if match and match.group('kind').lower() in CAP_TYPES:
+            out.append(scrub_keys(line))
+            continue
+        out.append(HIDDEN_LINE)
     return '\n'.join(out) + ('\n' if out else '')
 
 
@@ -450,12 +557,29 @@ def apply_keyring(request: KeyringRequest, check_mode: bool, set_attributes: Set
         if current.exists:
             remove_keyring(request.path)
         return plan
+    mode = plan.mode if plan.mode is not None else 0o600
     if 'created' in plan.changes or 'content' in plan.changes:
-        write_keyring(request.path, plan.content or b'', plan.uid, plan.gid, plan.mode or 0o600)
-    # Owner, group and mode (and SELinux context or attributes where the platform has them) through Ansible's
-    # own helper; after a write they are already right, so it reports what remains different.
+        try:
+            write_keyring(request.path, plan.content or b'', plan.uid, plan.gid, mode)
+        except OSError as exc:
+            raise VolsnapError('writing %s failed: %s; the file is unchanged (a new key is never left in a temporary '
+                               'file). Fix the cause and run again' % (request.path, exc.strerror or exc),
+                               path=request.path, errno=exc.errno)
+    elif set(plan.changes) & {'owner', 'group', 'mode'}:
+        # Owner or group and mode together: through the intersection of both modes, so that no one gains, even
+        # for a moment, an access that neither the old nor the new attributes grant (see narrowing_steps).
+        wanted = FileAttributes(mode, plan.uid if plan.uid is not None else -1,
+                                plan.gid if plan.gid is not None else -1)
+        try:
+            change_attributes_narrowing(request.path, wanted)
+        except OSError as exc:
+            raise VolsnapError('changing the owner, group or mode of %s failed: %s. The change may be part done, '
+                               'never granting more than the old or the new attributes; run again once the cause is '
+                               'fixed' % (request.path, exc.strerror or exc), path=request.path, errno=exc.errno)
+    # Then Ansible's own helper (SELinux context or attributes where the platform has them); owner, group and
+    # mode are already right, so it reports only what remains different.
     owner = str(plan.uid) if plan.uid is not None else None
     group = str(plan.gid) if plan.gid is not None else None
-    if set_attributes(request.path, owner, group, mode_text(plan.mode) or '0600') and not plan.changes:
+    if set_attributes(request.path, owner, group, mode_text(mode) or '0600') and not plan.changes:
         plan.changes.append('attributes')
     return plan

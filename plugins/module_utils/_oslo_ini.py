@@ -131,16 +131,17 @@ class OsloIni(object):
             if stripped.startswith((' ', '\t')):
                 if not in_assignment:
                     raise IniParseError('line %d: unexpected continuation line (an indented line must follow '
-                                        'an assignment): %r' % (lineno, content), line=lineno)
+                                        'an assignment): %r' % (lineno, shown_line(content)), line=lineno)
                 lines.append(_Line(content, eol, 'cont', section))
                 continue
             in_assignment = False
             if stripped.startswith('['):
                 if not stripped.endswith(']'):
-                    raise IniParseError('line %d: invalid section (must end with ]): %r' % (lineno, content),
-                                        line=lineno)
+                    raise IniParseError('line %d: invalid section (must end with ]): %r'
+                                        % (lineno, shown_line(content)), line=lineno)
                 if len(stripped) <= 2:
-                    raise IniParseError('line %d: empty section name: %r' % (lineno, content), line=lineno)
+                    raise IniParseError('line %d: empty section name: %r' % (lineno, shown_line(content)),
+                                        line=lineno)
                 section = normalize_section(stripped[1:-1])
                 lines.append(_Line(content, eol, 'section', section, key=stripped[1:-1]))
                 continue
@@ -150,11 +151,12 @@ class OsloIni(object):
             try:
                 key, value_start = _split_key_value(stripped)
             except ValueError as exc:
-                raise IniParseError('line %d: %s: %r' % (lineno, exc, content), line=lineno)
+                raise IniParseError('line %d: %s: %r' % (lineno, exc, shown_line(content)), line=lineno)
             if not key:
-                raise IniParseError('line %d: key cannot be empty: %r' % (lineno, content), line=lineno)
+                raise IniParseError('line %d: key cannot be empty: %r' % (lineno, shown_line(content)), line=lineno)
             if section is None:
-                raise IniParseError('line %d: assignment before the first section header: %r' % (lineno, content),
+                raise IniParseError('line %d: assignment before the first section header: %r'
+                                    % (lineno, shown_line(content)),
                                     line=lineno)
             lines.append(_Line(content, eol, 'assign', section, key=key, value_start=value_start))
             in_assignment = True
@@ -292,7 +294,8 @@ class OsloIni(object):
 def format_value(text: str) -> str:
     """The text to write so that oslo.config reads back exactly ``text``."""
     if '\n' in text or '\r' in text:
-        raise VolsnapError('a value cannot contain a line break: %r' % text)
+        raise VolsnapError('a value cannot contain a line break (oslo.config would read the lines after it as other '
+                           'options); the value is not shown')
     if text != text.strip() or (text and text[0] == text[-1] and text[0] in '"\''):
         quote = "'" if text.startswith('"') else '"'
         return quote + text + quote
@@ -356,6 +359,183 @@ def same_value(current: Optional[str], wanted: Any) -> bool:
             pairs.append((key.strip(), val.strip()))
         return pairs == [(to_text(k), to_text(v)) for k, v in wanted.items()]
     return current == to_text(wanted)
+
+
+# -- secrets -----------------------------------------------------------------------------
+HIDDEN = '<hidden>'
+HIDDEN_CHANGED = '<hidden, changed>'
+
+# Parts of option names that make an option secret (oslo.config's secret=True options are named so:
+# password, admin_password, transport_url credentials, fixed_key, memcache_secret_key, auth_token...).
+_SECRET_PARTS = ('password', 'passwd', 'passphrase', 'secret', 'token', 'credential', 'private_key', 'privatekey',
+                 'api_key', 'apikey')
+_SECRET_WORDS = ('key', 'keys', 'pass', 'pwd', 'psk', 'pw', 'sshkey', 'privkey', 'authkey', 'hostkey', 'secretkey',
+                 'accesskey', 'enckey')
+_URL_WORDS = ('url', 'urls', 'uri', 'uris', 'connection', 'dsn')
+_SCHEME = re.compile(r'[A-Za-z][A-Za-z0-9+.\-]*://')
+_QUERY_PARAM = re.compile(r'(?P<lead>[?&;](?P<name>[^=&;#?]*)=)(?P<value>[^&;#]*)')
+
+
+def _words(name: str) -> List[str]:
+    return [word for word in re.split(r'[_\-.\s]+', name.lower()) if word]
+
+
+def is_secret_option(name: str) -> bool:
+    """Whether the value of option ``name`` is a secret, by its name (conservative: anything named like a password,
+    passphrase, secret, token, credential, private or API key, or with a word ``key``, ``pass``, ``pwd``...)."""
+    lowered = re.sub(r'[\-.\s]+', '_', name.lower())
+    if any(part in lowered for part in _SECRET_PARTS):
+        return True
+    return any(word in _SECRET_WORDS for word in _words(name))
+
+
+def is_url_option(name: str) -> bool:
+    """Options whose value is a URL that may hold credentials even without a scheme (transport_url, connection)."""
+    return any(word in _URL_WORDS for word in _words(name))
+
+
+def mask_urls(text: str, marker: str = HIDDEN, url_option: bool = False) -> str:
+    """``text`` with the credentials of URLs replaced by ``marker``: everything between the first ``scheme://`` and
+    the last ``@`` (user, password, and for several hosts the hosts before the last), and the values of query
+    parameters named like secrets (``?password=``). With ``url_option`` a value without a scheme is treated as a
+    URL too (``user:password@host``)."""
+    if not text:
+        return text
+    scheme = _SCHEME.search(text)
+    if scheme:
+        start = scheme.end()
+    elif url_option:
+        start = 0
+    else:
+        return text
+    head, tail = text[:start], text[start:]
+    at = tail.rfind('@')
+    if at >= 0:
+        tail = marker + tail[at:]
+
+    def query(match: Any) -> str:
+        if is_secret_option(match.group('name')) and match.group('value'):
+            return match.group('lead') + marker
+        return match.group(0)
+    return head + _QUERY_PARAM.sub(query, tail)
+
+
+def mask_value(option: str, value: Optional[str], marker: str = HIDDEN) -> Optional[str]:
+    """A value safe to return: a secret option's value replaced by ``marker`` (an empty one stays empty), URL
+    credentials hidden in any other."""
+    if value is None:
+        return None
+    if is_secret_option(option):
+        return marker if value else value
+    return mask_urls(value, marker, url_option=is_url_option(option))
+
+
+def mask_given(values: Dict[str, Any]) -> Dict[str, Any]:
+    """The ``set`` values of a task, safe to return (as the task's arguments in a result)."""
+    def walk(option: str, value: Any) -> Any:
+        if isinstance(value, str):
+            return mask_value(option, value)
+        if isinstance(value, dict):
+            return dict((k, walk(option, v)) for k, v in value.items())
+        if isinstance(value, (list, tuple)):
+            return [walk(option, item) for item in value]
+        return value
+    return dict((option, HIDDEN if is_secret_option(option) and value not in (None, '') else walk(option, value))
+                for option, value in values.items())
+
+
+def _mask_assignment(content: str, marker: str) -> str:
+    """One ``key = value`` line (maybe commented out) with its value masked as :func:`mask_value` does."""
+    try:
+        key, value_start = _split_key_value(content)
+    except ValueError:
+        return content
+    value = content[value_start:]
+    name = key.lstrip('#; \t')
+    if not name:  # no name to judge by
+        return content[:value_start] + (marker if value.strip() else value)
+    masked = mask_value(name, value, marker)
+    return content[:value_start] + (masked or '')
+
+
+def shown_line(content: str) -> str:
+    """A line of a file safe to put in a message: a section header, or an assignment with its value masked; any
+    other line (an indented or stray line could be part of a secret) is hidden."""
+    stripped = content.strip()
+    if content[:1] in (' ', '\t') or not stripped:
+        return HIDDEN
+    if stripped.startswith('['):
+        return mask_urls(content)
+    if stripped.startswith(('#', ';')):
+        return _comment(content)
+    if '=' in stripped or ':' in stripped:
+        return _mask_assignment(content, HIDDEN)
+    return HIDDEN
+
+
+def _comment(content: str) -> str:
+    """A comment with a commented-out secret assignment masked (``#password = x``) and URL credentials hidden."""
+    stripped = content.lstrip()
+    if '=' in stripped or ':' in stripped:
+        masked = _mask_assignment(content, HIDDEN)
+        return mask_urls(masked) if masked == content else masked
+    return mask_urls(content)
+
+
+def mask_text(text: str, reference: Optional[str] = None) -> str:
+    """An ini text safe to show in a diff: secret option values, URL credentials and commented-out secrets masked.
+
+    With ``reference`` (the text before an edit), the values of assignments that differ from every assignment of
+    that option in ``reference`` are ``<hidden, changed>``, so the diff still shows the line changed.
+    Text oslo.config cannot parse has every value masked."""
+    try:
+        ini = OsloIni.parse(text)
+    except IniParseError:
+        return ''.join(shown_line(content) + eol if content.strip() else content + eol
+                       for content, eol in split_lines(text))
+    known = None
+    if reference is not None:
+        try:
+            before = OsloIni.parse(reference)
+            known = set((e.section, e.key, tuple(line.content for line in before.lines[e.start:e.end]))
+                        for e in before.entries)
+        except IniParseError:
+            known = set()
+    shown = [line.content for line in ini.lines]
+    for index, line in enumerate(ini.lines):
+        if line.kind == 'comment':
+            shown[index] = _comment(line.content)
+    for entry in ini.entries:
+        raw = tuple(line.content for line in ini.lines[entry.start:entry.end])
+        marker = HIDDEN
+        if known is not None and (entry.section, entry.key, raw) not in known:
+            marker = HIDDEN_CHANGED
+        first = ini.lines[entry.start]
+        secret = is_secret_option(entry.key)
+        url = is_url_option(entry.key)
+        value = first.content[first.value_start:]
+        if secret:
+            shown[entry.start] = first.content[:first.value_start] + (marker if value.strip() else value)
+        else:
+            shown[entry.start] = first.content[:first.value_start] + mask_urls(value, marker, url_option=url)
+        for index in range(entry.start + 1, entry.end):
+            content = ini.lines[index].content
+            indent = content[:len(content) - len(content.lstrip())]
+            shown[index] = indent + marker if secret or url else mask_urls(content, marker)
+    return ''.join(content + line.eol for content, line in zip(shown, ini.lines))
+
+
+def mask_changes(changes: List[Dict[str, Optional[str]]]) -> List[Dict[str, Optional[str]]]:
+    """:attr:`EditResult.changes` safe to return; a secret's new value is ``<hidden, changed>``."""
+    masked = []
+    for change in changes:
+        option = change['option'] or ''
+        before = mask_value(option, change['before'])
+        after = mask_value(option, change['after'])
+        if after is not None and after == before:
+            after = mask_value(option, change['after'], HIDDEN_CHANGED)
+        masked.append(dict(change, before=before, after=after))
+    return masked
 
 
 # -- the edit plan -----------------------------------------------------------------------
@@ -465,6 +645,9 @@ def plan_edit(text: str, request: EditRequest, path: str = 'the file') -> EditRe
             if same_value(current, wanted):
                 continue
             new = to_text(wanted)
+            if '\n' in new or '\r' in new:
+                raise VolsnapError('the value given for %s contains a line break: oslo.config would read the lines '
+                                   'after it as other options (the value is not shown)' % option, option=option)
             ini.set(section, option, new)
             changes.append({'section': section, 'option': option, 'before': current, 'after': new})
         for option in request.unset_options:
@@ -518,7 +701,23 @@ def read_config(path: str) -> Tuple[str, str]:
             data = handle.read()
     except OSError as exc:
         raise VolsnapError('cannot read %s: %s' % (path, exc.strerror or exc), path=path)
+    check_utf8(data, path)
     return real, decode(data)
+
+
+def check_utf8(data: bytes, path: str = 'the file') -> None:
+    """Refuse what oslo.config cannot read: it opens configuration files as UTF-8 (strict), so a file with another
+    encoding or stray bytes stops the service at start. The bytes are not shown (they may be part of a password)."""
+    try:
+        data.decode('utf-8')
+    except UnicodeDecodeError as exc:
+        line = data.count(b'\n', 0, exc.start) + 1
+        column = exc.start - (data.rfind(b'\n', 0, exc.start) + 1) + 1
+        raise VolsnapError(
+            '%s is not UTF-8 text (line %d, byte %d of the line: %s): oslo.config reads configuration files as UTF-8 '
+            'and the service could not start with it. Nothing was changed. Convert the file to UTF-8 (for example '
+            '"iconv -f latin1 -t utf-8", if it is Latin-1) or correct that line, then run again'
+            % (path, line, column, exc.reason), path=path, line=line)
 
 
 def write_atomic_bytes(path: str, data: bytes) -> None:

@@ -154,6 +154,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._ceph import (
 )
 from ansible_collections.volsnap.openstack.plugins.module_utils._cephx import CAPS_MODES, STATES, run_client
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._keyring import scrub_value
 from ansible_collections.volsnap.openstack.plugins.module_utils._module import VolsnapModule
 
 
@@ -168,6 +169,10 @@ class CephAuthClient(VolsnapModule):
 
     def dependencies(self):
         return (rados_dependency(),)
+
+    def fail(self, msg, **details):
+        # no message may carry key material, whatever produced it (the monitors' own messages included)
+        self.module.fail_json(msg=scrub_value(msg), **scrub_value(details))
 
     def run_module(self):
         params = self.params

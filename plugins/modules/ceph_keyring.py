@@ -20,8 +20,16 @@ description:
     created C(0600) and given its final owner, group and mode before the key is written; it is fsynced and renamed
     over the old file. The path never holds the new key with a looser mode than asked, and an interrupted run leaves
     the old file or the new one (its temporary file is removed by the next run).
-  - The key is never returned, shown in a diff or put in a message. The diff shows owner, group, mode and the file's
-    text with the key replaced by C(<hidden>) (or C(<hidden, another key>) when the key changes).
+  - The key is never returned, shown in a diff or put in a message, neither the new key nor the old one in the file.
+    The diff shows owner, group, mode and the file's text with every key replaced by C(<hidden>) (or
+    C(<hidden, another key>) when the key changes), however its line is written (any case or spacing, quotes, C(:)
+    for C(=), in any section or none, an inline C(;) or C(#) comment or other words after the key, shown as
+    C(<hidden text>), or commented out). Section headers, caps lines and comments are shown with anything that
+    looks like a key hidden; any other line of the old file is replaced by a placeholder as a whole.
+  - "When owner or group and mode change together on an existing file, the mode first becomes the intersection of the
+    old and the new mode, then owner and group change, then the new mode is set: no user or group can read the file,
+    even for a moment, unless the old or the new attributes let it (C(0640 root:a) to C(0660 root:b) never goes
+    through C(0660 root:a), C(0640 root:a) to C(0600 root:b) never through C(0640 root:b))."
   - A symbolic link at O(path) is refused, never followed or replaced.
 author:
   - volsnap.openstack contributors (@volsnap)
@@ -155,7 +163,7 @@ mode:
   sample: '0640'
 '''
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._keyring import KeyringRequest, apply_keyring
+from ansible_collections.volsnap.openstack.plugins.module_utils._keyring import KeyringRequest, apply_keyring, scrub_value
 from ansible_collections.volsnap.openstack.plugins.module_utils._module import VolsnapModule
 
 
@@ -170,6 +178,10 @@ class CephKeyring(VolsnapModule):
         group=dict(type='str'),
         mode=dict(type='raw', default='0600'),
     )
+
+    def fail(self, msg, **details):
+        # no message may carry key material, whatever produced it
+        self.module.fail_json(msg=scrub_value(msg), **scrub_value(details))
 
     def set_attributes(self, path, owner, group, mode):
         file_args = self.module.load_file_common_arguments(dict(path=path, owner=owner, group=group, mode=mode))

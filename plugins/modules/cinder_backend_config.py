@@ -25,6 +25,23 @@ description:
     (a symbolic link is followed and its target replaced), keeping the file's owner, group and mode unless
     O(owner), O(group) or O(mode) say otherwise.
   - Without O(set) and O(unset) the module only reads, and returns the values of O(query) in the selected sections.
+  - Secret values are never shown. In the diff, in RV(changes), RV(section_values), RV(fallback_values),
+    RV(effective_values) and in the task's own arguments returned with the result, the value of an option named like
+    a secret is replaced by C(<hidden>) (in the diff by C(<hidden, changed>) on an assignment the task changed, so
+    the diff still shows which line changed; in RV(changes) the new value is C(<hidden, changed>)).
+  - "An option is secret when its name (lower-cased, C(-) and C(.) read as C(_)) contains C(password), C(passwd),
+    C(passphrase), C(secret), C(token), C(credential), C(private_key), C(privatekey), C(api_key) or C(apikey), or
+    has a C(_)-separated word C(key), C(keys), C(pass), C(pwd), C(psk), C(pw), C(sshkey), C(privkey), C(authkey),
+    C(hostkey), C(secretkey), C(accesskey) or C(enckey). This is deliberately wide: C(rbd_secret_uuid), C(fixed_key),
+    C(memcache_secret_key), C(ssl_key_file) are masked too."
+  - "In every other value, the credentials of a URL are masked: everything between the first C(scheme://) and the
+    last C(@) (C(rabbit://<hidden>@host:5672/), for several hosts the hosts before the last one too), and query
+    parameters named like secrets (C(?password=<hidden>)). For options whose name has the word C(url), C(uri),
+    C(connection) or C(dsn) (C(transport_url), C([database] connection)) a value without a scheme is masked up to
+    its last C(@) as well. Commented-out assignments (C(#admin_password = ...)) are masked by the same rules."
+  - Masking is for display only; the file gets the values given, and values are compared unmasked.
+  - A file that is not valid UTF-8 is refused with its line number, and nothing is written; oslo.config reads
+    configuration files as UTF-8 and the service would not start with it.
 author:
   - volsnap.openstack contributors (@volsnap)
 extends_documentation_fragment:
@@ -38,7 +55,7 @@ attributes:
   diff_mode:
     support: full
     details:
-      - The whole file before and after.
+      - The whole file before and after, with secret values and URL credentials masked (see the description).
   idempotent:
     support: full
 options:
@@ -229,10 +246,20 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._oslo_ini import
     EditRequest,
     display,
     encode,
+    mask_changes,
+    mask_given,
+    mask_text,
+    mask_value,
     plan_edit,
     read_config,
     write_atomic_bytes,
 )
+
+
+def _masked_values(values):
+    """``{section: {option: value}}`` or ``{option: value}`` with secret values masked."""
+    return dict((name, _masked_values(value)) if isinstance(value, dict) else (name, mask_value(name, value))
+                for name, value in values.items())
 
 
 class CinderBackendConfig(VolsnapModule):
@@ -255,20 +282,28 @@ class CinderBackendConfig(VolsnapModule):
 
     def run_module(self):
         params = self.params
+        set_values = dict(params['set'] or {})
+        # The task's arguments come back in results (invocation) and failures: secrets given in set are masked
+        # there too, from here on.
+        self.module.params['set'] = mask_given(set_values)
         path, text = read_config(params['path'])
         request = EditRequest(sections=params['sections'] or (), volume_driver=params['volume_driver'] or (),
                               require_enabled=params['require_enabled'],
-                              create_sections=params['create_sections'], set_values=params['set'],
+                              create_sections=params['create_sections'], set_values=set_values,
                               unset_options=params['unset'], query=params['query'],
                               fallback_section=params['fallback_section'] or None)
         plan = plan_edit(text, request, path=params['path'])
-        result = dict(path=path, sections=plan.sections, changes=plan.changes, section_values=plan.values,
-                      fallback_values=plan.fallback_values, effective_values=plan.effective_values,
+        # Secret values are masked in everything returned (see the module's notes).
+        result = dict(path=path, sections=plan.sections, changes=mask_changes(plan.changes),
+                      section_values=_masked_values(plan.values),
+                      fallback_values=_masked_values(plan.fallback_values),
+                      effective_values=_masked_values(plan.effective_values),
                       enabled_backends=plan.enabled_backends,
                       volume_drivers=plan.volume_drivers, content_changed=plan.changed)
         diffs = []
         if plan.changed:
-            diffs.append(dict(before=display(plan.before), after=display(plan.after),
+            diffs.append(dict(before=display(mask_text(plan.before)),
+                              after=display(mask_text(plan.after, reference=plan.before)),
                               before_header='%s (content)' % path, after_header='%s (content)' % path))
             if not self.check_mode:
                 if params['backup']:

@@ -302,3 +302,89 @@ def test_mode_matters_for_another_uid(ceph_lab: Any, client: str, tmp_path: Path
     stale = run_check(client_conf, client, path, NOBODY, 1, **pools)
     assert not stale["connected"], stale
     assert os.path.exists(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 12 item 10: no key in any output, old keys included; owner/group and mode changes never widen access
+
+def fake_key() -> str:
+    """A key as cephx writes it (type 1, created time, length 16, secret), never sent to a cluster."""
+    import base64
+    return base64.b64encode(b"\x01\x00" + os.urandom(10) + b"\x10\x00" + os.urandom(16)).decode()
+
+
+def hostile_keyring(name: str, keys: List[str]) -> bytes:
+    """Every way a key line can hide its key from a strict reader, each with its own old key."""
+    lines = [
+        "[client.%s]" % name,
+        "\tkey = %s ; rotated" % keys[0],
+        "\tkey = %s # rotated 2026-01-01" % keys[1],
+        "\tkey = %s extra words" % keys[2],
+        '\tkey = "%s"' % keys[3],
+        "key=%s" % keys[4],
+        "   KEY   :   %s   " % keys[5],
+        "# key = %s" % keys[6],
+        "; the old key was %s" % keys[7],
+        "[client.other]",
+        "\tkey = %s\r" % keys[8],
+        "[]",
+        "\tkey = %s" % keys[9],
+        "\tkey = AQD%%%%notbase64%s" % keys[10][:12],
+        "\tauid = %s" % keys[11],
+        '\tcaps mon = "allow r %s"' % keys[12],
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_no_old_key_in_any_output(tmp_path: Path) -> None:
+    name = "volsnap-secrets"
+    path = tmp_path / ("ceph.client.%s.keyring" % name)
+    old = [fake_key() for dummy in range(13)]
+    new = fake_key()
+    content = hostile_keyring(name, old)
+    path.write_bytes(content)
+    path.chmod(0o640)
+    options = {"path": str(path), "name": name, "key": new, "group": "nogroup", "mode": "0600"}
+    task = {"name": "k", "volsnap.openstack.ceph_keyring": options, "register": "k"}
+    show = {"name": "show", "ansible.builtin.debug": {"var": "k"}}
+    secrets = old + [new, old[10][:12]]
+
+    check = ok(run_tasks(tmp_path / "check", [task, show], ["k"], check=True, diff=True, extra_args=["-vvv"]))
+    assert check["k"]["changed"] and check["k"]["changes"] == ["content", "group", "mode"]
+    assert path.read_bytes() == content and meta(path) == (0, 0, 0o640)
+    assert "<hidden, another key>" in check.output and "<hidden text>" in check.output
+    for secret in secrets:
+        assert secret not in check.output and secret not in json.dumps(check.results)
+
+    real = ok(run_tasks(tmp_path / "real", [task, show], ["k"], diff=True, extra_args=["-vvv"]))
+    for secret in secrets:
+        assert secret not in real.output and secret not in json.dumps(real.results)
+    assert path.read_text() == "[client.%s]\n\tkey = %s\n" % (name, new)
+    assert meta(path) == (0, NOGROUP, 0o600)
+
+
+def test_owner_group_and_mode_together(tmp_path: Path) -> None:
+    name = "volsnap-modes"
+    key = fake_key()
+    path = tmp_path / ("ceph.client.%s.keyring" % name)
+
+    def run(step: str, check: bool = False, **options: Any) -> PlaybookResult:
+        task = {"name": "k", "volsnap.openstack.ceph_keyring": dict(path=str(path), name=name, key=key, **options),
+                "register": "k"}
+        return ok(run_tasks(tmp_path / step, [task], ["k"], check=check, diff=True))
+
+    run("1", owner="root", group="root", mode="0640")
+    assert meta(path) == (0, 0, 0o640)
+    # 0640 root:root -> 0600 root:nogroup (through 0600 root:root, never 0640 root:nogroup)
+    check = run("2", check=True, owner="root", group="nogroup", mode="0600")
+    assert check["k"]["changes"] == ["group", "mode"] and meta(path) == (0, 0, 0o640)
+    narrowed = run("3", owner="root", group="nogroup", mode="0600")
+    assert narrowed["k"]["changes"] == ["group", "mode"] and meta(path) == (0, NOGROUP, 0o600)
+    assert not run("4", owner="root", group="nogroup", mode="0600")["k"]["changed"]
+    # 0600 root:nogroup -> 0660 nobody:root (owner, group and mode at once)
+    widened = run("5", owner="nobody", group="root", mode="0660")
+    assert widened["k"]["changes"] == ["owner", "group", "mode"] and meta(path) == (NOBODY, 0, 0o660)
+    assert widened["k"]["owner"] == "nobody" and widened["k"]["group"] == "root" and widened["k"]["mode"] == "0660"
+    assert path.read_text() == "[client.%s]\n\tkey = %s\n" % (name, key)
+    assert not run("6", owner="nobody", group="root", mode="0660")["k"]["changed"]
+    assert list(tmp_path.glob(".ceph.client.*.tmp")) == []

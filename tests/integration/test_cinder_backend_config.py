@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grp
+import json
 import os
 import pwd
 import stat
@@ -155,3 +156,91 @@ def test_null_fallback_section_disables_the_fallback(tmp_path: Path) -> None:
     assert not res["no_fallback"].get("failed"), res["no_fallback"]
     assert res["with_fallback"]["fallback_values"] == {"nfs_qcow2_volumes": "true"}
     assert res["no_fallback"]["fallback_values"] == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 12 item 10: secrets masked in diff and results; a non-UTF-8 file refused
+
+SECRET_CONF = (
+    "[DEFAULT]\n"
+    "enabled_backends = nfs-a\n"
+    "transport_url = rabbit://openstack:RabbitPw7@127.0.0.1:5672/\n"
+    "#admin_password = CommentedPw7\n"
+    "[database]\n"
+    "connection = postgresql+psycopg2://cinder:DbPw7@127.0.0.1/cinder\n"
+    "[keystone_authtoken]\n"
+    "username = cinder\n"
+    "password = KeystonePw7\n"
+    "memcache_secret_key = MemcacheSecret7\n"
+    "[nfs-a]\n"
+    "volume_driver = cinder.volume.drivers.nfs.NfsDriver\n"
+    "san_password = SanPw7\n"
+)
+OLD_SECRETS = ["RabbitPw7", "CommentedPw7", "DbPw7", "KeystonePw7", "MemcacheSecret7", "SanPw7"]
+NEW_SECRETS = ["NewKeystonePw8", "NewRabbitPw8", "NewSanPw8"]
+
+
+def test_secrets_masked_in_diff_and_results(tmp_path: Path) -> None:
+    path = write_conf(tmp_path, SECRET_CONF, mode=0o600)
+    tasks = [
+        task(path, "ks", sections=["keystone_authtoken"], set={"password": "NewKeystonePw8"},
+             query=["memcache_secret_key", "username"], fallback_section=None),
+        task(path, "mq", sections=["DEFAULT"], set={"transport_url": "rabbit://openstack:NewRabbitPw8@127.0.0.1:5672/"},
+             query=["admin_password"], fallback_section=None),
+        task(path, "nfs", volume_driver=[NFS], set={"san_password": "NewSanPw8", "nfs_snapshot_support": True},
+             query=["volume_driver"]),
+        {"name": "show", "ansible.builtin.debug": {"msg": "{{ ks }} {{ mq }} {{ nfs }}"}},
+    ]
+    check = run_tasks(tmp_path / "check", tasks, ["ks", "mq", "nfs"], check=True, diff=True, extra_args=["-vvv"])
+    assert check.rc == 0, check.output
+    text = check.output + json.dumps(check.results)
+    for secret in OLD_SECRETS + NEW_SECRETS:
+        assert secret not in text, secret
+    assert path.read_text() == SECRET_CONF
+    # the masked diff still shows which lines change
+    assert "-password = <hidden>" in check.output and "+password = <hidden, changed>" in check.output
+    assert "-transport_url = rabbit://<hidden>@127.0.0.1:5672/" in check.output
+    assert "+transport_url = rabbit://<hidden, changed>@127.0.0.1:5672/" in check.output
+    assert "+san_password = <hidden, changed>" in check.output
+    assert check["ks"]["changes"] == [{"section": "keystone_authtoken", "option": "password", "before": "<hidden>",
+                                       "after": "<hidden, changed>"}]
+    assert check["ks"]["section_values"]["keystone_authtoken"] == {
+        "password": "<hidden>", "memcache_secret_key": "<hidden>",
+        "username": "cinder"}
+    assert check["nfs"]["section_values"]["nfs-a"]["volume_driver"] == NFS
+
+    real = run_tasks(tmp_path / "real", tasks, ["ks", "mq", "nfs"], diff=True, extra_args=["-vvv"])
+    assert real.rc == 0, real.output
+    text = real.output + json.dumps(real.results)
+    for secret in OLD_SECRETS + NEW_SECRETS:
+        assert secret not in text, secret
+    after = path.read_text()
+    assert "password = NewKeystonePw8\n" in after and "rabbit://openstack:NewRabbitPw8@127.0.0.1:5672/" in after
+    assert "san_password = NewSanPw8\n" in after and "memcache_secret_key = MemcacheSecret7\n" in after
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_secret_in_an_unparsable_line_not_quoted(tmp_path: Path) -> None:
+    path = write_conf(tmp_path, "[DEFAULT]\npassword = x\n\n  StrayPw9\n")
+    res = run_tasks(tmp_path, [task(path, "r", sections=["DEFAULT"], set={"debug": True})], ["r"], extra_args=["-vvv"])
+    assert res["r"]["failed"] and "line 4: unexpected continuation line" in res["r"]["msg"]
+    assert "StrayPw9" not in res.output
+
+
+def test_non_utf8_file_refused(tmp_path: Path) -> None:
+    data = b"[DEFAULT]\nenabled_backends = nfs-a\n# caf\xe9\n[nfs-a]\nvolume_driver = " + NFS.encode() + b"\n"
+    path = tmp_path / "cinder.conf"
+    path.write_bytes(data)
+    path.chmod(0o640)
+    before = path.stat()
+    for check in (True, False):
+        res = run_tasks(tmp_path / str(check), [task(path, "r", volume_driver=[NFS], set=WANTED)], ["r"],
+                        check=check, diff=True)
+        r = res["r"]
+        assert r["failed"] and not r["changed"], r
+        assert str(path) in r["msg"] and "not UTF-8" in r["msg"] and "line 3" in r["msg"]
+        assert "iconv" in r["msg"] and "Nothing was changed" in r["msg"]
+        after = path.stat()
+        assert path.read_bytes() == data
+        assert (after.st_ino, after.st_mtime_ns, after.st_mode) == (before.st_ino, before.st_mtime_ns, before.st_mode)
+        assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["cinder.conf"]

@@ -12,7 +12,13 @@ from typing import List, Optional, Tuple
 
 import pytest
 
+from ansible_collections.volsnap.openstack.plugins.module_utils import _atomic
 from ansible_collections.volsnap.openstack.plugins.module_utils import _keyring as kr
+from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import (
+    FileAttributes,
+    change_attributes_narrowing,
+    narrowing_steps,
+)
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._keyring import (
     HIDDEN,
@@ -35,6 +41,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._keyring import 
 KEY = 'AQDsgQJr38aeOhAAQgifowO2RQtpIRCueR6xVQ=='
 KEY2 = 'AQDtgQJrK3lzABAAA7q3/uIZ3NMxvJTgm5mVhA=='
 NOBODY = 65534  # uid of nobody and gid of nogroup on Debian
+NOGROUP = NOBODY
 
 
 class Attributes:
@@ -334,3 +341,226 @@ class TestApply:
         text = json.dumps(out.result()) + json.dumps(out.diff()) + repr(out)
         assert KEY not in text
         assert out.result()['mode'] == '0600' and out.result()['state'] == 'file'
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 12 item 10: no key in any output, however the file writes it
+
+OLD_KEY_LINES = [
+    '\tkey = {k} ; rotated',                # inline comment
+    '\tkey = {k} # rotated 2024',
+    '\tkey = {k} extra words',
+    '\tkey = "{k}"',                        # quotes
+    "\tkey = '{k}'",
+    'key={k}',                              # no spaces
+    '   key   =    {k}   ',                 # odd spacing
+    '\tKEY = {k}',                          # another case
+    '\t"key" = {k}',                        # quoted name
+    '\tkey: {k}',                           # colon
+    '\tkey = {k}\r',                        # CRLF
+    '\tkey = AQD$$not-base64%%{short}',     # malformed base64 key
+    '\tkey =\x0c{k}',                       # a control character before it
+    '# key = {k}',                          # commented out
+    '; old key {k}',                        # mentioned in a comment
+    '\tkey {k}',                            # no '='
+    '\tauid = {k}',                         # in a line we do not know
+    '[client.a] key = {k}',                 # after a section header
+    '\tcaps mon = "allow r {k}"',          # inside caps
+    '\tcaps key = {k}',                     # caps line of an unknown type
+]
+SHORT = 'Zm9vYmFy'
+
+
+def keyring_with(line: str, section: str = '[client.a]') -> bytes:
+    return ('%s\n%s\n' % (section, line.format(k=KEY, short=SHORT))).encode()
+
+
+class TestNoKeyAnywhere:
+    @pytest.mark.parametrize('line', OLD_KEY_LINES)
+    @pytest.mark.parametrize('section', ['[client.a]', '[client.other]', '[]', '', '[mon.]'])
+    def test_old_key_never_shown(self, line, section):
+        old = keyring_with(line, section)
+        for text in (redact(old), redact(old, render_keyring('client.a', KEY2)),
+                     redact(render_keyring('client.a', KEY2), old)):
+            assert KEY not in text and KEY2 not in text and SHORT not in text, (line, text)
+            assert 'AQD' not in text
+
+    @pytest.mark.parametrize('line', OLD_KEY_LINES)
+    def test_check_diff_of_a_rotation_shows_no_key(self, tmp_path, line):
+        path = tmp_path / 'k'
+        path.write_bytes(keyring_with(line))
+        os.chmod(path, 0o640)
+        for key, check in ((KEY2, True), (None, True), (KEY, True), (KEY2, False)):
+            plan = apply_keyring(KeyringRequest(str(path), 'a', key=key, group='nogroup', mode='0600'), check,
+                                 Attributes())
+            text = json.dumps(plan.diff()) + json.dumps(plan.result()) + repr(plan)
+            assert KEY not in text and KEY2 not in text and SHORT not in text, (line, text)
+
+    def test_key_line_shapes_are_recognised(self):
+        text = redact(('[client.a]\n\tkey = %s ; rotated\n\tkey = "%s"\n\tKey:%s\n' % (KEY, KEY, KEY)).encode())
+        assert text.splitlines()[1:] == ['\tkey = %s %s' % (HIDDEN, kr.HIDDEN_TEXT), '\tkey = %s' % HIDDEN,
+                                         '\tKey:%s' % HIDDEN]
+
+    def test_understood_lines_are_kept_others_replaced(self):
+        text = ('# managed by ceph\n[client.a]\n\tkey = %s\n\tcaps mon = "profile rbd"\n\n\tauid = 0\n' % KEY).encode()
+        assert redact(text).splitlines() == ['# managed by ceph', '[client.a]', '\tkey = %s' % HIDDEN,
+                                             '\tcaps mon = "profile rbd"', '', kr.HIDDEN_LINE]
+
+    def test_rotation_marker_with_a_commented_old_key(self):
+        old = ('[client.a]\n\tkey = %s ; rotated\n' % KEY).encode()
+        new = render_keyring('client.a', KEY2)
+        assert HIDDEN_NEW in redact(new, old)
+        assert HIDDEN_NEW not in redact(render_keyring('client.a', KEY), old)
+
+    def test_lenient_keys_of(self):
+        text = ('[client.a]\n\tkey = "%s" ; x\n[]\nkey=%s\n' % (KEY, KEY2)).encode()
+        assert keys_of(text) == {'client.a': KEY2}
+        assert keys_of(('key = %s\n' % KEY).encode()) == {None: KEY}
+
+    @pytest.mark.parametrize('text', ['connecting failed: %s' % KEY, 'x=%s;' % KEY, '%s' % KEY.rstrip('='),
+                                      'AQDsgQJr38aeOhAAQ', 'old/%s/new' % KEY])
+    def test_scrub_keys(self, text):
+        assert 'AQDsgQJr38' not in kr.scrub_keys(text) and HIDDEN in kr.scrub_keys(text)
+
+    @pytest.mark.parametrize('text', ['/etc/ceph/ceph.client.cinder.keyring', 'profile rbd pool=volumes',
+                                      'client.volsnap-test-3fa2b1c9d0', 'internationalization_of_things'])
+    def test_scrub_keeps_ordinary_text(self, text):
+        assert kr.scrub_keys(text) == text
+
+    def test_scrub_value_walks_details(self):
+        details = {'ceph_message': 'bad key %s' % KEY, 'list': [KEY, 1], 'n': None}
+        assert KEY not in json.dumps(kr.scrub_value(details))
+        assert kr.scrub_value(details)['n'] is None
+
+    def test_write_error_is_clear_and_shows_no_key(self, tmp_path, monkeypatch):
+        path = tmp_path / 'k'
+        path.write_bytes(keyring_with('\tkey = {k} ; rotated'))
+
+        def boom(fd, data):
+            raise OSError(28, 'No space left on device')
+        monkeypatch.setattr(kr.os, 'write', boom)
+        with pytest.raises(VolsnapError) as err:
+            apply_keyring(KeyringRequest(str(path), 'a', key=KEY2), False, Attributes())
+        assert 'No space left on device' in err.value.msg and str(path) in err.value.msg
+        assert KEY not in str(err.value) and KEY2 not in str(err.value)
+        assert path.read_bytes() == keyring_with('\tkey = {k} ; rotated')
+
+
+# ---------------------------------------------------------------------------------------------
+# owner/group and mode together never widen access
+
+def grants(mode: int, uid: int, gid: int) -> set:
+    """What a (mode, uid, gid) state grants: (class, principal, permission bit)."""
+    found = set()
+    for shift, who, principal in ((6, 'user', uid), (3, 'group', gid), (0, 'other', None)):
+        for bit in (4, 2, 1):
+            if mode >> shift & bit:
+                found.add((who, principal, bit))
+    return found
+
+
+def states_of(mode: int, uid: int, gid: int, steps) -> List[Tuple[int, int, int]]:
+    states = []
+    for step in steps:
+        if step[0] == 'chmod':
+            mode = step[1]
+        else:
+            uid = uid if step[1] == -1 else step[1]
+            gid = gid if step[2] == -1 else step[2]
+        states.append((mode, uid, gid))
+    return states
+
+
+MODES = [0o600, 0o640, 0o660, 0o644, 0o400, 0o440, 0o604, 0o000, 0o666]
+
+
+class TestNarrowing:
+    @pytest.mark.parametrize('before', MODES)
+    @pytest.mark.parametrize('after', MODES)
+    @pytest.mark.parametrize('owners', [(-1, 20), (10, -1), (10, 20), (-1, -1), (0, 0)])
+    def test_no_intermediate_state_grants_more(self, before, after, owners):
+        uid, gid = 0, 0
+        wanted = FileAttributes(after, owners[0], owners[1])
+        steps = narrowing_steps(before, uid, gid, wanted)
+        states = states_of(before, uid, gid, steps)
+        final = (after, uid if owners[0] == -1 else owners[0], gid if owners[1] == -1 else owners[1])
+        assert (states[-1] if states else (before, uid, gid)) == final
+        allowed = grants(before, uid, gid) | grants(*final)
+        for state in states:
+            assert grants(*state) <= allowed, (oct(before), oct(after), owners, steps, state)
+
+    def test_examples_of_the_issue(self):
+        # 0640 root:a -> 0660 root:b: never 0660 root:a
+        assert narrowing_steps(0o640, 0, 10, FileAttributes(0o660, 0, 20)) == [('chown', -1, 20), ('chmod', 0o660)]
+        # 0640 root:a -> 0600 root:b: never 0640 root:b
+        assert narrowing_steps(0o640, 0, 10, FileAttributes(0o600, 0, 20)) == [('chmod', 0o600), ('chown', -1, 20)]
+        # 0644 -> 0660 with another group: through 0640
+        assert narrowing_steps(0o644, 0, 10, FileAttributes(0o660, -1, 20)) == [
+            ('chmod', 0o640), ('chown', -1, 20), ('chmod', 0o660)]
+        assert narrowing_steps(0o640, 0, 10, FileAttributes(0o600)) == [('chmod', 0o600)]
+        assert narrowing_steps(0o640, 0, 10, FileAttributes(0o640, 0, 10)) == []
+
+    def test_syscalls_in_order_on_the_file(self, tmp_path, monkeypatch):
+        """apply_keyring changes group and mode through the intersection, on the file itself."""
+        path = tmp_path / 'k'
+        path.write_bytes(render_keyring('client.a', KEY))
+        os.chown(path, 0, 0)
+        os.chmod(path, 0o640)
+        calls = []
+        real_fchmod, real_fchown = os.fchmod, os.fchown
+
+        def fchmod(fd, mode):
+            calls.append(('chmod', mode, meta(path)))
+            real_fchmod(fd, mode)
+
+        def fchown(fd, uid, gid):
+            calls.append(('chown', (uid, gid), meta(path)))
+            real_fchown(fd, uid, gid)
+        monkeypatch.setattr(_atomic.os, 'fchmod', fchmod)
+        monkeypatch.setattr(_atomic.os, 'fchown', fchown)
+        out = apply_keyring(KeyringRequest(str(path), 'a', key=KEY, owner='root', group='nogroup', mode='0600'),
+                            False, Attributes())
+        assert out.changes == ['group', 'mode']
+        # state before each call: first narrowed to 0600 while root:root still owns it, then the group changes
+        assert calls == [('chmod', 0o600, (0, 0, 0o640)), ('chown', (-1, NOGROUP), (0, 0, 0o600))]
+        assert meta(path) == (0, NOGROUP, 0o600)
+        calls.clear()
+        out = apply_keyring(KeyringRequest(str(path), 'a', key=KEY, owner='root', group='root', mode='0660'),
+                            False, Attributes())
+        assert out.changes == ['group', 'mode']
+        assert calls == [('chown', (-1, 0), (0, NOGROUP, 0o600)), ('chmod', 0o660, (0, 0, 0o600))]
+        assert meta(path) == (0, 0, 0o660)
+
+    def test_refused_chown_leaves_at_most_the_narrower_mode(self, tmp_path, monkeypatch):
+        path = tmp_path / 'k'
+        path.write_bytes(render_keyring('client.a', KEY))
+        os.chown(path, 0, 0)
+        os.chmod(path, 0o644)
+
+        def refuse(fd, uid, gid):
+            raise OSError(1, 'Operation not permitted')
+        monkeypatch.setattr(_atomic.os, 'fchown', refuse)
+        with pytest.raises(VolsnapError, match='Operation not permitted') as err:
+            apply_keyring(KeyringRequest(str(path), 'a', key=KEY, group='nogroup', mode='0660'), False, Attributes())
+        assert str(path) in err.value.msg
+        assert meta(path) == (0, 0, 0o640)
+
+    def test_best_effort_refused_chown_keeps_the_narrower_mode(self, tmp_path, monkeypatch):
+        path = tmp_path / 'f'
+        path.write_bytes(b'x')
+        os.chmod(path, 0o640)
+
+        def refuse(fd, uid, gid):
+            raise OSError(1, 'Operation not permitted')
+        monkeypatch.setattr(_atomic.os, 'fchown', refuse)
+        done = change_attributes_narrowing(str(path), FileAttributes(0o604, -1, NOGROUP, best_effort=True))
+        assert done == [('chmod', 0o600)] and meta(path)[2] == 0o600
+
+    def test_symlink_and_fifo_refused(self, tmp_path):
+        (tmp_path / 'target').write_bytes(b'x')
+        (tmp_path / 'link').symlink_to(tmp_path / 'target')
+        with pytest.raises(OSError):
+            change_attributes_narrowing(str(tmp_path / 'link'), FileAttributes(0o600))
+        os.mkfifo(str(tmp_path / 'fifo'))
+        with pytest.raises(OSError):
+            change_attributes_narrowing(str(tmp_path / 'fifo'), FileAttributes(0o600))

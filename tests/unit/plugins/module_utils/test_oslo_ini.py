@@ -10,6 +10,7 @@ import stat
 
 import pytest
 
+from ansible_collections.volsnap.openstack.plugins.module_utils import _oslo_ini as _oi
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._oslo_ini import (
     EditRequest,
@@ -464,3 +465,143 @@ class TestRandomEdits:
             self.check_lines(split_lines(text), split_lines(plan.after), key, (text, plan.after))
             # idempotent
             assert not plan_edit(plan.after, request).changed
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 12 item 10: secrets masked in diffs, results and messages; non-UTF-8 files refused
+
+SECRET_CONF = (
+    "[DEFAULT]\n"
+    "enabled_backends = nfs-1\n"
+    "transport_url = rabbit://openstack:RabbitPw1@10.0.0.1:5672,guest:RabbitPw2@10.0.0.2:5672/\n"
+    "#admin_password = CommentedPw\n"
+    "; transport_url = rabbit://old:CommentedUrlPw@10.0.0.9/\n"
+    "[database]\n"
+    "connection = postgresql+psycopg2://cinder:DbPw/with@at@127.0.0.1/cinder?sslmode=require&password=QueryPw\n"
+    "slave_connection = cinder:NoSchemePw@db2/cinder\n"
+    "[keystone_authtoken]\n"
+    "auth_url = http://127.0.0.1:5000/\n"
+    "username = cinder\n"
+    "password = KeystonePw\n"
+    "memcache_secret_key = MemcacheSecret\n"
+    "[key_manager]\n"
+    "fixed_key = FixedKey0123\n"
+    "[nfs-1]\n"
+    "volume_driver = cinder.volume.drivers.nfs.NfsDriver\n"
+    "rbd_secret_uuid = SecretUuid\n"
+    "san_password = SanPw\n"
+    "  SanPwContinued\n"
+    "chap-secret: ChapSecret\n"
+    "os_privileged_user_auth_token = AuthToken\n"
+)
+SECRETS = ['RabbitPw1', 'RabbitPw2', 'CommentedPw', 'CommentedUrlPw', 'DbPw', 'with@at', 'QueryPw', 'NoSchemePw',
+           'KeystonePw', 'MemcacheSecret', 'FixedKey0123', 'SecretUuid', 'SanPw', 'ChapSecret', 'AuthToken']
+
+
+def assert_no_secret(text):
+    for secret in SECRETS + ['NewPw', 'NewRabbit']:
+        assert secret not in text, (secret, text)
+
+
+class TestSecrets:
+    @pytest.mark.parametrize('name', ['password', 'admin_password', 'san_password', 'Password', 'os-password',
+                                      'memcache_secret_key', 'rbd_secret_uuid', 'auth_token', 'fixed_key',
+                                      'api_key', 'apikey', 'ssh_private_key', 'chap_secret', 'backup_swift_key',
+                                      'credentials', 'passphrase', 'db_pwd', 'sshkey', 'tls_psk'])
+    def test_secret_names(self, name):
+        assert _oi.is_secret_option(name)
+
+    @pytest.mark.parametrize('name', ['volume_driver', 'enabled_backends', 'rbd_user', 'rbd_keyring_conf',
+                                      'keystone_api_insecure', 'nfs_snapshot_support', 'transport_url', 'connection',
+                                      'username', 'auth_url', 'bypass_cache', 'monkey_patch_modules'])
+    def test_not_secret_names(self, name):
+        assert not _oi.is_secret_option(name)
+
+    @pytest.mark.parametrize('value,masked', [
+        ('rabbit://u:p@h:5672/', 'rabbit://<hidden>@h:5672/'),
+        ('rabbit://u1:p1@h1:5672,u2:p2@h2:5672/v', 'rabbit://<hidden>@h2:5672/v'),
+        ('mysql+pymysql://c:p/x@y@db/cinder?charset=utf8', 'mysql+pymysql://<hidden>@db/cinder?charset=utf8'),
+        ('redis://db:6379?password=p&db=0', 'redis://db:6379?password=<hidden>&db=0'),
+        ('http://127.0.0.1:5000/', 'http://127.0.0.1:5000/'),
+        ('cinder.volume.drivers.nfs.NfsDriver', 'cinder.volume.drivers.nfs.NfsDriver'),
+        ('admin@example.com', 'admin@example.com'),
+    ])
+    def test_mask_urls(self, value, masked):
+        assert _oi.mask_urls(value) == masked
+
+    def test_url_option_without_scheme(self):
+        assert _oi.mask_value('slave_connection', 'u:p@db/x') == '<hidden>@db/x'
+        assert _oi.mask_value('password', '') == ''
+        assert _oi.mask_value('password', None) is None
+
+    def test_mask_text_hides_every_secret_keeps_the_rest(self):
+        shown = _oi.mask_text(SECRET_CONF)
+        assert_no_secret(shown)
+        assert 'password = <hidden>\n' in shown and 'auth_url = http://127.0.0.1:5000/\n' in shown
+        assert 'username = cinder\n' in shown and '#admin_password = <hidden>\n' in shown
+        assert 'transport_url = rabbit://<hidden>@10.0.0.2:5672/\n' in shown
+        assert 'san_password = <hidden>\n  <hidden>\n' in shown
+        assert len(split_lines(shown)) == len(split_lines(SECRET_CONF))
+
+    def test_masked_diff_still_shows_the_changed_line(self):
+        request = EditRequest(sections=['keystone_authtoken'], set_values={'password': 'NewPw'},
+                              fallback_section=None)
+        plan = plan_edit(SECRET_CONF, request)
+        before, after = _oi.mask_text(plan.before), _oi.mask_text(plan.after, reference=plan.before)
+        assert_no_secret(before + after)
+        assert before != after
+        assert 'password = <hidden, changed>\n' in after and 'memcache_secret_key = <hidden>\n' in after
+        changes = _oi.mask_changes(plan.changes)
+        assert changes == [{'section': 'keystone_authtoken', 'option': 'password', 'before': '<hidden>',
+                            'after': '<hidden, changed>'}]
+
+    def test_masked_url_change(self):
+        request = EditRequest(sections=['DEFAULT'], set_values={'transport_url': 'rabbit://openstack:NewRabbit@h/'},
+                              fallback_section=None)
+        plan = plan_edit(SECRET_CONF, request)
+        after = _oi.mask_text(plan.after, reference=plan.before)
+        assert 'transport_url = rabbit://<hidden, changed>@h/\n' in after
+        assert_no_secret(after + repr(_oi.mask_changes(plan.changes)))
+
+    def test_mask_given(self):
+        given = {'password': 'NewPw', 'transport_url': 'rabbit://u:NewRabbit@h/', 'debug': True,
+                 'enabled_backends': {'rbd': 'rbd'}, 'x_password': '', 'list': ['a://u:NewPw@h']}
+        masked = _oi.mask_given(given)
+        assert_no_secret(repr(masked))
+        assert masked['debug'] is True and masked['enabled_backends'] == {'rbd': 'rbd'}
+        assert masked['password'] == '<hidden>' and masked['x_password'] == ''
+
+    @pytest.mark.parametrize('text', ["password = Secret1\n", "[s]\n  Secret1\n", "[s]\nSecret1\n",
+                                      "[s]\n= Secret1\n", "[s]\na = 1\n\n  Secret1\n",
+                                      "[s]\npassword = x\n\n  Secret1\n", "x = rabbit://u:Secret1@h/\n"])
+    def test_parse_errors_never_quote_a_secret(self, text):
+        with pytest.raises(IniParseError) as info:
+            OsloIni.parse(text)
+        assert 'Secret1' not in str(info.value) and 'line' in str(info.value)
+
+    def test_line_break_error_does_not_show_the_value(self):
+        with pytest.raises(VolsnapError) as info:
+            plan_edit(SECRET_CONF, EditRequest(sections=['DEFAULT'], set_values={'password': 'a\nNewPw'}))
+        assert 'NewPw' not in str(info.value) and 'password' in str(info.value)
+
+
+class TestEncoding:
+    @pytest.mark.parametrize('data,line', [
+        (b'[DEFAULT]\npassword = caf\xe9\n', 2),           # Latin-1
+        (b'\xff\xfe[\x00D\x00', 1),                          # UTF-16
+        (b'[s]\na = 1\nb = \xed\xa0\x80\n', 3),             # an encoded surrogate: oslo.config refuses it too
+    ])
+    def test_non_utf8_refused_with_line(self, tmp_path, data, line):
+        path = tmp_path / 'cinder.conf'
+        path.write_bytes(data)
+        with pytest.raises(VolsnapError) as info:
+            read_config(str(path))
+        message = str(info.value)
+        assert str(path) in message and 'line %d' % line in message and 'UTF-8' in message
+        assert 'caf' not in message and 'Nothing was changed' in message
+        assert path.read_bytes() == data
+
+    def test_utf8_accepted(self, tmp_path):
+        path = tmp_path / 'cinder.conf'
+        path.write_bytes('[DEFAULT]\n# café\n'.encode())
+        assert read_config(str(path))[1] == '[DEFAULT]\n# café\n'
