@@ -181,6 +181,29 @@ def rbd_read(openstack_lab: Any, ceph_lab: Any, image: str, snapshot: Optional[s
     return {int(offset): text for offset, text in got["chunks"]}
 
 
+_ADMIN_METADATA_SCRIPT = r"""
+import configparser, json, sys
+import sqlalchemy
+conf = configparser.ConfigParser(interpolation=None, strict=False)
+conf.read(sys.argv[1])
+engine = sqlalchemy.create_engine(conf.get("database", "connection"))
+with engine.connect() as db:
+    rows = db.execute(sqlalchemy.text("SELECT key, value FROM volume_admin_metadata WHERE volume_id = :id "
+                                      "AND deleted = false"), {"id": sys.argv[2]}).fetchall()
+print(json.dumps(dict((key, value) for key, value in rows)))
+"""
+
+
+def cinder_admin_metadata(openstack_lab: Any, volume_id: str) -> Dict[str, str]:
+    """A volume's admin metadata as Cinder stores it (the API does not show it): for NFS volumes ``format``
+    (the active file's format) and, once the volume has had snapshots, ``base_format`` (volume-<id>'s)."""
+    proc = subprocess.run([openstack_lab.python, "-c", _ADMIN_METADATA_SCRIPT, openstack_lab.cinder_conf, volume_id],
+                          capture_output=True, text=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        raise AssertionError(f"reading Cinder's admin metadata failed ({proc.returncode}): {proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 class ModuleRunner:
     """Runs one volsnap.openstack module task through real ansible-playbook against the lab cloud."""
 

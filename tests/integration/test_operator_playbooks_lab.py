@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from ansible_run import COLLECTION_ROOT, ansible_playbook, collections_path, run_tasks
-from openstack_helpers import uploaded_image
+from openstack_helpers import cinder_admin_metadata, uploaded_image
 
 PLAYBOOK_TIMEOUT = 900
 # qemu-img info fields of a snapshot file compared between Cinder's NfsDriver and volume_snapshot
@@ -322,13 +322,27 @@ def test_configure_nfs_snapshots_playbook(openstack_lab: Any, ceph_lab: Any, lab
     assert set(result["file_format"].values()) == {"qcow2"}
     assert result["snapshots"] == {snap.id: f"volume-{first.id}.{snap.id}"}
 
+    # Cinder records what it made: admin metadata format (and base_format once snapshotted), as volume_format takes it
+    meta_a = cinder_admin_metadata(openstack_lab, first.id)
+    assert (meta_a.get("format"), meta_a.get("base_format")) == ("qcow2", "qcow2"), meta_a
+
     # ---- volume_snapshot (offline) on a second Cinder NFS volume makes Cinder's layout
     second = create_volume(conn, cinder_volumes, openstack_lab.nfs_volume_type, "nfs-b")
     own_snap = str(uuid.uuid4())
+    volume_format = cinder_admin_metadata(openstack_lab, second.id)["format"]
+    assert volume_format == "qcow2"
+    snapshot_args = {"share": str(export), "volume_id": second.id, "snapshot_id": own_snap, "mode": "offline"}
+    # without volume_format the qcow2 volume is taken as raw (Cinder's default): refused, nothing changed
+    files_before = sorted(p.name for p in export.iterdir())
+    refused = run_tasks(tmp_path / "refused", [{
+        "name": "snapshot the second volume without its format", "ignore_errors": True,
+        "volsnap.openstack.volume_snapshot": snapshot_args, "register": "snap"}], ["snap"])
+    assert refused["snap"]["failed"] and "format_mismatch" in refused["snap"]["msg"], refused["snap"]
+    assert "volume_format: qcow2" in refused["snap"]["msg"]
+    assert sorted(p.name for p in export.iterdir()) == files_before
     made = run_tasks(tmp_path / "snapshot", [{
         "name": "snapshot the second volume offline",
-        "volsnap.openstack.volume_snapshot": {"share": str(export), "volume_id": second.id,
-                                              "snapshot_id": own_snap, "mode": "offline"},
+        "volsnap.openstack.volume_snapshot": dict(snapshot_args, volume_format=volume_format),
         "register": "snap"}], ["snap"])
     assert made.rc == 0, made.output[-6000:]
     assert made["snap"]["changed"] is True
@@ -363,7 +377,8 @@ def test_configure_nfs_snapshots_playbook(openstack_lab: Any, ceph_lab: Any, lab
     merged = run_tasks(tmp_path / "unsnapshot", [{
         "name": "delete the module's snapshot of the second volume",
         "volsnap.openstack.volume_snapshot": {"share": str(export), "volume_id": second.id,
-                                              "snapshot_id": own_snap, "state": "absent", "mode": "offline"},
+                                              "snapshot_id": own_snap, "state": "absent", "mode": "offline",
+                                              "volume_format": volume_format},
         "register": "snap"}], ["snap"])
     assert merged.rc == 0, merged.output[-6000:]
     for volume in (first, second):
