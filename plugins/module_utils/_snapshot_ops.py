@@ -291,8 +291,8 @@ class Executor(object):
             else:
                 not_undone = ' It was not rolled back: %s.' % refusal.rstrip('.')
         details.update(rolled_back=False, pending=journal.pending())
-        return VolsnapError('%s.%s The operation is pending: %s. %s.' % (head, not_undone, journal.pending_text(),
-                                                                        FIX_AND_RERUN), **details)
+        text = '%s.%s The operation is pending: %s. %s.' % (head, not_undone, journal.pending_text(), FIX_AND_RERUN)
+        return VolsnapError(text, **details)
 
     # ---- undoing a pending operation (after a failed step, or state=abandoned)
 
@@ -423,8 +423,8 @@ class Executor(object):
         try:
             backing = _backing_of(top)
         except (VolsnapError, OSError) as exc:
-            return 'cannot read the backing file of %s: %s' % (top, exc.msg if isinstance(exc, VolsnapError)
-                                                             else os_error_text(exc, top))
+            why = exc.msg if isinstance(exc, VolsnapError) else os_error_text(exc, top)
+            return 'cannot read the backing file of %s: %s' % (top, why)
         if not _same_file(backing, below):
             return ('the header of %s now names %s as its backing file, not %s: step 1 (%s) is at least partly '
                     'applied; finish the operation with state=resumed' % (top, backing, below, first.describe()))
@@ -645,8 +645,8 @@ def _info_unchanged(path: str, before: Optional[Dict[str, str]], after: Optional
     try:
         info = load_info(path)
     except (ValueError, OSError) as exc:
-        return 'cannot read the .info file %s (%s)' % (path, os_error_text(exc, path) if isinstance(exc, OSError)
-                                                     else exc)
+        why = os_error_text(exc, path) if isinstance(exc, OSError) else str(exc)
+        return 'cannot read the .info file %s (%s)' % (path, why)
     current = info.as_dict() if info is not None else None
     if current == before:
         return None

@@ -82,6 +82,11 @@ notes:
     then the chain may be half merged and the clone is refused.
   - When O(dest) was replaced by another file after it was cloned (another inode than the sidecar records), the task
     fails rather than reporting it unchanged.
+  - An operating system error on the files the module writes (the lock, the temporary output, the sidecar record,
+    O(dest)), such as no space or no inode left, a read-only file system, a refused access or an I/O error, is a
+    failed result naming the file, never a traceback. The clone keeps no journal, so nothing is pending; the
+    temporary output and record of a failed clone are removed and O(dest) is never published half-written; run
+    the task again once the cause is fixed.
 requirements:
   - qemu-img (Debian package qemu-utils) on the host that holds the share.
 seealso:

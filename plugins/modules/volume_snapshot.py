@@ -193,6 +193,13 @@ EXAMPLES = r'''
     share: /var/lib/cinder/mnt/4f1e2c0d
     volume_id: 0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f
     state: resumed
+
+- name: Undo the pending operation whose next step can never succeed (refused when that would lose anything)
+  volsnap.openstack.volume_snapshot:
+    share: /var/lib/cinder/mnt/4f1e2c0d
+    volume_id: 0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f
+    state: abandoned
+  register: abandoned   # abandoned.abandoned.removed: the files removed (the journal last)
 '''
 
 RETURN = r'''

@@ -371,8 +371,8 @@ def test_overlay_data_problem(tmp_path):
 
 def online_create(share, new):
     plan = create_plan(share, new)
-    plan.steps.insert(0, Step('create_overlay', 'compute', {'file': str(new), 'backing': F2, 'backing_format': 'qcow2',
-                                                             'size': 1 << 20, 'like': str(share / F2)}))
+    args = {'file': str(new), 'backing': F2, 'backing_format': 'qcow2', 'size': 1 << 20, 'like': str(share / F2)}
+    plan.steps.insert(0, Step('create_overlay', 'compute', args))
     return plan
 
 
