@@ -112,6 +112,16 @@ def test_mapped_error_types():
     assert exc.kwargs == {'msg': "KeyError: 'missing'"}
 
 
+def test_os_errors_become_a_failed_result_naming_the_file():
+    def run(self):
+        raise OSError(28, 'No space left on device', '/share/.volsnap-volume-x.journal')
+
+    _module_obj, exc = execute(make(run=run))
+    assert exc.kind == 'fail'
+    assert exc.kwargs == {'msg': '/share/.volsnap-volume-x.journal: No space left on device (ENOSPC)',
+                          'file': '/share/.volsnap-volume-x.journal'}
+
+
 def test_unmapped_errors_propagate():
     def run(self):
         raise RuntimeError('bug')
