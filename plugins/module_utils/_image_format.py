@@ -76,6 +76,7 @@ QCOW2_CRYPTO_EXT_BYTES = 16                         # sizeof(Qcow2CryptoHeaderEx
 QCOW2_BITMAPS_EXT_BYTES = 24                        # sizeof(Qcow2BitmapHeaderExt)
 QCOW2_MAX_BITMAPS = 65535                           # QCOW2_MAX_BITMAPS
 QCOW2_MAX_BITMAP_DIRECTORY = 1024 * QCOW2_MAX_BITMAPS  # QCOW2_MAX_BITMAP_DIRECTORY_SIZE
+QCOW2_MAX_BITMAP_READ = 1024 * 1024                 # ours: bitmap directories and tables we read, at most
 QCOW2_MIN_SUBCLUSTER_BITS = 9                       # MIN_CLUSTER_BITS, for subclusters
 QCOW2_EXTL2_SUBCLUSTERS = 32                        # QCOW_EXTL2_SUBCLUSTERS_PER_CLUSTER
 INT_MAX = (1 << 31) - 1
@@ -112,11 +113,31 @@ VHDX_METADATA_REGION = uuid.UUID('8B7CA206-4790-4B9A-B8FE-575F050F886E').bytes_l
 VHDX_VIRTUAL_DISK_SIZE = uuid.UUID('2FA54224-CD1B-4876-B211-5DBED83BF4B8').bytes_le
 VHDX_PARENT_LOCATOR = uuid.UUID('A8D35F2D-B30B-454D-ABF7-D3D84834AB0C').bytes_le
 VHDX_MAX_ENTRIES = 2047
+VHDX_HEADER_OFFSETS = (64 * 1024, 128 * 1024)
+VHDX_HEADER_SECTION = 1024 * 1024
+VHDX_BAT_REGION = uuid.UUID('2DC27766-F623-4200-9D64-115E9BFD4A08').bytes_le
+VHDX_FILE_PARAMETERS = uuid.UUID('CAA16737-FA36-4D43-B3B6-33F0AA44E76B').bytes_le
+VHDX_LOGICAL_SECTOR_SIZE = uuid.UUID('8141BF1D-A96F-4709-BA47-F233A8FAAB5F').bytes_le
+VHDX_PHYSICAL_SECTOR_SIZE = uuid.UUID('CDA348C7-445D-4471-9CC9-E9885251C556').bytes_le
+VHDX_PAGE83_DATA = uuid.UUID('BECA12AB-B2E6-4523-93EF-C309E000C746').bytes_le
+# The metadata items qemu requires (vhdx_parse_metadata META_ALL_PRESENT) and the bytes it reads of each.
+VHDX_METADATA_ITEMS = {VHDX_FILE_PARAMETERS: 8, VHDX_VIRTUAL_DISK_SIZE: 8, VHDX_PAGE83_DATA: 16,
+                       VHDX_LOGICAL_SECTOR_SIZE: 4, VHDX_PHYSICAL_SECTOR_SIZE: 4}
+VHDX_MIN_BLOCK = 1024 * 1024
+VHDX_MAX_BLOCK = 256 * 1024 * 1024
+VHDX_MAX_IMAGE_SIZE = 64 * 1024 ** 4
 VDI_SIGNATURE = 0xBEDA107F
 VDI_BLOCK_SIZE = 1024 * 1024                        # qemu block/vdi.c DEFAULT_CLUSTER_SIZE
 VDI_BLOCKS_IN_IMAGE_MAX = 0x1FFFFF80                # qemu VDI_BLOCKS_IN_IMAGE_MAX
 VDI_DISK_SIZE_MAX = VDI_BLOCKS_IN_IMAGE_MAX * VDI_BLOCK_SIZE  # qemu VDI_DISK_SIZE_MAX
 LUKS_MAGIC = b'LUKS\xba\xbe'
+# What qemu's LUKS1 reader knows (crypto/block-luks.c name tables): ciphers with their key sizes, modes, IV
+# generators and hashes; the key material area alignment (4 KiB = 8 sectors).
+LUKS_CIPHERS = {'aes': (16, 24, 32), 'cast5': (16,), 'serpent': (16, 24, 32), 'twofish': (16, 24, 32), 'sm4': (16,)}
+LUKS_MODES = ('ecb', 'cbc', 'xts', 'ctr')
+LUKS_IVGENS = ('plain', 'plain64', 'essiv')
+LUKS_HASHES = ('md5', 'sha1', 'sha224', 'sha256', 'sha384', 'sha512', 'ripemd160', 'sm3')
+LUKS_KEY_SLOT_SECTORS = 8
 ISO_OFFSETS = (0x8001, 0x8801, 0x9001)
 
 
@@ -470,6 +491,7 @@ def _parse_qcow2(info: ImageInfo, reader: _Reader, head: bytes) -> None:
     area = head[:ext_end]
     offset = header_length
     crypto_header = False
+    bitmaps = None
     while offset < ext_end:
         if offset + 8 > ext_end:
             info.add('invalid_header', 'a qcow2 header extension overruns the header area ("Header extension too large")')
@@ -506,6 +528,8 @@ def _parse_qcow2(info: ImageInfo, reader: _Reader, head: bytes) -> None:
             crypto_header = True
         elif ext_type == QCOW2_EXT_BITMAPS:
             problem = _qcow2_bitmaps_ext_problem(data, autoclear, cluster_size)
+            if problem is None and autoclear & QCOW2_AUTOCLEAR_BITMAPS:
+                bitmaps = data
         if problem is not None:
             info.add('invalid_header', 'qemu refuses this qcow2 header extension: %s' % problem)
             return
@@ -526,6 +550,10 @@ def _parse_qcow2(info: ImageInfo, reader: _Reader, head: bytes) -> None:
         problem = _qcow2_snapshots_problem(reader, snapshots_offset, nb_snapshots)
         if problem is not None:
             info.add('invalid_header', 'qemu refuses this qcow2 snapshot table: %s' % problem)
+    if bitmaps is not None and not any(f.severity == ERROR for f in info.findings):
+        problem = _qcow2_bitmap_directory_problem(reader, bitmaps, cluster_size, info.virtual_size or 0)
+        if problem is not None:
+            info.add('invalid_header', 'qemu refuses the persistent bitmaps of this qcow2 image: %s' % problem)
     if info.backing_file:
         info.references.append(info.backing_file)
 
@@ -539,6 +567,58 @@ def _qcow2_crypto_ext_problem(data: bytes, crypt_method: int, cluster_size: int)
     (offset,) = _unpack('>Q', data, 0)
     if offset % cluster_size:
         return 'the encryption header offset %d is not a multiple of the cluster size' % offset
+    return None
+
+
+def _qcow2_bitmap_directory_problem(reader: _Reader, ext: bytes, cluster_size: int, image_size: int) -> Optional[str]:
+    """qemu's checks when it loads persistent bitmaps at open (block/qcow2-bitmap.c bitmap_list_load,
+    check_dir_entry, bitmap_table_load, load_bitmap_data). Directories and tables beyond 1 MiB are refused
+    here (qemu allows 64 MiB and 1 GiB; no volume needs that many bitmaps)."""
+    nb_bitmaps, _reserved, directory_size, directory_offset = _unpack('>IIQQ', ext, 0)
+    if directory_size == 0:
+        return 'the bitmap directory size is zero'
+    if directory_size > QCOW2_MAX_BITMAP_READ or directory_offset + directory_size > QEMU_MAX_LENGTH:
+        return 'the bitmap directory is too large (%d bytes)' % directory_size
+    directory = reader.read(directory_offset, directory_size).ljust(directory_size, b'\x00')
+    position = count = 0
+    while position < directory_size:
+        if position + 24 > directory_size:
+            return 'broken bitmap directory'
+        count += 1
+        if count > nb_bitmaps:
+            return 'more bitmaps found than the header extension says'
+        (table_offset, table_size, flags, kind, granularity_bits, name_size,
+         extra_size) = _unpack('>QIIBBHI', directory, position)
+        following = position + ((24 + extra_size + name_size + 7) & ~7)
+        if following > directory_size:
+            return 'broken bitmap directory'
+        if extra_size:
+            return 'bitmap extra data is not supported'
+        if (table_size == 0 or table_offset == 0 or table_offset % cluster_size or table_size > 0x8000000
+                or not 9 <= granularity_bits <= 31 or flags & ~3 or name_size > 1023 or kind != 1
+                or table_size * cluster_size > 0x20000000):
+            return 'bitmap %d does not satisfy the constraints' % count
+        in_use = flags & 1
+        if not in_use and image_size > (table_size * cluster_size * 8) << granularity_bits:
+            return 'bitmap %d is too small for the image' % count
+        if not in_use:
+            # load_bitmap_data: the table has exactly the clusters the serialized bitmap needs
+            words = ((image_size - 1) >> granularity_bits >> 6) + 1 if image_size else 0
+            needed = -(-words * 8 // cluster_size)
+            if needed != table_size:
+                return 'bitmap %d table has %d clusters, the image size needs %d' % (count, table_size, needed)
+            if table_size * 8 > QCOW2_MAX_BITMAP_READ or table_offset + table_size * 8 > QEMU_MAX_LENGTH:
+                return 'bitmap %d table is too large' % count
+            table = reader.read(table_offset, table_size * 8).ljust(table_size * 8, b'\x00')
+            for (entry,) in struct.iter_unpack('>Q', table):
+                offset = entry & 0x00FFFFFFFFFFFE00
+                if entry & 0xFF000000000001FE or (offset and (entry & 1 or offset % cluster_size)):
+                    return 'bitmap %d table entry is invalid' % count
+                if offset + cluster_size > QEMU_MAX_LENGTH:
+                    return 'bitmap %d data lies past the largest offset qemu reads' % count
+        position = following
+    if count != nb_bitmaps:
+        return 'fewer bitmaps found than the header extension says'
     return None
 
 
@@ -743,44 +823,135 @@ def _vpc_problem(info: ImageInfo, reader: _Reader, head: bytes) -> Optional[str]
     return None
 
 
+_CRC32C_TABLE: List[int] = []
+
+
+def _crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli), the checksum of VHDX headers and region tables."""
+    if not _CRC32C_TABLE:
+        for byte in range(256):
+            crc = byte
+            for _bit in range(8):
+                crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+            _CRC32C_TABLE.append(crc)
+    table = _CRC32C_TABLE
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def _vhdx_checksum_ok(block: bytes) -> bool:
+    (stored,) = _unpack('<I', block, 4)
+    return _crc32c(block[:4] + b'\x00\x00\x00\x00' + block[8:]) == stored
+
+
 def _parse_vhdx(info: ImageInfo, reader: _Reader, head: bytes) -> None:
-    for table_offset in VHDX_REGION_TABLE_OFFSETS:
-        table = reader.read(table_offset, 64 * 1024)
-        if table[:4] != b'regi':
-            continue
-        (count,) = _unpack('<I', table, 8)
-        if count > VHDX_MAX_ENTRIES:
-            raise ValueError('vhdx region table has %d entries' % count)
-        for index in range(count):
-            entry = 16 + index * 32
-            guid = table[entry:entry + 16]
-            region_offset, region_length = _unpack('<QI', table, entry + 16)
-            if guid == VHDX_METADATA_REGION:
-                _parse_vhdx_metadata(info, reader, region_offset, region_length)
-                return
-        break
-    raise _Truncated('no vhdx region table with a metadata region')
+    """Parse a VHDX file as qemu's vhdx_open does (block/vhdx.c): the header qemu picks, its log, the region
+    table (only the copy at 192 KiB, checksummed), the metadata items and the BAT size. Whatever qemu refuses
+    is ``invalid_header`` (qemu mostly answers a bare EINVAL or ENOTSUP)."""
+    # vhdx_parse_header: both 4 KiB headers, checksummed; the valid one with the higher sequence number
+    headers = []
+    for offset in VHDX_HEADER_OFFSETS:
+        block = reader.read(offset, 4096).ljust(4096, b'\x00')
+        (version,) = _unpack('<H', block, 66)
+        valid = block[:4] == b'head' and version == 1 and _vhdx_checksum_ok(block)
+        headers.append((valid, _unpack('<Q', block, 8)[0], block))
+    (valid1, seq1, block1), (valid2, seq2, block2) = headers
+    if valid1 and valid2 and seq1 == seq2 and block1 != block2:
+        valid1 = valid2 = False
+    if not (valid1 or valid2):
+        raise _Truncated('no valid VHDX header ("No valid VHDX header found")')
+    header = block2 if valid2 and (not valid1 or seq2 > seq1) else block1
+    log_guid = header[48:64]
+    log_version, _version, log_length, log_offset = _unpack('<HHIQ', header, 64)
+    if log_version != 0:
+        raise ValueError('VHDX log version %d' % log_version)
+    if log_guid.strip(b'\x00') and log_length:
+        # vhdx_parse_log: a log that may need a replay (qemu refuses read-only, writes the file read-write)
+        info.add('invalid_header', 'the VHDX file has a log that may need a replay (qemu refuses it read-only '
+                 'and rewrites the file otherwise)')
+        return
+    regions = [(0, VHDX_HEADER_SECTION)] + ([(log_offset, log_offset + log_length)] if log_length else [])
+
+    # vhdx_open_region_tables: 64 KiB at 192 KiB, checksummed; BAT and metadata once each; no overlaps
+    table = reader.read(VHDX_REGION_TABLE_OFFSETS[0], 64 * 1024).ljust(64 * 1024, b'\x00')
+    if table[:4] != b'regi' or not _vhdx_checksum_ok(table):
+        raise _Truncated('the VHDX region table at 192 KiB is missing or its checksum is wrong')
+    (count,) = _unpack('<I', table, 8)
+    if count > VHDX_MAX_ENTRIES:
+        raise ValueError('vhdx region table has %d entries' % count)
+    found: Dict[bytes, Tuple[int, int]] = {}
+    for index in range(count):
+        entry = 16 + index * 32
+        guid = table[entry:entry + 16]
+        region_offset, region_length, data_bits = _unpack('<QII', table, entry + 16)
+        end = region_offset + region_length
+        if any(not (region_offset >= r_end or end <= r_start) for r_start, r_end in regions):
+            raise ValueError('VHDX region %d-%d overlaps another region' % (region_offset, end))
+        regions.append((region_offset, end))
+        if guid in (VHDX_METADATA_REGION, VHDX_BAT_REGION):
+            if guid in found:
+                raise ValueError('a VHDX region is listed twice')
+            found[guid] = (region_offset, region_length)
+        elif data_bits & 1:
+            raise ValueError('a required VHDX region is unknown to qemu')
+    if VHDX_METADATA_REGION not in found or VHDX_BAT_REGION not in found:
+        raise _Truncated('no vhdx region table with a metadata region and a BAT region')
+    _parse_vhdx_metadata(info, reader, found[VHDX_METADATA_REGION][0], found[VHDX_METADATA_REGION][1],
+                         found[VHDX_BAT_REGION])
 
 
-def _parse_vhdx_metadata(info: ImageInfo, reader: _Reader, region_offset: int, region_length: int) -> None:
-    table = reader.read(region_offset, 64 * 1024)
+def _parse_vhdx_metadata(info: ImageInfo, reader: _Reader, region_offset: int, region_length: int,
+                         bat: Tuple[int, int] = (0, 0)) -> None:
+    table = reader.read(region_offset, 64 * 1024).ljust(64 * 1024, b'\x00')
     if table[:8] != b'metadata':
         raise _Truncated('vhdx metadata table signature')
     (count,) = _unpack('<H', table, 10)
-    if count > VHDX_MAX_ENTRIES:
+    if count > VHDX_MAX_ENTRIES or 32 + count * 32 > 64 * 1024:
         raise ValueError('vhdx metadata table has %d entries' % count)
+    items: Dict[bytes, bytes] = {}
+    parent = False
     for index in range(count):
         entry = 32 + index * 32
         guid = table[entry:entry + 16]
-        item_offset, item_length = _unpack('<II', table, entry + 16)
+        item_offset, item_length, data_bits = _unpack('<III', table, entry + 16)
         if guid == VHDX_PARENT_LOCATOR:
+            parent = True
             info.add('unsupported_differencing_image', 'differencing VHDX images name a parent outside the file; refused')
-        if guid == VHDX_VIRTUAL_DISK_SIZE:
-            if item_length < 8 or item_offset + 8 > region_length:
-                raise ValueError('vhdx virtual disk size item out of its region')
-            (info.virtual_size,) = _unpack('<Q', reader.read(region_offset + item_offset, 8), 0)
-    if info.virtual_size is None:
-        raise _Truncated('vhdx virtual disk size item')
+        elif guid in VHDX_METADATA_ITEMS:
+            if guid in items:
+                raise ValueError('a VHDX metadata item is listed twice')
+            if item_offset + VHDX_METADATA_ITEMS[guid] > region_length:
+                raise ValueError('vhdx metadata item out of its region')
+            items[guid] = reader.read(region_offset + item_offset, VHDX_METADATA_ITEMS[guid]).ljust(
+                VHDX_METADATA_ITEMS[guid], b'\x00')
+        elif data_bits & (1 << 2):
+            raise ValueError('a required VHDX metadata item is unknown to qemu')
+    if VHDX_VIRTUAL_DISK_SIZE in items:
+        (info.virtual_size,) = _unpack('<Q', items[VHDX_VIRTUAL_DISK_SIZE], 0)
+    if len(items) != len(VHDX_METADATA_ITEMS):
+        raise _Truncated('vhdx metadata items (qemu needs file parameters, virtual disk size, page 83 data, '
+                         'logical and physical sector sizes)')
+    block_size, data_bits = _unpack('<II', items[VHDX_FILE_PARAMETERS], 0)
+    if data_bits & 2 and not parent:
+        raise ValueError('a VHDX file with a parent but no parent locator')
+    (logical,) = _unpack('<I', items[VHDX_LOGICAL_SECTOR_SIZE], 0)
+    virtual_size = info.virtual_size or 0
+    if not VHDX_MIN_BLOCK <= block_size <= VHDX_MAX_BLOCK or block_size & (block_size - 1):
+        raise ValueError('VHDX block size %d' % block_size)
+    if logical != SECTOR:
+        raise ValueError('VHDX logical sector size %d (qemu supports 512 only)' % logical)
+    if virtual_size > VHDX_MAX_IMAGE_SIZE:
+        raise ValueError('VHDX virtual size %d is larger than 64 TiB' % virtual_size)
+    info.virtual_size = virtual_size - virtual_size % SECTOR  # bs->total_sectors = size >> sector bits
+    # vhdx_calc_bat_entries: the BAT region must hold an entry per block and per sector-bitmap chunk
+    chunk_ratio = (1 << 23) * SECTOR // block_size
+    data_blocks = -(-virtual_size // block_size)
+    # qemu counts in uint32: an empty disk (0 blocks) wraps to 4 Gi entries and is refused
+    entries = data_blocks + ((data_blocks - 1) & 0xFFFFFFFF) // chunk_ratio
+    if entries > bat[1] // 8:
+        raise ValueError('the VHDX BAT region is too small for the virtual size')
 
 
 def _parse_vdi(info: ImageInfo, reader: _Reader, head: bytes) -> None:
@@ -829,6 +1000,9 @@ def _parse_luks(info: ImageInfo, reader: _Reader, head: bytes) -> None:
     if version == 1:
         (payload_sectors,) = _unpack('>I', head, 104)
         payload = payload_sectors * SECTOR
+        problem = _luks1_problem(head)
+        if problem is not None:
+            info.add('invalid_header', 'qemu refuses this LUKS header: %s' % problem)
     elif version == 2:
         (header_size,) = _unpack('>Q', head, 8)
         if not 4096 < header_size <= MAX_LUKS2_JSON_BYTES:
@@ -845,6 +1019,58 @@ def _parse_luks(info: ImageInfo, reader: _Reader, head: bytes) -> None:
     if payload > info.file_size:
         raise _Truncated('LUKS payload offset %d beyond the end of the file' % payload)
     info.virtual_size = qemu_file_length(info.file_size) - payload
+    if version == 2:
+        # qemu's LUKS driver reads LUKS1 only ("LUKS version 2 is not supported", crypto/block-luks.c)
+        info.add('invalid_header', 'LUKS2 volumes cannot be opened by qemu (it reads LUKS1 only)')
+
+
+def _luks_name(raw: bytes) -> Optional[str]:
+    if b'\x00' not in raw:
+        return None  # qemu: "LUKS header cipher name/mode/hash is not NUL terminated"
+    return raw.split(b'\x00', 1)[0].decode('ascii', 'replace')
+
+
+def _luks1_problem(head: bytes) -> Optional[str]:
+    """qemu's checks of a LUKS1 header (crypto/block-luks.c qcrypto_block_luks_check_header and
+    qcrypto_block_luks_parse_header), made when any image is opened, with or without its key."""
+    cipher, mode, hash_spec = (_luks_name(head[start:start + 32]) for start in (8, 40, 72))
+    payload, key_bytes = _unpack('>II', head, 104)
+    (mk_iterations,) = _unpack('>I', head, 164)
+    if cipher is None or mode is None or hash_spec is None:
+        return 'a cipher, mode or hash name is not NUL terminated'
+    if payload < LUKS_KEY_SLOT_SECTORS:
+        return 'the payload overlaps the header'
+    if mk_iterations == 0:
+        return 'the master key iteration count is zero'
+    slots = []
+    for index in range(8):
+        active, iterations, _salt, start, stripes = _unpack('>II32sII', head, 208 + 48 * index)
+        length = -(-key_bytes * stripes // SECTOR)
+        length = -(-length // LUKS_KEY_SLOT_SECTORS) * LUKS_KEY_SLOT_SECTORS
+        if stripes != 4000:
+            return 'key slot %d is corrupted (stripes %d)' % (index, stripes)
+        if active not in (0x00AC71F3, 0x0000DEAD):
+            return 'key slot %d state is corrupted' % index
+        if active == 0x00AC71F3 and iterations == 0:
+            return 'key slot %d iteration count is zero' % index
+        if start < LUKS_KEY_SLOT_SECTORS:
+            return 'key slot %d overlaps the header' % index
+        if start + length > payload:
+            return 'key slot %d overlaps the encrypted payload' % index
+        for other_start, other_length in slots:
+            if start < other_start + other_length and other_start < start + length:
+                return 'key slots overlap in the header'
+        slots.append((start, length))
+    mode_name, _dash, ivgen = mode.partition('-')
+    ivgen_name, _colon, ivgen_hash = ivgen.partition(':')
+    if mode_name not in LUKS_MODES or ivgen_name not in LUKS_IVGENS or (ivgen_hash and ivgen_hash not in LUKS_HASHES):
+        return 'cipher mode %s is not supported' % mode
+    if hash_spec not in LUKS_HASHES:
+        return 'hash %s is not supported' % hash_spec
+    cipher_key = key_bytes // 2 if mode_name == 'xts' else key_bytes
+    if cipher_key not in LUKS_CIPHERS.get(cipher, ()) or (mode_name == 'xts' and key_bytes % 2):
+        return "algorithm '%s' with key size %d bytes is not supported" % (cipher, key_bytes)
+    return None
 
 
 def _parse_iso(info: ImageInfo, reader: _Reader, head: bytes) -> None:

@@ -27,6 +27,9 @@ VHDX_BAT_REGION = uuid.UUID('2DC27766-F623-4200-9D64-115E9BFD4A08').bytes_le
 VHDX_VIRTUAL_DISK_SIZE = uuid.UUID('2FA54224-CD1B-4876-B211-5DBED83BF4B8').bytes_le
 VHDX_FILE_PARAMETERS = uuid.UUID('CAA16737-FA36-4D43-B3B6-33F0AA44E76B').bytes_le
 VHDX_PARENT_LOCATOR = uuid.UUID('A8D35F2D-B30B-454D-ABF7-D3D84834AB0C').bytes_le
+VHDX_LOGICAL_SECTOR_SIZE = uuid.UUID('8141BF1D-A96F-4709-BA47-F233A8FAAB5F').bytes_le
+VHDX_PHYSICAL_SECTOR_SIZE = uuid.UUID('CDA348C7-445D-4471-9CC9-E9885251C556').bytes_le
+VHDX_PAGE83_DATA = uuid.UUID('BECA12AB-B2E6-4523-93EF-C309E000C746').bytes_le
 
 Extension = Union[Tuple[int, bytes], Tuple[int, bytes, int]]
 
@@ -220,10 +223,29 @@ def vhd_footer(current_size: int = 1 << 30, disk_type: int = 3) -> bytes:
     return footer + dynamic + b'\xff' * (-(-entries * 4 // 512) * 512)
 
 
+def crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _bit in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+    return crc ^ 0xFFFFFFFF
+
+
+def _vhdx_checksummed(block: bytes) -> bytes:
+    return block[:4] + struct.pack('<I', crc32c(block[:4] + b'\x00' * 4 + block[8:])) + block[8:]
+
+
 def vhdx(virtual_size: int = 1 << 30, parent_locator: bool = False, table_at: int = 192 * 1024,
-         with_metadata_region: bool = True, size_item: bool = True) -> bytes:
-    """A VHDX file: identifier, a region table at ``table_at``, a metadata region at 1 MiB."""
+         with_metadata_region: bool = True, size_item: bool = True, block_size: int = 32 * 1024 * 1024) -> bytes:
+    """A VHDX file as qemu opens it: identifier, two checksummed headers (64 and 128 KiB), a checksummed
+    region table at ``table_at`` (qemu reads only the one at 192 KiB), a metadata region at 1 MiB with
+    every item qemu requires, a BAT region at 2 MiB."""
     buf = bytearray(b'vhdxfile' + 'qemu'.encode('utf-16-le'))
+    for offset, sequence in ((64 * 1024, 1), (128 * 1024, 2)):
+        header = struct.pack('<4sIQ16s16s16sHHIQ', b'head', 0, sequence, b'\x01' * 16, b'\x02' * 16, b'\x00' * 16,
+                             0, 1, 1024 * 1024, 3 * 1024 * 1024)
+        _place(buf, offset, _vhdx_checksummed(header + b'\x00' * (4096 - len(header))))
     metadata_offset = 1024 * 1024
     metadata_length = 1024 * 1024
     entries = [(VHDX_BAT_REGION, 2 * 1024 * 1024, 1024 * 1024)]
@@ -232,16 +254,19 @@ def vhdx(virtual_size: int = 1 << 30, parent_locator: bool = False, table_at: in
     table = struct.pack('<4sIII', b'regi', 0, len(entries), 0)
     for guid, offset, length in entries:
         table += guid + struct.pack('<QII', offset, length, 1)
-    _place(buf, table_at, table)
+    _place(buf, table_at, _vhdx_checksummed(table + b'\x00' * (65536 - len(table))))
 
-    items = [(VHDX_FILE_PARAMETERS, 65536, 8, struct.pack('<II', 32 * 1024 * 1024, 0))]
+    items = [(VHDX_FILE_PARAMETERS, 65536, 8, struct.pack('<II', block_size, 0))]
     if size_item:
         items.append((VHDX_VIRTUAL_DISK_SIZE, 65536 + 8, 8, struct.pack('<Q', virtual_size)))
+    items += [(VHDX_PAGE83_DATA, 65536 + 16, 16, b'\x03' * 16),
+              (VHDX_LOGICAL_SECTOR_SIZE, 65536 + 32, 4, struct.pack('<I', 512)),
+              (VHDX_PHYSICAL_SECTOR_SIZE, 65536 + 36, 4, struct.pack('<I', 4096))]
     if parent_locator:
         items.append((VHDX_PARENT_LOCATOR, 65536 + 64, 32, b'\x00' * 32))
     meta = struct.pack('<8sHH20s', b'metadata', 0, len(items), b'\x00' * 20)
     for guid, offset, length, _data in items:
-        meta += guid + struct.pack('<IIII', offset, length, 0, 0)
+        meta += guid + struct.pack('<IIII', offset, length, 4, 0)
     _place(buf, metadata_offset, meta)
     for _guid, offset, _length, data in items:
         _place(buf, metadata_offset + offset, data)
@@ -260,11 +285,19 @@ def vdi(disk_size: int = 1 << 30, image_type: int = 1) -> bytes:
     return bytes(buf)
 
 
-def luks1(payload_sectors: int = 8) -> bytes:
+def luks1(payload_sectors: int = 4040, key_bytes: int = 64) -> bytes:
+    """A LUKS1 header as qemu-img writes it: aes xts-plain64 sha256, 8 key slots (slot 0 active) of 4000
+    stripes, each slot's key material 4 KiB-aligned after the header, the payload after the last slot."""
     header = (b'LUKS\xba\xbe' + struct.pack('>H', 1) + b'aes'.ljust(32, b'\x00') + b'xts-plain64'.ljust(32, b'\x00')
-              + b'sha256'.ljust(32, b'\x00') + struct.pack('>II', payload_sectors, 64))
-    assert len(header) == 112
-    return header + b'\x00' * (592 - len(header))
+              + b'sha256'.ljust(32, b'\x00') + struct.pack('>II', payload_sectors, key_bytes)
+              + b'\x00' * 20 + b'\x00' * 32 + struct.pack('>I', 1000) + b'\x00' * 40)
+    assert len(header) == 208
+    slot_sectors = -(-(-(-key_bytes * 4000 // 512)) // 8) * 8
+    for index in range(8):
+        header += struct.pack('>II32sII', 0x00AC71F3 if index == 0 else 0x0000DEAD, 1000, b'\x00' * 32,
+                              8 + index * slot_sectors, 4000)
+    assert len(header) == 592
+    return header
 
 
 def luks2(header_size: int = 16384, json_area: Union[dict, bytes, None] = None,
