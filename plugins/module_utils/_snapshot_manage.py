@@ -526,10 +526,13 @@ class SnapshotManage(object):
                                    % (snapshot.get('name'), snapshot['id'], volume['id']),
                                    snapshot=snapshot)
             if self.check_mode:
+                if self.listing(volume) is None:  # the real run's _cleanup refuses then
+                    raise VolsnapError('cannot remove the error record %s safely: the manageable listing, needed to '
+                                       'tell whether the backend holds data for it, could not be read (%s)'
+                                       % (snapshot['id'], self.listing_error), snapshot=snapshot)
                 self.warnings.append('the error record %s would be removed and the reference managed again'
                                      % snapshot['id'])
-                planned = self._planned(volume)
-                return self._result(True, 'manage', volume, planned, snapshot, planned, replaced=snapshot['id'])
+                return self._manage(volume, ref, before=snapshot, replaced=snapshot['id'])
             self._cleanup(volume, snapshot)
             return self._manage(volume, ref, before=snapshot, replaced=snapshot['id'])
         if status not in ('available', 'creating'):
@@ -574,7 +577,9 @@ class SnapshotManage(object):
             raise VolsnapError('Cinder reports %s on volume %s as not safe to manage: %s'
                                % (json.dumps(dict(ref)), volume['id'], entry.get('reason_not_safe') or 'no reason given'),
                                manageable=entry)
-        if entry is None and listing is not None:
+        if self.check_mode:
+            self._predict_manage(volume, ref, replacing=extra.get('replaced'))
+        elif entry is None and listing is not None:
             self.warnings.append('%s is not in the manageable listing of volume %s\'s backend: Cinder will most '
                                  'likely put the new snapshot in error' % (json.dumps(dict(ref)), volume['id']))
         planned = self._planned(volume)
@@ -587,6 +592,49 @@ class SnapshotManage(object):
             return self._result(True, 'manage', volume, created, before, created, **extra)
         final = self._wait_managed(volume, ref, created)
         return self._result(True, 'manage', volume, final, before, final, **extra)
+
+    def _not_listed(self, volume: Mapping[str, Any], ref: Mapping[str, Any]) -> str:
+        return ('the reference is not on the backend: the manageable listing of %s %s has no snapshot %s on volume %s '
+                '(ManageExistingInvalidReference)'
+                % ('host' if volume.get('host') else 'cluster', volume.get('host') or volume.get('cluster_name'),
+                   json.dumps(dict(ref)), volume['id']))
+
+    def _predict_manage(self, volume: Mapping[str, Any], ref: Mapping[str, Any],
+                        replacing: Optional[str] = None) -> None:
+        """Check mode: fail as the real run will when the reference is not on the backend.
+
+        The real run sends the manage request and Cinder's volume service ends the new record in
+        ``error`` when the reference does not exist (the RBD driver opens ``volume-<id>@<ref>``; the
+        manageable listing of the volume's host lists exactly those snapshots). So a listing without
+        the reference means the real run fails. A listing that cannot be read leaves the outcome
+        unknown: check mode says so and fails rather than promising a change.
+        """
+        listing = self.listing(volume)
+        if listing is None:
+            raise VolsnapError('check mode cannot tell whether Cinder can manage %s on volume %s: the manageable '
+                               'listing of its backend, the only way to see the backend snapshots, could not be read '
+                               '(%s). Listing and managing are both admin-only in Cinder\'s default policy, so a real '
+                               'run with these credentials is most likely refused as well; run with admin credentials'
+                               % (json.dumps(dict(ref)), volume['id'], self.listing_error),
+                               volume={'id': volume['id'], 'name': volume.get('name')})
+        if self._listing_entry(volume, ref) is not None:
+            return
+        names = sorted(json.dumps(e.get('reference')) for e in listing
+                       if e.get('safe_to_manage') and not e.get('cinder_id'))
+        if self.req.cleanup_on_error:
+            record = 'then remove that error record (cleanup_on_error=true) and fail'
+        else:
+            record = ('then fail and leave that error record in Cinder (set cleanup_on_error=true to have it '
+                      'removed)')
+        raise VolsnapError('check mode: a real run would fail: Cinder could not manage %s on volume %s: %s. A real '
+                           'run would %ssend the manage request, Cinder would end the new snapshot record in status '
+                           'error, and the module would %s. Manageable on this volume: %s (see '
+                           'volsnap.openstack.manageable_snapshot_info)'
+                           % (json.dumps(dict(ref)), volume['id'], self._not_listed(volume, ref),
+                              'remove the error record %s, ' % replacing if replacing else '', record,
+                              ', '.join(names[:20]) + (' ...' if len(names) > 20 else '') if names else 'nothing'),
+                           volume={'id': volume['id'], 'name': volume.get('name')}, action='manage',
+                           manageable_references=[json.loads(n) for n in names])
 
     def _wait_managed(self, volume: Mapping[str, Any], ref: Mapping[str, Any],
                       snapshot: Mapping[str, Any]) -> Dict[str, Any]:
@@ -615,9 +663,7 @@ class SnapshotManage(object):
                       'raises ManageExistingInvalidReference); the manageable listing could not be read to check: %s'
                       % self.listing_error)
         elif entry is None:
-            reason = ('the reference is not on the backend: the manageable listing of host %s has no snapshot %s on '
-                      'volume %s (ManageExistingInvalidReference)'
-                      % (volume.get('host') or volume.get('cluster_name'), json.dumps(dict(ref)), volume['id']))
+            reason = self._not_listed(volume, ref)
         else:
             reason = ('the backend lists the reference (%s), so the driver failed for another reason: see the '
                       'cinder-volume log' % json.dumps(entry))

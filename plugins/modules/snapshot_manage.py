@@ -31,6 +31,11 @@ attributes:
     details:
       - Looks the volume, the snapshot and the manageable listing up and returns what would be done; nothing is sent
         that changes Cinder. Whether the policy allows the change is only known when it is tried.
+      - A manage that the real run cannot complete fails in check mode too, with the reason the real run gives, never
+        C(changed=true) - a reference that the manageable listing of the volume's host or cluster does not contain
+        (Cinder would end the new record in C(error)), or lists as not safe to manage (refused by the module).
+      - When that listing cannot be read (it is admin-only by default, like managing), check mode cannot tell what a
+        real run would do and fails, saying so.
   diff_mode:
     support: full
     details:
@@ -94,8 +99,19 @@ notes:
     a refusal is reported with the policy name.
   - An unmanaged RBD snapshot keeps its C(snapshot-<id>) name on the backend; managing it again uses that name as
     O(ref).
-  - Unmanaging a snapshot of an RBD volume makes a later delete of that volume fail while the snapshot exists
-    (spec 004's side effect).
+  - "Deleting a volume whose RBD image still holds unmanaged snapshots does not fail (observed with Cinder 29 and
+    Ceph 16): Cinder's RBD driver cannot remove an image that has snapshots, so after its retries it moves the
+    image C(volume-<volume id>) to the pool's RBD trash, snapshots included, and deletes the volume record. Nothing
+    removes it from there: Cinder purges the trash only with C(enable_deferred_deletion), and that purge, like
+    C(rbd trash rm) and C(rbd trash purge), refuses an image that has snapshots. The data keeps using space in the
+    pool."
+  - "What to do with such an image - find it with C(rbd trash ls <pool>) (its name is C(volume-<volume id>)) and
+    C(rbd snap ls --pool <pool> --image-id <trash id>). To keep the data, C(rbd trash restore <pool>/<trash id>)
+    and manage the image into Cinder as a volume again (for example C(openstack volume manage), which renames it),
+    then its snapshots with this module. To drop it, C(rbd snap purge --pool <pool> --image-id <trash id>) (a
+    protected snapshot must be unprotected first, which needs its clones flattened) and
+    C(rbd trash rm <pool>/<trash id>). Better, unmanage or delete the snapshots you do not need before deleting
+    the volume."
 seealso:
   - module: volsnap.openstack.manageable_snapshot_info
 '''

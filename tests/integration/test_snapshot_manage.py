@@ -7,6 +7,7 @@ rbd CLI (rename to snapshot-<id>, protection, data kept) and Cinder through open
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from pathlib import Path
@@ -206,21 +207,31 @@ def test_parent_volume_missing(run: ModuleRunner) -> None:
 
 def test_bad_reference_error_record(run: ModuleRunner, admin: Any, ceph_lab: Any, volumes: Any) -> None:
     volume = volumes()
+    backend_snapshot(ceph_lab, volume.id, "present")
     name = unique("bad-ref")
     args = {"volume": volume.id, "ref": "not-on-the-backend", "name": name}
+    # check mode predicts the real run's failure, with the same reason, and sends nothing
+    check = run("snapshot_manage", args, check=True)
+    reason = (f'the reference is not on the backend: the manageable listing of host {volume.host} has no snapshot '
+              f'{{"source-name": "not-on-the-backend"}} on volume {volume.id} (ManageExistingInvalidReference)')
+    assert_failed(check, "check mode: a real run would fail", reason, "leave that error record in Cinder",
+                  'Manageable on this volume: {"source-name": "present"}')
+    assert not check.get("changed") and check["manageable_references"] == [{"source-name": "present"}]
+    assert cinder_snapshots(admin, volume.id) == []
     result = run("snapshot_manage", args)
-    assert_failed(result, "ended in status error", "the reference is not on the backend",
-                  "stays in Cinder", "cleanup_on_error=true")
+    assert_failed(result, "ended in status error", reason, "stays in Cinder", "cleanup_on_error=true")
     record = result["snapshot"]
     assert result["cleaned_up"] is False
     snaps = cinder_snapshots(admin, volume.id)
     assert [(s.id, s.name, s.status) for s in snaps] == [(record["id"], name, "error")]
-    assert rbd_snaps(ceph_lab, volume.id) == {}
+    assert set(rbd_snaps(ceph_lab, volume.id)) == {"present"}
 
-    # a rerun without cleanup refuses; with cleanup it replaces the record and fails the same way, leaving nothing
+    # a rerun without cleanup refuses; with cleanup it replaces the record and fails the same way, leaving nothing;
+    # check mode says so (it used to promise changed: true, action: manage)
     assert_failed(run("snapshot_manage", args), "exists in status error", "cleanup_on_error=true")
     check = run("snapshot_manage", dict(args, cleanup_on_error=True), check=True)
-    assert check["changed"] and check["replaced"] == record["id"], check
+    assert_failed(check, "check mode: a real run would fail", f"remove the error record {record['id']}, send",
+                  reason, "remove that error record (cleanup_on_error=true) and fail")
     assert [s.id for s in cinder_snapshots(admin, volume.id)] == [record["id"]]
     result = run("snapshot_manage", dict(args, cleanup_on_error=True))
     assert_failed(result, "ended in status error", "The error record was removed")
@@ -232,11 +243,63 @@ def test_bad_reference_error_record(run: ModuleRunner, admin: Any, ceph_lab: Any
     backend_snapshot(ceph_lab, volume.id, "good")
     assert_failed(run("snapshot_manage", args), "ended in status error")
     stale = cinder_snapshots(admin, volume.id)[0].id
+    check = run("snapshot_manage", dict(args, ref="good", cleanup_on_error=True), check=True)
+    assert not check.get("failed") and check["changed"] and check["replaced"] == stale, check
     fixed = run("snapshot_manage", dict(args, ref="good", cleanup_on_error=True))
     assert not fixed.get("failed"), fixed
     assert fixed["changed"] and fixed["replaced"] == stale and fixed["snapshot"]["status"] == "available"
     assert [s.id for s in cinder_snapshots(admin, volume.id)] == [fixed["snapshot"]["id"]]
-    assert set(rbd_snaps(ceph_lab, volume.id)) == {f"snapshot-{fixed['snapshot']['id']}"}
+    assert set(rbd_snaps(ceph_lab, volume.id)) == {"present", f"snapshot-{fixed['snapshot']['id']}"}
+
+
+def test_not_safe_to_manage_is_refused_in_check_mode_too(run: ModuleRunner, admin: Any, ceph_lab: Any,
+                                                         volumes: Any) -> None:
+    """Cinder lists a .clone_snap snapshot as not safe to manage (it would rename it all the same): both runs
+    refuse it, with the listing's reason, and send nothing."""
+    volume = volumes()
+    backend_snapshot(ceph_lab, volume.id, "image-1.clone_snap")
+    args = {"volume": volume.id, "ref": "image-1.clone_snap", "name": "clone-snap"}
+    for check in (True, False):
+        result = run("snapshot_manage", args, check=check)
+        assert_failed(result, "as not safe to manage: used for clone snap")
+    assert cinder_snapshots(admin, volume.id) == []
+    assert set(rbd_snaps(ceph_lab, volume.id)) == {"image-1.clone_snap"}
+
+
+def test_unmanaged_snapshot_then_volume_delete_goes_to_the_rbd_trash(run: ModuleRunner, admin: Any, ceph_lab: Any,
+                                                                     openstack_lab: Any, volumes: Any) -> None:
+    """What the module's notes say: with an unmanaged snapshot left on its image, Cinder 29 deletes the volume
+    (no failure) and its RBD driver moves the image, snapshot included, to the pool's trash, where it stays;
+    rbd trash rm refuses it until its snapshots are purged."""
+    volume = volumes()
+    image = f"volume-{volume.id}"
+    rbd_write(openstack_lab, ceph_lab, image, {0: "kept-in-trash " * 64})
+    backend_snapshot(ceph_lab, volume.id, "to-trash")
+    managed = run("snapshot_manage", {"volume": volume.id, "ref": "to-trash", "name": "to-trash"})
+    assert not managed.get("failed"), managed
+    sid = managed["snapshot"]["id"]
+    unmanaged = run("snapshot_manage", {"volume": volume.id, "name": "to-trash", "state": "absent"})
+    assert unmanaged["changed"] and get_snapshot(admin, sid) is None, unmanaged
+    assert rbd_snaps(ceph_lab, volume.id) == {f"snapshot-{sid}": {"size": GIB, "protected": False}}
+
+    admin.block_storage.delete_volume(volume.id)
+    admin.block_storage.wait_for_delete(volume, interval=1, wait=180)  # deleted, not error_deleting
+    assert image not in ceph_lab.rbd("ls", ceph_lab.volumes_pool).split()
+    trash = [t for t in json.loads(ceph_lab.rbd("trash", "ls", "--long", ceph_lab.volumes_pool, "--format", "json"))
+             if t["name"] == image]
+    assert len(trash) == 1, trash
+    trash_id = trash[0]["id"]
+    try:
+        snaps = json.loads(ceph_lab.rbd("snap", "ls", "--pool", ceph_lab.volumes_pool, "--image-id", trash_id,
+                                        "--format", "json"))
+        assert [s["name"] for s in snaps] == [f"snapshot-{sid}"]
+        with pytest.raises(RuntimeError, match="image has snapshots"):  # stack.CommandError
+            ceph_lab.rbd("trash", "rm", f"{ceph_lab.volumes_pool}/{trash_id}")
+    finally:
+        # the way out the notes document for dropping the data
+        ceph_lab.rbd("snap", "purge", "--pool", ceph_lab.volumes_pool, "--image-id", trash_id)
+        ceph_lab.rbd("trash", "rm", f"{ceph_lab.volumes_pool}/{trash_id}")
+    assert image not in ceph_lab.rbd("trash", "ls", ceph_lab.volumes_pool)
 
 
 def test_state_that_cannot_be_unmanaged(run: ModuleRunner, admin: Any, ceph_lab: Any, volumes: Any) -> None:
@@ -267,6 +330,11 @@ def test_member_cloud_policy_refusal(run: ModuleRunner, ceph_lab: Any, openstack
                  cloud=openstack_lab.member_cloud)
     assert_failed(result, "(HTTP 403)", "snapshot_extension:snapshot_manage", "admin")
     assert result["status_code"] == 403 and result["request_id"].startswith("req-")
+    # check mode cannot read the (admin-only) listing: it says it cannot tell, it does not promise a change
+    check = run("snapshot_manage", {"volume": volume.id, "ref": "member-snap", "name": "m"}, check=True,
+                cloud=openstack_lab.member_cloud)
+    assert_failed(check, "check mode cannot tell whether Cinder can manage", "run with admin credentials")
+    assert not check.get("changed")
     assert list(member.block_storage.snapshots(volume_id=volume.id)) == []
     info = run("manageable_snapshot_info", {"host": openstack_lab.cinder_host}, cloud=openstack_lab.member_cloud)
     assert_failed(info, "(HTTP 403)", "snapshot_extension:list_manageable")

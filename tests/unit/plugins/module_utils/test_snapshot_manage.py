@@ -108,9 +108,39 @@ class TestManage:
         assert 'manage' not in cinder.calls and not cinder.snapshots
         assert 'warnings' not in result
 
-    def test_check_mode_warns_when_ref_not_on_backend(self, cinder):
-        result = run(cinder, check_mode=True, ref='missing', name='imported')
-        assert result['changed'] and 'not in the manageable listing' in result['warnings'][0]
+    @pytest.mark.parametrize('cleanup', [False, True])
+    def test_check_mode_fails_like_the_real_run_when_ref_not_on_backend(self, cinder, cleanup):
+        with pytest.raises(VolsnapError) as check:
+            run(cinder, check_mode=True, ref='missing', name='imported', cleanup_on_error=cleanup)
+        msg = check.value.msg
+        assert msg.startswith('check mode: a real run would fail: Cinder could not manage {"source-name": "missing"}')
+        assert 'the reference is not on the backend' in msg and 'Manageable on this volume: {"source-name": ' \
+            '"nightly"}' in msg
+        assert ('remove that error record' in msg) is cleanup and ('leave that error record' in msg) is not cleanup
+        assert check.value.details['manageable_references'] == [{'source-name': 'nightly'}]
+        assert 'manage' not in cinder.calls and not cinder.snapshots
+        # the real run: the same reason, after Cinder put the record in error
+        with pytest.raises(VolsnapError) as real:
+            run(cinder, ref='missing', name='imported', cleanup_on_error=cleanup)
+        assert 'the reference is not on the backend' in real.value.msg and 'manage' in cinder.calls
+        reason = msg.split('the reference is not on the backend')[1].split('.')[0]
+        assert reason in real.value.msg
+
+    def test_check_mode_without_listing_says_it_cannot_tell(self, cinder):
+        cinder.fail['manageable_page'] = http_error(403, 'Policy does not allow list_manageable')
+        with pytest.raises(VolsnapError, match='check mode cannot tell whether Cinder can manage .*HTTP 403'):
+            run(cinder, check_mode=True, ref='nightly', name='imported')
+        cinder.hide_host = True
+        with pytest.raises(VolsnapError, match='check mode cannot tell.*host is not visible'):
+            run(cinder, check_mode=True, ref='nightly', name='imported')
+        assert 'manage' not in cinder.calls
+
+    def test_check_mode_refuses_not_safe_as_the_real_run(self, cinder):
+        cinder.add_backend_snapshot(cinder.vid, 'volume-x.clone_snap')
+        for check_mode in (True, False):
+            with pytest.raises(VolsnapError, match='not safe to manage: used for clone snap'):
+                run(cinder, check_mode=check_mode, ref='volume-x.clone_snap', name='x')
+        assert 'manage' not in cinder.calls
 
     def test_found_through_listing_cinder_id_and_renamed(self, cinder):
         first = run(cinder, ref='nightly', name='imported')
@@ -198,6 +228,17 @@ class TestManage:
         sid = cinder.add_snapshot(cinder.vid, 'x', status='error')
         result = run(cinder, check_mode=True, ref='nightly', name='x', cleanup_on_error=True)
         assert result['changed'] and result['replaced'] == sid and cinder.snapshots[sid]['status'] == 'error'
+        assert 'would be removed' in result['warnings'][0]
+
+    def test_check_mode_with_error_record_and_bad_ref(self, cinder):
+        sid = cinder.add_snapshot(cinder.vid, 'x', status='error')
+        with pytest.raises(VolsnapError) as info:
+            run(cinder, check_mode=True, ref='missing', name='x', cleanup_on_error=True)
+        assert 'a real run would fail' in info.value.msg and 'remove the error record %s, send' % sid in info.value.msg
+        assert cinder.snapshots[sid]['status'] == 'error' and 'delete' not in cinder.calls
+        cinder.hide_host = True
+        with pytest.raises(VolsnapError, match='cannot remove the error record .* safely'):
+            run(cinder, check_mode=True, ref='nightly', name='x', cleanup_on_error=True)
 
     def test_existing_in_wrong_state(self, cinder):
         cinder.add_snapshot(cinder.vid, 'x', status='deleting')
