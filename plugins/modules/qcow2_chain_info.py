@@ -70,12 +70,23 @@ options:
     choices: [native, qemu-img]
     default: native
 notes:
+  - "Every header is judged by the checks qemu itself makes when it opens the file, so that a chain called safe is one
+    qemu opens, with the same files, formats and sizes (a differential test against qemu-img checks it): qcow2 version,
+    cluster size, header length, table sizes and offsets (L1, refcount, snapshots, bitmaps), virtual size against
+    the L1 table (qemu's C(Image is too big)), refcount order, subclusters, compression type, header extensions, crypto
+    header; vmdk sparse headers and their descriptor; VHD checksum and dynamic header; VHDX checksums, log, metadata
+    and BAT; VDI header; LUKS1 key slots and ciphers (LUKS2, which qemu cannot read, is refused). What qemu refuses is
+    C(invalid_header)."
+  - "A backing file or data file name that qemu parses as a protocol (C(json:{...}), C(file:), C(nbd:), C(http:), any
+    C(<word>:) before the first C(/)) is never a file of the share, whatever file of that literal name exists there:
+    C(backing_protocol) and C(data_file_protocol) make the chain unsafe."
   - "Problem codes (severity error unless noted): C(invalid_header), C(not_regular_file), C(outside_share),
     C(backing_outside_share), C(absolute_backing_path) (warning), C(missing_backing_file), C(unreadable_backing_file),
     C(backing_loop), C(chain_too_deep), C(external_data_file), C(unknown_incompatible_features), C(corrupt),
     C(dirty) (warning), C(format_mismatch), C(backing_format_unspecified) (warning), C(backing_name_not_allowed),
     C(invalid_backing_name), C(format_not_allowed) (qed), C(vmdk_external_extent), C(vmdk_unsupported_type),
-    C(vmdk_parent), C(unsupported_differencing_image), C(legacy_aes_encryption) (warning), C(info_invalid),
+    C(vmdk_parent), C(unsupported_differencing_image), C(legacy_aes_encryption), C(backing_protocol),
+    C(data_file_protocol), C(info_invalid),
     C(info_missing), C(info_missing_file), C(info_file_not_in_chain), C(snapshot_file_not_in_info),
     C(orphan_snapshot_file) (warning), C(libvirt_chain_mismatch), C(engine_mismatch), C(engine_error)."
 seealso:
