@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -718,6 +719,58 @@ def check_utf8(data: bytes, path: str = 'the file') -> None:
             'and the service could not start with it. Nothing was changed. Convert the file to UTF-8 (for example '
             '"iconv -f latin1 -t utf-8", if it is Latin-1) or correct that line, then run again'
             % (path, line, column, exc.reason), path=path, line=line)
+
+
+def _octal_mode(mode: Any) -> Optional[int]:
+    """An octal mode as Ansible's ``mode`` takes it (int, or a string of octal digits); None when symbolic."""
+    if isinstance(mode, bool) or mode is None:
+        return None
+    if isinstance(mode, int):
+        return mode & 0o7777
+    text = str(mode).strip()
+    if re.match(r'^[0-7]{1,5}\Z', text):
+        return int(text, 8) & 0o7777
+    return None
+
+
+def _resolve(name: Any, lookup: Any) -> Optional[int]:
+    if name is None:
+        return None
+    text = str(name).strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        return lookup(text)
+    except KeyError:
+        return None
+
+
+def narrow_mode_first(path: str, mode: Any, owner: Any, group: Any) -> Optional[int]:
+    """Before owner or group change together with the mode (Ansible changes owner, then group, then mode), take the
+    file to ``current mode & new mode``, so that at no moment a new owner or group gets what only the old mode gave
+    it, nor an old one what only the new mode gives: the chown happens on a mode both allow. Returns the mode the
+    file had when it was narrowed, else None (nothing to narrow, a symbolic mode, an unknown owner or group: then
+    Ansible's own order applies, and its own error)."""
+    import grp
+    import pwd
+    wanted = _octal_mode(mode)
+    if wanted is None:
+        return None
+    uid = _resolve(owner, lambda text: pwd.getpwnam(text).pw_uid)
+    gid = _resolve(group, lambda text: grp.getgrnam(text).gr_gid)
+    if (owner is not None and uid is None) or (group is not None and gid is None):
+        return None
+    fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_NONBLOCK', 0))
+    try:
+        info = os.fstat(fd)
+        current = stat.S_IMODE(info.st_mode)
+        owners_change = (uid is not None and uid != info.st_uid) or (gid is not None and gid != info.st_gid)
+        if not owners_change or current & wanted == current:
+            return None
+        os.fchmod(fd, current & wanted)
+        return current
+    finally:
+        os.close(fd)
 
 
 def write_atomic_bytes(path: str, data: bytes) -> None:

@@ -40,6 +40,10 @@ description:
     C(connection) or C(dsn) (C(transport_url), C([database] connection)) a value without a scheme is masked up to
     its last C(@) as well. Commented-out assignments (C(#admin_password = ...)) are masked by the same rules."
   - Masking is for display only; the file gets the values given, and values are compared unmasked.
+  - When O(owner) or O(group) changes together with an octal O(mode), the file first gets the intersection of its
+    mode and the new one, then its new owner and group, then the new mode, so that no user or group can read it
+    (it holds passwords), even for a moment, unless the old or the new attributes let it. A symbolic O(mode) is
+    applied in Ansible's usual order (owner, group, mode).
   - A file that is not valid UTF-8 is refused with its line number, and nothing is written; oslo.config reads
     configuration files as UTF-8 and the service would not start with it.
 author:
@@ -240,6 +244,9 @@ backup_file:
   type: str
 '''
 
+import os
+import stat
+
 from ansible_collections.volsnap.openstack.plugins.module_utils._module import VolsnapModule
 from ansible_collections.volsnap.openstack.plugins.module_utils._oslo_ini import (
     BACKEND_DEFAULTS_SECTION,
@@ -250,6 +257,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._oslo_ini import
     mask_given,
     mask_text,
     mask_value,
+    narrow_mode_first,
     plan_edit,
     read_config,
     write_atomic_bytes,
@@ -312,7 +320,16 @@ class CinderBackendConfig(VolsnapModule):
         attr_diff = dict(before_header='%s (attributes)' % path, after_header='%s (attributes)' % path,
                          before={}, after={})
         file_args = self.module.load_file_common_arguments(params, path=path)
+        narrowed = None
+        if not self.check_mode:
+            # owner/group and mode together: through the intersection of both modes (the file holds passwords)
+            narrowed = narrow_mode_first(path, file_args.get('mode'), file_args.get('owner'), file_args.get('group'))
         changed = self.module.set_fs_attributes_if_different(file_args, plan.changed, diff=attr_diff)
+        if narrowed is not None:
+            # the diff shows the mode the file had, not the intermediate one
+            attr_diff['before']['mode'] = '0%03o' % narrowed
+            attr_diff['after']['mode'] = '0%03o' % stat.S_IMODE(os.stat(path).st_mode)
+            changed = True
         if attr_diff['before'] != attr_diff['after']:
             diffs.append(attr_diff)
         if diffs:

@@ -244,3 +244,23 @@ def test_non_utf8_file_refused(tmp_path: Path) -> None:
         assert path.read_bytes() == data
         assert (after.st_ino, after.st_mtime_ns, after.st_mode) == (before.st_ino, before.st_mtime_ns, before.st_mode)
         assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["cinder.conf"]
+
+
+def test_group_and_mode_together_never_wider(tmp_path: Path) -> None:
+    """0640 root:root -> 0600 root:nogroup goes through 0600 root:root (never 0640 root:nogroup); the diff shows the
+    mode the file had."""
+    path = write_conf(tmp_path, SECRET_CONF, mode=0o640)
+    os.chown(path, 0, 0)
+    params = dict(sections=["nfs-a"], query=["volume_driver"], owner="root", group="nogroup", mode="0600")
+    check = run_tasks(tmp_path / "check", [task(path, "r", **params)], ["r"], check=True, diff=True)
+    assert check.rc == 0 and check["r"]["changed"], check.output
+    assert (path.stat().st_gid, stat.S_IMODE(path.stat().st_mode)) == (0, 0o640)
+    res = run_tasks(tmp_path / "real", [task(path, "r", **params)], ["r"], diff=True)
+    assert res.rc == 0 and res["r"]["changed"], res.output
+    nogroup = grp.getgrnam("nogroup").gr_gid
+    assert (path.stat().st_uid, path.stat().st_gid, stat.S_IMODE(path.stat().st_mode)) == (0, nogroup, 0o600)
+    attrs = res["r"]["diff"][0]
+    assert attrs["before"]["mode"] == "0640" and attrs["after"]["mode"] == "0600", attrs
+    assert path.read_text() == SECRET_CONF
+    again = run_tasks(tmp_path / "again", [task(path, "r", **params)], ["r"])
+    assert again.rc == 0 and not again["r"]["changed"], again.output

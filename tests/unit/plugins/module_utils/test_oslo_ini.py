@@ -605,3 +605,48 @@ class TestEncoding:
         path = tmp_path / 'cinder.conf'
         path.write_bytes('[DEFAULT]\n# café\n'.encode())
         assert read_config(str(path))[1] == '[DEFAULT]\n# café\n'
+
+
+class TestNarrowModeFirst:
+    """Before Ansible's chown/chgrp/chmod, the mode becomes what both the old and the new mode allow."""
+
+    def make(self, tmp_path, mode, uid=0, gid=0):
+        path = tmp_path / 'cinder.conf'
+        path.write_bytes(b'[DEFAULT]\npassword = x\n')
+        os.chown(str(path), uid, gid)
+        os.chmod(str(path), mode)
+        return str(path)
+
+    def test_group_and_mode_together(self, tmp_path, monkeypatch):
+        path = self.make(tmp_path, 0o640)
+        calls = []
+        real = os.fchmod
+
+        def spy(fd, mode):
+            calls.append((mode, os.fstat(fd).st_gid))
+            real(fd, mode)
+        monkeypatch.setattr(_oi.os, 'fchmod', spy)
+        # 0640 root:root -> 0600 root:nogroup: 0600 first, while root's group still owns it
+        assert _oi.narrow_mode_first(path, '0600', None, 'nogroup') == 0o640
+        assert calls == [(0o600, 0)]
+        # what Ansible does next (group, then mode) then never gives nogroup read access
+        os.chown(path, -1, 65534)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+    @pytest.mark.parametrize('mode,owner,group', [
+        ('0600', None, None),          # no owner change: nothing to narrow
+        ('0640', None, 'root'),        # same group
+        ('0660', None, 'nogroup'),     # the new mode allows everything the old one did
+        ('u=rw,g=r', None, 'nogroup'),  # symbolic: Ansible's order
+        ('0600', 'no-such-user-x', None),
+        (None, None, 'nogroup'),
+    ])
+    def test_nothing_to_narrow(self, tmp_path, mode, owner, group):
+        path = self.make(tmp_path, 0o640)
+        assert _oi.narrow_mode_first(path, mode, owner, group) is None
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+
+    def test_owner_by_uid_and_int_mode(self, tmp_path):
+        path = self.make(tmp_path, 0o644)
+        assert _oi.narrow_mode_first(path, 0o600, '65534', None) == 0o644
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
