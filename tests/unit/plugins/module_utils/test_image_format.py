@@ -725,3 +725,70 @@ def test_reader_bounds(tmp_path):
         assert reader.read(3, -2) == b''
     finally:
         os.close(fd)
+
+
+class TestQcow2HeadersQemuRefuses:
+    """Each header here is one qemu's qcow2_do_open refuses (block/qcow2.c); the message qemu gives is in the id."""
+
+    @pytest.mark.parametrize('kwargs', [
+        dict(size=1 << 62),                                   # "Image is too big" (L1 index past INT_MAX)
+        dict(size=1 << 30, l1_size=1),                        # "L1 table is too small" (2 entries needed)
+        dict(l1_size=0xFFFFFFFF),                             # "Active L1 table too large"
+        dict(l1_offset=65536 + 512),                          # "Active L1 table offset invalid"
+        dict(l1_offset=(1 << 63) - 65536),                    # past BDRV_MAX_LENGTH: the L1 read fails (EIO)
+        dict(refcount_table_clusters=0xFFFFFFFF),             # "Reference count table too large"
+        dict(refcount_table_clusters=0),                      # "Image does not contain a reference count table"
+        dict(refcount_table_offset=8),                        # "Reference count table offset invalid"
+        dict(nb_snapshots=0xFFFFFFFF),                        # "Snapshot table too large"
+        dict(snapshots_offset=100),                           # "Snapshot table offset invalid" (even with none)
+        dict(refcount_order=7),                               # "Reference count entry width too large"
+        dict(incompatible=1 << 4, cluster_bits=13),           # "Unsupported subcluster size"
+        dict(header_length=100),                              # "qcow2 header too short"
+        dict(backing_offset=65537, backing_size=4),           # "Invalid backing file offset"
+        dict(autoclear=1 << 1),                               # "data-file-raw requires a data file"
+        dict(backing='base', backing_fmt='q' * 16),           # "ext_backing_format: len=16 too large"
+        dict(extensions=[(B.EXT_CRYPTO_HEADER, b'\x00' * 16)]),  # "CRYPTO header extension only expected with LUKS"
+        dict(crypt=2, extensions=[(B.EXT_CRYPTO_HEADER, struct.pack('>QQ', 512, 4096))]),  # offset not aligned
+        dict(extensions=[(B.EXT_BITMAPS, b'\x00' * 23)]),     # "bitmaps_ext: Invalid extension length"
+        dict(autoclear=1, extensions=[(B.EXT_BITMAPS, struct.pack('>IIQQ', 0, 0, 8, 65536))]),  # zero bitmaps
+        dict(extensions=[(0x12345678, b'', 0xFFFF)]),         # "Header extension too large"
+    ], ids=['size-2^62', 'l1-too-small', 'l1-size-max', 'l1-offset', 'l1-past-max-length', 'refcount-clusters-max',
+            'no-refcount-table', 'refcount-offset', 'nb-snapshots-max', 'snapshots-offset', 'refcount-order',
+            'extl2-small-clusters', 'header-too-short', 'backing-offset', 'data-file-raw', 'backing-format-16',
+            'crypto-ext-without-luks', 'crypto-ext-unaligned', 'bitmaps-ext-length', 'zero-bitmaps',
+            'extension-overrun'])
+    def test_refused(self, tmp_path, kwargs):
+        info = inspect_bytes(tmp_path, B.qcow2(**kwargs))
+        assert info.format == 'qcow2'
+        assert 'invalid_header' in codes(info), info.findings
+        assert finding(info, 'invalid_header').severity == ERROR
+
+    def test_end_marker_claiming_a_length_past_the_area(self, tmp_path):
+        # qemu checks the length of every extension header, even of the end marker (qcow2_read_extensions)
+        data = bytearray(B.qcow2())
+        struct.pack_into('>I', data, 104 + 4, 0xFFFFFFFF)
+        assert 'invalid_header' in codes(inspect_bytes(tmp_path, bytes(data)))
+
+    @pytest.mark.parametrize('extra, refused', [(1024, False), (1025, True)])
+    def test_snapshot_extra_data_limit(self, tmp_path, extra, refused):
+        # qcow2_read_snapshots: "Too much extra metadata in snapshot table entry"
+        data = bytearray(B.qcow2(nb_snapshots=1, snapshots_offset=65536 * 4))
+        data.extend(b'\x00' * (65536 * 5 - len(data)))
+        struct.pack_into('>QIHHIIQII', data, 65536 * 4, 0, 0, 1, 1, 0, 0, 0, 0, extra)
+        info = inspect_bytes(tmp_path, bytes(data))
+        assert ('invalid_header' in codes(info)) is refused
+
+    @pytest.mark.parametrize('size, expected', [(1000, 512), (1 << 30, 1 << 30)])
+    def test_virtual_size_in_whole_sectors(self, tmp_path, size, expected):
+        # qemu keeps bs->total_sectors = size / 512
+        assert inspect_bytes(tmp_path, B.qcow2(size=size)).virtual_size == expected
+
+    def test_largest_valid_tables_accepted(self, tmp_path):
+        info = inspect_bytes(tmp_path, B.qcow2(refcount_table_clusters=128, nb_snapshots=0, l1_size=0x400000,
+                                               refcount_order=6))
+        assert info.findings == []
+
+
+def test_raw_size_rounded_up_to_a_sector(tmp_path):
+    # qemu's raw driver presents whole sectors: a 1000-byte file is a 1024-byte disk
+    assert inspect_bytes(tmp_path, b'\x01' * 1000).virtual_size == 1024
