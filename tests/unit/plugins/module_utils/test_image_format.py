@@ -792,3 +792,16 @@ class TestQcow2HeadersQemuRefuses:
 def test_raw_size_rounded_up_to_a_sector(tmp_path):
     # qemu's raw driver presents whole sectors: a 1000-byte file is a 1024-byte disk
     assert inspect_bytes(tmp_path, b'\x01' * 1000).virtual_size == 1024
+
+
+def test_vmdk_descriptor_qemu_reads_at_sector_1_is_judged(tmp_path):
+    # qemu reads a sparse vmdk's CID and parentFileNameHint at sector 1 whatever desc_offset says (vmdk_open sets
+    # desc_offset = 0x200): a clean descriptor elsewhere must not hide a parent named at sector 1.
+    clean = B.VMDK_EMBEDDED_DESCRIPTOR.format(create_type='monolithicSparse', extra='', sectors=2048, extent='disk.vmdk')
+    hostile = B.VMDK_EMBEDDED_DESCRIPTOR.format(create_type='monolithicSparse', sectors=2048, extent='disk.vmdk',
+                                                extra='parentFileNameHint="/etc/shadow"\n')
+    data = bytearray(B.vmdk_sparse(2048, clean, desc_offset=40, desc_size=20))
+    data[512:512 + len(hostile)] = hostile.encode('utf-8')
+    info = inspect_bytes(tmp_path, bytes(data), name='disk.vmdk')
+    assert 'vmdk_parent' in codes(info)
+    assert '/etc/shadow' in info.references
