@@ -58,7 +58,11 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import
     split_volume_filename,
     write_atomic,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_ops import journal_path_for
+from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_ops import (
+    journal_path_for,
+    os_error_file,
+    os_error_text,
+)
 
 OUTPUT_FORMATS = ('raw', 'qcow2')
 TMP_SUFFIX = TEMP_SUFFIX
@@ -432,13 +436,11 @@ def clone_volume(req: CloneRequest, runner: Runner,
     try:
         return _clone_volume(req, runner, check_mode)
     except OSError as exc:
-        name = errno.errorcode.get(exc.errno, '') if exc.errno else ''
-        raise VolsnapError('%s: %s%s. Nothing is pending (volume_clone keeps no journal: a clone that failed removed '
-                           'its temporary output and record and never published dest): fix the cause (free space or '
+        raise VolsnapError('%s. Nothing is pending (volume_clone keeps no journal: a clone that failed removed its '
+                           'temporary output and record and never published dest): fix the cause (free space or '
                            'inodes, a read-only file system, permissions) and run again; a rerun checks an existing '
-                           'dest against its record'
-                           % (exc.filename or req.dest, exc.strerror or exc, ' (%s)' % name if name else ''),
-                           file=exc.filename or req.dest, pending=None)
+                           'dest against its record' % os_error_text(exc, req.dest),
+                           file=os_error_file(exc, req.dest), pending=None)
 
 
 def _clone_volume(req: CloneRequest, runner: Runner, check_mode: bool) -> Dict[str, Any]:

@@ -64,14 +64,26 @@ DATA_STEPS = ('commit', 'block_commit')
 _UNKNOWN = -1  # a journal without the ``started`` key (an older version): any step may have started
 
 
+def os_error_file(exc: OSError, default: Optional[str] = None) -> Optional[str]:
+    """The file an ``OSError`` is about: its own file name, else ``default`` (an error on a descriptor has none).
+
+    A file published from its descriptor (``link`` of ``/proc/self/fd/<n>`` to a name in ``default``'s
+    directory) is named by that new name.
+    """
+    filename = exc.filename
+    if isinstance(filename, str) and filename.startswith('/proc/self/fd/') and isinstance(exc.filename2, str):
+        other = exc.filename2
+        if not os.path.isabs(other) and default:
+            other = os.path.join(os.path.dirname(default), other)
+        return other
+    return filename or default
+
+
 def os_error_text(exc: OSError, default: Optional[str] = None) -> str:
     """``<file>: <strerror> (<ERRNO NAME>)`` for the messages, never Python's ``[Errno N]`` form."""
     name = errno.errorcode.get(exc.errno or 0, '') if exc.errno else ''
     text = exc.strerror or str(exc)
-    filename = exc.filename
-    if isinstance(filename, str) and filename.startswith('/proc/self/fd/') and exc.filename2:
-        filename = '%s (a link to %s)' % (exc.filename2, filename)  # a file published from its descriptor
-    return '%s: %s%s' % (filename or default or '?', text, ' (%s)' % name if name else '')
+    return '%s: %s%s' % (os_error_file(exc, default) or '?', text, ' (%s)' % name if name else '')
 
 
 FIX_AND_RERUN = ('Fix the cause (free space or inodes on the share, a read-only or failing file system, '
@@ -214,6 +226,11 @@ class Executor(object):
         try:
             journal.finish()
         except OSError as exc:
+            if not os.path.lexists(journal.path):
+                raise VolsnapError('the %s of snapshot %s is complete and its journal removed, but the share\'s '
+                                   'directory could not be synced (%s): check the share; nothing is pending'
+                                   % (plan.operation, plan.snapshot_id, os_error_text(exc, journal.path)),
+                                   file=exc.filename or journal.path, pending=None, rolled_back=False)
             raise VolsnapError('the %s of snapshot %s is complete, but its journal could not be removed (%s). The '
                                'volume stays locked for other operations until it is: fix the cause and run the '
                                'module again with state=resumed (the remaining steps only find their effects in '
@@ -240,7 +257,7 @@ class Executor(object):
             if isinstance(exc, OSError):
                 # an error on a descriptor (a write, an fsync) has no file name: the file the step writes
                 target = step.args.get('path') or step.args.get('file') or step.args.get('top')
-                cause, details = os_error_text(exc, target), {'file': exc.filename or target}
+                cause, details = os_error_text(exc, target), {'file': os_error_file(exc, target)}
             else:
                 cause, details = exc.msg, dict(exc.details)
             # A data step proves it changed nothing when this very attempt started it and its files are untouched.
