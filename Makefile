@@ -29,7 +29,7 @@ export NO_COLOR := 1
 endif
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help deps build sanity units integration molecule lint changelog-lint test demo bench ee clean
+.PHONY: help deps build sanity units integration molecule lint changelog-lint docs test demo bench ee clean
 
 help: ## List the targets
 	@echo "volsnap.openstack make targets:"
@@ -69,7 +69,10 @@ lint: deps build ## ansible-lint (production), antsibull-docs lint, antsibull-ch
 changelog-lint: deps build ## antsibull-changelog lint
 	cd $(COLL) && antsibull-changelog lint
 
-test: ## deps, sanity, units, integration, lint; stop at first failure (CI: stop lab at end)
+docs: deps build ## HTML docs site (plugins, roles, user guide) with antsibull-docs + Sphinx -W -n in .build/docs, then check it
+	bash $(ROOT)/scripts/build-docs.sh
+
+test: ## deps, sanity, units, integration, molecule, lint, docs; stop at first failure (CI: stop lab at end)
 	MAKE="$(MAKE)" bash $(ROOT)/scripts/test-all.sh
 
 demo: deps build ## Start the lab and run playbooks/demo.yml against it

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make test`: deps, sanity, units, integration, molecule, lint, in that order; stops at
+# `make test`: deps, sanity, units, integration, molecule, lint, docs, in that order; stops at
 # the first failing stage and prints one summary line per stage.
 # With CI=true the libvirt lab (tests/lab/lab.sh) is stopped at the end,
 # whatever happened; locally it is left running for the next run.
@@ -8,7 +8,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 1
 MAKE_CMD=${MAKE:-make}
-STAGES=(deps sanity units integration molecule lint)
+STAGES=(deps sanity units integration molecule lint docs)
 summary=()
 total_start=$SECONDS
 
