@@ -50,7 +50,6 @@ cat >>"$DOCS/conf.py" <<EOF
 intersphinx_mapping = {
     'ansible_devel': ('https://docs.ansible.com/projects/ansible/devel/', '$DOCS/ansible_devel.inv'),
 }
-intersphinx_disabled_reftypes = []
 EOF
 
 cd "$DOCS"
