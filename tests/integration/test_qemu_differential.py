@@ -116,8 +116,8 @@ def _templates(work: Path) -> List[Template]:
     qcow2("qcow2-2M", ",cluster_size=2M", base="qcow2")
     qcow2("qcow2-zstd-extl2", ",compression_type=zstd,extended_l2=on,cluster_size=128k", base="qcow2")
     qcow2("qcow2-refcount64", ",refcount_bits=64,lazy_refcounts=on", base="qcow2")
-    qcow2("qcow2-snapshot", base="qcow2", extra=[["snapshot", "-c", "s1", "top.img"],
-                                                  ["snapshot", "-c", "s2", "top.img"]])
+    snapshots = [["snapshot", "-c", "s1", "top.img"], ["snapshot", "-c", "s2", "top.img"]]
+    qcow2("qcow2-snapshot", base="qcow2", extra=snapshots)
     qcow2("qcow2-bitmap", extra=[["bitmap", "--add", "top.img", "b0"]])
     qcow2("qcow2-datafile", ",data_file=data.raw")
     specs.append(("vmdk-sparse", "vmdk", [["create", "-q", "-f", "vmdk", "top.img", str(SIZE)]]))
@@ -323,8 +323,8 @@ def _vmdk_descriptor_mutation(rng: random.Random, case: Path, top: Path) -> List
     lines = text.split("\n")
     for index, line in enumerate(lines):
         if choice == "createType" and line.startswith("createType="):
-            lines[index] = 'createType="%s"' % rng.choice(["monolithicFlat", "twoGbMaxExtentSparse", "vmfs",
-                                                            "monolithicSparse", "streamOptimized", "bogus"])
+            types = ["monolithicFlat", "twoGbMaxExtentSparse", "vmfs", "monolithicSparse", "streamOptimized", "bogus"]
+            lines[index] = 'createType="%s"' % rng.choice(types)
         elif choice in ("extent", "sectors") and line.startswith(("RW ", "RDONLY ")):
             parts = line.split(" ")
             if choice == "extent":
@@ -524,8 +524,8 @@ def test_native_reader_agrees_with_qemu(tmp_path: Path) -> None:
             print("differential test: %.0f s with a load average of %.1f; the budget (%d s) is not judged"
                   % (elapsed, load, BUDGET_SECONDS))
         else:
-            assert elapsed < BUDGET_SECONDS, "the differential test took %.0f s (budget %d s)" % (elapsed,
-                                                                                             BUDGET_SECONDS)
+            assert elapsed < BUDGET_SECONDS, "the differential test took %.0f s (budget %d s)" % (
+                elapsed, BUDGET_SECONDS)
 
 
 if __name__ == "__main__":  # pragma: no cover - manual runs: python test_qemu_differential.py <case>...

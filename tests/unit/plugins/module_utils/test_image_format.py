@@ -435,8 +435,8 @@ class TestQcow2:
         assert finding(info, 'legacy_aes_encryption').severity == ERROR
 
     def test_luks_encryption(self, tmp_path):
-        info = inspect_bytes(tmp_path, B.qcow2(crypt=2, extensions=[(B.EXT_CRYPTO_HEADER,
-                                                                      struct.pack('>QQ', 65536, 4096))]))
+        crypto = (B.EXT_CRYPTO_HEADER, struct.pack('>QQ', 65536, 4096))
+        info = inspect_bytes(tmp_path, B.qcow2(crypt=2, extensions=[crypto]))
         assert info.encrypted is True
         assert info.encryption_format == 'luks'
         assert info.findings == []
