@@ -53,7 +53,7 @@ notes:
     M(volsnap.openstack.qcow2_chain_info) for the top file. All the sources that speak of a layer must
     agree, and the layer's content must have that format, else the chain is unsafe (C(format_mismatch)). Only files
     outside Cinder's naming that nothing declares are judged by their content."
-  - qemu-img is always given these trusted formats (C(-f), C(-F), C(backing_fmt)): a new overlay declares the format
+  - qemu-img is always given these trusted formats (C(-f), C(-F), C(backing_fmt)); a new overlay declares the format
     of the file it is created on as the trusted sources give it, and a clone reads the snapshot's data with its
     trusted format.
 '''

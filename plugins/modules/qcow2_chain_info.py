@@ -45,9 +45,12 @@ options:
     type: str
   format:
     description:
-      - The format the top file is known to have (Cinder's volume format). A file declared raw whose content looks
-        like an image format is reported as C(format_mismatch).
-      - With O(domain), defaults to the format libvirt declares for the disk.
+      - The format the top file is known to have. A file declared raw whose content looks like an image format is
+        reported as C(format_mismatch).
+      - It is one more trusted source for the top file (see the notes); all the sources that speak of a file must
+        agree. For the base volume file C(volume-<id>), prefer O(volume_format), which applies wherever that file is in
+        the chain, at the top or below snapshot overlays.
+      - With O(domain), the format libvirt declares for each layer of the disk is trusted as well.
     type: str
     choices: [raw, qcow2, qed, vmdk, vhd, vhdx, vdi, luks, iso]
   follow_info:
@@ -171,6 +174,14 @@ chain:
       type: str
     declared_format:
       description: The format the layer above (or libvirt, or O(format)) declares for this file.
+      type: str
+    expected_format:
+      description:
+        - The trusted format of this file (see O(volume_format) and the notes), which its content must have; null for a
+          file outside Cinder's naming that nothing declares (its content's format is then used).
+      type: str
+    format_source:
+      description: Which trusted source set RV(chain[].expected_format) (for example C(volume_format)).
       type: str
     virtual_size:
       description: Guest-visible size in bytes.
