@@ -118,8 +118,8 @@ def test_one_module_of_each_kind_runs_from_the_installed_collection(installed: D
     assert res["upload"]["changed"] and res["upload"]["plan"], res["upload"]
 
 
-def test_execution_environment_context_installs_what_the_collection_declares(installed: Dict[str, Any],
-                                                                              tmp_path: Path) -> None:
+def test_execution_environment_context_installs_what_the_collection_declares(
+        installed: Dict[str, Any], tmp_path: Path) -> None:
     ee = COLLECTION_ROOT / "ee"
     work = tmp_path / "ee"
     shutil.copytree(ee, work, ignore=shutil.ignore_patterns("collections"))
@@ -151,8 +151,8 @@ def test_execution_environment_context_installs_what_the_collection_declares(ins
     run([str(venv / "bin" / "python"), "-c", "import openstack, rados, rbd, libvirt"])
 
 
-def test_an_openstacksdk_below_the_minimum_is_refused_with_the_minimum(installed: Dict[str, Any], tmp_path: Path,
-                                                                      openstack_lab: Any) -> None:
+def test_an_openstacksdk_below_the_minimum_is_refused_with_the_minimum(
+        installed: Dict[str, Any], tmp_path: Path, openstack_lab: Any) -> None:
     """Debian 12's python3-openstacksdk is 0.101: the modules say which version they found and which they need."""
     venv = tmp_path / "old-sdk"
     run([SYSTEM_PYTHON, "-m", "venv", "--system-site-packages", str(venv)])

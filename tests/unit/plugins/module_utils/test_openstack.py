@@ -104,7 +104,6 @@ class TestSpec:
         with pytest.raises(VolsnapError, match='openstacksdk Python library is needed'):
             _openstack.sdk()
 
-
     @pytest.mark.parametrize('version', ['0.101.0', '0.9', None])
     def test_too_old_openstacksdk_counts_as_missing_with_the_minimum(self, monkeypatch, version):
         fake = types.ModuleType('openstack')
