@@ -8,7 +8,7 @@
 #      (docs/docsite/extra-docs.yml, docs/docsite/rst/*.rst, docs/docsite/links.yml) as RST;
 #   3. sphinx-build -W --keep-going -n (nitpicky): any warning, unresolved reference or broken
 #      cross-link fails the build;
-#   4. tests/unit/meta/test_docsite.py checks the site (every module and role and guide page is there and
+#   4. tests/docs/test_site.py checks the site (every module and role and guide page is there and
 #      linked from the index, every internal link and anchor resolves) with VOLSNAP_DOCS_HTML set.
 # There is no network access: Sphinx's default intersphinx inventories (docs.python.org, docs.ansible.com)
 # cannot be fetched, so the mapping is replaced by one local inventory for docs.ansible.com that holds the
@@ -94,5 +94,5 @@ echo "docs: built $DOCS/build/html in $((SECONDS - start))s; checking it"
 
 cd "$COLL"
 VOLSNAP_DOCS_HTML="$DOCS/build/html" PYTHONPATH="$BUILD_ROOT" "$PY" -m pytest -q -p no:cacheprovider \
-  tests/unit/meta/test_docsite.py
+  tests/docs/test_site.py
 echo "docs: $DOCS/build/html/index.html ($((SECONDS - start))s)"
