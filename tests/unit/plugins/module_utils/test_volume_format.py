@@ -254,3 +254,32 @@ def test_clone_of_planted_header_below_snapshot_is_refused(share):
     with pytest.raises(VolsnapError) as info:
         C.plan_clone(inspect_chain(str(share / VOL), volume_format='raw'), SNAP1, str(share / 'volume-new'))
     assert 'format_mismatch' in info.value.msg
+
+
+# ---------------------------------------------------------------------------------------------
+# After a plan: the verification and the offline fallbacks of online merges
+# ---------------------------------------------------------------------------------------------
+
+def test_planned_volume_format(share):
+    from ansible_collections.volsnap.openstack.plugins.module_utils._volume_snapshot import _planned_volume_format
+    B.write_qcow2(share, VOL, size=SIZE)
+    with_snapshot(share, 'qcow2')
+    report = inspect_chain(str(share / VOL))
+    delete = plan_delete(report, VOL_ID, SNAP1, OFFLINE)  # commits into volume-<id>, which becomes the top
+    assert _planned_volume_format(delete) == 'qcow2'
+    raw_share = share / 'raw'
+    raw_share.mkdir()
+    B.write(str(raw_share / VOL), b'\x00' * 4096, size=SIZE)
+    plan = plan_create(inspect_chain(str(raw_share / VOL)), VOL_ID, NEW_SNAP, OFFLINE)
+    assert _planned_volume_format(plan) == 'raw'
+
+
+def test_offline_fallback_takes_the_declared_format(share):
+    from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_ops import _declared_format_of
+    planted_raw(share)  # what a commit of a guest's header into a raw base leaves
+    with_snapshot(share, 'raw')
+    chain = [str(share / S1), str(share / VOL)]
+    assert _declared_format_of(chain, str(share / VOL)) == 'raw'  # not the qcow2 the content looks like
+    B.write_qcow2(share, S1, size=SIZE, backing=VOL)  # no declaration
+    with pytest.raises(VolsnapError):
+        _declared_format_of(chain, str(share / VOL))
