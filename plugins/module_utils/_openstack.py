@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.metadata as importlib_metadata
 import re
 import time
 import traceback
@@ -86,13 +87,12 @@ def sdk_too_old(version: Optional[str]) -> bool:
     return version_tuple(version or '') < version_tuple(SDK_MIN_VERSION)
 
 
-def _sdk_version(openstack: Any) -> Optional[str]:
-    """openstacksdk's version: its ``openstack.version`` module (not imported by ``import openstack``)."""
+def _sdk_version() -> Optional[str]:
+    """The version of the installed openstacksdk distribution (None when its metadata cannot be read)."""
     try:
-        from openstack import version  # pylint: disable=import-outside-toplevel
-    except ImportError:
+        return importlib_metadata.version(SDK_NAME)
+    except (importlib_metadata.PackageNotFoundError, ValueError):
         return None
-    return getattr(version, '__version__', None)
 
 
 def _import_sdk() -> Tuple[Any, Optional[str]]:
@@ -108,7 +108,7 @@ def _import_sdk() -> Tuple[Any, Optional[str]]:
         except ImportError:
             _SDK['module'], _SDK['error'] = None, traceback.format_exc()
         else:
-            version = _sdk_version(openstack)
+            version = _sdk_version()
             if sdk_too_old(version):
                 found = version or 'of unknown version'
                 _SDK['name'] = '%s >= %s (found %s)' % (SDK_NAME, SDK_MIN_VERSION, found)

@@ -106,13 +106,14 @@ class TestSpec:
 
     @pytest.mark.parametrize('version', ['0.101.0', '0.9', None])
     def test_too_old_openstacksdk_counts_as_missing_with_the_minimum(self, monkeypatch, version):
-        fake = types.ModuleType('openstack')
-        fake_version = types.ModuleType('openstack.version')
-        if version is not None:
-            fake_version.__version__ = version
-        fake.version = fake_version
-        monkeypatch.setitem(sys.modules, 'openstack', fake)
-        monkeypatch.setitem(sys.modules, 'openstack.version', fake_version)
+        def installed(name):
+            assert name == 'openstacksdk'
+            if version is None:
+                raise _openstack.importlib_metadata.PackageNotFoundError(name)
+            return version
+
+        monkeypatch.setitem(sys.modules, 'openstack', types.ModuleType('openstack'))
+        monkeypatch.setattr(_openstack.importlib_metadata, 'version', installed)
         monkeypatch.setattr(_openstack, '_SDK', {})
         name, error, _url = openstack_dependency()
         assert name == 'openstacksdk >= %s (found %s)' % (_openstack.SDK_MIN_VERSION, version or 'of unknown version')
