@@ -83,9 +83,14 @@ def fill_space(share: Path) -> Path:
     return filler
 
 
-def snapshot_files(share: Path) -> Dict[str, str]:
-    """Every file of the share with the sha256 of its content (what a refusal or a rollback must leave as it was)."""
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(share.iterdir()) if p.is_file()}
+def snapshot_files(share: Path) -> Dict[str, tuple]:
+    """Every entry of the share with its size, mode and sha256 (what a refusal or a rollback must leave as it was)."""
+    files = {}
+    for path in sorted(share.iterdir()):
+        st = path.lstat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() and not path.is_symlink() else None
+        files[path.name] = (st.st_size, oct(st.st_mode), digest)
+    return files
 
 
 def module_task(name: str, register: str, **args) -> dict:
@@ -370,7 +375,7 @@ def test_abandon_is_refused_when_the_commit_may_have_written(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("headroom", [0, 1, 2])
 def test_volume_clone_without_inodes_fails_cleanly_then_converges(tmp_path: Path, small_share: Path,
-                                                                   headroom: int) -> None:
+                                                                  headroom: int) -> None:
     """volume_clone on a share with no inode left for its temporary output / its record / dest's name: a failed result
     naming the file, nothing pending and nothing left behind; after freeing inodes the clone is made, byte-identical
     to the snapshot's data."""
