@@ -795,8 +795,8 @@ def _vpc_problem(info: ImageInfo, reader: _Reader, head: bytes) -> Optional[str]
     info.virtual_size = total_sectors * SECTOR
     if total_sectors > VHD_MAX_SECTORS:
         return 'the disk is larger than 2040 GiB'
-    if disk_type != 3:
-        return None
+    if disk_type == 2:
+        return None  # fixed: no dynamic header (qemu handles every other type as dynamic)
     dyn = reader.read(data_offset, 1024) if data_offset < QEMU_MAX_LENGTH else b''
     if dyn[:8] != b'cxsparse':
         return 'no dynamic disk header at offset %d' % data_offset

@@ -34,6 +34,7 @@ from typing import Dict, List, Optional, Tuple
 import pytest
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._chain import inspect_chain, qemu_format
+from ansible_collections.volsnap.openstack.plugins.module_utils._image_format import _crc32c
 
 SEED = int(os.environ.get("VOLSNAP_DIFF_SEED", "20261202"))
 CASES = int(os.environ.get("VOLSNAP_DIFF_CASES", "2000"))
@@ -364,17 +365,36 @@ def mutate(rng: random.Random, template: Template, case: Path) -> List[str]:
                   (0x184, "<I", [0, 1]), (0x1A8, "<Q", [0, 1]), (0x1B8, "<Q", [0, 1])]
         return _mutate_bytes(rng, top, fields)
     if fmt == "vpc":
-        return _mutate_bytes(rng, top, [(48, ">Q", [0, 512, 1 << 30, 1 << 40]), (40, ">Q", [0, 1 << 30]),
+        done = _mutate_bytes(rng, top, [(48, ">Q", [0, 512, 1 << 30, 1 << 40]), (40, ">Q", [0, 1 << 30]),
                                         (56, ">I", [0, 0x04104110, 0xFFFFFFFF]), (60, ">I", [2, 3, 4, 5]),
-                                        (28, ">I", [0, 0x77696E20]), (64, ">I", [0])])
+                                        (28, ">I", [0, 0x77696E20, 0x71656D32]), (64, ">I", [0]),
+                                        (16, ">Q", [0, 512, 1 << 40]), (512 + 28, ">I", [0, 1, 32, 0xFFFFFFFF]),
+                                        (512 + 32, ">I", [0, 511, 512, 1 << 21, 3 << 20]),
+                                        (512 + 16, ">Q", [0, 512, 1 << 40]), (1536, ">I", [0, 1, 0x1000])])
+        if rng.random() < 0.8:  # a checksum that matches, so that qemu looks further than the footer
+            footer = bytearray(_read(top, 0, 512))
+            footer[64:68] = b"\x00" * 4
+            _write(top, 64, struct.pack(">I", (~sum(footer)) & 0xFFFFFFFF))
+            done.append("footer checksum fixed")
+        return done
     if fmt == "vhdx":
         # the file identifier, both headers, both region tables and the metadata region (at 1 MiB? found below)
         fields = [(0, "<Q", [0]), (64 * 1024 + 8, "<Q", [0, 1]), (128 * 1024 + 8, "<Q", [0, 1]),
                   (192 * 1024 + 8, "<I", [0, 1, 2048]), (256 * 1024 + 8, "<I", [0, 1, 2048])]
         metadata = _vhdx_metadata_items(top)
         for item_offset in metadata:
-            fields.append((item_offset, "<Q", [0, 1, 511, 512, 1 << 30, 1 << 40, 1 << 46, 1 << 63]))
-        return _mutate_bytes(rng, top, fields)
+            fields.append((item_offset, "<Q", [0, 1, 511, 512, 1 << 20, 1 << 30, 1 << 40, 1 << 46, 1 << 63]))
+        fields += [(64 * 1024 + 48, "<Q", [0, 1]), (64 * 1024 + 64, "<H", [0, 1]), (64 * 1024 + 66, "<H", [0, 1, 2]),
+                   (64 * 1024 + 68, "<I", [0, 1 << 20, 1 << 21, 12345]), (192 * 1024 + 16 + 16, "<Q", [0, 1 << 20]),
+                   (192 * 1024 + 16 + 24, "<I", [0, 1 << 20, 1 << 30]), (192 * 1024 + 16 + 28, "<I", [0, 1, 3])]
+        done = _mutate_bytes(rng, top, fields)
+        if rng.random() < 0.8:  # checksums that match, so that qemu looks further than the headers
+            for offset, length in ((64 * 1024, 4096), (128 * 1024, 4096), (192 * 1024, 65536)):
+                block = bytearray(_read(top, offset, length))
+                block[4:8] = b"\x00" * 4
+                _write(top, offset + 4, struct.pack("<I", _crc32c(bytes(block))))
+            done.append("checksums fixed")
+        return done
     if fmt == "luks":
         return _mutate_bytes(rng, top, [(6, ">H", [1, 2, 3]), (104, ">I", [0, 1, 4096, 1 << 30]),
                                         (108, ">I", [0, 16, 32, 64])])
