@@ -862,8 +862,8 @@ def test_stale_temporary_files_are_removed_by_the_next_run(tmp_path: Path) -> No
     proc = subprocess.run([sys.executable, "-c", KILLED_BEFORE_INFO_RENAME, str(share / VOL), NEW], env=env,
                           capture_output=True, text=True, check=False)
     assert proc.returncode == -9, proc.stderr[-3000:]
-    killed = sorted(p.name for p in share.iterdir() if re.match(rf"^\.{re.escape(VOL)}\.info\.[0-9a-f]{{16}}\.volsnap-tmp$",
-                                                                 p.name))
+    temp_re = re.compile(rf"^\.{re.escape(VOL)}\.info\.[0-9a-f]{{16}}\.volsnap-tmp$")
+    killed = sorted(p.name for p in share.iterdir() if temp_re.match(p.name))
     assert len(killed) == 1, sorted(p.name for p in share.iterdir())
     # leftovers of the other kinds a kill can leave, and names that are not this volume's temporary files
     ours = killed + [f"..volsnap-{VOL}.journal.0123456789abcdef.volsnap-tmp", f".{VOL}.info.abcd_123.tmp",
@@ -871,7 +871,8 @@ def test_stale_temporary_files_are_removed_by_the_next_run(tmp_path: Path) -> No
     for name in ours[1:]:
         (share / name).write_text("stale")
     (outside / "target").write_text("outside")
-    not_ours = {f".{VOL}.info.fedcba9876543210.volsnap-tmp": "link", f".volume-{OTHER_ID}.info.0123456789abcdef.volsnap-tmp": "file",
+    not_ours = {f".{VOL}.info.fedcba9876543210.volsnap-tmp": "link",
+                f".volume-{OTHER_ID}.info.0123456789abcdef.volsnap-tmp": "file",
                 f".{VOL}.info.notours": "file", f".{VOL}.info.0123456789abcdeg.volsnap-tmp": "file"}
     for name, kind in not_ours.items():
         if kind == "link":
