@@ -38,8 +38,9 @@ def cleanup_volume(directory: str, volume_name: str, volume_id: str, lock_timeou
     lock_path = lock_path_for(directory, volume_id)
     removed: List[str]
     waited = 0.0
-    if volume_files(directory, volume_name):
-        why = 'the volume exists: its lock file is kept'
+    files = volume_files(directory, volume_name)
+    if files:
+        why = 'kept: the volume still has files (%s%s)' % (', '.join(files[:4]), ', ...' if len(files) > 4 else '')
         if not stale_temporaries(directory, volume_name):
             removed = []
         elif check_mode and not os.path.lexists(lock_path):

@@ -402,7 +402,7 @@ def test_operator_playbooks_cleanup_removes_lock_files_of_deleted_volumes(tmp_pa
         assert line.startswith(f"lock {lock(share, LOCK_VOLUMES['deleted'])}: would remove {stale}, "
                                f"{lock(share, LOCK_VOLUMES['deleted'])} ("), line
         assert "another process holds the lock" in one(msgs, f"lock {lock(share, LOCK_VOLUMES['held'])}:")
-        assert "the volume exists" in one(msgs, f"lock {lock(share, LOCK_VOLUMES['kept_volume'])}:")
+        assert "still has files" in one(msgs, f"lock {lock(share, LOCK_VOLUMES['kept_volume'])}:")
         assert "nothing to remove" in one(msgs, f"lock {link}:") and "symbolic link" in one(msgs, f"lock {link}:")
         assert "still has files" in one(msgs, f"lock {lock(share, LOCK_VOLUMES['snapshot_left'])}:")
 
