@@ -266,7 +266,6 @@ class VolumeSnapshot(object):
                                'nothing was abandoned' % (plan.operation, plan.snapshot_id, self.req.snapshot_id),
                                pending=journal.pending())
         executor = Executor(self.qemu, self.libvirt(plan.mode == ONLINE), self.req.timeout)
-        executor._plan = plan
         pending = journal.pending()
         actions, files, refusal = executor.undo_plan(journal)
         if refusal is not None:
@@ -277,10 +276,13 @@ class VolumeSnapshot(object):
             try:
                 executor.undo(journal, files)
             except OSError as exc:
-                raise VolsnapError('abandoning the %s of snapshot %s failed: %s. Whatever was not removed is listed '
-                                   'in the pending result; fix the cause and run state=abandoned again'
+                raise VolsnapError('abandoning the %s of snapshot %s failed: %s. The journal is removed last, so '
+                                   'the operation stays pending until everything is removed: fix the cause and run '
+                                   'state=abandoned again'
                                    % (plan.operation, plan.snapshot_id, os_error_text(exc)),
                                    file=exc.filename, pending=_pending_of(journal.path))
+        else:
+            actions = ['would remove ' + a[len('removed '):] if a.startswith('removed ') else a for a in actions]
         report = self._inspect(path)
         return {'changed': True, 'snapshot_id': plan.snapshot_id, 'state': ABANDONED, 'operation': plan.operation,
                 'mode': plan.mode, 'resumed': False, 'active': report.active, 'file_format': {},

@@ -250,7 +250,7 @@ abandoned:
       description: The step it was waiting at.
       type: str
     undone:
-      description: What was done to abandon it, one sentence each.
+      description: What was done (in check mode, would be done) to abandon it, one sentence each.
       type: list
       elements: str
     removed:

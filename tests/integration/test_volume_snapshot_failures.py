@@ -324,6 +324,8 @@ def test_abandon_a_delete_whose_commit_never_started(tmp_path: Path) -> None:
         assert wrong["failed"] is True and f"not of snapshot {SNAPS[1]}" in wrong["msg"], wrong
         checked = run_module(tmp_path, check=True, volume_path=str(share / VOL), state="abandoned")
         assert checked["changed"] is True and checked["abandoned"]["removed"] == [str(share / JOURNAL)], checked
+        assert checked["plan"] == [f"would remove the journal {share / JOURNAL} (no step was applied: the chain and "
+                                   f"the .info file are as before)"], checked
         assert snapshot_files(share) == before
         out = run_module(tmp_path, volume_path=str(share / VOL), state="abandoned")
         assert out.get("failed") is not True and (out["changed"], out["operation"], out["snapshot_id"]) == \
