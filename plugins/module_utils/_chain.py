@@ -41,6 +41,8 @@ DEFAULT_MAX_DEPTH = 100
 
 # qemu's format names for the formats we detect, and the reverse aliases.
 _QEMU_NAMES = {'vhd': 'vpc', 'iso': 'raw'}
+# qemu's driver names of the image formats detected here: the only backing formats a header may declare.
+QEMU_FORMAT_DRIVERS = ('raw', 'qcow2', 'qed', 'vmdk', 'vpc', 'vhdx', 'vdi', 'luks')
 _ALIASES = {'vpc': 'vhd', 'file': 'raw', 'host_device': 'raw'}
 
 
@@ -415,6 +417,13 @@ def _walk(report: ChainReport, start: str, expected_format: Optional[str], max_d
             report.problem('backing_protocol', '%s names backing file %s, which qemu opens through its %s: protocol '
                            '(a json: name can name any file or network server); it is not followed'
                            % (name, backing, qemu_protocol(backing)), filename=name)
+            return
+        if image.backing_format is not None and image.backing_format not in QEMU_FORMAT_DRIVERS:
+            # qemu takes the backing format as a block driver name: a protocol driver (file, host_device, nbd...)
+            # opens the file as something else than an image format, an unknown name fails ("Unknown driver").
+            report.problem('backing_format_not_allowed', '%s declares backing format %r, which is not one of the '
+                           'image formats qemu opens here (%s); it is not followed'
+                           % (name, image.backing_format, ', '.join(QEMU_FORMAT_DRIVERS)), filename=name)
             return
         directory = os.path.dirname(current)
         real = resolver.resolve(directory, backing)

@@ -786,7 +786,6 @@ def _vpc_problem(info: ImageInfo, reader: _Reader, head: bytes) -> Optional[str]
     creator = bytes(footer[28:32])
     (current_size,) = struct.unpack_from('>Q', footer, 48)
     cylinders, heads, sectors_per_track = struct.unpack_from('>HBB', footer, 56)
-    (disk_type,) = struct.unpack_from('>I', footer, 60)
     # The size a guest sees: CHS geometry, unless the creator is known to use current_size (or CHS is maxed).
     total_sectors = cylinders * heads * sectors_per_track
     use_chs = creator not in (b'win ', b'qem2', b'd2v ', b'CTXS') and creator[:3] + b'\x00' != b'tap\x00'
@@ -795,8 +794,8 @@ def _vpc_problem(info: ImageInfo, reader: _Reader, head: bytes) -> Optional[str]
     info.virtual_size = total_sectors * SECTOR
     if total_sectors > VHD_MAX_SECTORS:
         return 'the disk is larger than 2040 GiB'
-    if disk_type == 2:
-        return None  # fixed: no dynamic header (qemu handles every other type as dynamic)
+    # A footer copy at offset 0 makes qemu read the file as a dynamic disk whatever its type says (vpc_open
+    # takes a disk as fixed only when the footer is found at the end of the file instead).
     dyn = reader.read(data_offset, 1024) if data_offset < QEMU_MAX_LENGTH else b''
     if dyn[:8] != b'cxsparse':
         return 'no dynamic disk header at offset %d' % data_offset

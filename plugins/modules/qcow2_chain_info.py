@@ -82,14 +82,16 @@ notes:
     C(invalid_header)."
   - "A backing file or data file name that qemu parses as a protocol (C(json:{...}), C(file:), C(nbd:), C(http:), any
     C(<word>:) before the first C(/)) is never a file of the share, whatever file of that literal name exists there:
-    C(backing_protocol) and C(data_file_protocol) make the chain unsafe."
+    C(backing_protocol) and C(data_file_protocol) make the chain unsafe. A backing format must be a qemu image format
+    driver (C(raw), C(qcow2), C(qed), C(vmdk), C(vpc), C(vhdx), C(vdi), C(luks)): a protocol driver such as C(file) or
+    an unknown name is C(backing_format_not_allowed)."
   - "Problem codes (severity error unless noted): C(invalid_header), C(not_regular_file), C(outside_share),
     C(backing_outside_share), C(absolute_backing_path) (warning), C(missing_backing_file), C(unreadable_backing_file),
     C(backing_loop), C(chain_too_deep), C(external_data_file), C(unknown_incompatible_features), C(corrupt),
     C(dirty) (warning), C(format_mismatch), C(backing_format_unspecified) (warning), C(backing_name_not_allowed),
     C(invalid_backing_name), C(format_not_allowed) (qed), C(vmdk_external_extent), C(vmdk_unsupported_type),
     C(vmdk_parent), C(unsupported_differencing_image), C(legacy_aes_encryption), C(backing_protocol),
-    C(data_file_protocol), C(info_invalid),
+    C(data_file_protocol), C(backing_format_not_allowed), C(info_invalid),
     C(info_missing), C(info_missing_file), C(info_file_not_in_chain), C(snapshot_file_not_in_info),
     C(orphan_snapshot_file) (warning), C(libvirt_chain_mismatch), C(engine_mismatch), C(engine_error)."
 seealso:

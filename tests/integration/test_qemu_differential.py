@@ -283,7 +283,7 @@ def _mutate_qcow2(rng: random.Random, case: Path, top: Path) -> List[str]:
                 done.append("bit flip at byte %d" % offset)
         elif kind == "snapshot":
             table = _qcow2_get(top, "snapshots_offset")
-            if _qcow2_get(top, "nb_snapshots") and table:
+            if _qcow2_get(top, "nb_snapshots") and table and table + 40 <= top.stat().st_size:
                 field, fmt = rng.choice([(12, ">H"), (14, ">H"), (36, ">I"), (8, ">I"), (0, ">Q")])
                 value = rng.choice([0, 1, 1024, 1025, 0xFFFF, 0xFFFFFFFF])
                 _write(top, table + field, struct.pack(fmt, value % (1 << (8 * struct.calcsize(fmt)))))

@@ -726,3 +726,27 @@ class TestProtocolNames:
         top = B.write_qcow2(share, 'top', size=1 << 20, incompatible=1 << 2, data_file='data.raw')
         report = inspect_chain(top, share=str(share))
         assert codes(report) == ['external_data_file']
+
+
+@pytest.mark.parametrize('fmt', ['file', 'host_device', 'nbd', 'vhd', 'iso', 'qcow', 'json'])
+def test_backing_format_must_be_an_image_format_qemu_opens(share, fmt):
+    # qemu takes the backing format as a driver name: 'file' opens the bytes through the protocol driver, 'vhd'
+    # and 'iso' are no qemu drivers at all ("Unknown driver"); none is followed.
+    B.write(share / 'base', b'\x00' * 65536)
+    top = B.write_qcow2(share, 'top', size=1 << 20, backing='base', backing_fmt=fmt)
+    report = inspect_chain(top, share=str(share))
+    assert 'backing_format_not_allowed' in codes(report)
+    assert not report.safe
+    assert len(report.layers) == 1
+
+
+@pytest.mark.parametrize('fmt', ['raw', 'qcow2'])
+def test_backing_format_qemu_driver_names_accepted(share, fmt):
+    if fmt == 'raw':
+        B.write(share / 'base', b'\x00' * 65536)
+    else:
+        B.write_qcow2(share, 'base', size=1 << 20)
+    top = B.write_qcow2(share, 'top', size=1 << 20, backing='base', backing_fmt=fmt)
+    report = inspect_chain(top, share=str(share))
+    assert report.safe, report.summary()
+    assert len(report.layers) == 2
