@@ -37,7 +37,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._chain import in
 from ansible_collections.volsnap.openstack.plugins.module_utils._image_format import _crc32c
 
 SEED = int(os.environ.get("VOLSNAP_DIFF_SEED", "20261202"))
-CASES = int(os.environ.get("VOLSNAP_DIFF_CASES", "2000"))
+CASES = int(os.environ.get("VOLSNAP_DIFF_CASES", "3000"))
 ONE_CASE = os.environ.get("VOLSNAP_DIFF_CASE")
 WORKERS = int(os.environ.get("VOLSNAP_DIFF_WORKERS", "3"))
 QEMU_TIMEOUT = 30
