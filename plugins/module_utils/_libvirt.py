@@ -174,9 +174,16 @@ class Libvirt:
         wanted = set(os.path.realpath(p) for p in paths)
         found = []
         for dom in self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
-            for disk in parse_disks(dom.XMLDesc(0)):
+            try:
+                name, xml = dom.name(), dom.XMLDesc(0)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    continue  # stopped and undefined between the listing and this read: it uses nothing now
+                raise VolsnapError('libvirt at %s cannot read the XML of a running domain: %s'
+                                   % (self.uri, exc.get_error_message()))
+            for disk in parse_disks(xml):
                 if any(os.path.realpath(p) in wanted for p, _fmt in disk.chain):
-                    found.append((dom.name(), disk.target))
+                    found.append((name, disk.target))
         return found
 
     def _disk(self, dom: Any, disk: str) -> DiskInfo:

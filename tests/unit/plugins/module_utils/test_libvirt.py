@@ -246,3 +246,25 @@ def test_find_domain_raises_when_libvirt_cannot_answer(tmp_path):
     lv = Libvirt('test://%s' % (tmp_path / 'missing.xml'))
     with pytest.raises(VolsnapError, match='cannot connect to libvirt'):
         lv.find_domain('test')
+
+
+def test_running_domains_using_skips_a_domain_that_vanishes_during_the_scan(monkeypatch):
+    """A domain stopped between libvirt's listing and the XML read uses nothing: the scan goes on without it."""
+    from ansible_collections.volsnap.openstack.plugins.module_utils._libvirt import libvirt
+    assert libvirt is not None, 'the libvirt Python bindings are missing (make deps installs them)'
+    lv = Libvirt('test:///default')
+    try:
+        conn = lv.conn
+        disk = '/var/tmp/volsnap-unit/volume-%s' % VOL_ID
+        transient = conn.createXML(
+            "<domain type='test'><name>vanishing</name><memory>1024</memory><os><type>hvm</type></os>"
+            "<devices><disk type='file' device='disk'><source file='%s'/><target dev='vdb'/></disk></devices>"
+            "</domain>" % disk, 0)
+        listed = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        assert 'vanishing' in [d.name() for d in listed]
+        assert lv.running_domains_using([disk]) == [('vanishing', 'vdb')]
+        transient.destroy()  # a transient domain is gone once destroyed; the listed handle stays
+        monkeypatch.setattr(conn, 'listAllDomains', lambda flags=0: listed)
+        assert lv.running_domains_using([disk]) == []
+    finally:
+        lv.close()
