@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._chain import ChainReport
+from ansible_collections.volsnap.openstack.plugins.module_utils._chain import VOLUME_FORMATS, ChainReport
 from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import (
     INFO_SUFFIX,
@@ -120,13 +120,16 @@ ACTIONS = ('create_overlay', 'libvirt_snapshot', 'write_info', 'commit', 'rebase
 _PATH_ARGS = ('file', 'path', 'like', 'top', 'base', 'backing')
 
 
-def check_journaled_plan(plan: Plan, directory: str, volume_name: str, volume_id: str) -> None:
+def check_journaled_plan(plan: Plan, directory: str, volume_name: str, volume_id: str,
+                         volume_format: Optional[str] = None) -> None:
     """Refuse a journaled plan that this module would not have written for this volume.
 
     The journal lives in the share, so it is as untrusted as the image files: before anything of it
     runs, its operation, mode, volume and snapshot ids, actions, and every file it names (absolute
     paths in the volume's directory, or bare file names) must be what :func:`plan_create` and
-    :func:`plan_delete` produce for ``volume_name`` in ``directory``.
+    :func:`plan_delete` produce for ``volume_name`` in ``directory``. The formats it declares are what a plan
+    trusts: snapshot files are qcow2, volume-<id> is raw or qcow2, and ``volume_format`` (Cinder's format, when the
+    request gives it) when given.
     """
     def bad(why: str) -> VolsnapError:
         return VolsnapError('the journal of volume %s names %s, which this module never plans; nothing was run. '
@@ -146,6 +149,11 @@ def check_journaled_plan(plan: Plan, directory: str, volume_name: str, volume_id
                 and not (what in ('path', 'like') and name == volume_name + INFO_SUFFIX)):
             raise bad('%s %s, not a file of %s' % (what, name, volume_name))
 
+    def check_format(name: Any, fmt: Any) -> None:
+        why = _journaled_format_problem(name, fmt, volume_name, volume_format)
+        if why is not None:
+            raise bad(why)
+
     if plan.operation not in ('create', 'delete') or plan.mode not in (OFFLINE, ONLINE):
         raise bad('operation %r in mode %r' % (plan.operation, plan.mode))
     if plan.volume_id != volume_id:
@@ -164,6 +172,23 @@ def check_journaled_plan(plan: Plan, directory: str, volume_name: str, volume_id
             why = info_entry_problem(key, value, volume_name)
             if why is not None:
                 raise bad('.info entry "%s": %s' % (key, why))
+        if 'backing_format' in step.args:
+            check_format(step.args.get('backing'), step.args['backing_format'])
+    for name, fmt in dict(plan.file_format or {}).items():
+        check_format(name, fmt)
+
+
+def _journaled_format_problem(name: Any, fmt: Any, volume_name: str, volume_format: Optional[str]) -> Optional[str]:
+    """Why a journal may not declare ``fmt`` as the format of file ``name`` (None when a plan could)."""
+    base = os.path.basename(name) if isinstance(name, str) else name
+    if base == volume_name:
+        if fmt not in VOLUME_FORMATS:
+            return 'format %r for %s (raw or qcow2 only)' % (fmt, base)
+        if volume_format is not None and fmt != volume_format:
+            return 'format %s for %s, which is %s (volume_format)' % (fmt, base, volume_format)
+    elif fmt != 'qcow2':
+        return 'format %r for snapshot file %s (always qcow2)' % (fmt, base)
+    return None
 
 
 def check_snapshot_id(snapshot_id: str) -> None:

@@ -203,7 +203,8 @@ class VolumeSnapshot(object):
     def _decide(self, path: str, volume_name: str, volume_id: str) -> Dict[str, Any]:
         journal = Journal(journal_path_for(os.path.dirname(path), volume_name))
         if journal.load():
-            check_journaled_plan(journal.plan, os.path.dirname(path), volume_name, volume_id)  # hostile input
+            check_journaled_plan(journal.plan, os.path.dirname(path), volume_name, volume_id,  # hostile input
+                                 self.req.volume_format)
             if self.req.state == ABANDONED:
                 return self._abandon(journal, path)
             return self._resume(journal, path)

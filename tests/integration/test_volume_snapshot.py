@@ -249,7 +249,8 @@ def test_sigkill_at_every_step_then_rerun(tmp_path: Path, case: str) -> None:
             assert run_op(share, snap, state=state)["changed"] is False
 
 
-@pytest.mark.parametrize("tamper", ["outside", "other-volume", "relative-escape", "action", "volume-id", "info"])
+@pytest.mark.parametrize("tamper", ["outside", "other-volume", "relative-escape", "action", "volume-id", "info",
+                                    "format"])
 def test_hostile_journal_is_refused_before_anything_runs(tmp_path: Path, tamper: str) -> None:
     """The journal lives in the share: a crafted one must not make state=resumed (or a rerun) touch other files."""
     share = tmp_path / "share"
@@ -276,6 +277,8 @@ def test_hostile_journal_is_refused_before_anything_runs(tmp_path: Path, tamper:
         delete["action"] = "run_anything"
     elif tamper == "volume-id":
         data["plan"]["volume_id"] = "99999999-2222-4333-8444-555555555555"
+    elif tamper == "format":
+        data["plan"]["file_format"] = {VOL: "vmdk"}  # a raw volume-<id> read as another format
     else:
         next(step for step in steps if step["action"] == "write_info")["args"]["info"]["active"] = "/etc/passwd"
     journal.write_text(json.dumps(data))

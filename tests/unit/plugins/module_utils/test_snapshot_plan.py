@@ -15,6 +15,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_plan i
     OFFLINE,
     ONLINE,
     Plan,
+    check_journaled_plan,
     check_snapshot_id,
     plan_create,
     plan_delete,
@@ -158,3 +159,28 @@ def test_delete_snapshot_naming_the_base_is_refused(share):
     write_info(share, VOL, {S1: VOL})
     with pytest.raises(VolsnapError, match='has no backing file, so it holds no snapshot data'):
         plan_delete(report(share), VOL_ID, S1, OFFLINE)
+
+
+def test_journaled_formats_must_be_what_a_plan_trusts(chain):
+    """A journal is share content: it may not turn a raw volume-<id> into qcow2 (or name other formats)."""
+    directory = str(chain)
+    middle = plan_delete(report(chain), VOL_ID, S1, OFFLINE)
+    check_journaled_plan(middle, directory, VOL, VOL_ID)
+    check_journaled_plan(middle, directory, VOL, VOL_ID, 'raw')
+    with pytest.raises(VolsnapError, match='format raw for %s, which is qcow2 .volume_format.' % VOL):
+        check_journaled_plan(middle, directory, VOL, VOL_ID, 'qcow2')
+    middle.steps[1].args['backing_format'] = 'qcow2'
+    with pytest.raises(VolsnapError, match='never plans'):
+        check_journaled_plan(middle, directory, VOL, VOL_ID, 'raw')
+    middle.steps[1].args['backing_format'] = 'vmdk'
+    with pytest.raises(VolsnapError, match='raw or qcow2 only'):
+        check_journaled_plan(middle, directory, VOL, VOL_ID)
+    create = plan_create(report(chain), VOL_ID, NEW, OFFLINE)
+    check_journaled_plan(create, directory, VOL, VOL_ID, 'raw')
+    create.steps[0].args['backing_format'] = 'raw'  # the active snapshot file F2 is qcow2, always
+    with pytest.raises(VolsnapError, match='always qcow2'):
+        check_journaled_plan(create, directory, VOL, VOL_ID)
+    create = plan_create(report(chain), VOL_ID, NEW, OFFLINE)
+    create.file_format = {VOL: 'luks'}
+    with pytest.raises(VolsnapError, match='raw or qcow2 only'):
+        check_journaled_plan(create, directory, VOL, VOL_ID)
