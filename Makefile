@@ -29,7 +29,7 @@ export NO_COLOR := 1
 endif
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help deps build sanity units integration molecule lint changelog-lint docs test demo bench ee clean
+.PHONY: help deps build sanity units integration molecule lint typecheck changelog-lint docs test demo bench ee clean
 
 help: ## List the targets
 	@echo "volsnap.openstack make targets:"
@@ -59,12 +59,16 @@ molecule: deps build ## Start the Ceph lab, then every molecule scenario (extens
 	bash $(LAB) start ceph </dev/null
 	bash $(ROOT)/scripts/molecule.sh $(MOLECULE_ARGS)
 
-lint: deps build ## ansible-lint (production), antsibull-docs lint, antsibull-changelog lint, shellcheck
+lint: deps build ## ansible-lint (production), antsibull-docs lint, antsibull-changelog lint, shellcheck, mypy --strict
 	cd $(COLL) && ansible-lint --offline
 	cd $(COLL) && antsibull-docs lint-collection-docs --plugin-docs .
 	$(MAKE) --no-print-directory changelog-lint
+	$(MAKE) --no-print-directory typecheck
 	cd $(COLL) && shopt -s nullglob && files=(.ci/run scripts/*.sh tests/lab/*.sh tests/hosts/*.sh) && \
 	  echo "shellcheck $${files[*]}" && shellcheck -x "$${files[@]}"
+
+typecheck: deps build ## mypy --strict over plugins/module_utils (mypy.ini)
+	cd $(BUILD_ROOT) && MYPYPATH=$(BUILD_ROOT) mypy --config-file $(ROOT)/mypy.ini -p ansible_collections.volsnap.openstack.plugins.module_utils
 
 changelog-lint: deps build ## antsibull-changelog lint
 	cd $(COLL) && antsibull-changelog lint

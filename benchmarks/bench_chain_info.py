@@ -48,7 +48,7 @@ from ansible_collections.volsnap.openstack.benchmarks._common import (
     table,
     timed,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._chain import inspect_chain
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import inspect_chain
 
 BENCHMARK = 'qcow2_chain_info'
 TARGET_RATIO = 20.0

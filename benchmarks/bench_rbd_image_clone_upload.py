@@ -64,10 +64,10 @@ from ansible_collections.volsnap.openstack.benchmarks._common import (
     table,
     timed,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._ceph import connect as ceph_connect
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._glance import Glance
-from ansible_collections.volsnap.openstack.plugins.module_utils._rbd_upload_exec import CinderVolumes, Options, Upload
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.connection import connect as ceph_connect
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.glance import Glance
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.upload import CinderVolumes, Options, Upload
 
 BENCHMARK = 'rbd_image_clone_upload'
 GIB = 1 << 30

@@ -52,12 +52,12 @@ from ansible_collections.volsnap.openstack.benchmarks._common import (
     table,
     timed,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils import _chain
-from ansible_collections.volsnap.openstack.plugins.module_utils._chain import inspect_chain
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._libvirt import DEFAULT_URI, LIBVIRT_IMPORT_ERROR, Libvirt
-from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg
-from ansible_collections.volsnap.openstack.plugins.module_utils._volume_snapshot import Request, VolumeSnapshot
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import chain as _chain
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import inspect_chain
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import DEFAULT_URI, LIBVIRT_IMPORT_ERROR, Libvirt
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
 
 BENCHMARK = 'volume_snapshot'
 GIB = 1024 ** 3
@@ -254,7 +254,7 @@ def bench_delete(args, qemu_img, workdir):
 
 
 def collections_root():
-    # <root>/ansible_collections/volsnap/openstack/plugins/module_utils/_chain.py
+    # <root>/ansible_collections/volsnap/openstack/plugins/module_utils/_nfs/chain.py
     path = os.path.abspath(_chain.__file__)
     for _level in range(6):
         path = os.path.dirname(path)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 class ModuleDocFragment(object):
 
-    # The connection options of openstack.cloud (plugins/module_utils/_openstack.py CONNECTION_SPEC), for every
+    # The connection options of openstack.cloud (plugins/module_utils/_openstack/py CONNECTION_SPEC), for every
     # module that talks to OpenStack APIs. Modules that wait for the result also list the WAIT fragment
     # (volsnap.openstack.openstack.wait; WAIT_SPEC, openstack_argument_spec(wait=True)).
     DOCUMENTATION = r'''

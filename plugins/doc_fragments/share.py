@@ -7,7 +7,7 @@ from __future__ import annotations
 
 class ModuleDocFragment(object):
 
-    # The rules on names in a share, decided in one place (module_utils/_remotefs.py) for every module.
+    # The rules on names in a share, decided in one place (module_utils/_nfs/share.py) for every module.
     DOCUMENTATION = r'''
 options: {}
 notes:

@@ -146,16 +146,16 @@ key:
   type: str
 '''
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._ceph import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.connection import (
     ceph_argument_spec,
     client_name,
     connect,
     rados_dependency,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._cephx import CAPS_MODES, STATES, run_client
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._keyring import scrub_value
-from ansible_collections.volsnap.openstack.plugins.module_utils._module import VolsnapModule
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.cephx import CAPS_MODES, STATES, run_client
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.keyring import scrub_value
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.module import VolsnapModule
 
 
 class CephAuthClient(VolsnapModule):

@@ -163,8 +163,8 @@ mode:
   sample: '0640'
 '''
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._keyring import KeyringRequest, apply_keyring, scrub_value
-from ansible_collections.volsnap.openstack.plugins.module_utils._module import VolsnapModule
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.keyring import KeyringRequest, apply_keyring, scrub_value
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.module import VolsnapModule
 
 
 class CephKeyring(VolsnapModule):

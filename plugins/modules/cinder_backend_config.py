@@ -247,8 +247,8 @@ backup_file:
 import os
 import stat
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._module import VolsnapModule
-from ansible_collections.volsnap.openstack.plugins.module_utils._oslo_ini import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.module import VolsnapModule
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.oslo_ini import (
     BACKEND_DEFAULTS_SECTION,
     EditRequest,
     display,

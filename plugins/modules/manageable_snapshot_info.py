@@ -143,9 +143,9 @@ legacy_api:
   type: bool
 '''
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import openstack_argument_spec
-from ansible_collections.volsnap.openstack.plugins.module_utils._openstack_module import OpenStackModule
-from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_manage import manageable_snapshots
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.connection import openstack_argument_spec
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.module import OpenStackModule
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.manage import manageable_snapshots
 
 
 class ManageableSnapshotInfoModule(OpenStackModule):

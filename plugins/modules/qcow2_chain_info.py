@@ -268,21 +268,21 @@ engine_results:
   elements: dict
 '''
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._chain import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import (
     DEFAULT_MAX_DEPTH,
     VOLUME_FORMATS,
     inspect_chain,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._image_format import FORMATS
-from ansible_collections.volsnap.openstack.plugins.module_utils._libvirt import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.image_format import FORMATS
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import (
     DEFAULT_URI,
     LIBVIRT_IMPORT_ERROR,
     Libvirt,
     find_disk,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._module import VolsnapModule
-from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg, cross_check
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.module import VolsnapModule
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg, cross_check
 
 
 class Qcow2ChainInfo(VolsnapModule):

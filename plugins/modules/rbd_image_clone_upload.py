@@ -290,17 +290,17 @@ kept:
   elements: dict
 '''
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._ceph import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.connection import (
     ceph_argument_spec,
     rados_dependency,
     rbd_dependency,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._module import VolsnapModule
-from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.module import VolsnapModule
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.connection import (
     openstack_argument_spec,
     openstack_dependency,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._rbd_upload_exec import Options, Upload
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.upload import Options, Upload
 
 
 class RbdImageCloneUploadModule(VolsnapModule):

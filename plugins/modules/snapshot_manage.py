@@ -207,9 +207,9 @@ legacy_api:
   type: bool
 '''
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import openstack_argument_spec
-from ansible_collections.volsnap.openstack.plugins.module_utils._openstack_module import OpenStackModule
-from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_manage import manage_snapshot
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.connection import openstack_argument_spec
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.module import OpenStackModule
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.manage import manage_snapshot
 
 
 class SnapshotManageModule(OpenStackModule):

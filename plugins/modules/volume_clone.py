@@ -166,13 +166,13 @@ plan:
   elements: str
 '''
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._chain import DEFAULT_MAX_DEPTH, VOLUME_FORMATS
-from ansible_collections.volsnap.openstack.plugins.module_utils._clone import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import DEFAULT_MAX_DEPTH, VOLUME_FORMATS
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.clone import (
     OUTPUT_FORMATS,
     CloneRequest,
     clone_volume,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._module import VolsnapModule
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.module import VolsnapModule
 
 
 class VolumeClone(VolsnapModule):

@@ -373,22 +373,22 @@ cinder_report:
            "error": null, "reason": "Cinder is waiting for the compute side (status creating, progress 0%)"}
 '''
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._chain import DEFAULT_MAX_DEPTH, VOLUME_FORMATS
-from ansible_collections.volsnap.openstack.plugins.module_utils._cinder_report import cinder_reporter, run_with_report
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._libvirt import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import DEFAULT_MAX_DEPTH, VOLUME_FORMATS
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.report import cinder_reporter, run_with_report
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import (
     DEFAULT_URI,
     LIBVIRT_IMPORT_ERROR,
     Libvirt,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._module import VolsnapModule
-from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.module import VolsnapModule
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.connection import (
     openstack_argument_spec,
     openstack_dependency,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg
-from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_plan import volume_file
-from ansible_collections.volsnap.openstack.plugins.module_utils._volume_snapshot import Request, VolumeSnapshot
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_plan import volume_file
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
 
 
 class VolumeSnapshotModule(VolsnapModule):

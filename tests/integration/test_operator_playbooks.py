@@ -26,8 +26,8 @@ from typing import Any, Dict, Iterator, List, Optional
 import pytest
 import yaml
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg
-from ansible_collections.volsnap.openstack.plugins.module_utils._volume_snapshot import Request, VolumeSnapshot
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
 from ansible_run import COLLECTION_ROOT, HOST_PYTHON, ansible_playbook, collections_path, subprocess_runner
 from openstack_helpers import make_volume, rbd_read, rbd_sha256, rbd_snaps, rbd_write, remove_volume
 
@@ -283,9 +283,9 @@ SNAPS = ["11111111-2222-4333-8444-555555555555", "22222222-2222-4333-8444-555555
 
 KILLED_DELETE = textwrap.dedent("""
     import os, signal, sys
-    from ansible_collections.volsnap.openstack.plugins.module_utils import _snapshot_ops
-    from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg
-    from ansible_collections.volsnap.openstack.plugins.module_utils._volume_snapshot import Request, VolumeSnapshot
+    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import snapshot_exec as _snapshot_ops
+    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg
+    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
     sys.path.insert(0, sys.argv[3])
     from ansible_run import subprocess_runner
     original = _snapshot_ops.Journal.advance

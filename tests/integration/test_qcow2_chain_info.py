@@ -12,9 +12,9 @@ from typing import Dict, List
 
 import pytest
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._chain import inspect_chain
-from ansible_collections.volsnap.openstack.plugins.module_utils._image_format import inspect_image
-from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg, cross_check
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import inspect_chain
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.image_format import inspect_image
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg, cross_check
 from ansible_run import run_tasks, subprocess_runner
 
 VOL = "volume-0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f"

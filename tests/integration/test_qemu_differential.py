@@ -33,8 +33,8 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._chain import inspect_chain, qemu_format
-from ansible_collections.volsnap.openstack.plugins.module_utils._image_format import _crc32c
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import inspect_chain, qemu_format
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.image_format import _crc32c
 
 SEED = int(os.environ.get("VOLSNAP_DIFF_SEED", "20261202"))
 CASES = int(os.environ.get("VOLSNAP_DIFF_CASES", "3000"))

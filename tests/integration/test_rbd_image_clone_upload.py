@@ -624,7 +624,7 @@ def test_glance_without_read_access_to_volumes_is_explained(lab: Any) -> None:
 
 KILLED_RUN = r'''
 import json, sys
-from ansible_collections.volsnap.openstack.plugins.module_utils._rbd_upload_exec import Options, Upload
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.upload import Options, Upload
 args = json.loads(sys.argv[1])
 cloud = args.pop("cloud")
 Upload(Options(**args), {"cloud": cloud}, False).run()

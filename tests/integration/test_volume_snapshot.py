@@ -15,11 +15,11 @@ from typing import Dict, List, Optional, Tuple
 import libvirt
 import pytest
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._chain import inspect_chain
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._libvirt import Libvirt
-from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg
-from ansible_collections.volsnap.openstack.plugins.module_utils._volume_snapshot import Request, VolumeSnapshot
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import inspect_chain
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import Libvirt
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
 from ansible_run import run_tasks, subprocess_runner
 
 VOLUME_ID = "0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f"
@@ -176,9 +176,9 @@ def test_online_create_then_offline_view(share: Path, domain_factory, libvirt_ur
 
 CHILD = textwrap.dedent("""
     import os, signal, sys
-    from ansible_collections.volsnap.openstack.plugins.module_utils import _snapshot_ops
-    from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg
-    from ansible_collections.volsnap.openstack.plugins.module_utils._volume_snapshot import Request, VolumeSnapshot
+    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import snapshot_exec as _snapshot_ops
+    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg
+    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
     sys.path.insert(0, sys.argv[5])
     from ansible_run import subprocess_runner
     path, snap, state, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]

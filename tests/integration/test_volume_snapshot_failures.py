@@ -150,9 +150,9 @@ def chain_reader(active: Path) -> Iterator[subprocess.Popen]:
 
 KILL_AT_START = textwrap.dedent("""
     import os, signal, sys
-    from ansible_collections.volsnap.openstack.plugins.module_utils import _snapshot_ops
-    from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg
-    from ansible_collections.volsnap.openstack.plugins.module_utils._volume_snapshot import Request, VolumeSnapshot
+    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import snapshot_exec as _snapshot_ops
+    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg
+    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
     sys.path.insert(0, sys.argv[4])
     from ansible_run import subprocess_runner
     def start(self, index):

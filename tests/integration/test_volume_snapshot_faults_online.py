@@ -29,19 +29,20 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._chain import inspect_chain
-from ansible_collections.volsnap.openstack.plugins.module_utils._clone import CloneRequest, clone_volume
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._libvirt import Libvirt
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import inspect_chain
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.clone import CloneRequest, clone_volume
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import Libvirt
 from ansible_run import subprocess_runner
 from test_volume_snapshot import SNAPS, VOL, VOLUME_ID, reads, run_op, snapshot_offline_with_data, state_view, \
     stop_gracefully, verify
 
 CHILD = textwrap.dedent("""
     import os, signal, sys
-    from ansible_collections.volsnap.openstack.plugins.module_utils import _libvirt, _snapshot_ops
-    from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg
-    from ansible_collections.volsnap.openstack.plugins.module_utils._volume_snapshot import Request, VolumeSnapshot
+    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import libvirt as _libvirt
+    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import snapshot_exec as _snapshot_ops
+    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg
+    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
     sys.path.insert(0, sys.argv[6])
     from ansible_run import subprocess_runner
     # kill_at: 'journal:N', 'effect:N', 'job:1' (see the module docstring) or 'slow:0' (slow jobs, no kill)

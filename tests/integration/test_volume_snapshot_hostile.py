@@ -832,9 +832,9 @@ def test_clone_and_overlay_files_have_their_final_mode_before_any_data(tmp_path:
 
 KILLED_BEFORE_INFO_RENAME = """
 import os, signal, sys
-from ansible_collections.volsnap.openstack.plugins.module_utils import _atomic
-from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg
-from ansible_collections.volsnap.openstack.plugins.module_utils._volume_snapshot import Request, VolumeSnapshot
+from ansible_collections.volsnap.openstack.plugins.module_utils._base import atomic as _atomic
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
 original = _atomic.os.rename
 def rename(src, dst, *args, **kwargs):
     if dst.endswith('.info'):

@@ -16,7 +16,8 @@ SHIPPED_DIRS = ('plugins', 'roles', 'playbooks', 'meta')
 ALLOWED_TOP = {'COPYING', 'README.md', 'MANIFEST.json', 'FILES.json', 'CHANGELOG.rst', 'changelogs', 'docs',
                'requirements.txt', 'bindep.txt', *SHIPPED_DIRS}
 NEVER = ('tests/', 'scripts/', 'benchmarks/', 'extensions/', '.ci/', 'changelogs/fragments/', 'Makefile',
-         'requirements-dev.txt', '.ansible-lint', '.gitignore', 'docs/development.md')
+         'requirements-dev.txt', '.ansible-lint', '.gitignore', 'docs/development.md', 'docs/architecture.md',
+         'mypy.ini')
 
 
 def _galaxy() -> str:

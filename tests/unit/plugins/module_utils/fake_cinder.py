@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import uuid
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 
 STATUS_MAP = {'creating': ('creating', 'available', 'error'), 'deleting': ('deleting', 'error_deleting')}
 

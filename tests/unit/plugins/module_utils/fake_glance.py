@@ -15,9 +15,9 @@ import hashlib
 import uuid
 from typing import Any, Dict, List, Optional
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._glance import Registered, Store, Stores
-from ansible_collections.volsnap.openstack.plugins.module_utils._rbd import parse_rbd_url
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.glance import Registered, Store, Stores
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.rbd import parse_rbd_url
 
 
 class FakeGlance(object):

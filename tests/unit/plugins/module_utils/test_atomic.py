@@ -12,15 +12,15 @@ from typing import List, Tuple
 
 import pytest
 
-from ansible_collections.volsnap.openstack.plugins.module_utils import _atomic as at
-from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._base import atomic as at
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import (
     FileAttributes,
     attributes_like,
     fsync_dir,
     set_attributes,
     write_atomic,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import copy_owner_mode
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import copy_owner_mode
 
 NOBODY = 65534  # uid of nobody and gid of nogroup on Debian
 

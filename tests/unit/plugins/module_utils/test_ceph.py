@@ -13,8 +13,8 @@ import errno
 
 import pytest
 
-from ansible_collections.volsnap.openstack.plugins.module_utils import _ceph
-from ansible_collections.volsnap.openstack.plugins.module_utils._ceph import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph import connection as _ceph
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.connection import (
     CEPH_SPEC,
     ceph_argument_spec,
     ceph_error,
@@ -27,7 +27,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._ceph import (
     is_ceph_exception,
     open_ioctx,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 
 
 def _exc_class(module, name, base=Exception):

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._cephx import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.cephx import (
     AuthApi,
     ClientRequest,
     caps_argument,
@@ -30,7 +30,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._cephx import (
     run_client,
     split_grants,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 
 KEY = 'AQDsgQJr38aeOhAAQgifowO2RQtpIRCueR6xVQ=='
 

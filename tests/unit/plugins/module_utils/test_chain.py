@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._chain import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import (
     DeclaredChain,
     formats_agree,
     inspect_chain,
@@ -19,7 +19,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._chain import (
     qemu_format,
     within,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._image_format import ERROR, WARNING
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.image_format import ERROR, WARNING
 from ansible_collections.volsnap.openstack.tests.unit.plugins.module_utils import image_builders as B
 
 VOL_ID = '0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d'

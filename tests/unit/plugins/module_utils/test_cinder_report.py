@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._cinder_report import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.report import (
     CANNOT,
     NOTHING,
     SEND,
@@ -17,7 +17,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._cinder_report i
     volume_id_of,
     wanted_update,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.tests.unit.plugins.module_utils.fake_cinder import FakeCinder, http_error
 
 FILE_FORMAT = {'volume-v.s': 'qcow2'}

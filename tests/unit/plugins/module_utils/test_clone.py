@@ -10,10 +10,10 @@ import os
 
 import pytest
 
-from ansible_collections.volsnap.openstack.plugins.module_utils import _clone as C
-from ansible_collections.volsnap.openstack.plugins.module_utils._chain import inspect_chain
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import clone as C
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import inspect_chain
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg
 from ansible_collections.volsnap.openstack.tests.unit.plugins.module_utils import image_builders as B
 
 VOL_ID = '0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d'

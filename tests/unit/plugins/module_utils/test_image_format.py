@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from ansible_collections.volsnap.openstack.plugins.module_utils import _image_format as imf
-from ansible_collections.volsnap.openstack.plugins.module_utils._image_format import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import image_format as imf
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.image_format import (
     ERROR,
     WARNING,
     Finding,

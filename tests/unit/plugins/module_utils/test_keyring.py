@@ -12,15 +12,15 @@ from typing import List, Optional, Tuple
 
 import pytest
 
-from ansible_collections.volsnap.openstack.plugins.module_utils import _atomic
-from ansible_collections.volsnap.openstack.plugins.module_utils import _keyring as kr
-from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._base import atomic as _atomic
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph import keyring as kr
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import (
     FileAttributes,
     change_attributes_narrowing,
     narrowing_steps,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._keyring import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.keyring import (
     HIDDEN,
     HIDDEN_NEW,
     KeyringRequest,

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._chain import DeclaredChain
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._libvirt import DiskInfo, Libvirt, find_disk, parse_disks
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import DeclaredChain
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import DiskInfo, Libvirt, find_disk, parse_disks
 
 VOL_ID = '0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d'
 OTHER_ID = 'ffffffff-eeee-4ddd-8ccc-bbbbbbbbbbbb'
@@ -250,7 +250,7 @@ def test_find_domain_raises_when_libvirt_cannot_answer(tmp_path):
 
 def test_running_domains_using_skips_a_domain_that_vanishes_during_the_scan(monkeypatch):
     """A domain stopped between libvirt's listing and the XML read uses nothing: the scan goes on without it."""
-    from ansible_collections.volsnap.openstack.plugins.module_utils._libvirt import libvirt
+    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import libvirt
     assert libvirt is not None, 'the libvirt Python bindings are missing (make deps installs them)'
     lv = Libvirt('test:///default')
     try:

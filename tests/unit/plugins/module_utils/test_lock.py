@@ -12,9 +12,9 @@ import sys
 
 import pytest
 
-from ansible_collections.volsnap.openstack.plugins.module_utils import _lock
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._lock import VolumeLock, lock_path_for, remove_unused_lock
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import lock as _lock
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.lock import VolumeLock, lock_path_for, remove_unused_lock
 
 VOL_ID = '0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d'
 VOL = 'volume-' + VOL_ID

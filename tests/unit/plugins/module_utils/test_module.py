@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.volsnap.openstack.plugins.module_utils import _module
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._base import module as _module
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 
 
 class Exited(Exception):

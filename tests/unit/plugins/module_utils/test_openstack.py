@@ -19,10 +19,11 @@ import requests
 from keystoneauth1 import exceptions as ks_exceptions
 from openstack import exceptions as sdk_exceptions
 
-from ansible_collections.volsnap.openstack.plugins.module_utils import _module, _openstack
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._openstack_module import OpenStackModule
-from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._base import module as _module
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import connection as _openstack
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.module import OpenStackModule
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.connection import (
     CONNECTION_SPEC,
     StatusError,
     WaitTimeout,

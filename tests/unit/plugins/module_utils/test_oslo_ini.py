@@ -10,9 +10,9 @@ import stat
 
 import pytest
 
-from ansible_collections.volsnap.openstack.plugins.module_utils import _oslo_ini as _oi
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._oslo_ini import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import oslo_ini as _oi
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.oslo_ini import (
     EditRequest,
     IniParseError,
     OsloIni,

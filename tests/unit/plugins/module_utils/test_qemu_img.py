@@ -10,9 +10,9 @@ import os
 
 import pytest
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._chain import inspect_chain
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg, cross_check
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import inspect_chain
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg, cross_check
 from ansible_collections.volsnap.openstack.tests.unit.plugins.module_utils import image_builders as B
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._glance import Store, Stores
-from ansible_collections.volsnap.openstack.plugins.module_utils._rbd import Ref, SnapInfo
-from ansible_collections.volsnap.openstack.plugins.module_utils._rbd_upload import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.glance import Store, Stores
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.rbd import Ref, SnapInfo
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.upload_plan import (
     CLONE_STEPS,
     COPY_STEPS,
     NEW_IMAGE,

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._glance import Store, Stores
-from ansible_collections.volsnap.openstack.plugins.module_utils._rbd_upload_exec import Options, Upload
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.glance import Store, Stores
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.upload import Options, Upload
 from ansible_collections.volsnap.openstack.tests.unit.plugins.module_utils.fake_glance import FakeCinder, FakeGlance
 from ansible_collections.volsnap.openstack.tests.unit.plugins.module_utils.fake_rbd import Cluster
 

@@ -11,8 +11,8 @@ import stat
 
 import pytest
 
-from ansible_collections.volsnap.openstack.plugins.module_utils import _remotefs as rfs
-from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import share as rfs
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import (
     InfoFileError,
     SnapshotInfo,
     backing_name_allowed,

@@ -10,15 +10,15 @@ import os
 
 import pytest
 
-from ansible_collections.volsnap.openstack.plugins.module_utils import _atomic
-from ansible_collections.volsnap.openstack.plugins.module_utils import _remotefs as rfs
-from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._base import atomic as _atomic
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import share as rfs
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import (
     FileAttributes,
     is_temporary_name,
     temporary_name,
     write_atomic,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._chain import inspect_chain
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import inspect_chain
 from ansible_collections.volsnap.openstack.tests.unit.plugins.module_utils import image_builders as B
 
 VOL_ID = '0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d'

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.volsnap.openstack.plugins.module_utils import _snapshot_manage
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import openstack_argument_spec
-from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_manage import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import manage as _snapshot_manage
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.connection import openstack_argument_spec
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.manage import (
     CinderApi,
     ManageableQuery,
     ManageRequest,

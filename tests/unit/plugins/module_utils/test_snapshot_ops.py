@@ -16,15 +16,15 @@ import struct
 
 import pytest
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg
-from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_ops import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_exec import (
     Executor,
     Journal,
     journal_path_for,
     overlay_data_problem,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_plan import Plan, Step
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_plan import Plan, Step
 from ansible_collections.volsnap.openstack.tests.unit.plugins.module_utils import image_builders as B
 
 VOL = 'volume-0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d'
@@ -289,7 +289,7 @@ def _no_space(*args, **kwargs):
 
 
 def test_a_journal_write_that_fails_leaves_the_old_journal_and_no_temporary_file(share, monkeypatch):
-    from ansible_collections.volsnap.openstack.plugins.module_utils import _atomic
+    from ansible_collections.volsnap.openstack.plugins.module_utils._base import atomic as _atomic
     path = journal_path_for(str(share), VOL)
     journal = Journal(path)
     listing = sorted(os.listdir(str(share)))
@@ -308,7 +308,7 @@ def test_a_journal_write_that_fails_leaves_the_old_journal_and_no_temporary_file
 
 
 def test_a_data_step_whose_start_cannot_be_recorded_does_not_run_and_is_rolled_back(share, monkeypatch):
-    from ansible_collections.volsnap.openstack.plugins.module_utils import _atomic
+    from ansible_collections.volsnap.openstack.plugins.module_utils._base import atomic as _atomic
     lv = FakeLibvirt([str(share / F2), str(share / F1), str(share / VOL)])
     journal = Journal(journal_path_for(str(share), VOL))
     journal.begin(delete_plan(share, commit_step(share)))
@@ -323,7 +323,7 @@ def test_a_data_step_whose_start_cannot_be_recorded_does_not_run_and_is_rolled_b
 
 
 def test_a_journal_that_cannot_record_a_done_step_says_so_and_stays_pending(share, monkeypatch):
-    from ansible_collections.volsnap.openstack.plugins.module_utils import _atomic
+    from ansible_collections.volsnap.openstack.plugins.module_utils._base import atomic as _atomic
     lv = FakeLibvirt([str(share / F2), str(share / F1), str(share / VOL)])
     journal = Journal(journal_path_for(str(share), VOL))
     journal.begin(delete_plan(share, commit_step(share)))

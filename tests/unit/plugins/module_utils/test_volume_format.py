@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.volsnap.openstack.plugins.module_utils import _clone as C
-from ansible_collections.volsnap.openstack.plugins.module_utils._chain import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import clone as C
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import (
     DeclaredChain,
     FormatTrust,
     inspect_chain,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_plan import OFFLINE, plan_create, plan_delete
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_plan import OFFLINE, plan_create, plan_delete
 from ansible_collections.volsnap.openstack.tests.unit.plugins.module_utils import image_builders as B
 
 VOL_ID = '0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d'
@@ -261,7 +261,7 @@ def test_clone_of_planted_header_below_snapshot_is_refused(share):
 # ---------------------------------------------------------------------------------------------
 
 def test_planned_volume_format(share):
-    from ansible_collections.volsnap.openstack.plugins.module_utils._volume_snapshot import _planned_volume_format
+    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import _planned_volume_format
     B.write_qcow2(share, VOL, size=SIZE)
     with_snapshot(share, 'qcow2')
     report = inspect_chain(str(share / VOL))
@@ -275,7 +275,7 @@ def test_planned_volume_format(share):
 
 
 def test_offline_fallback_takes_the_declared_format(share):
-    from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_ops import _declared_format_of
+    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_exec import _declared_format_of
     planted_raw(share)  # what a commit of a guest's header into a raw base leaves
     with_snapshot(share, 'raw')
     chain = [str(share / S1), str(share / VOL)]

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Tuple
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._module import Dependency, VolsnapModule
-from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import openstack_dependency, sdk_error_types
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.module import Dependency, VolsnapModule
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.connection import openstack_dependency, sdk_error_types
 
 
 class OpenStackModule(VolsnapModule):

@@ -35,12 +35,12 @@ import struct
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._chain import qemu_format
-from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import FileAttributes, fsync_dir
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._image_format import inspect_image
-from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg, opened_for_write_by_qemu
-from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import qemu_format
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import FileAttributes, fsync_dir
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.image_format import inspect_image
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg, opened_for_write_by_qemu
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import (
     ShareFileError,
     SnapshotInfo,
     create_share_file,
@@ -55,7 +55,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import
     share_file_attributes,
     write_atomic,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_plan import COMPLETE, COMPUTE, Plan
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_plan import COMPLETE, COMPUTE, Plan
 
 JOURNAL_VERSION = 1
 # Steps that write one layer's data into another: a part of one changes what a snapshot shows, and

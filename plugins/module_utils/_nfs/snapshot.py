@@ -9,12 +9,12 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._chain import VOLUME_FORMATS, ChainReport, inspect_chain
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._libvirt import find_disk
-from ansible_collections.volsnap.openstack.plugins.module_utils._lock import VolumeLock
-from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg, opened_for_write_by_qemu
-from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import VOLUME_FORMATS, ChainReport, inspect_chain
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import find_disk
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.lock import VolumeLock
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg, opened_for_write_by_qemu
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import (
     SnapshotInfo,
     info_path_for,
     remove_if_exists,
@@ -22,15 +22,15 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import
     split_volume_filename,
     stale_temporaries,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._share_cleanup import cleanup_volume
-from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_ops import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.cleanup import cleanup_volume
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_exec import (
     FIX_AND_RERUN,
     Executor,
     Journal,
     journal_path_for,
     os_error_text,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_plan import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_plan import (
     OFFLINE,
     ONLINE,
     Plan,

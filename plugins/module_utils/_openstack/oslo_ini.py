@@ -33,8 +33,8 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import attributes_like, write_atomic
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import attributes_like, write_atomic
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 
 DEFAULT_SECTION = 'DEFAULT'
 BACKEND_DEFAULTS_SECTION = 'backend_defaults'

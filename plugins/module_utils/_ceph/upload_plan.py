@@ -23,9 +23,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._glance import Store, Stores
-from ansible_collections.volsnap.openstack.plugins.module_utils._rbd import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.glance import Store, Stores
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.rbd import (
     GLANCE_SNAP,
     Ref,
     SnapInfo,

@@ -28,7 +28,7 @@ import time
 import traceback
 from typing import Any, Callable, Collection, Dict, Iterator, List, Mapping, Optional, Tuple
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 
 SDK_NAME = 'openstacksdk'
 SDK_URL = 'https://pypi.org/project/openstacksdk/'

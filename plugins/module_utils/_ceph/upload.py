@@ -24,22 +24,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._ceph import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.connection import (
     client_id,
     cluster_fsid,
     connect as ceph_connect,
     rbd_module,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._glance import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.glance import (
     Glance,
     Registered,
     SizedStream,
     Store,
     Stores,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import api_errors, connect as os_connect
-from ansible_collections.volsnap.openstack.plugins.module_utils._rbd import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.connection import api_errors, connect as os_connect
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.rbd import (
     DELETED_SUFFIX,
     GLANCE_SNAP,
     Rbd,
@@ -48,7 +48,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._rbd import (
     parse_rbd_url,
     rbd_url,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._rbd_upload import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.upload_plan import (
     SOURCE_PROPERTY,
     Candidate,
     CephState,

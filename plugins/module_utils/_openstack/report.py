@@ -34,9 +34,9 @@ import os
 import re
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import connect
-from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_manage import CinderApi
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.connection import connect
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.manage import CinderApi
 
 COMPUTE_DONE_PROGRESS = '90%'
 

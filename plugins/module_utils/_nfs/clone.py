@@ -29,18 +29,18 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._chain import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import (
     DEFAULT_MAX_DEPTH,
     ChainReport,
     inspect_chain,
     qemu_format,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import FileAttributes, fsync_dir, is_temporary_name
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._image_format import inspect_image
-from ansible_collections.volsnap.openstack.plugins.module_utils._lock import VolumeLock, lock_path_for
-from ansible_collections.volsnap.openstack.plugins.module_utils._qemu_img import QemuImg, Runner
-from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import FileAttributes, fsync_dir, is_temporary_name
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.image_format import inspect_image
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.lock import VolumeLock, lock_path_for
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg, Runner
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import (
     TEMP_SUFFIX,
     VOLUME_PREFIX,
     ShareFileError,
@@ -58,7 +58,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import
     split_volume_filename,
     write_atomic,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._snapshot_ops import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_exec import (
     journal_path_for,
     os_error_file,
     os_error_text,

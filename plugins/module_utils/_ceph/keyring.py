@@ -34,14 +34,14 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import (
     FileAttributes,
     change_attributes_narrowing,
     fsync_dir,
     write_atomic,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._cephx import CAP_TYPES, caps_equal, entity_name, normalize_caps
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.cephx import CAP_TYPES, caps_equal, entity_name, normalize_caps
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 
 HIDDEN = '<hidden>'
 HIDDEN_NEW = '<hidden, another key>'

@@ -23,9 +23,9 @@ import os
 import time
 from typing import List, Optional, Tuple
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import fsync_dir
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import fsync_dir
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import (
     ShareFileError,
     lock_filename,
     open_regular,

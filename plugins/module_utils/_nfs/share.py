@@ -22,7 +22,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._atomic import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import (
     FileAttributes,
     fsync_dir,
     is_temporary_name,

@@ -14,12 +14,12 @@ import os
 import struct
 from typing import Callable, Dict, List, Optional, Tuple
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._chain import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import (
     ChainReport,
     normalize_format,
     qemu_format,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 
 Runner = Callable[[List[str]], Tuple[int, str, str]]
 

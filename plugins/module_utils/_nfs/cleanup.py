@@ -17,13 +17,13 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._lock import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.lock import (
     VolumeLock,
     lock_path_for,
     remove_unused_lock,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import (
     remove_stale_temporaries,
     stale_temporaries,
     volume_files,

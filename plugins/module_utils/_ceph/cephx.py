@@ -24,8 +24,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._ceph import ceph_errors
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.connection import ceph_errors
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 
 # The daemon types a cephx client can hold caps for.
 CAP_TYPES = ('mon', 'osd', 'mgr', 'mds')

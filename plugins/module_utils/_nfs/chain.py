@@ -17,14 +17,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._image_format import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.image_format import (
     ERROR,
     WARNING,
     Finding,
     ImageInfo,
     inspect_image,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._remotefs import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import (
     InfoFileError,
     SnapshotInfo,
     backing_name_allowed,

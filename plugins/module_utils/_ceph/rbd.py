@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Tuple
 from urllib.parse import quote, unquote
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._ceph import ceph_errors, error_kind, is_ceph_exception
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.connection import ceph_errors, error_kind, is_ceph_exception
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 
 GLANCE_SNAP = 'snap'
 CLONE_SNAP_SUFFIX = '.clone_snap'

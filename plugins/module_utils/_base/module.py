@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 
 # (library name shown to the user, import error traceback or None, where to get it)
 Dependency = Tuple[str, Optional[str], Optional[str]]

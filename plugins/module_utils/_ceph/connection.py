@@ -22,7 +22,7 @@ import os
 import traceback
 from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 
 DEFAULT_CEPH_CONF = '/etc/ceph/ceph.conf'
 DEFAULT_CONNECT_TIMEOUT = 30

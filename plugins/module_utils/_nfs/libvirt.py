@@ -17,11 +17,11 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Tuple
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._chain import (
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import (
     DeclaredChain,
     normalize_format,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 
 LIBVIRT_IMPORT_ERROR: Optional[str]
 try:
