@@ -73,3 +73,12 @@ def test_the_executor_runs_handlers_from_one_table_and_keeps_results_in_the_cont
 def test_handlers_must_match_the_actions():
     with pytest.raises(VolsnapError, match=r"missing \['delete'\], unknown \['format'\]"):
         Executor(ACTIONS, {'create': lambda s, c: None, 'format': lambda s, c: None})
+
+
+def test_ids():
+    from ansible_collections.volsnap.openstack.plugins.module_utils._base.ids import is_file_id, is_uuid
+    dashed = '9c3f6a2e-1d4b-4c5e-8f7a-6b5c4d3e2f1a'
+    assert is_uuid(dashed) and is_uuid(dashed.upper()) and not is_uuid(dashed.replace('-', ''))
+    assert is_file_id(dashed) and is_file_id(dashed.replace('-', '')) and not is_file_id(dashed.upper())
+    for bad in (None, '', dashed + '\n', '../' + dashed, dashed + '/x'):
+        assert not is_uuid(bad) and not is_file_id(bad)
