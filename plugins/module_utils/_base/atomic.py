@@ -233,3 +233,12 @@ def change_attributes_narrowing(path: str, attributes: FileAttributes) -> List[S
         return done
     finally:
         os.close(fd)
+
+
+def remove_if_exists(path: str) -> None:
+    """Unlink ``path`` (never followed: a symlink itself is removed); a missing file is not an error."""
+    try:
+        os.unlink(path)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise

@@ -27,18 +27,17 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic imp
     fsync_dir,
     is_temporary_name,
     set_attributes,
+    remove_if_exists,
     write_atomic as _write_atomic,
 )
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.ids import FILE_ID, is_file_id as is_cinder_id
 
 VOLUME_PREFIX = 'volume-'
 INFO_SUFFIX = '.info'
 ACTIVE_KEY = 'active'
 
-# A Cinder id: a UUID (Cinder always uses them); accepted with or without dashes as Cinder's
-# own backing-file pattern does, but never anything that could be a path.
-_ID = r'[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}'
-ID_RE = re.compile(r'^%s\Z' % _ID)
-VOLUME_NAME_RE = re.compile(r'^(%s(%s))(?:\.(.+))?\Z' % (re.escape(VOLUME_PREFIX), _ID))
+# A Cinder id in a file name: _base.ids.FILE_ID (a UUID, dashes optional, as Cinder's own backing-file pattern).
+VOLUME_NAME_RE = re.compile(r'^(%s(%s))(?:\.(.+))?\Z' % (re.escape(VOLUME_PREFIX), FILE_ID))
 # Cinder remotefs: (<basedir>/[0-9a-f]+/)?<volname>(.(tmp-snap-)?[0-9a-f-]+)?(.vhd|.vhdx)?$
 _BACKING_SUFFIX = r'(\.(tmp-snap-)?[0-9a-f-]+)?(\.vhd|\.vhdx)?\Z'
 # Cinder's temporary snapshots (create volume from an in-use volume): volume-<id>.tmp-snap-<uuid>
@@ -48,7 +47,7 @@ _TMP_SNAP = 'tmp-snap-'
 TEMP_SUFFIX = '.volsnap-tmp'
 LOCK_PREFIX = '.volsnap-nfs-'  # not ".nfs*": that prefix belongs to the NFS client's silly-renamed files
 LOCK_SUFFIX = '.lock'
-_LOCK_NAME_RE = re.compile(r'^%s(%s)%s\Z' % (re.escape(LOCK_PREFIX), _ID, re.escape(LOCK_SUFFIX)))
+_LOCK_NAME_RE = re.compile(r'^%s(%s)%s\Z' % (re.escape(LOCK_PREFIX), FILE_ID, re.escape(LOCK_SUFFIX)))
 
 
 class InfoFileError(ValueError):
@@ -90,7 +89,7 @@ def own_file_kind(filename: str, volume_name: str) -> Optional[str]:
     """``'volume'`` for ``volume-<id>``, ``'snapshot'`` for ``volume-<id>.<snapshot uuid>``, else None."""
     if filename == volume_name:
         return 'volume'
-    if filename.startswith(volume_name + '.') and ID_RE.match(filename[len(volume_name) + 1:]):
+    if filename.startswith(volume_name + '.') and is_cinder_id(filename[len(volume_name) + 1:]):
         return 'snapshot'
     return None
 
@@ -101,7 +100,7 @@ def is_snapshot_like(filename: str, volume_name: str) -> bool:
     if own_file_kind(filename, volume_name) == 'snapshot':
         return True
     prefix = volume_name + '.' + _TMP_SNAP
-    return filename.startswith(prefix) and bool(ID_RE.match(filename[len(prefix):]))
+    return filename.startswith(prefix) and is_cinder_id(filename[len(prefix):])
 
 
 def lock_filename(volume_id: str) -> str:
@@ -231,10 +230,6 @@ def open_regular(path: str, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
         os.close(fd)
         raise
     return fd
-
-
-def is_cinder_id(value: str) -> bool:
-    return bool(ID_RE.match(value or ''))
 
 
 def split_volume_filename(filename: str):
@@ -450,11 +445,3 @@ def fsync_file(path: str) -> None:
 def copy_owner_mode(reference: str, path: str) -> None:
     """Give ``path`` the mode (and, as root, the owner and group) of ``reference`` (neither followed)."""
     set_attributes(path, share_file_attributes(reference))
-
-
-def remove_if_exists(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError as exc:
-        if exc.errno != errno.ENOENT:
-            raise
