@@ -129,7 +129,7 @@ def is_temporary_name(name: str, basename: str, suffix: str = '.tmp', legacy: bo
     return legacy and rest.endswith('.tmp') and bool(_LEGACY_TEMP_RANDOM.match(rest[:-len('.tmp')]))
 
 
-def create_temporary(directory: str, basename: str, suffix: str = '.tmp', mode: int = 0o600):
+def create_temporary(directory: str, basename: str, suffix: str = '.tmp', mode: int = 0o600) -> Tuple[int, str]:
     """Create a new temporary file beside ``basename`` in ``directory``: returns (write-only fd, path).
 
     ``O_CREAT | O_EXCL | O_NOFOLLOW``: whatever is planted under a name drawn (a file, a symlink, even a

@@ -22,7 +22,7 @@ import stat
 import struct
 import uuid
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 # Formats this module can detect.
 FORMATS = ('raw', 'qcow2', 'qed', 'vmdk', 'vhd', 'vhdx', 'vdi', 'luks', 'iso')
@@ -225,7 +225,7 @@ class _Truncated(Exception):
 _STRUCTS: Dict[str, struct.Struct] = {}
 
 
-def _unpack(fmt: str, data: bytes, offset: int) -> tuple:
+def _unpack(fmt: str, data: bytes, offset: int) -> Tuple[Any, ...]:
     packer = _STRUCTS.get(fmt)
     if packer is None:
         packer = _STRUCTS[fmt] = struct.Struct(fmt)
@@ -842,7 +842,7 @@ def _crc32c(data: bytes) -> int:
 
 def _vhdx_checksum_ok(block: bytes) -> bool:
     (stored,) = _unpack('<I', block, 4)
-    return _crc32c(block[:4] + b'\x00\x00\x00\x00' + block[8:]) == stored
+    return bool(_crc32c(block[:4] + b'\x00\x00\x00\x00' + block[8:]) == stored)
 
 
 def _parse_vhdx(info: ImageInfo, reader: _Reader, head: bytes) -> None:
@@ -1041,7 +1041,7 @@ def _luks1_problem(head: bytes) -> Optional[str]:
         return 'the payload overlaps the header'
     if mk_iterations == 0:
         return 'the master key iteration count is zero'
-    slots = []
+    slots: List[Tuple[int, int]] = []
     for index in range(8):
         active, iterations, _salt, start, stripes = _unpack('>II32sII', head, 208 + 48 * index)
         length = -(-key_bytes * stripes // SECTOR)
