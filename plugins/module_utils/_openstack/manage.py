@@ -17,8 +17,8 @@ Spec 004 ("import/export snapshots"), as merged into Cinder:
   legacy ``GET /os-snapshot-manage/detail``; entries carry ``reference``, ``size``,
   ``safe_to_manage``, ``reason_not_safe``, ``cinder_id``, ``source_reference``, ``extra_info``.
 
-:class:`CinderApi` is the thin REST/SDK layer (exercised against the real lab);
-:class:`SnapshotManage` and :func:`list_manageable` are the logic, unit tested with a fake API;
+:class:`SnapshotManage` and :func:`list_manageable` are the logic over the Cinder client (``cinder.py``'s
+:class:`CinderApi`, exercised against the real lab), unit tested with a fake of it;
 :func:`manage_snapshot` and :func:`manageable_snapshots` are the whole run of the snapshot_manage and
 manageable_snapshot_info modules, from their parameters.
 """
@@ -32,38 +32,15 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.connection import (
-    StatusError,
-    WaitTimeout,
-    api_errors,
-    connect,
-    endpoint_microversions,
-    negotiate_microversion,
-    request_json,
-    version_at_least,
-    wait_for_status,
-)
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.ids import UUID
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.cinder import cinder_api, snapshot_view
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.connection import StatusError, WaitTimeout, wait_for_status
 
 SOURCE_NAME = 'source-name'
-MANAGE_MICROVERSION = '3.8'       # manageable_snapshots resource
-CLUSTER_MICROVERSION = '3.17'     # cluster= in the manageable listing
-CLIENT_MAX_MICROVERSION = '3.65'  # the newest snapshot view this module knows (as openstacksdk)
 UNMANAGEABLE = ('available', 'error')
 PAGE_SIZE = 1000                  # Cinder's default osapi_max_limit
 
-_UUID = '[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}'
-_CINDER_SNAPSHOT_NAME = re.compile(r'^(?:_?snapshot-)(%s)$' % _UUID)
-
-POLICY_HINTS = {
-    'manage': {403: 'managing snapshots is an admin-only API by default (policy '
-                    'snapshot_extension:snapshot_manage): use credentials with the admin role (for example '
-                    'an admin cloud from clouds.yaml)'},
-    'unmanage': {403: 'unmanaging snapshots is an admin-only API by default (policy '
-                      'snapshot_extension:snapshot_unmanage): use credentials with the admin role'},
-    'list': {403: 'listing manageable snapshots is an admin-only API by default (policy '
-                  'snapshot_extension:list_manageable): use credentials with the admin role'},
-    'delete': {403: 'deleting this snapshot record is not allowed to these credentials'},
-}
+_CINDER_SNAPSHOT_NAME = re.compile(r'^(?:_?snapshot-)(%s)$' % UUID)
 
 
 def normalize_ref(ref: Any) -> Dict[str, Any]:
@@ -100,170 +77,6 @@ def entry_of_volume(entry: Mapping[str, Any], volume_id: str) -> bool:
         return True  # drivers that give no source reference: the volume cannot be told, keep the entry
     values = source.values() if isinstance(source, Mapping) else [source]
     return any(volume_id.lower() in str(v).lower() for v in values)
-
-
-_SNAPSHOT_KEYS = ('id', 'name', 'description', 'status', 'size', 'volume_id', 'metadata', 'progress',
-                  'project_id', 'created_at', 'updated_at')
-
-
-def snapshot_view(raw: Any) -> Optional[Dict[str, Any]]:
-    """A plain dict of a Cinder snapshot from the API's JSON or an openstacksdk resource."""
-    if raw is None:
-        return None
-    data = raw.to_dict() if hasattr(raw, 'to_dict') else dict(raw)
-    view = {key: data.get(key) for key in _SNAPSHOT_KEYS}
-    for key in ('progress', 'project_id'):
-        if view[key] is None:
-            view[key] = data.get('os-extended-snapshot-attributes:%s' % key)
-    view['metadata'] = dict(view['metadata'] or {})
-    return view
-
-
-def manageable_view(raw: Mapping[str, Any]) -> Dict[str, Any]:
-    return {
-        'reference': raw.get('reference'),
-        'size': raw.get('size'),
-        'safe_to_manage': raw.get('safe_to_manage'),
-        'reason_not_safe': raw.get('reason_not_safe'),
-        'cinder_id': raw.get('cinder_id'),
-        'source_reference': raw.get('source_reference'),
-        'extra_info': raw.get('extra_info'),
-    }
-
-
-class CinderApi(object):
-    """The Block Storage calls this module makes, on an ``openstack.connection.Connection``.
-
-    Manage, unmanage and the listing are sent with an explicit, negotiated microversion (the SDK's
-    own helpers always send 3.65, which older clouds refuse); everything else goes through the SDK.
-    ``max_microversion`` caps what is sent (None: the highest the cloud and this module support).
-    """
-
-    def __init__(self, conn: Any, max_microversion: Optional[str] = None) -> None:
-        self.conn = conn
-        self.proxy = conn.block_storage
-        self.cap = max_microversion
-        self._versions: Optional[Tuple[Optional[str], Optional[str]]] = None
-
-    def microversion(self, minimum: Optional[str] = None) -> Optional[str]:
-        """The microversion to send (None: the cloud has none, or its maximum is below ``minimum``)."""
-        if self._versions is None:
-            self._versions = endpoint_microversions(self.proxy)
-        wanted = CLIENT_MAX_MICROVERSION
-        if self.cap and not version_at_least(self.cap, wanted):
-            wanted = self.cap
-        if minimum and not version_at_least(wanted, minimum):
-            return None
-        return negotiate_microversion(self._versions[0], self._versions[1], wanted, minimum)
-
-    @property
-    def server_max_microversion(self) -> Optional[str]:
-        if self._versions is None:
-            self._versions = endpoint_microversions(self.proxy)
-        return self._versions[1]
-
-    def find_volume(self, name_or_id: str) -> Optional[Dict[str, Any]]:
-        with api_errors('looking up volume %s' % name_or_id):
-            volume = self.proxy.find_volume(name_or_id, ignore_missing=True)
-        if volume is None:
-            return None
-        data = volume.to_dict()
-        return {'id': data.get('id'), 'name': data.get('name'), 'status': data.get('status'),
-                'size': data.get('size'), 'host': data.get('host'), 'cluster_name': data.get('cluster_name'),
-                'project_id': data.get('project_id')}
-
-    def volume_snapshots(self, volume_id: str) -> List[Dict[str, Any]]:
-        with api_errors('listing the snapshots of volume %s' % volume_id):
-            return [v for v in (snapshot_view(s) for s in self.proxy.snapshots(volume_id=volume_id)) if v]
-
-    def get_snapshot(self, snapshot_id: str) -> Optional[Dict[str, Any]]:
-        try:
-            with api_errors('reading snapshot %s' % snapshot_id):
-                return snapshot_view(self.proxy.get_snapshot(snapshot_id))
-        except VolsnapError as exc:
-            if exc.details.get('status_code') == 404:
-                return None
-            raise
-
-    def manage(self, volume_id: str, ref: Mapping[str, Any], name: Optional[str], description: Optional[str],
-               metadata: Optional[Mapping[str, str]]) -> Tuple[Dict[str, Any], bool]:
-        """POST the manage request; (the new snapshot record, True when the legacy API was used)."""
-        body: Dict[str, Any] = {'volume_id': volume_id, 'ref': dict(ref)}
-        if name is not None:
-            body['name'] = name
-        if description is not None:
-            body['description'] = description
-        if metadata is not None:
-            body['metadata'] = dict(metadata)
-        version = self.microversion(MANAGE_MICROVERSION)
-        legacy = version is None
-        url = '/os-snapshot-manage' if legacy else '/manageable_snapshots'
-        answer = request_json(self.proxy, 'POST', url, 'managing %s on volume %s' % (json.dumps(dict(ref)), volume_id),
-                              microversion=version, body={'snapshot': body}, hints=POLICY_HINTS['manage'])
-        return snapshot_view((answer or {}).get('snapshot') or {}) or {}, legacy
-
-    def _action(self, snapshot_id: str, body: Mapping[str, Any], action: str,
-                hints: Optional[Mapping[int, str]] = None) -> None:
-        request_json(self.proxy, 'POST', '/snapshots/%s/action' % snapshot_id, action,
-                     microversion=self.microversion(), body=body, hints=hints)
-
-    def unmanage(self, snapshot_id: str) -> None:
-        self._action(snapshot_id, {'os-unmanage': {}}, 'unmanaging snapshot %s' % snapshot_id,
-                     POLICY_HINTS['unmanage'])
-
-    def update_snapshot_status(self, snapshot_id: str, status: str, progress: Optional[str] = None) -> None:
-        """``os-update_snapshot_status`` (the call Nova makes at the end of an assisted snapshot)."""
-        body: Dict[str, Any] = {'status': status}
-        if progress is not None:
-            body['progress'] = progress
-        self._action(snapshot_id, {'os-update_snapshot_status': body},
-                     'reporting status %s%s of snapshot %s to Cinder'
-                     % (status, ' (progress %s)' % progress if progress else '', snapshot_id),
-                     {403: 'the cloud\'s policy (snapshot_extension:snapshot_actions:update_snapshot_status) refuses '
-                           'status updates to these credentials'})
-
-    def delete(self, snapshot_id: str) -> None:
-        request_json(self.proxy, 'DELETE', '/snapshots/%s' % snapshot_id, 'deleting snapshot record %s' % snapshot_id,
-                     microversion=self.microversion(), hints=POLICY_HINTS['delete'])
-
-    def update(self, snapshot_id: str, name: Optional[str], description: Optional[str],
-               metadata: Optional[Mapping[str, str]]) -> None:
-        attrs = {k: v for k, v in (('name', name), ('description', description)) if v is not None}
-        with api_errors('updating snapshot %s' % snapshot_id):
-            if attrs:
-                self.proxy.update_snapshot(snapshot_id, **attrs)
-            if metadata:
-                self.proxy.set_snapshot_metadata(snapshot_id, **dict(metadata))
-
-    def manageable_page(self, host: Optional[str], cluster: Optional[str], limit: Optional[int] = None,
-                        marker: Optional[Mapping[str, Any]] = None, offset: Optional[int] = None,
-                        sort: Optional[str] = None) -> Tuple[List[Dict[str, Any]], bool]:
-        """One page of the detailed manageable listing; (entries, True when the legacy API was used)."""
-        version = self.microversion(CLUSTER_MICROVERSION if cluster else MANAGE_MICROVERSION)
-        if cluster and version is None:
-            raise VolsnapError('listing manageable snapshots by cluster needs Block Storage API microversion %s; the '
-                               'cloud offers up to %s: give host instead'
-                               % (CLUSTER_MICROVERSION, self.server_max_microversion or 'none'))
-        legacy = version is None
-        url = '/os-snapshot-manage/detail' if legacy else '/manageable_snapshots/detail'
-        query: Dict[str, Any] = {}
-        if host:
-            query['host'] = host
-        if cluster:
-            query['cluster'] = cluster
-        if limit is not None:
-            query['limit'] = limit
-        if marker is not None:
-            query['marker'] = json.dumps(dict(marker))
-        if offset:
-            query['offset'] = offset
-        if sort:
-            query['sort'] = sort
-        where = 'cluster %s' % cluster if cluster else 'host %s' % host
-        answer = request_json(self.proxy, 'GET', url, 'listing the manageable snapshots of %s' % where,
-                              microversion=version, params=query, hints=POLICY_HINTS['list'])
-        entries = (answer or {}).get('manageable-snapshots') or []
-        return [manageable_view(e) for e in entries], legacy
 
 
 def list_manageable(api: Any, host: Optional[str], cluster: Optional[str], limit: Optional[int] = None,
@@ -750,16 +563,6 @@ class SnapshotManage(object):
 
 
 # ---- the modules' runs ---------------------------------------------------------------------
-
-def cinder_api(params: Mapping[str, Any]) -> CinderApi:
-    """A :class:`CinderApi` on a connection made from the module's connection options.
-
-    ``block_storage_microversion`` is both the connection's default and the cap of the
-    microversions :class:`CinderApi` negotiates.
-    """
-    microversion = params.get('block_storage_microversion')
-    return CinderApi(connect(params, microversion), microversion)
-
 
 def _from_params(cls: Any, params: Mapping[str, Any]) -> Any:
     """An instance of the dataclass ``cls`` from the module parameters of the same names."""

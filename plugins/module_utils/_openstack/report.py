@@ -35,8 +35,7 @@ import re
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.connection import connect
-from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.manage import CinderApi
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.cinder import cinder_api
 
 COMPUTE_DONE_PROGRESS = '90%'
 
@@ -123,7 +122,7 @@ def volume_id_of(params: Mapping[str, Any]) -> Optional[str]:
 
 class CinderReporter(object):
     """Reports through ``api`` (``get_snapshot(id)``, ``find_volume(id)``, ``update_snapshot_status(id, status,
-    progress)``, as :class:`CinderApi`)."""
+    progress)``, as ``cinder.py``'s :class:`CinderApi`)."""
 
     def __init__(self, api: Any, snapshot_id: str, check_mode: bool, volume_id: Optional[str] = None) -> None:
         self.api = api
@@ -271,7 +270,7 @@ def cinder_view(report: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
 
 def cinder_reporter(params: Mapping[str, Any], check_mode: bool) -> CinderReporter:
     """A reporter for the module parameters: the connection options, ``snapshot_id`` and the volume."""
-    return CinderReporter(CinderApi(connect(params)), params['snapshot_id'], check_mode, volume_id_of(params))
+    return CinderReporter(cinder_api(params), params['snapshot_id'], check_mode, volume_id_of(params))
 
 
 def run_with_report(run: Callable[[], Dict[str, Any]], reporter: Optional[CinderReporter],

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: volsnap.openstack contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""An in-memory stand-in for _snapshot_manage.CinderApi, for unit tests of the pure logic.
+"""An in-memory stand-in for _openstack/cinder.py's CinderApi, for unit tests of the pure logic.
 
 It follows the rules of Cinder read from its sources (state transitions of manage, unmanage,
 delete and os-update_snapshot_status; the RBD driver's rename to snapshot-<id> on manage; the

@@ -142,9 +142,12 @@ class FakeCinder(object):
         self.volumes[volume_id] = {'id': volume_id, 'name': name, 'status': status, 'size': size,
                                    'encrypted': encrypted}
 
-    def find(self, name_or_id: str) -> Dict[str, Any]:
+    def require_volume(self, name_or_id: str) -> Dict[str, Any]:
+        """As _openstack/cinder.py's CinderApi.require_volume."""
         for volume in self.volumes.values():
             if name_or_id in (volume['id'], volume['name']):
                 return dict(volume)
         raise VolsnapError('Cinder volume %s was not found (by id or name, in the project of these credentials)'
                            % name_or_id)
+
+    find = require_volume  # the name _ceph/upload.py's CinderVolumes used (until upload.py takes CinderApi)

@@ -7,24 +7,22 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import manage as _snapshot_manage
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack import cinder as _cinder
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.connection import openstack_argument_spec
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.cinder import CinderApi, cinder_api, snapshot_view
 from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.manage import (
-    CinderApi,
     ManageableQuery,
     ManageRequest,
     SnapshotManage,
     cinder_id_in_ref,
     entry_of_volume,
-    cinder_api,
     list_manageable,
     manage_snapshot,
     manageable_info,
     manageable_snapshots,
     normalize_ref,
     same_ref,
-    snapshot_view,
 )
 from ansible_collections.volsnap.openstack.tests.unit.plugins.module_utils.fake_cinder import FakeCinder, http_error
 
@@ -553,7 +551,7 @@ class TestModuleRuns:
         def connect(params, microversion):
             seen.append((params['cloud'], microversion))
             return FakeConn('3.0', '3.70')
-        monkeypatch.setattr(_snapshot_manage, 'connect', connect)
+        monkeypatch.setattr(_cinder, 'connect', connect)
         api = cinder_api(module_params(False, cloud='lab', block_storage_microversion='3.10'))
         assert seen == [('lab', '3.10')]
         assert api.microversion() == '3.10'
