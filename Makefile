@@ -79,13 +79,13 @@ docs: deps build ## HTML docs site (plugins, roles, user guide) with antsibull-d
 test: ## deps, sanity, units, integration, molecule, lint, docs; stop at first failure (CI: stop lab at end)
 	MAKE="$(MAKE)" bash $(ROOT)/scripts/test-all.sh
 
-demo: deps build ## Start the lab and run playbooks/demo.yml against it
+demo: deps build ## Start the lab and run playbooks/demo.yml against it (ansible-playbook volsnap.openstack.demo)
 	@if [[ ! -f $(COLL)/playbooks/demo.yml ]]; then \
 	  echo "demo: playbooks/demo.yml does not exist (or is ignored by git); nothing to run" >&2; exit 1; fi
 	@if [[ ! -f $(LAB) ]]; then echo "demo: tests/lab/lab.sh does not exist; cannot start the lab" >&2; exit 1; fi
 	bash $(LAB) install </dev/null
 	bash $(LAB) start </dev/null
-	cd $(COLL) && ansible-playbook playbooks/demo.yml
+	cd $(COLL) && ansible-playbook volsnap.openstack.demo
 
 bench: deps build ## Run every benchmarks/bench_*.py with the venv python (PYTHONPATH=.build)
 	@cd $(COLL) && shopt -s nullglob && benches=(benchmarks/bench_*.py) && \
