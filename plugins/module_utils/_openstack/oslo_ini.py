@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import attributes_like, write_atomic
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.steps import Actions, Executor, RunContext, Step
 
 DEFAULT_SECTION = 'DEFAULT'
 BACKEND_DEFAULTS_SECTION = 'backend_defaults'
@@ -205,9 +206,6 @@ class OsloIni(object):
         """The value oslo.config reads for a single-valued option (last assignment), or None."""
         entries = self._entries(section, key)
         return entries[-1].value if entries else None
-
-    def get_all(self, section: str, key: str) -> List[str]:
-        return [e.value for e in self._entries(section, key)]
 
     def enabled_backends(self) -> List[str]:
         value = self.get(DEFAULT_SECTION, ENABLED_BACKENDS)
@@ -552,17 +550,80 @@ class EditRequest:
     fallback_section: Optional[str] = BACKEND_DEFAULTS_SECTION
 
 
-@dataclass
-class EditResult:
+# The edits of an ini file, planned as steps (their descriptions never show a value: it may be a secret).
+INI_EDITS = Actions('ini edit', {
+    'add_section': lambda args: 'add section [%s]' % args['section'],
+    'set': lambda args: 'set %s in [%s]' % (args['option'], args['section']),
+    'unset': lambda args: 'remove %s from [%s]' % (args['option'], args['section']),
+})
+
+
+@dataclass(frozen=True)
+class EditPlan:
+    """The steps that turn ``before`` into the wanted file, planned by :func:`plan_steps`.
+
+    ``set`` and ``unset`` steps carry ``section``, ``option``, ``before`` (the value oslo.config read) and
+    ``after`` (the text written, None for unset); ``add_section`` carries ``section``.
+    """
+
     before: str
+    sections: Tuple[str, ...]
+    steps: Tuple[Step, ...]
+    request: EditRequest
+
+    @property
+    def changes(self) -> List[Dict[str, Optional[str]]]:
+        """One item per option changed: ``section``, ``option``, ``before``, ``after``."""
+        return [{'section': step.args['section'], 'option': step.args['option'], 'before': step.args['before'],
+                 'after': step.args['after']} for step in self.steps if step.action in ('set', 'unset')]
+
+
+def _document(context: RunContext) -> OsloIni:
+    ini = context.get('ini')
+    if not isinstance(ini, OsloIni):  # pragma: no cover - run_edit puts it there
+        raise VolsnapError('internal error: an ini edit runs without its document')
+    return ini
+
+
+def _add_section(step: Step, context: RunContext) -> None:
+    _document(context).add_section(step.args['section'])
+
+
+def _set(step: Step, context: RunContext) -> None:
+    _document(context).set(step.args['section'], step.args['option'], step.args['after'])
+
+
+def _unset(step: Step, context: RunContext) -> None:
+    _document(context).unset(step.args['section'], step.args['option'])
+
+
+INI_EXECUTOR = Executor(INI_EDITS, {'add_section': _add_section, 'set': _set, 'unset': _unset})
+
+
+@dataclass(frozen=True)
+class EditResult:
+    """An :class:`EditPlan` run on the file's text in memory (check mode and a real run alike): the text it gives
+    and the values oslo.config reads in it."""
+
+    plan: EditPlan
     after: str
-    sections: List[str]
-    changes: List[Dict[str, Optional[str]]]
     values: Dict[str, Dict[str, Optional[str]]]
     fallback_values: Dict[str, Optional[str]]
     effective_values: Dict[str, Dict[str, Optional[str]]]
     enabled_backends: List[str]
     volume_drivers: Dict[str, Optional[str]]
+
+    @property
+    def before(self) -> str:
+        return self.plan.before
+
+    @property
+    def sections(self) -> List[str]:
+        return list(self.plan.sections)
+
+    @property
+    def changes(self) -> List[Dict[str, Optional[str]]]:
+        return self.plan.changes
 
     @property
     def changed(self) -> bool:
@@ -625,8 +686,8 @@ def select_sections(ini: OsloIni, request: EditRequest, path: str = 'the file') 
     return selected
 
 
-def plan_edit(text: str, request: EditRequest, path: str = 'the file') -> EditResult:
-    """Apply ``request`` to ``text`` in memory; raises VolsnapError when it cannot be done."""
+def plan_steps(text: str, request: EditRequest, path: str = 'the file') -> EditPlan:
+    """The steps that apply ``request`` to ``text``; raises VolsnapError when it cannot be done."""
     for option in list(request.set_values) + list(request.unset_options) + list(request.query):
         if not option or not re.match(r'^[A-Za-z0-9_.-]+\Z', option):
             raise VolsnapError('%r is not an option name' % option)
@@ -637,10 +698,19 @@ def plan_edit(text: str, request: EditRequest, path: str = 'the file') -> EditRe
         raise VolsnapError('fallback_section cannot be empty (use null to disable the fallback)')
     ini = OsloIni.parse(text)
     sections = select_sections(ini, request, path)
-    changes: List[Dict[str, Optional[str]]] = []
+    steps: List[Step] = []
+    # each step is also run on this scratch copy, so that later steps read what earlier ones leave (an option
+    # listed twice in unset, two spellings of one new section)
+    scratch = RunContext(results={'ini': ini})
+
+    def plan(action: str, **args: Any) -> None:
+        step = INI_EDITS.step(action, **args)
+        INI_EXECUTOR.run([step], scratch)
+        steps.append(step)
+
     for section in sections:
         if not ini.has_section(section):
-            ini.add_section(section)
+            plan('add_section', section=section)
         for option, wanted in request.set_values.items():
             current = ini.get(section, option)
             if same_value(current, wanted):
@@ -649,27 +719,38 @@ def plan_edit(text: str, request: EditRequest, path: str = 'the file') -> EditRe
             if '\n' in new or '\r' in new:
                 raise VolsnapError('the value given for %s contains a line break: oslo.config would read the lines '
                                    'after it as other options (the value is not shown)' % option, option=option)
-            ini.set(section, option, new)
-            changes.append({'section': section, 'option': option, 'before': current, 'after': new})
+            plan('set', section=section, option=option, before=current, after=new)
         for option in request.unset_options:
             current = ini.get(section, option)
             if current is None:
                 continue
-            ini.unset(section, option)
-            changes.append({'section': section, 'option': option, 'before': current, 'after': None})
+            plan('unset', section=section, option=option, before=current, after=None)
+    return EditPlan(before=text, sections=tuple(sections), steps=tuple(steps), request=request)
+
+
+def run_edit(plan: EditPlan) -> EditResult:
+    """Run ``plan``'s steps on its text in memory (through :data:`INI_EXECUTOR`); what the file then reads."""
+    context = INI_EXECUTOR.run(plan.steps, RunContext(results={'ini': OsloIni.parse(plan.before)}))
+    ini = _document(context)
+    request = plan.request
     options = list(dict.fromkeys(list(request.set_values) + list(request.unset_options) + list(request.query)))
-    values = dict((section, dict((option, ini.get(section, option)) for option in options)) for section in sections)
+    values = dict((section, dict((option, ini.get(section, option)) for option in options))
+                  for section in plan.sections)
     fallback_values: Dict[str, Optional[str]] = {}
     if request.fallback_section:
         fallback_values = dict((option, ini.get(request.fallback_section, option)) for option in options)
     effective = dict((section, dict((option, ini.backend_value(section, option, request.fallback_section))
-                                    for option in options)) for section in sections)
+                                    for option in options)) for section in plan.sections)
     volume_drivers = dict((section, ini.backend_value(section, VOLUME_DRIVER, request.fallback_section))
-                          for section in sections)
-    return EditResult(before=text, after=ini.render(), sections=sections, changes=changes, values=values,
-                      fallback_values=fallback_values, effective_values=effective,
-                      enabled_backends=ini.enabled_backends(),
+                          for section in plan.sections)
+    return EditResult(plan=plan, after=ini.render(), values=values, fallback_values=fallback_values,
+                      effective_values=effective, enabled_backends=ini.enabled_backends(),
                       volume_drivers=volume_drivers)
+
+
+def plan_edit(text: str, request: EditRequest, path: str = 'the file') -> EditResult:
+    """The steps of ``request`` on ``text`` (:func:`plan_steps`), run in memory (:func:`run_edit`)."""
+    return run_edit(plan_steps(text, request, path))
 
 
 # -- file I/O ----------------------------------------------------------------------------
