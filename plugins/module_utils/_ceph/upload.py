@@ -5,9 +5,11 @@
 
 One Ceph connection (librados, :mod:`_ceph`) and one OpenStack connection (openstacksdk,
 :mod:`_openstack`): the Cinder volume is looked up through the block-storage API, Glance through
-:mod:`_glance`, RBD through :mod:`_rbd`. The planner (:mod:`_rbd_upload`) decides; this module
-only does what the plan says, times every step, and on an error rolls back what the failed run
-made (so an error leaves nothing behind), while an interruption (a killed process) is completed
+:mod:`.._openstack.glance`, RBD through :mod:`.rbd`. The planner (:mod:`.upload_plan`) decides; this module
+only does what the plan says, through one handler per action of ``UPLOAD_ACTIONS`` run by the shared
+:class:`Executor`, times every step, keeps what the run learns (the image id, its location, the location
+API used, the upload's progress) in a :class:`RunContext`, never in the plan, and on an error rolls back what
+the failed run made (so an error leaves nothing behind), while an interruption (a killed process) is completed
 by the next run because every step is idempotent and the plan is derived from what exists.
 
 Independent waits overlap: the Keystone token is fetched while librados connects, and Glance's
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
@@ -31,6 +32,8 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.connection
     rbd_module,
 )
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.ids import is_uuid
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.steps import Executor, Handler, RunContext, Step
 from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.glance import (
     Glance,
     Registered,
@@ -50,27 +53,28 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.rbd import
 )
 from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.upload_plan import (
     SOURCE_PROPERTY,
+    UPLOAD_ACTIONS,
     Candidate,
     CephState,
     Plan,
     Request,
-    Step,
     Volume,
     classify_candidate,
+    clone_ref,
     glance_read_hint,
     image_locations,
     parse_our_snap,
     plan_absent,
+    plan_cleanup,
     plan_present,
+    upload_snap,
     upload_snap_name,
+    volume_snap,
 )
 
-_UUID = re.compile(r'^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')
 CEPH_STEPS = frozenset(('check_caps', 'snapshot_volume', 'protect_volume_snapshot', 'clone', 'flatten_clone',
                         'snapshot_clone', 'protect_clone_snapshot', 'release_volume_snapshot', 'snapshot_upload',
                         'remove_upload_snapshot', 'discard_clone', 'release_parent', 'flatten_children'))
-# Steps after which Glance's image record may differ from the one the executor holds.
-GLANCE_STEPS = frozenset(('create_image', 'set_properties', 'register_location', 'wait_active', 'upload_data'))
 PROGRESS_EVERY = 2.0
 MAX_PROGRESS_SAMPLES = 60
 
@@ -138,6 +142,11 @@ def _volume_view(data: Mapping[str, Any]) -> Dict[str, Any]:
             'encrypted': bool(encrypted)}
 
 
+def _image_id(context: RunContext) -> str:
+    """The id of the image the run works on (known once the image exists: found, or made by create_image)."""
+    return str(_need(context.get('image_id')))
+
+
 def _need(value: Any) -> Any:
     """``value``; an internal error when the planner left it unset."""
     if value is None:  # pragma: no cover - the planner only plans steps it can fill in
@@ -179,10 +188,6 @@ class Upload(object):
         self.glance: Any = None
         self.cinder: Any = None
         self.fsid = ''
-        self.progress: List[Dict[str, Any]] = []
-        self.location_api_used: Optional[str] = None
-        self.registered: Optional[Registered] = None
-        self.done: List[str] = []
 
     # -- entry ----------------------------------------------------------------------------
 
@@ -224,7 +229,7 @@ class Upload(object):
 
     def _validate(self) -> None:
         o = self.opts
-        if o.image_id is not None and not _UUID.match(o.image_id):
+        if o.image_id is not None and not is_uuid(o.image_id):
             raise VolsnapError('image_id %r is not a Glance image id (a UUID)' % o.image_id)
         if o.max_clone_depth < 0:
             raise VolsnapError('max_clone_depth must be 0 or more (0: always flatten the clone)')
@@ -281,9 +286,10 @@ class Upload(object):
         o = self.opts
         with self.timer.phase('discover_image'):
             if o.image_id:
-                image = self.glance.get_image(o.image_id)
+                image: Optional[Dict[str, Any]] = self.glance.get_image(o.image_id)
                 return [image] if image is not None else []
-            return self.glance.find_images(str(o.image_name))
+            images: List[Dict[str, Any]] = self.glance.find_images(str(o.image_name))
+            return images
 
     def _pick_image(self, volume: Optional[Volume], listed: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
         """The image this run works on, from :meth:`_list_images`: image_id's, or the one made from ``volume``."""
@@ -340,102 +346,154 @@ class Upload(object):
         ceph = self._ceph_state(volume, store, image_id)
         plan = plan_present(self.req, volume, stores, store, image, ceph)
         before = self._image_view(image)
+        context = RunContext()
+        # What the run knows of Glance's image: its id and record (``fresh``: no Glance step ran since it was read).
+        context.set('image_id', plan.image_id)
+        context.set('location', plan.location)
+        context.set('image', image)
+        context.set('fresh', True)
         if self.check_mode or not plan.changed:
-            return self._result(plan, volume, store, image, before)
-        created_image = False
-        fresh = True  # ``image`` is Glance's current record (no Glance step ran since it was read)
-        answer: Optional[Dict[str, Any]] = None
+            return self._result(plan, context, volume, store, before)
         try:
-            for step in plan.steps:
-                self.log('rbd_image_clone_upload: %s' % step)
-                with self.timer.phase(step.name):
-                    if step.name == 'create_image':
-                        image = self._create_image(plan)
-                        created_image = True
-                        plan.image_id = str(image['id'])
-                        if plan.path == 'clone' and store is not None and store.pool:
-                            plan.location = rbd_url(self.fsid, store.pool, plan.image_id)
-                        answer = image
-                    else:
-                        answer = self._do_present_step(step.name, plan, volume, store, image)
-                        image = answer or image
-                if step.name in GLANCE_STEPS:
-                    fresh = answer is not None
-                self.done.append(step.name)
+            self._run(plan.steps, context)
         except Exception as exc:  # an interruption (signal, kill) is not caught: the next run completes it
-            rolled = self._rollback(plan, volume, store, created_image)
+            rolled = self._rollback(plan, context, volume, store)
             if isinstance(exc, VolsnapError):
                 exc.details.setdefault('rolled_back', rolled)
-                exc.details.setdefault('steps_done', list(self.done))
+                exc.details.setdefault('steps_done', [step.action for step in context.done])
                 exc.details.setdefault('path', plan.path)
                 raise
             raise
-        if not fresh:
-            image = self.glance.get_image(str(plan.image_id)) or image
-        return self._result(plan, volume, store, image, before)
+        if not context.get('fresh'):
+            context.set('image', self.glance.get_image(str(context.get('image_id'))) or context.get('image'))
+        return self._result(plan, context, volume, store, before)
 
-    def _create_image(self, plan: Plan) -> Dict[str, Any]:
+    # -- the steps: one handler per action of UPLOAD_ACTIONS --------------------------------
+
+    def _handlers(self) -> Dict[str, Handler]:
+        return {
+            'check_caps': self._check_caps,
+            'create_image': self._create_image,
+            'set_properties': self._set_properties,
+            'snapshot_volume': self._snapshot_volume,
+            'protect_volume_snapshot': self._protect_volume_snapshot,
+            'clone': self._clone,
+            'flatten_clone': self._flatten_clone,
+            'snapshot_clone': self._snapshot_clone,
+            'protect_clone_snapshot': self._protect_clone_snapshot,
+            'release_volume_snapshot': self._release_volume_snapshot,
+            'register_location': self._register_location,
+            'wait_active': self._wait_active_step,
+            'discard_clone': self._discard_clone_step,
+            'snapshot_upload': self._snapshot_upload,
+            'upload_data': self._upload_data,
+            'remove_upload_snapshot': self._remove_upload_snapshot,
+            'flatten_children': self._flatten_children,
+            'delete_image': self._delete_image,
+            'release_parent': self._release_parent,
+        }
+
+    def _run(self, steps: List[Step], context: RunContext, timed: bool = True) -> RunContext:
+        """Run ``steps`` through the handler table, logging each; ``timed``: a phase per step."""
+        handlers = self._handlers()
+        if timed:
+            handlers = {name: self._timed(name, handler) for name, handler in handlers.items()}
+            return Executor(UPLOAD_ACTIONS, handlers).run(
+                steps, context, before=lambda step, ctx: self.log('rbd_image_clone_upload: %s' % step))
+        return Executor(UPLOAD_ACTIONS, handlers).run(steps, context)
+
+    def _timed(self, name: str, handler: Handler) -> Handler:
+        def run(step: Step, context: RunContext) -> None:
+            with self.timer.phase(name):
+                handler(step, context)
+        return run
+
+    @staticmethod
+    def _glance_answer(context: RunContext, answer: Optional[Dict[str, Any]]) -> None:
+        """After a Glance step: its answer is the image's current record; none means it must be read again."""
+        context.set('image', answer or context.get('image'))
+        context.set('fresh', answer is not None)
+
+    def _create_image(self, step: Step, context: RunContext) -> None:
         o = self.opts
-        props = dict(plan.properties)
-        return self.glance.create_image(str(o.image_name), o.disk_format, o.container_format, o.visibility, props)
+        image = self.glance.create_image(str(step.args['name']), o.disk_format, o.container_format, o.visibility,
+                                         dict(step.args['properties']))
+        context.set('created_image', True)
+        image_id = str(image['id'])
+        context.set('image_id', image_id)
+        self._glance_answer(context, image)
 
-    def _do_present_step(self, name: str, plan: Plan, volume: Volume, store: Optional[Store],
-                         image: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
-        image_id = str(plan.image_id)
-        vol_snap = Ref(volume.pool, volume.image, clone_snap_name(image_id))
-        up_snap = Ref(volume.pool, volume.image, upload_snap_name(image_id))
-        clone = Ref(store.pool, image_id) if store is not None and store.pool else None
-        if name == 'set_properties':
-            self.glance.set_properties(image or {'id': image_id}, plan.properties)
-            return self.glance.get_image(image_id)
-        if name == 'check_caps':
-            clone = _need(clone)
-            self.rbd.probe_write(clone.pool)
-        elif name == 'snapshot_volume':
-            self.rbd.create_snap(vol_snap)
-        elif name == 'protect_volume_snapshot':
-            self.rbd.protect(vol_snap)
-        elif name == 'clone':
-            clone = _need(clone)
-            self.rbd.clone(vol_snap, clone)
-        elif name == 'flatten_clone':
-            clone = _need(clone)
-            self.rbd.flatten(clone)
-        elif name == 'snapshot_clone':
-            clone = _need(clone)
-            self.rbd.create_snap(Ref(clone.pool, clone.image, GLANCE_SNAP))
-        elif name == 'protect_clone_snapshot':
-            clone = _need(clone)
-            self.rbd.protect(Ref(clone.pool, clone.image, GLANCE_SNAP))
-        elif name == 'release_volume_snapshot':
-            self._release_volume_snap(vol_snap)
-        elif name == 'register_location':
-            location = str(_need(plan.location))
-            with self._explain_glance_read(volume):
-                self.registered = self.glance.register_location(image_id, location, self.opts.location_api)
-            self.location_api_used = self.registered.api
-            return self.registered.image
-        elif name == 'wait_active':
-            if plan.path == 'clone' and self.registered is not None and self.registered.active:
-                return self.registered.image  # Glance answered the registration with the active image
-            if plan.path == 'clone' and self.opts.wait:
-                with self._explain_glance_read(volume):
-                    return self.glance.wait_location(image_id, self.opts.timeout)
-            return self._wait_active(image_id)
-        elif name == 'discard_clone':
-            self._discard_clone(volume, store, image_id)
-        elif name == 'snapshot_upload':
-            self.rbd.create_snap(up_snap)
-        elif name == 'upload_data':
-            self._upload(up_snap, image_id, store)
-        elif name == 'remove_upload_snapshot':
-            self.rbd.remove_snap(up_snap)
-        else:  # pragma: no cover - the planner only emits known steps
-            raise VolsnapError('internal error: unknown step %s' % name)
-        return None
+    def _set_properties(self, step: Step, context: RunContext) -> None:
+        image_id = _image_id(context)
+        self.glance.set_properties(context.get('image') or {'id': image_id}, dict(step.args['properties']))
+        self._glance_answer(context, self.glance.get_image(image_id))
+
+    def _check_caps(self, step: Step, context: RunContext) -> None:
+        self.rbd.probe_write(step.args['store_pool'])
+
+    def _snapshot_volume(self, step: Step, context: RunContext) -> None:
+        self.rbd.create_snap(volume_snap(step.args, _image_id(context)))
+
+    def _protect_volume_snapshot(self, step: Step, context: RunContext) -> None:
+        self.rbd.protect(volume_snap(step.args, _image_id(context)))
+
+    def _clone(self, step: Step, context: RunContext) -> None:
+        self.rbd.clone(volume_snap(step.args, _image_id(context)), clone_ref(step.args, _image_id(context)))
+
+    def _flatten_clone(self, step: Step, context: RunContext) -> None:
+        self.rbd.flatten(clone_ref(step.args, _image_id(context)))
+
+    def _clone_snap(self, step: Step, context: RunContext) -> Ref:
+        clone = clone_ref(step.args, _image_id(context))
+        return Ref(clone.pool, clone.image, GLANCE_SNAP)
+
+    def _snapshot_clone(self, step: Step, context: RunContext) -> None:
+        self.rbd.create_snap(self._clone_snap(step, context))
+
+    def _protect_clone_snapshot(self, step: Step, context: RunContext) -> None:
+        self.rbd.protect(self._clone_snap(step, context))
+
+    def _release_volume_snapshot(self, step: Step, context: RunContext) -> None:
+        self._release_volume_snap(volume_snap(step.args, _image_id(context)))
+
+    def _discard_clone_step(self, step: Step, context: RunContext) -> None:
+        self._discard_clone(step.args['pool'], step.args['image'], step.args['clone_pool'], _image_id(context))
+
+    def _snapshot_upload(self, step: Step, context: RunContext) -> None:
+        self.rbd.create_snap(upload_snap(step.args, _image_id(context)))
+
+    def _remove_upload_snapshot(self, step: Step, context: RunContext) -> None:
+        self.rbd.remove_snap(upload_snap(step.args, _image_id(context)))
+
+    def _register_location(self, step: Step, context: RunContext) -> None:
+        image_id = _image_id(context)
+        location = rbd_url(step.args['fsid'], step.args['store_pool'], image_id)  # the plan's, with the real id
+        context.set('location', location)
+        with self._explain_glance_read(step.args['pool']):
+            registered = self.glance.register_location(image_id, location, self.opts.location_api)
+        context.set('registered', registered)
+        context.set('location_api', registered.api)
+        self._glance_answer(context, registered.image)
+
+    def _wait_active_step(self, step: Step, context: RunContext) -> None:
+        image_id = _image_id(context)
+        registered: Optional[Registered] = context.get('registered')
+        clone = step.args['path'] == 'clone'
+        if clone and registered is not None and registered.active:
+            answer = registered.image  # Glance answered the registration with the active image
+        elif clone and self.opts.wait:
+            with self._explain_glance_read(step.args['pool']):
+                answer = self.glance.wait_location(image_id, self.opts.timeout)
+        else:
+            answer = self._wait_active(image_id)
+        self._glance_answer(context, answer)
+
+    def _upload_data(self, step: Step, context: RunContext) -> None:
+        self._upload(upload_snap(step.args, _image_id(context)), _image_id(context), step.args['store'], context)
+        self._glance_answer(context, None)
 
     @contextlib.contextmanager
-    def _explain_glance_read(self, volume: Volume) -> Iterator[None]:
+    def _explain_glance_read(self, volume_pool: str) -> Iterator[None]:
         """Add the likely cause when Glance fails on the clone (HTTP 5xx, or its location task failed)."""
         try:
             yield
@@ -444,7 +502,7 @@ class Upload(object):
             statuses = [status] + [(exc.details.get(k) or {}).get('status_code') for k in ('locations_api',
                                                                                            'patch_api')]
             if any(isinstance(s, int) and s >= 500 for s in statuses) or 'task' in exc.details:
-                exc.msg = '%s. Likely cause: %s' % (exc.msg, glance_read_hint(volume.pool))
+                exc.msg = '%s. Likely cause: %s' % (exc.msg, glance_read_hint(volume_pool))
                 exc.args = (exc.msg,)
             raise
 
@@ -453,31 +511,34 @@ class Upload(object):
         if info is not None and not info.children:
             self.rbd.release_parent_refs(vol_snap, self.log)
 
-    def _discard_clone(self, volume: Volume, store: Optional[Store], image_id: str) -> None:
-        """Remove a clone an earlier clone-path run made for this (still queued) image."""
-        if store is not None and store.pool and store.type == 'rbd' and self.rbd.exists(store.pool, image_id):
-            clone = Ref(store.pool, image_id)
+    def _discard_clone(self, pool: str, image: str, clone_pool: Optional[str], image_id: str) -> None:
+        """Remove a clone an earlier clone-path run made for this (still queued) image in ``clone_pool``."""
+        if clone_pool and self.rbd.exists(clone_pool, image_id):
+            clone = Ref(clone_pool, image_id)
             parent = self.rbd.parent(clone)
-            if parent is None or parent.image.split(DELETED_SUFFIX)[0] != volume.image \
+            if parent is None or parent.image.split(DELETED_SUFFIX)[0] != image \
                     or parent.snap != clone_snap_name(image_id):
                 raise VolsnapError('RBD image %s exists but is not the clone this module makes for image %s (its '
                                    'parent is %s): remove it by hand if it is garbage' % (clone, image_id, parent))
             self.rbd.remove_snap(Ref(clone.pool, clone.image, GLANCE_SNAP))
             self.rbd.remove(clone)
-        self._release_volume_snap(Ref(volume.pool, volume.image, clone_snap_name(image_id)))
+        self._release_volume_snap(Ref(pool, image, clone_snap_name(image_id)))
 
     def _wait_active(self, image_id: str) -> Dict[str, Any]:
         if not self.opts.wait:
-            return self.glance.get_image(image_id) or {}
-        return self.glance.wait_image(image_id, ('active',), ('killed', 'deleted', 'pending_delete', None),
-                                      self.opts.timeout)
+            image: Optional[Dict[str, Any]] = self.glance.get_image(image_id)
+            return image or {}
+        active: Dict[str, Any] = self.glance.wait_image(image_id, ('active',), ('killed', 'deleted', 'pending_delete',
+                                                                                None), self.opts.timeout)
+        return active
 
-    def _upload(self, snap: Ref, image_id: str, store: Optional[Store]) -> None:
+    def _upload(self, snap: Ref, image_id: str, store_id: Optional[str], context: RunContext) -> None:
         extents = self.rbd.allocated(snap)
         total = sum(e.length for e in extents)
         data_bytes = sum(e.length for e in extents if e.data)
         started = self.clock()
         last = [started]
+        samples: List[Dict[str, Any]] = context.results.setdefault('progress', [])
 
         def progress(done: int, read: int) -> None:
             now = self.clock()
@@ -485,13 +546,13 @@ class Upload(object):
                 last[0] = now
                 sample = {'seconds': round(now - started, 3), 'bytes': done, 'data_bytes_read': read,
                           'percent': round(100.0 * done / total, 1) if total else 100.0}
-                if len(self.progress) < MAX_PROGRESS_SAMPLES or done == total:
-                    self.progress.append(sample)
+                if len(samples) < MAX_PROGRESS_SAMPLES or done == total:
+                    samples.append(sample)
                 self.log('rbd_image_clone_upload: uploaded %(bytes)d bytes (%(percent)s%%) in %(seconds)s s' % sample)
 
         self.log('rbd_image_clone_upload: %d bytes, %d of them allocated, to upload' % (total, data_bytes))
         chunks = self.rbd.read_stream(snap, extents, progress=progress)
-        target = store.id if store is not None and self.opts.store else None
+        target = store_id if self.opts.store else None
         try:
             self.glance.upload(image_id, SizedStream(chunks, total), target)
         finally:
@@ -499,20 +560,22 @@ class Upload(object):
             # cluster is connected (closed later, at exit, it would hang librados' shutdown).
             chunks.close()
 
-    def _rollback(self, plan: Plan, volume: Volume, store: Optional[Store], created_image: bool) -> List[str]:
+    def _rollback(self, plan: Plan, context: RunContext, volume: Volume, store: Optional[Store]) -> List[str]:
         """Undo what this failed run made (best effort); return what was undone."""
         undone: List[str] = []
-        if plan.image_id is None:
+        if context.get('image_id') is None:
             return undone
-        image_id = str(plan.image_id)
+        image_id = str(context.get('image_id'))
+        registered = 'register_location' in [step.action for step in context.done]
         attempts: List[Tuple[str, Callable[[], Any]]] = []
-        if 'register_location' not in self.done:
+        if not registered:
             if plan.path == 'clone':
+                clone_pool = store.pool if store is not None and store.pool and store.type == 'rbd' else None
                 attempts.append(('clone and snapshots of image %s' % image_id,
-                                 lambda: self._discard_clone(volume, store, image_id)))
+                                 lambda: self._discard_clone(volume.pool, volume.image, clone_pool, image_id)))
         attempts.append(('snapshot %s' % Ref(volume.pool, volume.image, upload_snap_name(image_id)),
                          lambda: self.rbd.remove_snap(Ref(volume.pool, volume.image, upload_snap_name(image_id)))))
-        if created_image and 'register_location' not in self.done:
+        if context.get('created_image') and not registered:
             attempts.append(('Glance image %s' % image_id, lambda: self.glance.delete_image(image_id)))
         for what, undo in attempts:
             try:
@@ -538,48 +601,60 @@ class Upload(object):
         image_id = str(image['id']) if image else o.image_id
         clone_parent: Optional[Ref] = None
         children: List[Ref] = []
-        clone_ref: Optional[Ref] = None
+        clone_ref_: Optional[Ref] = None
         with self.timer.phase('discover_ceph'):
             if image is not None:
                 for url in image_locations(image):
                     parsed = parse_rbd_url(url)
                     if parsed and parsed[0] == self.fsid and parsed[2] == image_id:
-                        clone_ref = Ref(parsed[1], parsed[2], parsed[3])
-                if clone_ref is None:
-                    clone_ref = self._guess_clone(image_id)
-                if clone_ref is not None and self.rbd.exists(clone_ref.pool, clone_ref.image):
-                    clone_parent = self.rbd.parent(Ref(clone_ref.pool, clone_ref.image))
+                        clone_ref_ = Ref(parsed[1], parsed[2], parsed[3])
+                if clone_ref_ is None:
+                    clone_ref_ = self._guess_clone(image_id)
+                if clone_ref_ is not None and self.rbd.exists(clone_ref_.pool, clone_ref_.image):
+                    clone_parent = self.rbd.parent(Ref(clone_ref_.pool, clone_ref_.image))
                     if clone_parent is not None and clone_parent.snap != clone_snap_name(str(image_id)):
                         clone_parent = None  # not a clone this module made: leave its parent alone
-                    info = self.rbd.snap(clone_ref.pool, clone_ref.image, clone_ref.snap or GLANCE_SNAP)
+                    info = self.rbd.snap(clone_ref_.pool, clone_ref_.image, clone_ref_.snap or GLANCE_SNAP)
                     children = list(info.children) if info else []
             leftover = self._leftovers(image_id, volume) if image_id else []
         plan = plan_absent(self.req, image, image_id, clone_parent, children, leftover)
         if self.check_mode or not plan.changed:
             return self._absent_result(plan, image)
-        removed: List[str] = []
-        for step in plan.steps:
-            self.log('rbd_image_clone_upload: %s' % step)
-            with self.timer.phase(step.name):
-                if step.name == 'flatten_children':
-                    for child in children:
-                        self.rbd.flatten(child)
-                        removed.append('flattened %s' % child)
-                elif step.name == 'delete_image':
-                    self.glance.delete_image(str(image_id), hints={409: 'Glance still sees a clone of the image '
-                                                                        '(a volume created from it)'})
-                    if self.opts.wait:
-                        self.glance.wait_image(str(image_id), (None, 'deleted'), (), self.opts.timeout)
-                    removed.append('Glance image %s' % image_id)
-            self.done.append(step.name)
-        refs = [clone_parent] if clone_parent is not None else []
-        refs += [ref for ref in leftover if clone_parent is None or str(ref) != str(clone_parent)]
-        with self.timer.phase('release_parent'):
-            for ref in refs:
-                removed += self.rbd.release_parent_refs(ref, self.log)
+        context = self._run(plan.steps, RunContext())
+        # The release phase is reported even when no reference was left to release.
+        self.timer.phases.setdefault('release_parent', 0.0)
         result = self._absent_result(plan, image)
-        result['removed'] = removed
+        result['removed'] = list(context.get('removed', []))
         return result
+
+    def _flatten_children(self, step: Step, context: RunContext) -> None:
+        removed: List[str] = context.results.setdefault('removed', [])
+        for child in step.args['children']:
+            ref = Ref(child[0], child[1], child[2])
+            self.rbd.flatten(ref)
+            removed.append('flattened %s' % ref)
+
+    def _delete_image(self, step: Step, context: RunContext) -> None:
+        image_id = str(step.args['image_id'])
+        self.glance.delete_image(image_id, hints={409: 'Glance still sees a clone of the image (a volume created '
+                                                       'from it)'})
+        if self.opts.wait:
+            self.glance.wait_image(image_id, (None, 'deleted'), (), self.opts.timeout)
+        context.results.setdefault('removed', []).append('Glance image %s' % image_id)
+
+    def _release_parent(self, step: Step, context: RunContext) -> None:
+        """Drop a snapshot this module made (and the deleted volume it kept), or a deleted volume left alone."""
+        removed: List[str] = context.results.setdefault('removed', [])
+        pool, image, snap = step.args['ref']
+        ref = Ref(pool, image, snap)
+        if not step.args.get('orphan'):
+            removed += self.rbd.release_parent_refs(ref, self.log)
+            return
+        parent = self.rbd.parent(ref)
+        if self.rbd.remove(ref):
+            removed.append(str(ref))
+        if parent is not None and parent.snap == clone_snap_name(ref.image[:-len(DELETED_SUFFIX)]):
+            removed += self.rbd.release_parent_refs(parent, self.log)
 
     def _guess_clone(self, image_id: Optional[str]) -> Optional[Ref]:
         if not image_id:
@@ -647,25 +722,11 @@ class Upload(object):
                         to_remove.append((candidate.ref, why))
                     else:
                         kept.append({'snapshot': str(candidate.ref), 'why': why})
-        plan = Plan(None, '', None, None)
-        for ref, why in to_remove:
-            plan.steps.append(Step('release_parent', 'remove %s (%s)' % (ref, why)))
-        for ref in orphans:
-            plan.steps.append(Step('release_parent', 'remove %s: a deleted Cinder volume with no snapshot left' % ref))
-        plan.why = ('%d snapshot(s) and %d deleted volume(s) nobody else will clean up' % (len(to_remove),
-                                                                                           len(orphans))
-                    if plan.steps else 'nothing left behind in pool %s' % pool)
+        plan = plan_cleanup(pool, to_remove, orphans)
         removed: List[str] = []
         if not self.check_mode:
             with self.timer.phase('release_parent'):
-                for ref, _why in to_remove:
-                    removed += self.rbd.release_parent_refs(ref, self.log)
-                for ref in orphans:
-                    parent = self.rbd.parent(ref)
-                    if self.rbd.remove(ref):
-                        removed.append(str(ref))
-                    if parent is not None and parent.snap == clone_snap_name(ref.image[:-len(DELETED_SUFFIX)]):
-                        removed += self.rbd.release_parent_refs(parent, self.log)
+                removed = list(self._run(plan.steps, RunContext(), timed=False).get('removed', []))
         return {'changed': plan.changed, 'state': 'cleanup', 'why': plan.why, 'plan': [str(s) for s in plan.steps],
                 'kept': kept, 'removed': removed, 'seconds': self.timer.summary(), 'path': None, 'image_id': None,
                 'location': None}
@@ -683,16 +744,17 @@ class Upload(object):
         view['properties'] = {k: v for k, v in image.items() if k.startswith('volsnap_')}
         return view
 
-    def _result(self, plan: Plan, volume: Volume, store: Optional[Store], image: Optional[Mapping[str, Any]],
+    def _result(self, plan: Plan, context: RunContext, volume: Volume, store: Optional[Store],
                 before: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-        after = self._image_view(image) if not self.check_mode else before
+        """The result: the plan as planned, what the run learnt (image id, location, image, progress) from ``context``."""
+        after = self._image_view(context.get('image')) if not self.check_mode else before
         result: Dict[str, Any] = {
             'changed': plan.changed,
             'state': 'present',
             'path': plan.path,
             'why': plan.why,
-            'image_id': plan.image_id,
-            'location': plan.location,
+            'image_id': context.get('image_id'),
+            'location': context.get('location'),
             'plan': [str(s) for s in plan.steps],
             'notes': plan.notes,
             'resumed': plan.resumed,
@@ -701,10 +763,10 @@ class Upload(object):
                        'cinder_id': volume.cinder_id, 'status': volume.status, 'clone_depth': volume.depth},
             'store': store.as_dict() if store is not None else None,
             'seconds': self.timer.summary(),
-            'location_api': self.location_api_used,
+            'location_api': context.get('location_api'),
         }
-        if self.progress:
-            result['progress'] = self.progress
+        if context.get('progress'):
+            result['progress'] = context.get('progress')
         if plan.changed:
             result['diff'] = {'before': {'image': before},
                               'after': {'image': after if not self.check_mode else None, 'plan': result['plan']}}

@@ -3,7 +3,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Planner of rbd_image_clone_upload (spec 003): which path, why, and the steps still to do.
 
-Pure logic on facts gathered by the executor (:mod:`_rbd_upload_exec`): no I/O here.
+Pure logic on facts gathered by the executor (:mod:`.upload`): no I/O here. Every step is built
+through :data:`UPLOAD_ACTIONS` (the shared step model, :mod:`.._base.steps`): it carries its
+arguments and its description, fixed at planning time, so check mode shows the steps a real run
+executes. A step of a new image names it ``<new image id>``; the executor takes the real id from
+its run context once create_image made the image.
 
 Clone path (``enable_clone_optimization`` and Glance's target store is rbd on the volume's
 cluster): snapshot the volume as ``<image id>.clone_snap`` (Cinder's name for a snapshot a clone
@@ -19,13 +23,15 @@ interrupted anywhere is completed by the next run with the same arguments.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.ids import is_uuid
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.steps import Actions, Step
 from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.glance import Store, Stores
 from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.rbd import (
+    CLONE_SNAP_SUFFIX,
     GLANCE_SNAP,
     Ref,
     SnapInfo,
@@ -37,8 +43,6 @@ SOURCE_PROPERTY = 'volsnap_source'
 PATH_PROPERTY = 'volsnap_upload_path'
 UPLOAD_SNAP_SUFFIX = '.upload_snap'
 NEW_IMAGE = '<new image id>'
-UUID_RE = r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'
-OUR_SNAP_RE = re.compile(r'^(%s)(\.clone_snap|\.upload_snap)$' % UUID_RE)
 
 # Cinder volume statuses (cinder/objects/fields.py VolumeStatus) an upload may start from.
 UPLOADABLE = ('available',)
@@ -115,15 +119,6 @@ class Request:
 
 
 @dataclass
-class Step:
-    name: str
-    text: str
-
-    def __str__(self) -> str:
-        return '%s: %s' % (self.name, self.text)
-
-
-@dataclass
 class Plan:
     path: Optional[str]
     why: str
@@ -139,7 +134,88 @@ class Plan:
         return bool(self.steps)
 
     def names(self) -> List[str]:
-        return [step.name for step in self.steps]
+        return [step.action for step in self.steps]
+
+
+# ---------------------------------------------------------------------------------------------
+# the steps: every action of the upload (present, absent, cleanup), defined once
+
+def _ref(value: Sequence[Optional[str]]) -> Ref:
+    """A :class:`Ref` from its step form ``[pool, image, snap]``."""
+    return Ref(str(value[0]), str(value[1]), value[2])
+
+
+def ref_arg(ref: Ref) -> List[Optional[str]]:
+    """The step form of a :class:`Ref` (plain values, as every step argument)."""
+    return [ref.pool, ref.image, ref.snap]
+
+
+def volume_snap(args: Mapping[str, Any], image_id: Optional[str] = None) -> Ref:
+    """``<volume>@<image id>.clone_snap``: the snapshot a clone hangs on (``image_id`` the run's, else the plan's)."""
+    return Ref(args['pool'], args['image'], clone_snap_name(image_id or args['image_id']))
+
+
+def upload_snap(args: Mapping[str, Any], image_id: Optional[str] = None) -> Ref:
+    """``<volume>@<image id>.upload_snap``: the snapshot the copy path streams."""
+    return Ref(args['pool'], args['image'], upload_snap_name(image_id or args['image_id']))
+
+
+def clone_ref(args: Mapping[str, Any], image_id: Optional[str] = None) -> Ref:
+    """``<images pool>/<image id>``: the clone Glance's rbd store holds."""
+    return Ref(args['store_pool'], image_id or args['image_id'])
+
+
+def _release_text(args: Mapping[str, Any]) -> str:
+    ref = _ref(args['ref'])
+    if args.get('orphan'):
+        return 'remove %s: a deleted Cinder volume with no snapshot left' % ref
+    if args.get('why'):
+        return 'remove %s (%s)' % (ref, args['why'])
+    return 'remove %s and, when it was the last reference of a deleted Cinder volume (*.deleted), that volume' % ref
+
+
+_TEXTS: Dict[str, Callable[[Mapping[str, Any]], str]] = {
+    # present
+    'check_caps': lambda a: 'check that the Ceph client can write to pool %s' % a['store_pool'],
+    'create_image': lambda a: 'create Glance image %s (%s/%s, queued)' % (a['name'], 'raw', 'bare'),
+    'set_properties': lambda a: 'set properties %s on Glance image %s' % (', '.join(sorted(a['properties'])),
+                                                                           a['image_id']),
+    'snapshot_volume': lambda a: 'snapshot %s' % volume_snap(a),
+    'protect_volume_snapshot': lambda a: 'protect %s' % volume_snap(a),
+    'clone': lambda a: 'clone %s into %s' % (volume_snap(a), clone_ref(a)),
+    'flatten_clone': lambda a: ('flatten %s: the volume already has %d clone parent(s), max_clone_depth is %d'
+                                % (clone_ref(a), a['depth'], a['max_clone_depth'])),
+    'snapshot_clone': lambda a: 'snapshot %s@%s' % (clone_ref(a), GLANCE_SNAP),
+    'protect_clone_snapshot': lambda a: 'protect %s@%s' % (clone_ref(a), GLANCE_SNAP),
+    'release_volume_snapshot': lambda a: ('remove %s%s: the flattened clone no longer needs it'
+                                          % ('snapshot ' if a.get('leftover') else '', volume_snap(a))),
+    'register_location': lambda a: 'register %s with Glance image %s' % (a['location'], a['image_id']),
+    'wait_active': lambda a: 'wait until Glance image %s is active' % a['image_id'],
+    'discard_clone': lambda a: ('remove what an earlier clone-path run left for image %s (clone, its snapshot, %s)'
+                                % (a['image_id'], volume_snap(a))),
+    'snapshot_upload': lambda a: 'snapshot %s (a consistent point in time to read)' % upload_snap(a),
+    'upload_data': lambda a: ('stream %d bytes of %s (holes not read) into Glance image %s, store %s'
+                              % (a['size'], upload_snap(a), a['image_id'],
+                                 a['store'] if a['store'] is not None else 'the default store')),
+    'remove_upload_snapshot': lambda a: ('remove %s%s' % ('leftover snapshot ' if a.get('leftover') else '',
+                                                          upload_snap(a))),
+    # absent
+    'flatten_children': lambda a: ('flatten %s so they no longer depend on the image'
+                                   % ', '.join(str(_ref(child)) for child in a['children'])),
+    'delete_image': lambda a: 'delete Glance image %s (Glance removes its RBD image)' % a['image_id'],
+    # absent and cleanup
+    'release_parent': _release_text,
+}
+
+
+def _describer(name: str) -> Callable[[Mapping[str, Any]], str]:
+    text = _TEXTS[name]
+    return lambda args: '%s: %s' % (name, text(args))
+
+
+# The one table of the upload's actions: the planners build their steps through it, the executor
+# (:mod:`.upload`) has one handler per action.
+UPLOAD_ACTIONS = Actions('rbd_image_clone_upload', {name: _describer(name) for name in _TEXTS})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,6 +344,8 @@ def plan_present(req: Request, volume: Volume, stores: Stores, store: Optional[S
         action = check_existing_image(image, volume, given_id)
     image_id = str(image['id']) if image is not None else None
     shown_id = image_id or NEW_IMAGE
+    on_volume = dict(pool=volume.pool, image=volume.image, image_id=shown_id)
+    step = UPLOAD_ACTIONS.step
 
     if action == 'done':
         # Made earlier by this module: report how, and only tidy up what an interrupted run may have left.
@@ -281,73 +359,65 @@ def plan_present(req: Request, volume: Volume, stores: Stores, store: Optional[S
         plan = Plan(done_path, 'Glance image %s is active and was made from %s (%s path); nothing to do'
                     % (image_id, volume.describe(), done_path), image_id, location)
         if ceph.upload_snap is not None:
-            plan.steps.append(Step('remove_upload_snapshot', 'remove leftover snapshot %s/%s@%s'
-                                   % (volume.pool, volume.image, upload_snap_name(shown_id))))
+            plan.steps.append(step('remove_upload_snapshot', leftover=True, **on_volume))
         if done_path == 'clone' and ceph.clone_exists and ceph.clone_parent is None and ceph.volume_snap is not None \
                 and not ceph.volume_snap.children:
-            plan.steps.append(Step('release_volume_snapshot', 'remove snapshot %s/%s@%s: the flattened clone no '
-                                   'longer needs it' % (volume.pool, volume.image, clone_snap_name(shown_id))))
+            plan.steps.append(step('release_volume_snapshot', leftover=True, **on_volume))
         return plan
 
     plan = Plan(path, why, image_id, None, resumed=image is not None and not given_id)
-    if image is None:
-        plan.steps.append(Step('create_image', 'create Glance image %s (%s/%s, queued)'
-                               % (req.image_name, 'raw', 'bare')))
     wanted_props = dict(req.properties)
     wanted_props[SOURCE_PROPERTY] = volume.key
     wanted_props[PATH_PROPERTY] = path
     plan.properties = {k: v if isinstance(v, str) else str(v) for k, v in wanted_props.items()}
+    if image is None:
+        plan.steps.append(step('create_image', name=req.image_name, properties=dict(plan.properties)))
     if image is not None and any(str(image.get(k)) != str(v) for k, v in wanted_props.items()):
-        plan.steps.append(Step('set_properties', 'set properties %s on Glance image %s'
-                               % (', '.join(sorted(wanted_props)), image_id)))
+        plan.steps.append(step('set_properties', image_id=image_id, properties=dict(plan.properties)))
     if image is not None and (ceph.volume_snap or ceph.clone_exists or ceph.upload_snap):
         plan.resumed = True
-    vol_snap = Ref(volume.pool, volume.image, clone_snap_name(shown_id))
     if path == 'clone':
         if store is None or not store.pool:  # pragma: no cover - choose_path checked it
             raise VolsnapError('internal error: the clone path needs an rbd store with a pool')
-        clone = Ref(store.pool, shown_id)
+        on_clone = dict(on_volume, store_pool=store.pool)
         plan.location = (rbd_url(volume.fsid, store.pool, image_id) if image_id
                          else 'rbd://%s/%s/%s/%s' % (volume.fsid, store.pool, NEW_IMAGE, GLANCE_SNAP))
         flatten = volume.depth >= req.max_clone_depth
         if not ceph.clone_exists:
-            plan.steps.append(Step('check_caps', 'check that the Ceph client can write to pool %s' % store.pool))
+            plan.steps.append(step('check_caps', **on_clone))
             if ceph.volume_snap is None:
-                plan.steps.append(Step('snapshot_volume', 'snapshot %s' % vol_snap))
+                plan.steps.append(step('snapshot_volume', **on_volume))
             if ceph.volume_snap is None or not ceph.volume_snap.protected:
-                plan.steps.append(Step('protect_volume_snapshot', 'protect %s' % vol_snap))
-            plan.steps.append(Step('clone', 'clone %s into %s' % (vol_snap, clone)))
+                plan.steps.append(step('protect_volume_snapshot', **on_volume))
+            plan.steps.append(step('clone', **on_clone))
         if flatten and (not ceph.clone_exists or ceph.clone_parent is not None):
-            plan.steps.append(Step('flatten_clone', 'flatten %s: the volume already has %d clone parent(s), '
-                                   'max_clone_depth is %d' % (clone, volume.depth, req.max_clone_depth)))
+            plan.steps.append(step('flatten_clone', depth=volume.depth, max_clone_depth=req.max_clone_depth,
+                                   **on_clone))
             plan.notes.append('the clone is flattened (Ceph copies the data inside the cluster) because the clone '
                               'chain would exceed max_clone_depth=%d' % req.max_clone_depth)
         if ceph.clone_snap is None:
-            plan.steps.append(Step('snapshot_clone', 'snapshot %s@%s' % (clone, GLANCE_SNAP)))
+            plan.steps.append(step('snapshot_clone', **on_clone))
         if ceph.clone_snap is None or not ceph.clone_snap.protected:
-            plan.steps.append(Step('protect_clone_snapshot', 'protect %s@%s' % (clone, GLANCE_SNAP)))
+            plan.steps.append(step('protect_clone_snapshot', **on_clone))
         if flatten and (ceph.volume_snap is not None or not ceph.clone_exists):
-            plan.steps.append(Step('release_volume_snapshot', 'remove %s: the flattened clone no longer needs it'
-                                   % vol_snap))
-        plan.steps.append(Step('register_location', 'register %s with Glance image %s' % (plan.location, shown_id)))
-        plan.steps.append(Step('wait_active', 'wait until Glance image %s is active' % shown_id))
+            plan.steps.append(step('release_volume_snapshot', **on_volume))
+        plan.steps.append(step('register_location', location=plan.location, fsid=volume.fsid, **on_clone))
+        plan.steps.append(step('wait_active', path=path, **on_volume))
         if ceph.upload_snap is not None:
-            plan.steps.append(Step('remove_upload_snapshot', 'remove leftover snapshot %s/%s@%s'
-                                   % (volume.pool, volume.image, upload_snap_name(shown_id))))
+            plan.steps.append(step('remove_upload_snapshot', leftover=True, **on_volume))
     else:
         if ceph.clone_exists or ceph.volume_snap is not None:
-            plan.steps.append(Step('discard_clone', 'remove what an earlier clone-path run left for image %s '
-                                   '(clone, its snapshot, %s)' % (shown_id, vol_snap)))
-        up_snap = Ref(volume.pool, volume.image, upload_snap_name(shown_id))
+            # The clone is removed only where Glance's store is rbd and has a pool (an earlier run made it there).
+            clone_pool = store.pool if store is not None and store.pool and store.type == 'rbd' else None
+            plan.steps.append(step('discard_clone', clone_pool=clone_pool, **on_volume))
         if ceph.upload_snap is None:
-            plan.steps.append(Step('snapshot_upload', 'snapshot %s (a consistent point in time to read)' % up_snap))
-        target = store.id if store is not None else 'the default store'
-        plan.steps.append(Step('upload_data', 'stream %d bytes of %s (holes not read) into Glance image %s, store %s'
-                               % (volume.size, up_snap, shown_id, target)))
-        plan.steps.append(Step('wait_active', 'wait until Glance image %s is active' % shown_id))
-        plan.steps.append(Step('remove_upload_snapshot', 'remove %s' % up_snap))
+            plan.steps.append(step('snapshot_upload', **on_volume))
+        plan.steps.append(step('upload_data', size=volume.size, store=store.id if store is not None else None,
+                               **on_volume))
+        plan.steps.append(step('wait_active', path=path, **on_volume))
+        plan.steps.append(step('remove_upload_snapshot', **on_volume))
     order = CLONE_STEPS if path == 'clone' else COPY_STEPS
-    plan.steps.sort(key=lambda step: order.index(step.name))
+    plan.steps.sort(key=lambda planned: order.index(planned.action))
     return plan
 
 
@@ -369,15 +439,27 @@ def plan_absent(req: Request, image: Optional[Mapping[str, Any]], image_id: Opti
                                    'Delete those volumes first, or set flatten_children=true to copy the image\'s data '
                                    'into them (Ceph flatten) so they no longer depend on it'
                                    % (image_id, len(clone_children), names), children=[str(c) for c in clone_children])
-            plan.steps.append(Step('flatten_children', 'flatten %s so they no longer depend on the image' % names))
-        plan.steps.append(Step('delete_image', 'delete Glance image %s (Glance removes its RBD image)' % image_id))
+            plan.steps.append(UPLOAD_ACTIONS.step('flatten_children',
+                                                  children=[ref_arg(child) for child in clone_children]))
+        plan.steps.append(UPLOAD_ACTIONS.step('delete_image', image_id=image_id))
     refs = [clone_parent] if clone_parent is not None else []
     refs += [ref for ref in leftover if clone_parent is None or str(ref) != str(clone_parent)]
     for ref in refs:
-        plan.steps.append(Step('release_parent', 'remove %s and, when it was the last reference of a deleted Cinder '
-                               'volume (*.deleted), that volume' % ref))
+        plan.steps.append(UPLOAD_ACTIONS.step('release_parent', ref=ref_arg(ref)))
     plan.why = ('delete the image and the snapshot its copy-on-write clone hung on' if plan.steps
                 else 'the image does not exist and no snapshot of this module is left for it; nothing to do')
+    return plan
+
+
+def plan_cleanup(pool: str, to_remove: List[Tuple[Ref, str]], orphans: List[Ref]) -> Plan:
+    """Remove this module's snapshots nobody needs (``(ref, why)``), then deleted volumes left without snapshots."""
+    plan = Plan(None, '', None, None)
+    for ref, why in to_remove:
+        plan.steps.append(UPLOAD_ACTIONS.step('release_parent', ref=ref_arg(ref), why=why))
+    for ref in orphans:
+        plan.steps.append(UPLOAD_ACTIONS.step('release_parent', ref=ref_arg(ref), orphan=True))
+    plan.why = ('%d snapshot(s) and %d deleted volume(s) nobody else will clean up' % (len(to_remove), len(orphans))
+                if plan.steps else 'nothing left behind in pool %s' % pool)
     return plan
 
 
@@ -409,8 +491,9 @@ def classify_candidate(candidate: Candidate) -> Tuple[bool, str]:
 
 
 def parse_our_snap(name: str) -> Optional[Tuple[str, str]]:
-    """(image id, kind) when ``name`` is a snapshot name this module makes, else None."""
-    match = OUR_SNAP_RE.match(name)
-    if not match:
-        return None
-    return match.group(1), 'clone_snap' if match.group(2) == '.clone_snap' else 'upload_snap'
+    """(image id, kind) when ``name`` is a snapshot name this module makes (a lowercase Glance id), else None."""
+    for suffix, kind in ((CLONE_SNAP_SUFFIX, 'clone_snap'), (UPLOAD_SNAP_SUFFIX, 'upload_snap')):
+        image_id = name[:-len(suffix)]
+        if name.endswith(suffix) and is_uuid(image_id) and image_id == image_id.lower():
+            return image_id, kind
+    return None

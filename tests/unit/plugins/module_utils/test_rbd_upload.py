@@ -150,7 +150,7 @@ def test_new_image_clone_plan_has_every_step_in_order():
     assert plan.location == 'rbd://%s/images/<new image id>/snap' % FSID
     assert plan.properties == {SOURCE_PROPERTY: source_key(FSID, 'volumes', 'volume-1'), PATH_PROPERTY: 'clone'}
     assert plan.changed and not plan.resumed
-    assert 'snapshot volumes/volume-1@%s.clone_snap' % NEW_IMAGE in [s.text for s in plan.steps][2]
+    assert 'snapshot volumes/volume-1@%s.clone_snap' % NEW_IMAGE in [s.description for s in plan.steps][2]
 
 
 def test_new_image_copy_plan():
