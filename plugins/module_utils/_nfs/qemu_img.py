@@ -1,9 +1,13 @@
 # -*- coding: utf-8 -*-
 # Copyright: volsnap.openstack contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""qemu-img, always with argv lists and an explicit ``-f`` (never format probing).
+"""qemu-img: the one place that builds its command lines, always argv lists with an explicit ``-f``.
 
-The runner is injected: in a module it is ``AnsibleModule.run_command``; tests pass a runner of their own.
+``*_args`` functions build the arguments of each qemu-img command the collection runs (never format
+probing: every image and backing file is given its format); :func:`argv` puts the binary in front.
+:class:`QemuImg` runs them through an injected runner: in a module it is ``AnsibleModule.run_command``;
+tests pass a runner of their own. :func:`cross_check` compares the native header reader with
+``qemu-img info``; :func:`opened_for_write_by_qemu` asks whether a qemu process writes an image.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import fcntl
 import json
 import os
 import struct
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import (
     ChainReport,
@@ -24,26 +28,81 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors imp
 Runner = Callable[[List[str]], Tuple[int, str, str]]
 
 
+def argv(binary: str, args: Sequence[str]) -> List[str]:
+    """The command line of the qemu-img ``binary`` with ``args`` (one of the ``*_args`` below)."""
+    return [binary] + list(args)
+
+
+def info_args(path: str, fmt: str) -> List[str]:
+    """``qemu-img info`` of one layer, read as ``fmt`` (its backing files are not opened); JSON output.
+
+    -U: a running instance may hold the image open.
+    """
+    return ['info', '-U', '-f', qemu_format(fmt), '--output=json', path]
+
+
+def convert_args(source: str, source_format: str, output_format: str, output: str) -> List[str]:
+    """``qemu-img convert`` of ``source`` (read as ``source_format``, with its backing chain) into ``output``.
+
+    -U: a running instance may hold the chain open (its backing layers are read-only; the caller holds the volume
+    lock). writeback caches (qemu-img flushes on close, then the caller fsyncs): cache=none needs O_DIRECT, which
+    not every share supports. convert detects zeroes and leaves them unallocated (sparse output); no
+    preallocation.
+    """
+    return ['convert', '-U', '-f', qemu_format(source_format), '-O', output_format,
+            '-T', 'writeback', '-t', 'writeback', source, output]
+
+
+def create_overlay_args(backing: str, backing_format: str, output: str, size: int) -> List[str]:
+    """``qemu-img create`` of a qcow2 ``output`` on ``backing`` (declared as ``backing_format``) of ``size`` bytes.
+
+    -u: the backing file is never opened (a running domain may use it); the size is explicit.
+    """
+    return ['create', '-q', '-f', 'qcow2', '-u', '-b', backing, '-F', qemu_format(backing_format), output,
+            str(size)]
+
+
+def commit_args(path: str) -> List[str]:
+    """``qemu-img commit`` of the qcow2 ``path`` into its backing file, ``path`` itself left as it is (-d)."""
+    return ['commit', '-q', '-f', 'qcow2', '-t', 'writeback', '-d', path]
+
+
+def rebase_unsafe_args(path: str, backing: str, backing_format: str) -> List[str]:
+    """``qemu-img rebase -u``: only the header of the qcow2 ``path`` names ``backing`` (``backing_format``) now."""
+    return ['rebase', '-q', '-u', '-f', 'qcow2', '-b', backing, '-F', qemu_format(backing_format), path]
+
+
+def rebase_args(path: str, backing: Optional[str], backing_format: Optional[str] = None) -> List[str]:
+    """``qemu-img rebase`` (safe mode) of the qcow2 ``path`` onto ``backing`` (``backing_format``), the data that
+    differs copied into ``path``; ``backing`` None: onto nothing (the whole chain's data pulled into ``path``)."""
+    if backing is None:
+        return ['rebase', '-q', '-f', 'qcow2', '-t', 'writeback', '-b', '', path]
+    if backing_format is None:
+        raise VolsnapError('internal error: a rebase onto %s without its format' % backing)
+    return ['rebase', '-q', '-f', 'qcow2', '-t', 'writeback', '-b', backing, '-F', qemu_format(backing_format), path]
+
+
 class QemuImg:
     def __init__(self, runner: Runner, binary: str = 'qemu-img') -> None:
         self.runner = runner
         self.binary = binary
 
     def run(self, args: List[str]) -> str:
-        argv = [self.binary] + args
-        rc, out, err = self.runner(argv)
+        command = argv(self.binary, args)
+        rc, out, err = self.runner(command)
         if rc != 0:
-            raise VolsnapError('%s failed (rc=%d): %s' % (' '.join(argv), rc, (err or out).strip()),
-                               command=argv, rc=rc, stderr=err)
+            raise VolsnapError('%s failed (rc=%d): %s' % (' '.join(command), rc, (err or out).strip()),
+                               command=command, rc=rc, stderr=err)
         return out
 
     def info(self, path: str, fmt: str) -> Dict[str, object]:
         """``qemu-img info`` of one layer with its format given (backing files are not opened)."""
-        out = self.run(['info', '-U', '-f', qemu_format(fmt), '--output=json', path])
+        out = self.run(info_args(path, fmt))
         try:
-            return json.loads(out)
+            answer: Dict[str, object] = json.loads(out)
         except ValueError:
             raise VolsnapError('qemu-img info printed no JSON for %s: %s' % (path, out[:200]))
+        return answer
 
 
 # qemu's image locking (block/file-posix.c): a process holding a permission keeps a shared
@@ -66,10 +125,11 @@ def opened_for_write_by_qemu(path: str) -> bool:
         answer = fcntl.fcntl(fd, cmd, request)
     finally:
         os.close(fd)
-    return struct.unpack('hhqqi4x', answer)[0] != fcntl.F_UNLCK
+    lock_type: int = struct.unpack('hhqqi4x', answer)[0]
+    return lock_type != fcntl.F_UNLCK
 
 
-def cross_check(report: ChainReport, qemu: QemuImg) -> List[Dict[str, object]]:
+def cross_check(report: ChainReport, qemu: QemuImg) -> List[Optional[Dict[str, object]]]:
     """Compare every layer the native engine read with ``qemu-img info -f <detected>``.
 
     Layers with error findings are not handed to qemu (it could open an external data file).
@@ -100,8 +160,8 @@ def cross_check(report: ChainReport, qemu: QemuImg) -> List[Dict[str, object]]:
         for key, value in expected.items():
             got = answer.get(key)
             if key == 'backing-filename-format':
-                got = normalize_format(got) if got else None
-                value = normalize_format(value) if value else None
+                got = normalize_format(cast(str, got)) if got else None
+                value = normalize_format(cast(str, value)) if value else None
             if got != value:
                 report.problem('engine_mismatch', 'qemu-img reports %s=%r for %s, the native engine read %r'
                                % (key, got, os.path.basename(image.path), value), filename=image.filename)

@@ -12,6 +12,7 @@ import pytest
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import inspect_chain
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import qemu_img as Q
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg, cross_check
 from ansible_collections.volsnap.openstack.tests.unit.plugins.module_utils import image_builders as B
 
@@ -200,3 +201,40 @@ def test_qemu_img_info_maps_format():
     runner = FakeRunner({'/x': {'format': 'vpc'}})
     assert QemuImg(runner).info('/x', 'vhd') == {'format': 'vpc'}
     assert runner.calls == [['qemu-img', 'info', '-U', '-f', 'vpc', '--output=json', '/x']]
+
+
+# ---------------------------------------------------------------------------------------------
+# The command lines: every one gives each image its format (never probing) and takes argv lists
+# ---------------------------------------------------------------------------------------------
+
+def test_convert_args():
+    assert Q.argv('/usr/bin/qemu-img', Q.convert_args('/s/volume-x', 'vhd', 'qcow2', '/s/.new.volsnap-tmp')) == [
+        '/usr/bin/qemu-img', 'convert', '-U', '-f', 'vpc', '-O', 'qcow2', '-T', 'writeback', '-t', 'writeback',
+        '/s/volume-x', '/s/.new.volsnap-tmp']
+
+
+def test_create_overlay_args():
+    assert Q.create_overlay_args('volume-x', 'raw', '/proc/self/fd/7', 1 << 30) == [
+        'create', '-q', '-f', 'qcow2', '-u', '-b', 'volume-x', '-F', 'raw', '/proc/self/fd/7', str(1 << 30)]
+    assert Q.create_overlay_args('volume-x.vhd', 'vhd', '/o', 512)[7:9] == ['-F', 'vpc']
+
+
+def test_commit_args():
+    assert Q.commit_args('/s/volume-x.snap') == ['commit', '-q', '-f', 'qcow2', '-t', 'writeback', '-d',
+                                                 '/s/volume-x.snap']
+
+
+def test_rebase_args():
+    assert Q.rebase_unsafe_args('/s/top', 'base', 'raw') == ['rebase', '-q', '-u', '-f', 'qcow2', '-b', 'base',
+                                                             '-F', 'raw', '/s/top']
+    assert Q.rebase_args('/s/top', 'base', 'qcow2') == ['rebase', '-q', '-f', 'qcow2', '-t', 'writeback', '-b',
+                                                        'base', '-F', 'qcow2', '/s/top']
+    assert Q.rebase_args('/s/top', None) == ['rebase', '-q', '-f', 'qcow2', '-t', 'writeback', '-b', '', '/s/top']
+    with pytest.raises(VolsnapError):
+        Q.rebase_args('/s/top', 'base')
+
+
+def test_run_puts_the_binary_in_front():
+    runner = FakeRunner(raw='ok')
+    assert QemuImg(runner, binary='/opt/qemu-img').run(Q.commit_args('/s/top')) == 'ok'
+    assert runner.calls == [['/opt/qemu-img'] + Q.commit_args('/s/top')]
