@@ -66,8 +66,9 @@ from ansible_collections.volsnap.openstack.benchmarks._common import (
 )
 from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.connection import connect as ceph_connect
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.cinder import CinderApi
 from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.glance import Glance
-from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.upload import CinderVolumes, Options, Upload
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.upload import Options, Upload
 
 BENCHMARK = 'rbd_image_clone_upload'
 GIB = 1 << 30
@@ -203,7 +204,7 @@ class Bench(object):
         self.made = []
         self.images = []
         self.glance = Glance(self.conn)
-        self.cinder = CinderVolumes(self.conn)
+        self.cinder = CinderApi(self.conn)
         self.service_glance = None
         if args.locations_sizes:
             self.service_conn = openstack.connect(cloud=args.locations_cloud)

@@ -34,6 +34,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.connection
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.ids import is_uuid
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.steps import Executor, Handler, RunContext, Step
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.cinder import CinderApi
 from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.glance import (
     Glance,
     Registered,
@@ -136,12 +137,6 @@ class Timer(object):
         return {'total': round(self.clock() - self.start, 6), 'ceph': round(ceph, 6), 'phases': dict(self.phases)}
 
 
-def _volume_view(data: Mapping[str, Any]) -> Dict[str, Any]:
-    encrypted = data.get('is_encrypted', data.get('encrypted'))
-    return {'id': data.get('id'), 'name': data.get('name'), 'status': data.get('status'), 'size': data.get('size'),
-            'encrypted': bool(encrypted)}
-
-
 def _image_id(context: RunContext) -> str:
     """The id of the image the run works on (known once the image exists: found, or made by create_image)."""
     return str(_need(context.get('image_id')))
@@ -152,21 +147,6 @@ def _need(value: Any) -> Any:
     if value is None:  # pragma: no cover - the planner only plans steps it can fill in
         raise VolsnapError('internal error: a step lacks what it needs (clone or location)')
     return value
-
-
-class CinderVolumes(object):
-    """The Cinder lookups the upload needs (block-storage API through openstacksdk)."""
-
-    def __init__(self, conn: Any) -> None:
-        self.proxy = conn.block_storage
-
-    def find(self, name_or_id: str) -> Dict[str, Any]:
-        with api_errors('looking up Cinder volume %s' % name_or_id):
-            volume = self.proxy.find_volume(name_or_id, ignore_missing=True)
-        if volume is None:
-            raise VolsnapError('Cinder volume %s was not found (by id or name, in the project of these credentials)'
-                               % name_or_id)
-        return _volume_view(volume.to_dict() if hasattr(volume, 'to_dict') else dict(volume))
 
 
 class Upload(object):
@@ -201,7 +181,7 @@ class Upload(object):
                 cluster = stack.enter_context(ceph_connect(self.opts.ceph_conf, self.opts.ceph_user,
                                                            self.opts.keyring, self.opts.rados_connect_timeout))
             conn = cloud.result()
-            return self.execute(Glance(conn, sleep=self.sleep), CinderVolumes(conn), cluster, rbd_lib)
+            return self.execute(Glance(conn, sleep=self.sleep), CinderApi(conn), cluster, rbd_lib)
 
     def _connect_cloud(self) -> Any:
         """The OpenStack connection with its token (fetched here, while librados connects)."""
@@ -212,7 +192,8 @@ class Upload(object):
         return conn
 
     def execute(self, glance: Any, cinder: Any, cluster: Any, rbd_lib: Any) -> Dict[str, Any]:
-        """The run on connected services (tests pass fakes of the same interfaces)."""
+        """The run on connected services: ``cinder`` is a :class:`CinderApi` (tests pass fakes of the same
+        interfaces)."""
         self._validate()
         self.glance = glance
         self.cinder = cinder
@@ -252,7 +233,7 @@ class Upload(object):
         cinder: Optional[Dict[str, Any]] = None
         with self.timer.phase('discover_volume'):
             if o.volume:
-                cinder = self.cinder.find(o.volume)
+                cinder = self.cinder.require_volume(o.volume)
                 name = o.volume_name_template % cinder['id']
             else:
                 name = str(o.rbd_image)
