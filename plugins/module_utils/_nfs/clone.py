@@ -1,15 +1,17 @@
 # -*- coding: utf-8 -*-
 # Copyright: volsnap.openstack contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Create a new volume file from a snapshot of a Cinder RemoteFS (NFS) volume.
+"""volume_clone: a new volume file from a snapshot of a Cinder RemoteFS (NFS) volume.
 
 As Cinder's NFS driver does for "create volume from snapshot": the snapshot's point-in-time data
 is the *backing chain* of the file the ``.info`` file names for the snapshot; that chain is
 converted (flattened) with ``qemu-img convert`` into a new raw or qcow2 file.
 
-Planning (:func:`plan_clone`) reads only image headers and the destination's state and is what
-check mode returns; :func:`execute_clone` runs a plan. :func:`clone_volume` ties both together
-under the volume's lock.
+The clone is planned then executed on the shared step model (:mod:`.._base.steps`): :data:`CLONE`
+is its one table of actions, :func:`plan_clone` builds a :class:`ClonePlan` of steps from image
+headers and the destination's state only (what check mode returns), :func:`execute_clone` runs them
+through :func:`clone_handlers`, what the run learns (the descriptor, inode, verified size) going
+into its :class:`RunContext`. :func:`clone_volume` ties both together under the volume's lock.
 
 Crash safety: the data is written to a hidden temporary file beside the destination
 (``.<dest name>.volsnap-tmp``), synced, its origin is recorded in the sidecar
@@ -22,46 +24,56 @@ a complete destination with its sidecar.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import shlex
 import stat
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import (
+    FileAttributes,
+    fsync_dir,
+    is_temporary_name,
+    remove_if_exists,
+)
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.ids import is_file_id
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.steps import (
+    Actions,
+    Executor,
+    Handler,
+    RunContext,
+    Step,
+    describe_steps,
+)
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import (
     DEFAULT_MAX_DEPTH,
     ChainReport,
     inspect_chain,
-    qemu_format,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import FileAttributes, fsync_dir, is_temporary_name
-from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.image_format import inspect_image
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.lock import VolumeLock, lock_path_for
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg, Runner
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg, Runner, argv, convert_args
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import (
     TEMP_SUFFIX,
     VOLUME_PREFIX,
     ShareFileError,
     create_share_file,
     descriptor_path,
-    is_cinder_id,
+    journal_filename,
     lstat_regular,
     open_regular,
+    os_error_file,
+    os_error_text,
     overlay_temporary_filename,
     publish_descriptor,
-    remove_if_exists,
     remove_if_same,
     remove_stale_temporaries,
     share_file_attributes,
     split_volume_filename,
     write_atomic,
-)
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_exec import (
-    journal_path_for,
-    os_error_file,
-    os_error_text,
 )
 
 OUTPUT_FORMATS = ('raw', 'qcow2')
@@ -79,7 +91,7 @@ def sidecar_path_for(dest: str) -> str:
 
 
 def check_id(kind: str, value: str) -> None:
-    if not is_cinder_id(value):
+    if not is_file_id(value):
         raise VolsnapError('%s %r is not a Cinder id (a UUID such as 9c3f6a2e-1d4b-4c5e-8f7a-6b5c4d3e2f1a); file '
                            'names are built from it, so nothing else is accepted' % (kind, value))
 
@@ -103,21 +115,55 @@ def resolve_volume(volume_path: Optional[str], share: Optional[str], volume_id: 
     return path, share, volume_id
 
 
-@dataclass
+# ---------------------------------------------------------------------------------------------
+# The clone's actions, defined once: name -> how a step of it reads
+# ---------------------------------------------------------------------------------------------
+
+def _describe_keep(a: Mapping[str, Any]) -> str:
+    return ('%s already holds snapshot %s of volume %s as %s (recorded in %s): nothing to do'
+            % (a['dest'], a['snapshot_id'], a['volume_id'], a['format'], sidecar_path_for(a['dest'])))
+
+
+def _describe_convert(a: Mapping[str, Any]) -> str:
+    return ('convert the backing chain of snapshot %s (%s, %s, %d bytes) to %s: %s'
+            % (a['snapshot_id'], a['source'], a['source_format'], a['virtual_size'] or 0, a['format'],
+               ' '.join(shlex.quote(arg) for arg in a['command'])))
+
+
+def _describe_publish(a: Mapping[str, Any]) -> str:
+    return ('move %s to %s (never replacing an existing file) and fsync %s'
+            % (tmp_path_for(a['dest']), a['dest'], os.path.dirname(a['dest'])))
+
+
+CLONE = Actions('volume_clone', {
+    # dest is already this clone (its sidecar says so); a run removes a second link to it left at the temporary name
+    'keep': _describe_keep,
+    # the request holds the lock around planning and execution (clone_volume); the plan says so
+    'lock': lambda a: 'hold the volume lock nfs-%s for the whole operation' % a['volume_id'],
+    'remove_stale_tmp': lambda a: ('remove the stale temporary file %s left by an interrupted run'
+                                   % tmp_path_for(a['dest'])),
+    'create_tmp': lambda a: ('create %s with the mode and owner of %s before any data is written'
+                             % (tmp_path_for(a['dest']), a['like'])),
+    'convert': _describe_convert,
+    'fsync': lambda a: 'fsync %s' % tmp_path_for(a['dest']),
+    'record': lambda a: 'record the clone in %s' % sidecar_path_for(a['dest']),
+    'publish': _describe_publish,
+})
+
+
+@dataclass(frozen=True)
 class ClonePlan:
-    """What a clone does (or found already done when ``noop``)."""
+    """What a clone does (``steps`` of :data:`CLONE`), or found already done (one ``keep`` step)."""
 
     volume_id: str
     snapshot_id: str
     dest: str
     format: str
+    steps: Tuple[Step, ...]
     source: Optional[str] = None
     source_format: Optional[str] = None
     virtual_size: Optional[int] = None
     volume_path: Optional[str] = None
-    noop: bool = False
-    stale_tmp: bool = False
-    command: List[str] = field(default_factory=list)
 
     @property
     def tmp(self) -> str:
@@ -127,37 +173,24 @@ class ClonePlan:
     def sidecar(self) -> str:
         return sidecar_path_for(self.dest)
 
-    def record(self, inode: Optional[int] = None) -> Dict[str, Any]:
-        """The sidecar content."""
-        return {
-            'version': SIDECAR_VERSION,
-            'volume_id': self.volume_id,
-            'snapshot_id': self.snapshot_id,
-            'format': self.format,
-            'source': os.path.basename(self.source) if self.source else None,
-            'source_format': self.source_format,
-            'virtual_size': self.virtual_size,
-            'dest': os.path.basename(self.dest),
-            'inode': inode,
-        }
+    @property
+    def noop(self) -> bool:
+        return [step.action for step in self.steps] == ['keep']
+
+    @property
+    def stale_tmp(self) -> bool:
+        return any(step.action == 'remove_stale_tmp' for step in self.steps)
+
+    @property
+    def command(self) -> List[str]:
+        """The qemu-img argv of the ``convert`` step (the temporary file as output); empty without one."""
+        for step in self.steps:
+            if step.action == 'convert':
+                return list(step.args['command'])
+        return []
 
     def describe(self) -> List[str]:
-        if self.noop:
-            return ['%s already holds snapshot %s of volume %s as %s (recorded in %s): nothing to do'
-                    % (self.dest, self.snapshot_id, self.volume_id, self.format, self.sidecar)]
-        steps = ['hold the volume lock nfs-%s for the whole operation' % self.volume_id]
-        if self.stale_tmp:
-            steps.append('remove the stale temporary file %s left by an interrupted run' % self.tmp)
-        steps.append('create %s with the mode and owner of %s before any data is written'
-                     % (self.tmp, self.volume_path))
-        steps.append('convert the backing chain of snapshot %s (%s, %s, %d bytes) to %s: %s'
-                     % (self.snapshot_id, self.source, self.source_format, self.virtual_size or 0, self.format,
-                        ' '.join(shlex.quote(arg) for arg in self.command)))
-        steps.append('fsync %s' % self.tmp)
-        steps.append('record the clone in %s' % self.sidecar)
-        steps.append('move %s to %s (never replacing an existing file) and fsync %s'
-                     % (self.tmp, self.dest, os.path.dirname(self.dest)))
-        return steps
+        return describe_steps(self.steps)
 
     def result(self) -> Dict[str, Any]:
         return {
@@ -168,7 +201,7 @@ class ClonePlan:
             'volume_id': self.volume_id,
             'source': self.source,
             'virtual_size': self.virtual_size,
-            'command': list(self.command),
+            'command': self.command,
             'plan': self.describe(),
         }
 
@@ -241,7 +274,7 @@ def plan_clone(report: ChainReport, snapshot_id: str, dest: str, fmt: str = 'raw
 
     directory = os.path.dirname(report.path)
     # While volume_snapshot's journal exists the chain may be half-merged.
-    journal = journal_path_for(directory, report.volume_name)
+    journal = os.path.join(directory, journal_filename(report.volume_name))
     if os.path.lexists(journal):
         raise VolsnapError('a snapshot operation on volume %s was interrupted (%s exists), so the chain may be half '
                            'merged; finish it with volsnap.openstack.volume_snapshot first' % (volume_id, journal))
@@ -280,71 +313,71 @@ def plan_clone(report: ChainReport, snapshot_id: str, dest: str, fmt: str = 'raw
     # The volume file gives the new file its owner and mode. After an online delete flattened the chain
     # (Nova's blockRebase onto nothing) volume-<id> is gone and the active file stands for it.
     reference = report.path if os.path.exists(report.path) else report.layers[0].image.path
-    plan = ClonePlan(volume_id=volume_id, snapshot_id=snapshot_id, dest=dest, format=fmt,
+    tmp = tmp_path_for(dest)
+    steps = [CLONE.step('lock', volume_id=volume_id)]
+    if os.path.lexists(tmp):
+        steps.append(CLONE.step('remove_stale_tmp', dest=dest))
+    steps += [
+        CLONE.step('create_tmp', dest=dest, like=reference),
+        CLONE.step('convert', dest=dest, snapshot_id=snapshot_id, source=source.path, source_format=source_format,
+                   virtual_size=source.virtual_size, format=fmt,
+                   command=tuple(argv(qemu_img, convert_args(source.path, source_format, fmt, tmp)))),
+        CLONE.step('fsync', dest=dest),
+        CLONE.step('record', dest=dest, like=reference, record={
+            'version': SIDECAR_VERSION,
+            'volume_id': volume_id,
+            'snapshot_id': snapshot_id,
+            'format': fmt,
+            'source': os.path.basename(source.path),
+            'source_format': source_format,
+            'virtual_size': source.virtual_size,
+            'dest': os.path.basename(dest),
+        }),
+        CLONE.step('publish', dest=dest),
+    ]
+    return ClonePlan(volume_id=volume_id, snapshot_id=snapshot_id, dest=dest, format=fmt, steps=tuple(steps),
                      source=source.path, source_format=source_format, virtual_size=source.virtual_size,
                      volume_path=reference)
-    plan.stale_tmp = os.path.lexists(plan.tmp)
-    # -U: a running instance may hold the chain open (its backing layers are read-only and we hold the lock).
-    # writeback caches (qemu-img flushes on close, then we fsync): cache=none needs O_DIRECT, which not every
-    # share supports. convert detects zeroes and leaves them unallocated (sparse output); no preallocation.
-    plan.command = [qemu_img, 'convert', '-U', '-f', qemu_format(source_format), '-O', fmt,
-                    '-T', 'writeback', '-t', 'writeback', source.path, plan.tmp]
-    return plan
 
 
 def noop_plan(dest: str, volume_id: str, snapshot_id: str, fmt: str, record: Dict[str, Any],
               volume_path: Optional[str] = None) -> ClonePlan:
+    """The plan when ``dest`` already holds this clone (``record`` is its sidecar)."""
     source = record.get('source')
     if source and volume_path:
         source = os.path.join(os.path.dirname(volume_path), source)
     size = record.get('virtual_size')
-    return ClonePlan(volume_id=volume_id, snapshot_id=snapshot_id, dest=dest, format=fmt, source=source,
-                     source_format=record.get('source_format'), virtual_size=size if isinstance(size, int) else None,
-                     volume_path=volume_path, noop=True)
+    keep = CLONE.step('keep', dest=dest, volume_id=volume_id, snapshot_id=snapshot_id, format=fmt)
+    return ClonePlan(volume_id=volume_id, snapshot_id=snapshot_id, dest=dest, format=fmt, steps=(keep,),
+                     source=source, source_format=record.get('source_format'),
+                     virtual_size=size if isinstance(size, int) else None, volume_path=volume_path)
 
 
-def _verify_output(plan: ClonePlan, fd: int) -> None:
-    """The output (the file open as ``fd``, still named ``plan.tmp``) must be a plain file of the wanted format and
-    size."""
-    st = os.fstat(fd)
-    try:
-        named = lstat_regular(plan.tmp)
-    except OSError:
-        named = None
-    if named is None or (named.st_dev, named.st_ino) != (st.st_dev, st.st_ino):
-        raise VolsnapError('%s was replaced while qemu-img wrote the clone; nothing was published' % plan.tmp)
-    # qemu rounds a size that is not a multiple of 512 up to the next sector
-    sizes = (plan.virtual_size, ((plan.virtual_size or 0) + 511) // 512 * 512)
-    if plan.format == 'raw':
-        if st.st_size not in sizes:
-            raise VolsnapError('qemu-img wrote %d bytes to %s, expected %s' % (st.st_size, plan.tmp, plan.virtual_size))
-        return
-    image = inspect_image(plan.tmp)
-    if image.format != 'qcow2' or image.backing_file or image.data_file or image.virtual_size not in sizes:
-        raise VolsnapError('qemu-img wrote an unexpected image to %s (format %s, backing file %s, %s bytes)'
-                           % (plan.tmp, image.format, image.backing_file, image.virtual_size))
+# ---------------------------------------------------------------------------------------------
+# Running a plan: one handler per action of CLONE
+# ---------------------------------------------------------------------------------------------
+
+def _keep(step: Step, context: RunContext) -> None:
+    """dest is this clone already; a regular file still at the temporary name is a second link to it, left by a run
+    that died after publishing dest: removed."""
+    tmp = tmp_path_for(step.args['dest'])
+    if os.path.isfile(tmp) and not os.path.islink(tmp):
+        remove_if_exists(tmp)
 
 
-def _publish(fd: int, tmp: str, dest: str) -> None:
-    """Give the file open as ``fd`` (named ``tmp``) the name ``dest`` without ever replacing an existing ``dest``
-    (a symlink planted there included): a hard link made from the descriptor, then ``tmp`` is unlinked."""
-    try:
-        publish_descriptor(fd, dest)
-    except OSError as exc:
-        if exc.errno == errno.EEXIST:
-            raise VolsnapError('dest %s appeared while the clone was being made; it was left alone' % dest)
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS, errno.ENOENT):
-            raise
-        # No hard links on this file system (or no /proc): rename, after checking once more that tmp is still the
-        # file written and that nothing is at dest.
-        st, mine = os.lstat(tmp), os.fstat(fd)
-        if (st.st_dev, st.st_ino) != (mine.st_dev, mine.st_ino):
-            raise VolsnapError('%s was replaced while the clone was being made; nothing was published' % tmp)
-        if os.path.lexists(dest):
-            raise VolsnapError('dest %s appeared while the clone was being made; it was left alone' % dest)
-        os.rename(tmp, dest)
-        return
-    remove_if_same(tmp, fd)
+def _lock(step: Step, context: RunContext) -> None:
+    """Nothing to do here: :func:`clone_volume` takes the volume lock before it plans and releases it after the
+    run; the step states it in the plan."""
+
+
+def _clear_tmp(tmp: str) -> None:
+    if os.path.isdir(tmp) and not os.path.islink(tmp):
+        raise VolsnapError('%s is a directory; remove it so the clone can use that name' % tmp)
+    remove_if_exists(tmp)  # a stale temp file of an interrupted run (or a link planted there: never followed)
+
+
+def _remove_stale_tmp(step: Step, context: RunContext) -> None:
+    _clear_tmp(tmp_path_for(step.args['dest']))
 
 
 def stale_sidecar_temporaries(dest: str) -> List[str]:
@@ -365,50 +398,145 @@ def stale_sidecar_temporaries(dest: str) -> List[str]:
     return found
 
 
-def execute_clone(plan: ClonePlan, qemu: QemuImg) -> ClonePlan:
-    """Run ``plan`` (its command starts with the qemu-img binary, which ``qemu`` runs)."""
-    if plan.noop:
-        return plan
-    if os.path.isdir(plan.tmp) and not os.path.islink(plan.tmp):
-        raise VolsnapError('%s is a directory; remove it so the clone can use that name' % plan.tmp)
-    remove_if_exists(plan.tmp)  # a stale temp file of an interrupted run (or a link planted there: never followed)
-    for path in stale_sidecar_temporaries(plan.dest):
+def _create_tmp(step: Step, context: RunContext) -> None:
+    """The output file is created by the module (O_CREAT | O_EXCL | O_NOFOLLOW) with the final mode and owner (those
+    of the volume file) before qemu-img writes a byte of the snapshot's data, which it writes through this process's
+    descriptor of that very file: no other user may read it at any moment, and no link planted under the temporary
+    name is ever followed. The descriptor goes into the run context."""
+    dest, like = step.args['dest'], step.args['like']
+    tmp = tmp_path_for(dest)
+    _clear_tmp(tmp)  # also when it appeared since the plan was made
+    for path in stale_sidecar_temporaries(dest):
         remove_if_exists(path)
-    # The output file is created by the module (O_CREAT | O_EXCL | O_NOFOLLOW) with the final mode and owner (those
-    # of the volume file) before qemu-img writes a byte of the snapshot's data, which it writes through this
-    # process's descriptor of that very file: no other user may read it at any moment, and no link planted under
-    # the temporary name is ever followed.
     try:
-        attributes = share_file_attributes(plan.volume_path) if plan.volume_path else FileAttributes(0o600)
+        attributes = share_file_attributes(like) if like else FileAttributes(0o600)
     except ShareFileError as exc:
-        raise VolsnapError('the volume file %s %s; nothing was changed' % (plan.volume_path, exc.strerror))
-    fd = create_share_file(plan.tmp, attributes)
-    published = sidecar_written = False
+        raise VolsnapError('the volume file %s %s; nothing was changed' % (like, exc.strerror))
+    context.set('tmp', tmp)
+    context.set('fd', create_share_file(tmp, attributes))
+
+
+def _fd(context: RunContext) -> int:
+    fd = context.get('fd')
+    if not isinstance(fd, int):
+        raise VolsnapError('internal error: a clone step before its temporary file was created')
+    return fd
+
+
+def _convert(qemu: QemuImg, step: Step, context: RunContext) -> None:
+    """qemu-img writes the snapshot's data through the descriptor of the temporary file; the output is verified."""
+    a, fd = step.args, _fd(context)
+    qemu.run(convert_args(a['source'], a['source_format'], a['format'], descriptor_path(fd)))
+    context.set('virtual_size', _verify_output(tmp_path_for(a['dest']), fd, a['format'], a['virtual_size']))
+
+
+def _verify_output(tmp: str, fd: int, fmt: str, virtual_size: Optional[int]) -> int:
+    """The output (the file open as ``fd``, still named ``tmp``) must be a plain file of format ``fmt`` and
+    ``virtual_size``; returns the size found."""
+    st = os.fstat(fd)
     try:
-        qemu.run(plan.command[1:-1] + [descriptor_path(fd)])
-        _verify_output(plan, fd)
-        os.fsync(fd)
-        inode = os.fstat(fd).st_ino
-        write_atomic(plan.sidecar, json.dumps(plan.record(inode), indent=1, sort_keys=True),
-                     like=plan.volume_path)
-        sidecar_written = True
-        _publish(fd, plan.tmp, plan.dest)
-        published = True
-        fsync_dir(os.path.dirname(plan.dest))
-    finally:
-        if not published:
-            # A sidecar without its file means nothing, but do not leave one beside a file we did not make.
+        named: Optional[os.stat_result] = lstat_regular(tmp)
+    except OSError:
+        named = None
+    if named is None or (named.st_dev, named.st_ino) != (st.st_dev, st.st_ino):
+        raise VolsnapError('%s was replaced while qemu-img wrote the clone; nothing was published' % tmp)
+    # qemu rounds a size that is not a multiple of 512 up to the next sector
+    sizes = (virtual_size, ((virtual_size or 0) + 511) // 512 * 512)
+    if fmt == 'raw':
+        if st.st_size not in sizes:
+            raise VolsnapError('qemu-img wrote %d bytes to %s, expected %s' % (st.st_size, tmp, virtual_size))
+        return st.st_size
+    image = inspect_image(tmp)
+    if image.format != 'qcow2' or image.backing_file or image.data_file or image.virtual_size not in sizes:
+        raise VolsnapError('qemu-img wrote an unexpected image to %s (format %s, backing file %s, %s bytes)'
+                           % (tmp, image.format, image.backing_file, image.virtual_size))
+    return int(image.virtual_size or 0)
+
+
+def _fsync(step: Step, context: RunContext) -> None:
+    fd = _fd(context)
+    os.fsync(fd)
+    context.set('inode', os.fstat(fd).st_ino)
+
+
+def _record(step: Step, context: RunContext) -> None:
+    """The sidecar: the plan's record and the inode of the file written."""
+    record = dict(step.args['record'], inode=context.get('inode'))
+    sidecar = sidecar_path_for(step.args['dest'])
+    write_atomic(sidecar, json.dumps(record, indent=1, sort_keys=True), like=step.args['like'])
+    context.set('sidecar', sidecar)
+
+
+def _publish(step: Step, context: RunContext) -> None:
+    """Give the file open as the context's descriptor (named tmp) the name dest without ever replacing an existing
+    dest (a symlink planted there included): a hard link made from the descriptor, then tmp is unlinked."""
+    fd, dest = _fd(context), step.args['dest']
+    tmp = tmp_path_for(dest)
+    try:
+        publish_descriptor(fd, dest)
+    except OSError as exc:
+        if exc.errno == errno.EEXIST:
+            raise VolsnapError('dest %s appeared while the clone was being made; it was left alone' % dest)
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS, errno.ENOENT):
+            raise
+        # No hard links on this file system (or no /proc): rename, after checking once more that tmp is still the
+        # file written and that nothing is at dest.
+        st, mine = os.lstat(tmp), os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (mine.st_dev, mine.st_ino):
+            raise VolsnapError('%s was replaced while the clone was being made; nothing was published' % tmp)
+        if os.path.lexists(dest):
+            raise VolsnapError('dest %s appeared while the clone was being made; it was left alone' % dest)
+        os.rename(tmp, dest)
+    else:
+        remove_if_same(tmp, fd)
+    context.set('published', dest)
+    fsync_dir(os.path.dirname(dest))
+
+
+def clone_handlers(qemu: QemuImg) -> Dict[str, Handler]:
+    """The one handler table of :data:`CLONE` (``qemu`` runs the convert)."""
+    return {
+        'keep': _keep,
+        'lock': _lock,
+        'remove_stale_tmp': _remove_stale_tmp,
+        'create_tmp': _create_tmp,
+        'convert': functools.partial(_convert, qemu),
+        'fsync': _fsync,
+        'record': _record,
+        'publish': _publish,
+    }
+
+
+def _end_run(context: RunContext) -> None:
+    """Close the temporary file; unless dest was published, remove it and the record written beside it (a sidecar
+    without its file means nothing, but none is left beside a file this run did not make)."""
+    fd = context.get('fd')
+    if fd is None:
+        return
+    try:
+        if not context.get('published'):
             try:
-                remove_if_same(plan.tmp, fd)
+                remove_if_same(context.get('tmp'), fd)
             except OSError:
                 pass
-            if sidecar_written:
+            if context.get('sidecar'):
                 try:
-                    remove_if_exists(plan.sidecar)
+                    remove_if_exists(context.get('sidecar'))
                 except OSError:
                     pass
+    finally:
         os.close(fd)
-    return plan
+        context.set('fd', None)
+
+
+def execute_clone(plan: ClonePlan, qemu: QemuImg) -> RunContext:
+    """Run the steps of ``plan`` (the convert through ``qemu``); returns what the run learnt."""
+    context = RunContext()
+    try:
+        Executor(CLONE, clone_handlers(qemu)).run(plan.steps, context)
+    finally:
+        _end_run(context)
+    return context
 
 
 @dataclass
@@ -476,16 +604,14 @@ def _clone_volume(req: CloneRequest, runner: Runner, check_mode: bool) -> Dict[s
         record = check_dest(dest, volume_id, req.snapshot_id, req.format)
         if record is not None:
             plan = noop_plan(dest, volume_id, req.snapshot_id, req.format, record, path)
-            if not check_mode and os.path.isfile(plan.tmp) and not os.path.islink(plan.tmp):
-                remove_if_exists(plan.tmp)  # left by a run that died after publishing dest: a second link to it
         else:
             try:
                 report = inspect_chain(path, share=share, max_depth=req.max_depth, volume_format=req.volume_format)
             except (IOError, OSError) as exc:
                 raise VolsnapError('cannot read the volume file %s: %s' % (exc.filename or path, exc.strerror or exc))
             plan = plan_clone(report, req.snapshot_id, dest, req.format, req.qemu_img)
-            if not check_mode:
-                execute_clone(plan, QemuImg(runner, req.qemu_img))
+        if not check_mode:
+            execute_clone(plan, QemuImg(runner, req.qemu_img))
     finally:
         if locked:
             lock.release()

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: volsnap.openstack contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Unit tests of _clone: planning on chains built byte by byte, execution with a fake qemu-img."""
+"""Unit tests of _nfs.clone: planning on chains built byte by byte, execution with a fake qemu-img."""
 
 from __future__ import annotations
 
@@ -284,6 +284,16 @@ def test_check_mode_creates_nothing(share):
     result = C.clone_volume(request(share), fake, check_mode=True)
     assert result['changed'] and fake.calls == [] and result['command']
     assert sorted(os.listdir(str(share))) == before
+
+
+def test_check_mode_shows_the_plan_the_run_executes(share):
+    fake = FakeQemu()
+    would = C.clone_volume(request(share), fake, check_mode=True)
+    done = C.clone_volume(request(share), fake)
+    assert done == would and done['changed']
+    # the command shown is the one run, its output given as this process's descriptor of the temporary file
+    assert len(fake.calls) == 1 and fake.calls[0][:-1] == would['command'][:-1]
+    assert fake.calls[0][-1].startswith('/proc/%d/fd/' % os.getpid()) and would['command'][-1] == str(share / ('.%s.volsnap-tmp' % NEW))
 
 
 def test_refused_or_no_op_request_leaves_no_lock_file(share):
