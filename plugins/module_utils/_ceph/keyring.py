@@ -11,11 +11,14 @@
   comments, extra words, quotes, any spacing, any section, commented out), anything that looks like a key hidden in
   comments and caps, any line it does not understand hidden as a whole; :func:`scrub_keys` does the same for free
   text such as messages. A key never leaves this module in a result, a diff or a message.
-* :func:`inspect_file` reads what is on disk; :func:`plan_keyring` compares it with what is wanted
-  and says which of content, owner, group and mode differ.
-* :func:`apply_keyring` changes owner, group and mode of an existing file through the intersection of the old and
-  the new mode (:func:`._atomic.change_attributes_narrowing`): no one ever gains an access that neither grants.
-* :func:`write_keyring` replaces the file atomically (:mod:`._atomic`): a temporary file in the same directory created
+* :func:`inspect_file` reads what is on disk; :func:`plan_keyring` compares it with what is wanted,
+  says which of content, owner, group and mode differ, and plans the steps (:data:`KEYRING_ACTIONS`, the shared
+  step model: remove stale temporaries, then write, or set attributes, or remove; then Ansible's own attributes).
+  No step holds the key.
+* :func:`apply_keyring` runs the plan's steps through one handler table (outside check mode); it changes owner,
+  group and mode of an existing file through the intersection of the old and the new mode
+  (:func:`.._base.atomic.change_attributes_narrowing`): no one ever gains an access that neither grants.
+* :func:`write_keyring` replaces the file atomically (:mod:`.._base.atomic`): a temporary file in the same directory created
   0600, given its final owner, group and mode *before* the key is written into it, fsynced, renamed
   over the old file, directory fsynced. At no moment does the path hold the new key with a looser mode
   than asked, and a crash leaves either the old or the new file.
@@ -32,7 +35,7 @@ import pwd
 import re
 import stat
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import (
     FileAttributes,
@@ -42,6 +45,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic imp
 )
 from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.cephx import CAP_TYPES, caps_equal, entity_name, normalize_caps
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.steps import Actions, Executor, Handler, RunContext, Step
 
 HIDDEN = '<hidden>'
 HIDDEN_NEW = '<hidden, another key>'
@@ -394,6 +398,24 @@ def _describe(summary: Mapping[str, Any], text: str) -> str:
     return '\n'.join(lines) + '\n' + text
 
 
+def _attributes_text(args: Mapping[str, Any]) -> str:
+    return 'owner %s, group %s, mode %s' % (user_name(args['uid']) if args['uid'] is not None else '(kept)',
+                                          group_name(args['gid']) if args['gid'] is not None else '(kept)',
+                                          mode_text(args['mode']))
+
+
+# The actions of a keyring change, defined once. No step ever holds the key: the file's content stays on the plan
+# (never shown), and ``write`` takes it from there.
+KEYRING_ACTIONS = Actions('ceph_keyring', {
+    'remove_stale': lambda a: 'remove %s (a temporary file an interrupted write left)' % a['path'],
+    'remove': lambda a: 'remove %s' % a['path'],
+    'write': lambda a: ('write %s atomically, %s set before the key is written' % (a['path'], _attributes_text(a))),
+    'set_attributes': lambda a: ('set %s on %s through the intersection of the old and the new mode'
+                                 % (_attributes_text(a), a['path'])),
+    'file_attributes': lambda a: 'apply the remaining file attributes of %s (SELinux context, attributes)' % a['path'],
+})
+
+
 @dataclass
 class KeyringRequest:
     path: str
@@ -420,6 +442,7 @@ class KeyringPlan:
     mode: Optional[int] = None
     changes: List[str] = field(default_factory=list)
     stale: List[str] = field(default_factory=list)
+    steps: List[Step] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -445,14 +468,16 @@ class KeyringPlan:
         after = _describe(self.after_summary(), text)
         return {'before': before, 'after': after, 'before_header': self.path, 'after_header': self.path}
 
-    def result(self) -> Dict[str, Any]:
+    def result(self, found: Sequence[str] = ()) -> Dict[str, Any]:
+        """The module's result; ``found``: changes a run found beyond the plan's (see :class:`KeyringOutcome`)."""
         after = self.after_summary()
+        changes = list(self.changes) + list(found)
         result: Dict[str, Any] = {
-            'changed': self.changed,
+            'changed': bool(changes),
             'path': self.path,
             'entity': self.entity,
             'state': 'absent' if self.state == 'absent' else 'file',
-            'changes': list(self.changes),
+            'changes': changes,
         }
         for name in ('owner', 'group', 'mode'):
             if name in after:
@@ -460,14 +485,17 @@ class KeyringPlan:
         return result
 
 
-def plan_keyring(request: KeyringRequest, current: FileState, key_known: bool = True) -> KeyringPlan:
-    """Compare ``current`` with ``request``. ``key_known`` False (check mode, client not created yet) counts the
-    content as changed."""
+def plan_keyring(request: KeyringRequest, current: FileState, key_known: bool = True,
+                 stale: Sequence[str] = ()) -> KeyringPlan:
+    """Compare ``current`` with ``request`` and plan the steps. ``key_known`` False (check mode, client not created
+    yet) counts the content as changed; ``stale``: temporary files an interrupted write left (removed first)."""
     entity = entity_name(request.name)
     if request.state == 'absent':
         plan = KeyringPlan(path=request.path, entity=entity, state='absent', current=current)
         if current.exists:
             plan.changes.append('removed')
+            plan.steps.append(KEYRING_ACTIONS.step('remove', path=request.path))
+        _plan_stale(plan, stale)
         return plan
     mode = parse_mode(request.mode)
     uid = resolve_user(request.owner)
@@ -479,16 +507,33 @@ def plan_keyring(request: KeyringRequest, current: FileState, key_known: bool = 
                        uid=uid, gid=gid, mode=mode)
     if not current.exists:
         plan.changes.append('created')
-        return plan
-    if content is None or current.content is None or not same_keyring(current.content, content):
-        plan.changes.append('content')
-    if uid is not None and current.uid != uid:
-        plan.changes.append('owner')
-    if gid is not None and current.gid != gid:
-        plan.changes.append('group')
-    if current.mode != mode:
-        plan.changes.append('mode')
+    else:
+        if content is None or current.content is None or not same_keyring(current.content, content):
+            plan.changes.append('content')
+        if uid is not None and current.uid != uid:
+            plan.changes.append('owner')
+        if gid is not None and current.gid != gid:
+            plan.changes.append('group')
+        if current.mode != mode:
+            plan.changes.append('mode')
+    attributes: Dict[str, Any] = dict(path=request.path, uid=uid, gid=gid, mode=mode)
+    if 'created' in plan.changes or 'content' in plan.changes:
+        plan.steps.append(KEYRING_ACTIONS.step('write', **attributes))
+    elif set(plan.changes) & {'owner', 'group', 'mode'}:
+        plan.steps.append(KEYRING_ACTIONS.step('set_attributes', **attributes))
+    # Then Ansible's own helper (SELinux context or attributes where the platform has them); owner, group and
+    # mode are already right, so it reports only what remains different.
+    plan.steps.append(KEYRING_ACTIONS.step('file_attributes', **attributes))
+    _plan_stale(plan, stale)
     return plan
+
+
+def _plan_stale(plan: KeyringPlan, stale: Sequence[str]) -> None:
+    """Temporary files left by an interrupted write are removed before anything else."""
+    plan.stale = list(stale)
+    if plan.stale:
+        plan.changes.append('stale temporary files')
+        plan.steps[:0] = [KEYRING_ACTIONS.step('remove_stale', path=name) for name in plan.stale]
 
 
 def write_keyring(path: str, content: bytes, uid: Optional[int], gid: Optional[int], mode: int) -> None:
@@ -536,7 +581,72 @@ def stale_temporaries(path: str) -> List[str]:
 SetAttributes = Callable[[str, Optional[str], Optional[str], str], bool]
 
 
-def apply_keyring(request: KeyringRequest, check_mode: bool, set_attributes: SetAttributes) -> KeyringPlan:
+@dataclass
+class KeyringOutcome:
+    """A keyring plan and what its run found: the Ansible attribute helper may report a difference the plan could
+    not see (an SELinux context). The plan itself is never written to."""
+
+    plan: KeyringPlan
+    context: RunContext = field(default_factory=RunContext)
+
+    @property
+    def found(self) -> List[str]:
+        return ['attributes'] if self.context.get('attributes') and not self.plan.changes else []
+
+    @property
+    def changes(self) -> List[str]:
+        return list(self.plan.changes) + self.found
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+    def diff(self) -> Dict[str, Any]:
+        return self.plan.diff()
+
+    def result(self) -> Dict[str, Any]:
+        return self.plan.result(self.found)
+
+
+def _keyring_handlers(plan: KeyringPlan, set_attributes: SetAttributes) -> Dict[str, Handler]:
+    """One handler per action of :data:`KEYRING_ACTIONS`; ``write`` takes the content from ``plan``."""
+
+    def remove(step: Step, context: RunContext) -> None:
+        remove_keyring(step.args['path'])
+
+    def write(step: Step, context: RunContext) -> None:
+        path = step.args['path']
+        try:
+            write_keyring(path, plan.content or b'', step.args['uid'], step.args['gid'], step.args['mode'])
+        except OSError as exc:
+            raise VolsnapError('writing %s failed: %s; the file is unchanged (a new key is never left in a temporary '
+                               'file). Fix the cause and run again' % (path, exc.strerror or exc),
+                               path=path, errno=exc.errno)
+
+    def narrow(step: Step, context: RunContext) -> None:
+        # Owner or group and mode together: through the intersection of both modes, so that no one gains, even
+        # for a moment, an access that neither the old nor the new attributes grant (see narrowing_steps).
+        path, uid, gid = step.args['path'], step.args['uid'], step.args['gid']
+        wanted = FileAttributes(step.args['mode'], uid if uid is not None else -1, gid if gid is not None else -1)
+        try:
+            change_attributes_narrowing(path, wanted)
+        except OSError as exc:
+            raise VolsnapError('changing the owner, group or mode of %s failed: %s. The change may be part done, '
+                               'never granting more than the old or the new attributes; run again once the cause is '
+                               'fixed' % (path, exc.strerror or exc), path=path, errno=exc.errno)
+
+    def file_attributes(step: Step, context: RunContext) -> None:
+        uid, gid = step.args['uid'], step.args['gid']
+        owner = str(uid) if uid is not None else None
+        group = str(gid) if gid is not None else None
+        context.set('attributes', set_attributes(step.args['path'], owner, group, mode_text(step.args['mode']) or
+                                                 '0600'))
+
+    return {'remove_stale': remove, 'remove': remove, 'write': write, 'set_attributes': narrow,
+            'file_attributes': file_attributes}
+
+
+def apply_keyring(request: KeyringRequest, check_mode: bool, set_attributes: SetAttributes) -> KeyringOutcome:
     """Make the keyring file match ``request`` (or, in check mode, say what would change).
 
     In check mode a request without a key (the client does not exist yet) reports the file as changed.
@@ -545,41 +655,8 @@ def apply_keyring(request: KeyringRequest, check_mode: bool, set_attributes: Set
         raise VolsnapError('key is required with state=present (outside check mode): pass the key of %s, for example '
                            'from volsnap.openstack.ceph_auth_client with return_key and no_log' % request.name)
     current = inspect_file(request.path)
-    plan = plan_keyring(request, current, key_known=request.key is not None)
-    plan.stale = stale_temporaries(request.path)
-    if plan.stale:
-        plan.changes.append('stale temporary files')
+    plan = plan_keyring(request, current, key_known=request.key is not None, stale=stale_temporaries(request.path))
     if check_mode:
-        return plan
-    for name in plan.stale:
-        remove_keyring(name)
-    if plan.state == 'absent':
-        if current.exists:
-            remove_keyring(request.path)
-        return plan
-    mode = plan.mode if plan.mode is not None else 0o600
-    if 'created' in plan.changes or 'content' in plan.changes:
-        try:
-            write_keyring(request.path, plan.content or b'', plan.uid, plan.gid, mode)
-        except OSError as exc:
-            raise VolsnapError('writing %s failed: %s; the file is unchanged (a new key is never left in a temporary '
-                               'file). Fix the cause and run again' % (request.path, exc.strerror or exc),
-                               path=request.path, errno=exc.errno)
-    elif set(plan.changes) & {'owner', 'group', 'mode'}:
-        # Owner or group and mode together: through the intersection of both modes, so that no one gains, even
-        # for a moment, an access that neither the old nor the new attributes grant (see narrowing_steps).
-        wanted = FileAttributes(mode, plan.uid if plan.uid is not None else -1,
-                                plan.gid if plan.gid is not None else -1)
-        try:
-            change_attributes_narrowing(request.path, wanted)
-        except OSError as exc:
-            raise VolsnapError('changing the owner, group or mode of %s failed: %s. The change may be part done, '
-                               'never granting more than the old or the new attributes; run again once the cause is '
-                               'fixed' % (request.path, exc.strerror or exc), path=request.path, errno=exc.errno)
-    # Then Ansible's own helper (SELinux context or attributes where the platform has them); owner, group and
-    # mode are already right, so it reports only what remains different.
-    owner = str(plan.uid) if plan.uid is not None else None
-    group = str(plan.gid) if plan.gid is not None else None
-    if set_attributes(request.path, owner, group, mode_text(mode) or '0600') and not plan.changes:
-        plan.changes.append('attributes')
-    return plan
+        return KeyringOutcome(plan)
+    context = Executor(KEYRING_ACTIONS, _keyring_handlers(plan, set_attributes)).run(plan.steps)
+    return KeyringOutcome(plan, context)
