@@ -1,21 +1,25 @@
 # -*- coding: utf-8 -*-
 # Copyright: volsnap.openstack contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The OpenStack side of the shared module base.
+"""Connecting to OpenStack and talking to its APIs: what every OpenStack client of the collection shares.
 
 * :data:`CONNECTION_SPEC` / :func:`openstack_argument_spec`: the cloud options, named and behaving
   as openstack.cloud's (``cloud``, ``auth``, ``auth_type``, ``region_name``, ``interface``,
   ``validate_certs``, ``ca_cert``, ``client_cert``, ``client_key``, ``api_timeout``,
   ``sdk_log_path``, ``sdk_log_level``, plus ``wait``/``timeout`` for modules that wait).
-* :func:`openstack_dependency`: openstacksdk is imported lazily, only by modules (or options)
-  that need it; the result feeds ``VolsnapModule.dependencies()`` (``missing_required_lib``).
+* :func:`openstack_dependency` / :func:`sdk_error_types`: openstacksdk is imported lazily, only by modules (or
+  options) that need it; they feed ``VolsnapModule.dependencies()`` (``missing_required_lib``) and its error
+  mapping (the module base is ``module.py``'s ``OpenStackModule``).
 * :func:`connect`: an ``openstack.connection.Connection`` from the module parameters, with an
   optional block-storage default microversion.
 * :func:`api_error` / :func:`api_errors`: SDK and keystoneauth exceptions become a
   :class:`VolsnapError` carrying the API's own message, the HTTP status and the request id.
-* :func:`wait_for_status`: poll a resource until it reaches a wanted status.
-* :func:`negotiate_microversion`: the highest microversion both sides speak.
-* :class:`OpenStackModule`: the base of modules that need openstacksdk on every run.
+* :func:`wait_for_status`: the one way to poll a resource until it reaches a wanted status
+  (:class:`StatusError`, :class:`WaitTimeout`).
+* :func:`endpoint_microversions`, :func:`negotiate_microversion`, :func:`version_at_least`: the highest
+  microversion both sides speak; :func:`request_json`: one REST call with an explicit microversion.
+
+The service clients are built on these: ``cinder.py`` (Block Storage) and ``glance.py`` (Image).
 """
 
 from __future__ import annotations

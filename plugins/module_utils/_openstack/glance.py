@@ -24,12 +24,6 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.conne
 )
 
 JSON_PATCH = 'application/openstack-images-v2.1-json-patch'
-# Image fields Glance manages itself: never sent as properties.
-RESERVED = frozenset(('id', 'name', 'status', 'visibility', 'protected', 'checksum', 'os_hash_algo',
-                      'os_hash_value', 'size', 'virtual_size', 'created_at', 'updated_at', 'owner', 'locations',
-                      'direct_url', 'self', 'file', 'schema', 'disk_format', 'container_format', 'min_disk',
-                      'min_ram', 'tags', 'os_hidden', 'stores'))
-
 # Polling an image whose location Glance registers in a background task: the first look comes at once, then
 # after FIRST_POLL seconds, the wait doubling up to the caller's interval (a fixed interval costs up to its length).
 FIRST_POLL = 0.05
@@ -109,11 +103,6 @@ class SizedStream(object):
             yield chunk
         if self.sent != self._length:
             raise VolsnapError('the upload stream produced %d bytes instead of %d' % (self.sent, self._length))
-
-
-def image_properties(image: Mapping[str, Any]) -> Dict[str, Any]:
-    """The extra (user) properties of an image record."""
-    return {k: v for k, v in image.items() if k not in RESERVED}
 
 
 @dataclass

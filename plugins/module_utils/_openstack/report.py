@@ -31,10 +31,11 @@ Check mode only reads, and fails where a real run would.
 from __future__ import annotations
 
 import os
-import re
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.ids import is_uuid
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import VOLUME_PREFIX
 from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.cinder import cinder_api
 
 COMPUTE_DONE_PROGRESS = '90%'
@@ -58,7 +59,6 @@ NOTHING = 'nothing'
 CANNOT = 'cannot'
 
 UPDATE_POLICY = 'snapshot_extension:snapshot_actions:update_snapshot_status'
-_VOLUME_FILE = re.compile(r'^volume-([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$')
 
 
 def wanted_update(operation: str, succeeded: bool) -> Dict[str, str]:
@@ -113,11 +113,14 @@ def decide(operation: str, succeeded: bool, current: Optional[Mapping[str, Any]]
 
 
 def volume_id_of(params: Mapping[str, Any]) -> Optional[str]:
-    """The Cinder volume id of the module's volume (``volume_id``, or the ``volume-<id>`` file name)."""
+    """The Cinder volume id of the module's volume (``volume_id``, or the id in the file name: the share's volume
+    prefix, then an API id in either case)."""
     if params.get('volume_id'):
         return str(params['volume_id']).lower()
-    match = _VOLUME_FILE.match(os.path.basename(str(params.get('volume_path') or '')))
-    return match.group(1).lower() if match else None
+    name = os.path.basename(str(params.get('volume_path') or ''))
+    if not name.startswith(VOLUME_PREFIX) or not is_uuid(name[len(VOLUME_PREFIX):]):
+        return None
+    return name[len(VOLUME_PREFIX):].lower()
 
 
 class CinderReporter(object):

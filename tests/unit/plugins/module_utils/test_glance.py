@@ -16,7 +16,6 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.glanc
     JSON_PATCH,
     Glance,
     SizedStream,
-    image_properties,
     location_api_order,
     parse_stores,
 )
@@ -217,11 +216,6 @@ def test_wait_image():
     assert g.wait_image(IMG, ('active',), ('killed',), 10)['status'] == 'active'
     g = glance(('GET', '/images/%s' % IMG, response(404, 'gone')))
     assert g.wait_image(IMG, (None, 'deleted'), (), 10) is None
-
-
-def test_image_properties():
-    assert image_properties({'id': 1, 'name': 'x', 'status': 'active', 'os_distro': 'debian',
-                             'volsnap_source': 'k'}) == {'os_distro': 'debian', 'volsnap_source': 'k'}
 
 
 def test_wait_location_reports_a_failed_task():
