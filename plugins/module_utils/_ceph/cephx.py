@@ -56,11 +56,6 @@ def entity_name(name: str) -> str:
     return 'client.' + ident
 
 
-def client_id_of(entity: str) -> str:
-    """The id part of ``client.<id>``."""
-    return entity[len('client.'):] if entity.startswith('client.') else entity
-
-
 def split_grants(cap: str) -> List[str]:
     """The grants of one cap string, each with its white space collapsed (quoted text is kept as is).
 
