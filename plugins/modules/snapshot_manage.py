@@ -114,6 +114,15 @@ notes:
     the volume."
 seealso:
   - module: volsnap.openstack.manageable_snapshot_info
+  - module: openstack.cloud.volume_snapshot
+    description: >-
+      Creates a new snapshot (or deletes one, with its data) through Cinder. Use this module instead to bring a
+      snapshot that already exists on the backend under Cinder's management, or to make Cinder forget one while
+      its data stays on the backend.
+  - module: openstack.cloud.volume_snapshot_info
+    description: >-
+      Lists the snapshots Cinder already manages; M(volsnap.openstack.manageable_snapshot_info) lists what the
+      backend holds that Cinder could manage.
 '''
 
 EXAMPLES = r'''
