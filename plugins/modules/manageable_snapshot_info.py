@@ -65,6 +65,14 @@ notes:
   - Listing manageable snapshots is an admin-only API in Cinder's default policy.
 seealso:
   - module: volsnap.openstack.snapshot_manage
+  - module: openstack.cloud.volume_snapshot_info
+    description: >-
+      Lists the snapshots Cinder already manages (its records). Use this module to list what a backend holds,
+      managed or not, and whether Cinder could take it over.
+  - module: openstack.cloud.volume_snapshot
+    description: >-
+      Creates or deletes snapshots through Cinder; M(volsnap.openstack.snapshot_manage) manages or unmanages
+      snapshots that already exist on the backend.
 '''
 
 EXAMPLES = r'''
