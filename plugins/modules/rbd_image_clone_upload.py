@@ -184,6 +184,15 @@ seealso:
   - name: Spec 003, optimize upload volume to image for RBD
     description: The Cinder specification this module implements outside Cinder.
     link: https://specs.openstack.org/openstack/cinder-specs/specs/2023.2/optimize-upload-volume-to-rbd-store.html
+  - module: openstack.cloud.image
+    description: >-
+      Creates and deletes Glance images, uploading their data from a file where the module runs. Use it for
+      images from files; use this module to make an image from a Cinder volume (or RBD image) on Ceph, as a
+      copy-on-write clone in Glance's pool or by a sparse copy, without a file in between.
+  - module: openstack.cloud.volume
+    description: >-
+      Creates and deletes Cinder volumes, also from an image (the other direction). Use it to make the volumes
+      this module uploads, or volumes from the images it made.
 '''
 
 EXAMPLES = r'''
