@@ -91,6 +91,12 @@ requirements:
   - qemu-img (Debian package qemu-utils) on the host that holds the share.
 seealso:
   - module: volsnap.openstack.qcow2_chain_info
+  - module: openstack.cloud.volume
+    description: >-
+      Creates a volume through Cinder, also from a snapshot (its C(snapshot_id) option).
+      Use it for volumes Cinder should know; use this module for the file-level copy of a snapshot's data into
+      a new volume file on the NFS share, with no Cinder API in the loop.
+  - module: volsnap.openstack.volume_snapshot
 '''
 
 EXAMPLES = r'''
