@@ -15,7 +15,7 @@ kept, and offers check-mode and diff helpers so every module reports the same wa
 from __future__ import annotations
 
 import errno
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, Type
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
@@ -41,7 +41,7 @@ class VolsnapModule(object):
 
     @property
     def check_mode(self) -> bool:
-        return self.module.check_mode
+        return bool(self.module.check_mode)
 
     def dependencies(self) -> Tuple[Dependency, ...]:
         """The libraries this run needs (may depend on the options)."""
@@ -59,7 +59,7 @@ class VolsnapModule(object):
     def run_module(self) -> Dict[str, Any]:
         raise NotImplementedError
 
-    def error_types(self) -> Tuple[type, ...]:
+    def error_types(self) -> Tuple[Type[BaseException], ...]:
         """Library exception types this module maps to ``fail_json`` (their message is kept)."""
         return ()
 

@@ -30,7 +30,7 @@ import importlib.metadata as importlib_metadata
 import re
 import time
 import traceback
-from typing import Any, Callable, Collection, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Collection, Dict, Iterator, List, Mapping, Optional, Tuple, Type
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 
@@ -130,7 +130,7 @@ def openstack_dependency() -> Tuple[str, Optional[str], Optional[str]]:
     return _SDK.get('name', SDK_NAME), error, SDK_URL
 
 
-def sdk_error_types() -> Tuple[type, ...]:
+def sdk_error_types() -> Tuple[Type[BaseException], ...]:
     """openstacksdk's and keystoneauth's base exception types, for ``VolsnapModule.error_types()``.
 
     A safety net only: the API calls are wrapped in :func:`api_errors`, which keeps more detail.
@@ -138,7 +138,7 @@ def sdk_error_types() -> Tuple[type, ...]:
     module = _import_sdk()[0]
     if module is None:
         return ()
-    types: List[type] = [module.exceptions.SDKException]
+    types: List[Type[BaseException]] = [module.exceptions.SDKException]
     try:
         from keystoneauth1 import exceptions as ks_exceptions  # pylint: disable=import-outside-toplevel
     except ImportError:

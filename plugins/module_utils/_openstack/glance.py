@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, cast
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.connection import (
@@ -233,7 +233,7 @@ class Glance(object):
         for key, value in properties.items():
             body[key] = value if isinstance(value, str) else str(value)
         response = self._request('POST', '/images', 'creating Glance image %s' % name, json=body)
-        return self._json(response)
+        return cast(Dict[str, Any], self._json(response))
 
     def set_properties(self, image: Mapping[str, Any], properties: Mapping[str, Any]) -> bool:
         """Add or replace properties; False when they already have these values."""
@@ -259,8 +259,9 @@ class Glance(object):
 
     def wait_image(self, image_id: str, ok: Tuple[str, ...], fail: Tuple[Optional[str], ...], timeout: float,
                    interval: float = 0.5) -> Dict[str, Any]:
-        return wait_for_status(lambda: self.get_image(image_id), ok, fail, timeout, interval=interval,
-                               what='Glance image %s' % image_id, sleep=self.sleep)
+        return cast(Dict[str, Any], wait_for_status(lambda: self.get_image(image_id), ok, fail, timeout,
+                                                    interval=interval, what='Glance image %s' % image_id,
+                                                    sleep=self.sleep))
 
     def image_tasks(self, image_id: str) -> List[Dict[str, Any]]:
         """The tasks Glance ran on the image (``GET /v2/images/{id}/tasks``, API 2.12+); [] when unavailable."""

@@ -29,7 +29,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, cast
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.ids import UUID
@@ -220,12 +220,12 @@ class SnapshotManage(object):
         return {str(k): '' if v is None else str(v) for k, v in self.req.metadata.items()}
 
     def _wait(self, snapshot_id: str, ok: Any, fail: Any, what: str) -> Optional[Dict[str, Any]]:
-        return wait_for_status(lambda: self.api.get_snapshot(snapshot_id), ok=ok, fail=fail,
-                               timeout=self.req.timeout, interval=self.interval, what=what,
-                               sleep=self.sleep, clock=self.clock)
+        return cast(Optional[Dict[str, Any]],
+                    wait_for_status(lambda: self.api.get_snapshot(snapshot_id), ok=ok, fail=fail, timeout=self.req.timeout,
+                                    interval=self.interval, what=what, sleep=self.sleep, clock=self.clock))
 
     def _volume(self, required: bool) -> Optional[Dict[str, Any]]:
-        volume = self.api.find_volume(self.req.volume)
+        volume: Optional[Dict[str, Any]] = self.api.find_volume(self.req.volume)
         if volume is None and required:
             raise VolsnapError('the parent volume %s was not found in Cinder (looked up as name and id with these '
                                'credentials): a backend snapshot can only be managed onto an existing Cinder volume; '

@@ -9,7 +9,7 @@ where ansible is not installed (the benchmarks, the lab's interpreter running mo
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Tuple, Type
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.module import Dependency, VolsnapModule
 from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.connection import openstack_dependency, sdk_error_types
@@ -27,7 +27,7 @@ class OpenStackModule(VolsnapModule):
     def dependencies(self) -> Tuple[Dependency, ...]:
         return (openstack_dependency(),)
 
-    def error_types(self) -> Tuple[type, ...]:
+    def error_types(self) -> Tuple[Type[BaseException], ...]:
         return sdk_error_types()
 
     def run(self) -> Dict[str, Any]:

@@ -31,7 +31,7 @@ import os
 import re
 import stat
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import attributes_like, write_atomic
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
@@ -412,10 +412,10 @@ def mask_urls(text: str, marker: str = HIDDEN, url_option: bool = False) -> str:
     if at >= 0:
         tail = marker + tail[at:]
 
-    def query(match: Any) -> str:
+    def query(match: 're.Match[str]') -> str:
         if is_secret_option(match.group('name')) and match.group('value'):
-            return match.group('lead') + marker
-        return match.group(0)
+            return str(match.group('lead')) + marker
+        return str(match.group(0))
     return head + _QUERY_PARAM.sub(query, tail)
 
 
@@ -814,7 +814,7 @@ def _octal_mode(mode: Any) -> Optional[int]:
     return None
 
 
-def _resolve(name: Any, lookup: Any) -> Optional[int]:
+def _resolve(name: Any, lookup: Callable[[str], int]) -> Optional[int]:
     if name is None:
         return None
     text = str(name).strip()
