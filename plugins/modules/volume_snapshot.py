@@ -172,6 +172,14 @@ notes:
     result carries the spec's RV(compute_status) and RV(file_format).
 seealso:
   - module: volsnap.openstack.qcow2_chain_info
+  - module: openstack.cloud.volume_snapshot
+    description: >-
+      API-level Cinder snapshots (Cinder records the snapshot and does the work, on any backend). Use it for
+      ordinary snapshots; use this module for the file-level work on an NFS share (what Cinder's RemoteFS driver
+      and Nova's libvirt driver do), for example the compute side of an assisted snapshot with O(report_to_cinder),
+      or to finish interrupted operations.
+  - ref: ansible_collections.volsnap.openstack.docsite.which_volume_snapshot
+    description: "User guide: volsnap.openstack.volume_snapshot or openstack.cloud.volume_snapshot?"
 '''
 
 EXAMPLES = r'''
@@ -387,8 +395,8 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.conne
     openstack_dependency,
 )
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_plan import volume_file
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.volume import ShareVolume
 
 
 class VolumeSnapshotModule(VolsnapModule):
@@ -435,15 +443,16 @@ class VolumeSnapshotModule(VolsnapModule):
         if p['state'] in ('resumed', 'abandoned', 'cleanup') and p['report_to_cinder']:
             raise VolsnapError('report_to_cinder needs the snapshot it reports on: finish the interrupted operation '
                                'with state=resumed first, or run state=present/absent with its snapshot_id')
-        path = p['volume_path'] or volume_file(p['share'], p['volume_id'])
+        path = p['volume_path'] or ShareVolume.in_share(p['share'], p['volume_id']).path
         request = Request(volume_path=path, snapshot_id=p['snapshot_id'], state=p['state'], mode=p['mode'],
                           domain=p['domain'], disk=p['disk'], quiesce=p['quiesce'], share=p['share'],
                           max_depth=p['max_depth'], lock_timeout=p['lock_timeout'], timeout=p['timeout'],
                           volume_format=p['volume_format'])
         qemu = QemuImg(self.module.run_command, self.module.get_bin_path('qemu-img', required=True))
-        reporter = cinder_reporter(p, self.check_mode) if p['report_to_cinder'] else None
-        return run_with_report(VolumeSnapshot(request, qemu, self.libvirt, self.check_mode).run, reporter,
-                               request.operation)
+        snapshot = VolumeSnapshot(request, qemu, self.libvirt, self.check_mode)
+        if not p['report_to_cinder']:
+            return snapshot.run()
+        return run_with_report(snapshot.run, cinder_reporter(p, self.check_mode), request.operation)
 
 
 def main():

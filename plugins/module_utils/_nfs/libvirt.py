@@ -115,10 +115,10 @@ class Libvirt:
 
     def __init__(self, uri: str = DEFAULT_URI) -> None:
         self.uri = uri
-        self._conn = None
+        self._conn: Any = None
 
     @property
-    def conn(self):
+    def conn(self) -> Any:
         if self._conn is None:
             libvirt.registerErrorHandler(lambda *args: None, None)
             try:
@@ -127,7 +127,7 @@ class Libvirt:
                 raise VolsnapError('cannot connect to libvirt at %s: %s' % (self.uri, exc.get_error_message()))
         return self._conn
 
-    def domain(self, name: str):
+    def domain(self, name: str) -> Any:
         """Look a domain up by name or UUID."""
         lookups = [self.conn.lookupByName]
         if len(name) == 36:
@@ -139,7 +139,7 @@ class Libvirt:
                 continue
         raise VolsnapError('libvirt at %s has no domain named %r' % (self.uri, name))
 
-    def find_domain(self, name: str):
+    def find_domain(self, name: str) -> Any:
         """The domain named ``name`` (or with that UUID), or None when libvirt has no such domain.
 
         Other errors (libvirtd unreachable...) raise: only libvirt itself can say a domain is gone.
@@ -159,7 +159,7 @@ class Libvirt:
 
     def is_running(self, dom: Any) -> bool:
         try:
-            return dom.isActive() == 1
+            return bool(dom.isActive() == 1)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return False
@@ -167,10 +167,13 @@ class Libvirt:
                                % (self.uri, dom.name(), exc.get_error_message()))
 
     def xml(self, name: str) -> str:
-        return self.domain(name).XMLDesc(0)
+        return str(self.domain(name).XMLDesc(0))
 
-    def running_domains_using(self, paths: List[str]) -> List[Tuple[str, str]]:
-        """(domain name, disk target) of every running domain whose disk chain holds one of ``paths``."""
+    def running_disks_using(self, paths: List[str]) -> List[Tuple[str, DiskInfo]]:
+        """(domain name, disk) of every running domain disk whose chain holds one of ``paths``.
+
+        Each running domain's XML is read once; the disk found carries the chain it declares.
+        """
         wanted = set(os.path.realpath(p) for p in paths)
         found = []
         for dom in self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
@@ -183,7 +186,7 @@ class Libvirt:
                                    % (self.uri, exc.get_error_message()))
             for disk in parse_disks(xml):
                 if any(os.path.realpath(p) in wanted for p, _fmt in disk.chain):
-                    found.append((name, disk.target))
+                    found.append((name, disk))
         return found
 
     def _disk(self, dom: Any, disk: str) -> DiskInfo:

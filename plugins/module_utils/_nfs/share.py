@@ -20,7 +20,7 @@ import os
 import re
 import stat
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import (
     FileAttributes,
@@ -30,7 +30,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic imp
     remove_if_exists,
     write_atomic as _write_atomic,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._base.ids import FILE_ID, is_file_id as is_cinder_id
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.ids import FILE_ID, is_file_id
 
 VOLUME_PREFIX = 'volume-'
 INFO_SUFFIX = '.info'
@@ -89,7 +89,7 @@ def own_file_kind(filename: str, volume_name: str) -> Optional[str]:
     """``'volume'`` for ``volume-<id>``, ``'snapshot'`` for ``volume-<id>.<snapshot uuid>``, else None."""
     if filename == volume_name:
         return 'volume'
-    if filename.startswith(volume_name + '.') and is_cinder_id(filename[len(volume_name) + 1:]):
+    if filename.startswith(volume_name + '.') and is_file_id(filename[len(volume_name) + 1:]):
         return 'snapshot'
     return None
 
@@ -100,7 +100,7 @@ def is_snapshot_like(filename: str, volume_name: str) -> bool:
     if own_file_kind(filename, volume_name) == 'snapshot':
         return True
     prefix = volume_name + '.' + _TMP_SNAP
-    return filename.startswith(prefix) and is_cinder_id(filename[len(prefix):])
+    return filename.startswith(prefix) and is_file_id(filename[len(prefix):])
 
 
 def lock_filename(volume_id: str) -> str:
@@ -184,12 +184,34 @@ def volume_files(directory: str, volume_name: str, listing: Optional[List[str]] 
 
 def info_entry_problem(key: str, filename: str, volume_name: str) -> Optional[str]:
     """Why the ``.info`` entry ``key: filename`` of ``volume_name`` is not allowed, or None when it is."""
-    if key != ACTIVE_KEY and not is_cinder_id(key):
+    if key != ACTIVE_KEY and not is_file_id(key):
         return 'key %r is not a snapshot id (a UUID)' % key
     if own_file_kind(filename, volume_name) is None:
         return ('%s is not a file of %s (only %s and %s.<snapshot id> are)'
                 % (filename, volume_name, volume_name, volume_name))
     return None
+
+
+def os_error_file(exc: OSError, default: Optional[str] = None) -> Optional[str]:
+    """The file an ``OSError`` is about: its own file name, else ``default`` (an error on a descriptor has none).
+
+    A file published from its descriptor (``link`` of ``/proc/self/fd/<n>`` to a name in ``default``'s
+    directory) is named by that new name.
+    """
+    filename = exc.filename
+    if isinstance(filename, str) and filename.startswith('/proc/self/fd/') and isinstance(exc.filename2, str):
+        other = exc.filename2
+        if not os.path.isabs(other) and default:
+            other = os.path.join(os.path.dirname(default), other)
+        return other
+    return filename or default
+
+
+def os_error_text(exc: OSError, default: Optional[str] = None) -> str:
+    """``<file>: <strerror> (<ERRNO NAME>)`` for the messages, never Python's ``[Errno N]`` form."""
+    name = errno.errorcode.get(exc.errno or 0, '') if exc.errno else ''
+    text = exc.strerror or str(exc)
+    return '%s: %s%s' % (os_error_file(exc, default) or '?', text, ' (%s)' % name if name else '')
 
 
 def lstat_regular(path: str) -> os.stat_result:
@@ -232,7 +254,7 @@ def open_regular(path: str, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
     return fd
 
 
-def split_volume_filename(filename: str):
+def split_volume_filename(filename: str) -> Optional[Tuple[str, str, Optional[str]]]:
     """Return (volume name, volume id, suffix) for ``volume-<id>[.<suffix>]``, or None."""
     match = VOLUME_NAME_RE.match(filename)
     if not match:
@@ -290,6 +312,13 @@ class SnapshotInfo:
         return None
 
     @classmethod
+    def from_dict(cls, data: Mapping[str, str]) -> 'SnapshotInfo':
+        """The info of the mapping ``{"active": <file>, <snapshot id>: <file>, ...}`` (the one place it is built)."""
+        snapshots = dict(data)
+        active = snapshots.pop(ACTIVE_KEY)
+        return cls(active=active, snapshots=snapshots)
+
+    @classmethod
     def loads(cls, text: str) -> 'SnapshotInfo':
         try:
             data = json.loads(text)
@@ -309,7 +338,7 @@ class SnapshotInfo:
             snapshots[key] = value
         if '/' in active or active in ('.', '..'):
             raise InfoFileError('"active" is not a file name in the volume directory')
-        return cls(active=active, snapshots=snapshots)
+        return cls.from_dict(data)
 
 
 def load_info(path: str) -> Optional[SnapshotInfo]:

@@ -7,38 +7,25 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import VOLUME_FORMATS, ChainReport, inspect_chain
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import remove_if_exists
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import find_disk
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.lock import VolumeLock
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg, opened_for_write_by_qemu
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import (
-    SnapshotInfo,
-    info_path_for,
-    remove_if_exists,
-    remove_stale_temporaries,
-    split_volume_filename,
-    stale_temporaries,
-)
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import VOLUME_FORMATS, ChainReport, inspect_chain
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.cleanup import cleanup_volume
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_exec import (
-    FIX_AND_RERUN,
-    Executor,
-    Journal,
-    journal_path_for,
-    os_error_text,
-)
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import find_disk
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg, opened_for_write_by_qemu
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import SnapshotInfo, os_error_text
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_exec import FIX_AND_RERUN, Executor
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_plan import (
     OFFLINE,
     ONLINE,
     Plan,
-    check_journaled_plan,
     check_snapshot_id,
     plan_create,
     plan_delete,
 )
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.volume import Journal, ShareVolume, check_journaled_plan
 
 
 RESUMED = 'resumed'
@@ -73,8 +60,10 @@ class Request:
         return 'create' if self.state == 'present' else 'delete'
 
 
-def _pending_of(journal_path: str) -> Optional[Dict[str, Any]]:
+def _pending_of(journal_path: Optional[str]) -> Optional[Dict[str, Any]]:
     """What the journal at ``journal_path`` says is pending (None: nothing; a dict with an error when unreadable)."""
+    if journal_path is None:
+        return None  # not a volume file: nothing can be pending
     journal = Journal(journal_path)
     try:
         if not journal.load():
@@ -84,14 +73,14 @@ def _pending_of(journal_path: str) -> Optional[Dict[str, Any]]:
     return journal.pending()
 
 
-def _pending_after_error(cause: str, journal_path: str) -> str:
+def _pending_after_error(cause: str, journal_path: Optional[str]) -> str:
     pending = _pending_of(journal_path)
     if pending is None:
         return ('%s. Nothing is pending on this volume (it has no journal of an interrupted operation): fix the '
                 'cause and run again' % cause)
     if 'error' in pending:
         return '%s. An operation may be pending on this volume: %s' % (cause, pending['error'])
-    journal = Journal(journal_path)
+    journal = Journal(journal_path or '')
     journal.load()
     return '%s. %s. %s' % (cause, journal.pending_text()[0].upper() + journal.pending_text()[1:], FIX_AND_RERUN)
 
@@ -115,10 +104,7 @@ def _begin_failed(journal: Journal, exc: OSError) -> VolsnapError:
 
 
 def _info_text(info: Optional[Dict[str, str]]) -> str:
-    if info is None:
-        return ''
-    rest = dict(info)
-    return SnapshotInfo(rest.pop('active'), rest).dumps() + '\n'
+    return SnapshotInfo.from_dict(info).dumps() + '\n' if info is not None else ''
 
 
 def _planned_volume_format(plan: Plan) -> Optional[str]:
@@ -132,7 +118,11 @@ def _planned_volume_format(plan: Plan) -> Optional[str]:
 
 
 class VolumeSnapshot(object):
-    """``libvirt_factory()`` returns a :class:`_libvirt.Libvirt`, or None when the bindings are missing."""
+    """One volume_snapshot request on one volume (:class:`._nfs.volume.ShareVolume`).
+
+    ``libvirt_factory()`` returns a :class:`._nfs.libvirt.Libvirt`, or None when the bindings are missing. A request
+    reads the chain once before it acts (twice when a running domain's declared chain is compared) and once after.
+    """
 
     def __init__(self, request: Request, qemu: QemuImg, libvirt_factory: Callable[[], Any], check_mode: bool) -> None:
         self.req = request
@@ -140,6 +130,7 @@ class VolumeSnapshot(object):
         self.libvirt_factory = libvirt_factory
         self.check_mode = check_mode
         self._libvirt: Any = None
+        self.volume: Optional[ShareVolume] = None
 
     def libvirt(self, needed: bool) -> Any:
         if self._libvirt is None:
@@ -154,9 +145,7 @@ class VolumeSnapshot(object):
         except OSError as exc:
             # Executor and Journal map the errors of every step; this is the net for the rest (the lock file, a
             # temporary file, a read): a failed result that names the file and says what is pending, no traceback.
-            req = self.req
-            parts = split_volume_filename(os.path.basename(os.path.abspath(req.volume_path))) or ('?',)
-            journal_path = journal_path_for(os.path.dirname(os.path.abspath(req.volume_path)), parts[0])
+            journal_path = self.volume.journal_path if self.volume is not None else None
             raise VolsnapError(_pending_after_error(os_error_text(exc), journal_path), file=exc.filename,
                                pending=_pending_of(journal_path), rolled_back=False)
 
@@ -164,80 +153,69 @@ class VolumeSnapshot(object):
         req = self.req
         if req.state not in (RESUMED, CLEANUP, ABANDONED) or req.snapshot_id is not None:
             check_snapshot_id(req.snapshot_id)
-        path = os.path.abspath(req.volume_path)
-        parts = split_volume_filename(os.path.basename(path))
-        if parts is None or parts[2] is not None:
-            raise VolsnapError('%s is not a Cinder volume file: give the volume file itself, named volume-<volume id>'
-                               % path)
-        volume_name, volume_id = parts[0], parts[1]
-        directory = os.path.dirname(path)
+        volume = self.volume = ShareVolume.from_path(req.volume_path)
         if req.state == CLEANUP:
-            return self._cleanup(directory, volume_name, volume_id)
-        # After an online delete flattened the chain the base file is gone: the .info file names the active file.
-        if not os.path.exists(path) and not os.path.exists(info_path_for(path)):
-            raise VolsnapError('the volume file %s does not exist (nor its .info file)' % path)
-        lock = VolumeLock(directory, volume_id, req.lock_timeout)
-        if not os.path.exists(lock.path) and not stale_temporaries(directory, volume_name):
-            probed = self._probe(path, volume_name, volume_id, lock.path)
+            return self._cleanup(volume)
+        if not volume.exists():
+            raise VolsnapError('the volume file %s does not exist (nor its .info file)' % volume.path)
+        if not volume.stale_temporaries():
+            # So check mode, a request that changes nothing and a refused request leave nothing in the share.
+            probed = volume.judge_unlocked(self._judge, lambda result: self.check_mode or not result['changed'])
             if probed is not None:
-                probed['removed_temporaries'] = []
+                probed.update(lock_waited=0.0, removed_temporaries=[])
                 return probed
+        lock = volume.lock(req.lock_timeout)
         with lock:
             # Temporary files of this volume found while we hold its lock were left by a killed run: removed (check
             # mode: listed) before anything else, so they never pile up.
-            removed = remove_stale_temporaries(directory, volume_name, self.check_mode)
-            result = self._decide(path, volume_name, volume_id)
+            removed = volume.remove_stale_temporaries(self.check_mode)
+            result = self._decide(volume)
         result['lock_waited'] = round(lock.waited, 3)
         result['removed_temporaries'] = removed
         return result
 
-    def _cleanup(self, directory: str, volume_name: str, volume_id: str) -> Dict[str, Any]:
+    def _judge(self) -> Dict[str, Any]:
+        """The decision without changing anything (check mode), for :meth:`ShareVolume.judge_unlocked`."""
+        check_mode, self.check_mode = self.check_mode, True
+        try:
+            return self._decide(self._share_volume())
+        finally:
+            self.check_mode = check_mode
+
+    def _share_volume(self) -> ShareVolume:
+        if self.volume is None:
+            raise VolsnapError('internal error: no volume')
+        return self.volume
+
+    def _cleanup(self, volume: ShareVolume) -> Dict[str, Any]:
         """state=cleanup: what the collection left for the volume (stale temporary files; the lock file of a
         volume that no longer exists), removed when no process holds the lock."""
-        result = cleanup_volume(directory, volume_name, volume_id, self.req.lock_timeout, self.check_mode)
+        result = cleanup_volume(volume.directory, volume.name, volume.volume_id, self.req.lock_timeout,
+                                self.check_mode)
         result.update({'snapshot_id': None, 'state': CLEANUP, 'operation': None, 'mode': None, 'resumed': False,
                        'active': None, 'file_format': {}, 'compute_status': None, 'merge': {}, 'info': None,
                        'chain': {}, 'removed_temporaries': [p for p in result['removed'] if not p.endswith('.lock')]})
         return result
 
-    def _decide(self, path: str, volume_name: str, volume_id: str) -> Dict[str, Any]:
-        journal = Journal(journal_path_for(os.path.dirname(path), volume_name))
-        if journal.load():
-            check_journaled_plan(journal.plan, os.path.dirname(path), volume_name, volume_id,  # hostile input
+    def _decide(self, volume: ShareVolume) -> Dict[str, Any]:
+        journal = volume.journal()
+        if journal.load() and journal.plan is not None:
+            check_journaled_plan(journal.plan, volume.directory, volume.name, volume.volume_id,  # hostile input
                                  self.req.volume_format)
             if self.req.state == ABANDONED:
-                return self._abandon(journal, path)
-            return self._resume(journal, path)
+                return self._abandon(journal, volume.path)
+            return self._resume(journal, volume.path)
         if self.req.state in (RESUMED, ABANDONED):
-            return self._nothing_pending(path)
-        return self._fresh(journal, path, volume_id)
-
-    def _probe(self, path: str, volume_name: str, volume_id: str, lock_path: str) -> Optional[Dict[str, Any]]:
-        """Decide without the lock while no run has ever locked this volume (its lock file does not exist).
-
-        So check mode, a request that changes nothing and a refused request leave nothing in the share. Returns the
-        result, or None when there is something to change (or another run created the lock meanwhile): the caller
-        then takes the lock, which creates its file, and decides again under it.
-        """
-        check_mode = self.check_mode
-        self.check_mode = True
-        try:
-            result = self._decide(path, volume_name, volume_id)
-        except VolsnapError:
-            if os.path.exists(lock_path):
-                return None  # the state may have been another run's half-done step: judge it again under the lock
-            raise
-        finally:
-            self.check_mode = check_mode
-        if (check_mode or not result['changed']) and not os.path.exists(lock_path):
-            result['lock_waited'] = 0.0
-            return result
-        return None
+            return self._nothing_pending(volume.path)
+        return self._fresh(journal, volume.path, volume.volume_id)
 
     def _inspect(self, path: str, declared: Any = None, planned_format: Optional[str] = None) -> ChainReport:
         # Without a share, the volume's own directory (a volume file that is a symlink must not move it elsewhere).
         return inspect_chain(path, share=self.req.share or os.path.dirname(path), max_depth=self.req.max_depth,
                              declared=declared, volume_format=self.req.volume_format or planned_format)
+
+    def _executor(self, mode: str) -> Executor:
+        return Executor(self.qemu, self.libvirt(mode == ONLINE), self.req.timeout)
 
     def _resume(self, journal: Journal, path: str) -> Dict[str, Any]:
         plan = journal.plan
@@ -254,8 +232,8 @@ class VolumeSnapshot(object):
                                pending=journal.pending())
         remaining = plan.steps[journal.done:]
         if not self.check_mode:
-            Executor(self.qemu, self.libvirt(plan.mode == ONLINE), self.req.timeout).run(journal)
-        return self._result(plan, path, changed=True, resumed=True, steps=[s.describe() for s in remaining])
+            self._executor(plan.mode).run(journal)
+        return self._result(plan, path, changed=True, resumed=True, steps=[s.description for s in remaining])
 
     def _abandon(self, journal: Journal, path: str) -> Dict[str, Any]:
         """state=abandoned: undo the pending operation when the files prove that loses nothing, else refuse."""
@@ -266,7 +244,7 @@ class VolumeSnapshot(object):
             raise VolsnapError('the operation pending on this volume is the %s of snapshot %s, not of snapshot %s; '
                                'nothing was abandoned' % (plan.operation, plan.snapshot_id, self.req.snapshot_id),
                                pending=journal.pending())
-        executor = Executor(self.qemu, self.libvirt(plan.mode == ONLINE), self.req.timeout)
+        executor = self._executor(plan.mode)
         pending = journal.pending()
         actions, files, refusal = executor.undo_plan(journal)
         if refusal is not None:
@@ -300,18 +278,18 @@ class VolumeSnapshot(object):
 
     def _fresh(self, journal: Journal, path: str, volume_id: str) -> Dict[str, Any]:
         req = self.req
-        mode, domain, disk, declared = self._choose_mode(path, volume_id)
-        report = self._inspect(path, declared)
+        snapshot_id = check_snapshot_id(req.snapshot_id)
+        mode, domain, disk, report = self._choose_mode(path, volume_id)
         if req.operation == 'create':
-            plan = plan_create(report, volume_id, req.snapshot_id, mode, domain, disk, req.quiesce)
+            plan = plan_create(report, volume_id, snapshot_id, mode, domain, disk, req.quiesce)
         else:
-            plan = plan_delete(report, volume_id, req.snapshot_id, mode, domain, disk)
+            plan = plan_delete(report, volume_id, snapshot_id, mode, domain, disk)
         if not plan.steps:
             return self._result(plan, path, changed=False, report=report)
         if mode == OFFLINE:
             self._refuse_if_in_use(report)
         if not self.check_mode:
-            executor = Executor(self.qemu, self.libvirt(mode == ONLINE), req.timeout)
+            executor = self._executor(mode)
             try:
                 journal.begin(plan)
             except OSError as exc:
@@ -319,40 +297,44 @@ class VolumeSnapshot(object):
             executor.run(journal)
         return self._result(plan, path, changed=True, steps=plan.describe())
 
-    def _choose_mode(self, path: str, volume_id: str) -> Tuple[str, Optional[str], Optional[str], Any]:
+    def _choose_mode(self, path: str, volume_id: str) -> Tuple[str, Optional[str], Optional[str], ChainReport]:
+        """The mode, the online domain and disk, and the chain read once (with the chain the domain declares)."""
         req = self.req
         if req.mode == OFFLINE and req.domain is None:
             lv = self.libvirt(False)
-            users = self._users(lv, path) if lv is not None else []
+            report = self._inspect(path)
+            users = self._users(lv, path, report) if lv is not None else []
             if users:
                 raise VolsnapError('mode=offline but running domain %s uses the volume (disk %s); use mode=online '
-                                   'or auto, or stop the domain' % users[0])
-            return OFFLINE, None, None, None
+                                   'or auto, or stop the domain' % (users[0][0], users[0][1].target))
+            return OFFLINE, None, None, report
         lv = self.libvirt(req.mode == ONLINE or req.domain is not None)
         if lv is None:
-            return OFFLINE, None, None, None
+            return OFFLINE, None, None, self._inspect(path)
         if req.domain is not None:
             xml = lv.xml(req.domain)
             if lv.domain(req.domain).isActive() != 1:
                 if req.mode == ONLINE:
                     raise VolsnapError('mode=online but domain %s is not running' % req.domain)
-                return OFFLINE, None, None, None
-            disk = find_disk(xml, req.disk or volume_id)
-            return ONLINE, req.domain, disk.target, disk.declared()
-        users = self._users(lv, path)
+                return OFFLINE, None, None, self._inspect(path)
+            found = find_disk(xml, req.disk or volume_id)
+            return ONLINE, req.domain, found.target, self._inspect(path, found.declared())
+        report = self._inspect(path)
+        users = self._users(lv, path, report)
         if not users:
             if req.mode == ONLINE:
                 raise VolsnapError('mode=online but no running domain on %s has volume %s attached' % (lv.uri, path))
-            return OFFLINE, None, None, None
+            return OFFLINE, None, None, report
         if len(users) > 1:
-            raise VolsnapError('several running domains use the volume: %s; name one with domain' % users)
-        domain, target = users[0]
-        return ONLINE, domain, target, find_disk(lv.xml(domain), target).declared()
+            raise VolsnapError('several running domains use the volume: %s; name one with domain'
+                               % [(name, found.target) for name, found in users])
+        domain, found = users[0]
+        # The chain again, judged against the one the running domain declares (its XML was read once, above).
+        return ONLINE, domain, found.target, self._inspect(path, found.declared())
 
-    def _users(self, lv: Any, path: str):
-        report = self._inspect(path)
+    def _users(self, lv: Any, path: str, report: ChainReport) -> List[Tuple[str, Any]]:
         try:
-            return lv.running_domains_using([layer.image.path for layer in report.layers] or [path])
+            return list(lv.running_disks_using([layer.image.path for layer in report.layers] or [path]))
         except VolsnapError:
             if self.req.mode == ONLINE:
                 raise

@@ -28,62 +28,36 @@ Failures never leave a volume blocked for nothing, and never end in a traceback:
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
 import struct
-import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import qemu_format
-from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import FileAttributes, fsync_dir
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import FileAttributes, fsync_dir, remove_if_exists
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.steps import Executor as StepExecutor, RunContext, Step
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import qemu_format
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.image_format import inspect_image
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg, opened_for_write_by_qemu
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import (
-    ShareFileError,
     SnapshotInfo,
     create_share_file,
     descriptor_path,
-    journal_filename,
     load_info,
-    open_regular,
+    os_error_file,
+    os_error_text,
     overlay_temporary_filename,
     publish_descriptor,
-    remove_if_exists,
     remove_if_same,
     share_file_attributes,
     write_atomic,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_plan import COMPLETE, COMPUTE, Plan
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_plan import COMPLETE, COMPUTE, SNAPSHOT_ACTIONS
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.volume import Journal
 
-JOURNAL_VERSION = 1
 # Steps that write one layer's data into another: a part of one changes what a snapshot shows, and
 # running it again is the only way to finish it. The journal records when one has started.
 DATA_STEPS = ('commit', 'block_commit')
-_UNKNOWN = -1  # a journal without the ``started`` key (an older version): any step may have started
-
-
-def os_error_file(exc: OSError, default: Optional[str] = None) -> Optional[str]:
-    """The file an ``OSError`` is about: its own file name, else ``default`` (an error on a descriptor has none).
-
-    A file published from its descriptor (``link`` of ``/proc/self/fd/<n>`` to a name in ``default``'s
-    directory) is named by that new name.
-    """
-    filename = exc.filename
-    if isinstance(filename, str) and filename.startswith('/proc/self/fd/') and isinstance(exc.filename2, str):
-        other = exc.filename2
-        if not os.path.isabs(other) and default:
-            other = os.path.join(os.path.dirname(default), other)
-        return other
-    return filename or default
-
-
-def os_error_text(exc: OSError, default: Optional[str] = None) -> str:
-    """``<file>: <strerror> (<ERRNO NAME>)`` for the messages, never Python's ``[Errno N]`` form."""
-    name = errno.errorcode.get(exc.errno or 0, '') if exc.errno else ''
-    text = exc.strerror or str(exc)
-    return '%s: %s%s' % (os_error_file(exc, default) or '?', text, ' (%s)' % name if name else '')
 
 
 FIX_AND_RERUN = ('Fix the cause (free space or inodes on the share, a read-only or failing file system, '
@@ -92,128 +66,46 @@ FIX_AND_RERUN = ('Fix the cause (free space or inodes on the share, a read-only 
                  'state=abandoned undoes the operation when that loses nothing (see the module documentation)')
 
 
-def journal_path_for(directory: str, volume_name: str) -> str:
-    return os.path.join(directory, journal_filename(volume_name))
-
-
-class Journal(object):
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.plan: Optional[Plan] = None
-        self.done = 0
-        self.stage = 'begin'
-        # index of a data step (DATA_STEPS) that has started and may be partly done, else None
-        self.started: Optional[int] = None
-
-    def load(self) -> bool:
-        try:
-            # never through a symlink planted at the journal's name (open_regular: O_NOFOLLOW, regular files only)
-            with os.fdopen(open_regular(self.path), 'r') as handle:
-                data = json.load(handle)
-        except ShareFileError as exc:
-            raise VolsnapError('the journal %s %s; nothing was run. It is not a journal this module wrote: remove it '
-                               '(never its target) and run again' % (self.path, exc.strerror))
-        except (IOError, OSError) as exc:
-            if exc.errno == errno.ENOENT:
-                return False
-            raise VolsnapError('cannot read the journal %s; an interrupted operation may be pending on this volume, '
-                               'so nothing was run. Fix the cause and run again'
-                               % os_error_text(exc, self.path), file=self.path, pending=None)
-        except ValueError as exc:
-            raise VolsnapError('the journal %s of an interrupted operation is unreadable (%s); inspect the volume '
-                               'with qcow2_chain_info before removing it by hand' % (self.path, exc))
-        try:
-            self.plan = Plan.from_dict(data['plan'])
-            self.done = int(data['done'])
-            self.stage = data.get('stage', 'begin')
-            started = data.get('started', _UNKNOWN)
-            if started is not None and (not isinstance(started, int) or isinstance(started, bool)):
-                raise ValueError('started is %r' % (started,))
-            self.started = started
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise VolsnapError('the journal %s of an interrupted operation is unreadable (%s); inspect the volume '
-                               'with qcow2_chain_info before removing it by hand' % (self.path, exc))
-        if not 0 <= self.done <= len(self.plan.steps):
-            raise VolsnapError('the journal %s of an interrupted operation is unreadable (done %d of %d steps); '
-                               'inspect the volume with qcow2_chain_info before removing it by hand'
-                               % (self.path, self.done, len(self.plan.steps)))
-        return True
-
-    def _write(self) -> None:
-        if self.plan is None:
-            raise VolsnapError('internal error: journal written without a plan')
-        # _atomic: on any error the temporary file is removed and the journal left as it was
-        write_atomic(self.path, json.dumps({'version': JOURNAL_VERSION, 'plan': self.plan.as_dict(), 'done': self.done,
-                                            'stage': self.stage, 'started': self.started, 'updated': time.time()},
-                                           sort_keys=True))
-
-    def _write_or_restore(self, done: int, stage: str, started: Optional[int]) -> None:
-        """Write the journal with these values; on an error the object keeps what the file still says."""
-        before = (self.done, self.stage, self.started)
-        self.done, self.stage, self.started = done, stage, started
-        try:
-            self._write()
-        except BaseException:
-            self.done, self.stage, self.started = before
-            raise
-
-    def begin(self, plan: Plan) -> None:
-        self.plan = plan
-        self._write_or_restore(0, 'begin', None)
-
-    def advance(self, done: int, stage: str, write: bool = True) -> None:
-        if write:
-            self._write_or_restore(done, stage, None)
-        else:
-            self.done, self.stage, self.started = done, stage, None
-
-    def start(self, index: int) -> None:
-        """Record that data step ``index`` starts (it may be partly done from now on)."""
-        self._write_or_restore(self.done, self.stage, index)
-
-    def finish(self) -> None:
-        remove_if_exists(self.path)
-        fsync_dir(os.path.dirname(self.path))
-
-    def pending(self) -> Dict[str, Any]:
-        """What is pending, for results and error details."""
-        plan = self.plan
-        if plan is None:
-            return {'journal': self.path}
-        nxt = plan.steps[self.done] if self.done < len(plan.steps) else None
-        return {'journal': self.path, 'operation': plan.operation, 'snapshot_id': plan.snapshot_id, 'mode': plan.mode,
-                'steps_done': self.done, 'steps_total': len(plan.steps),
-                'next_step': nxt.describe() if nxt is not None else None,
-                'started': self.started is not None}
-
-    def pending_text(self) -> str:
-        plan = self.plan
-        if plan is None:
-            return 'an operation is pending (journal %s)' % self.path
-        text = ('the %s of snapshot %s (%s) is pending on this volume: %d of %d steps done (journal %s)'
-                % (plan.operation, plan.snapshot_id, plan.mode, self.done, len(plan.steps), self.path))
-        if self.done < len(plan.steps):
-            text += '; next: step %d, %s' % (self.done + 1, plan.steps[self.done].describe())
-        return text
+class _StepFailed(VolsnapError):
+    """The final error of a failed step (rolled back, or pending with what to do): raised through the run as is."""
 
 
 class Executor(object):
-    """Runs the steps of a plan. ``libvirt`` is a :class:`_libvirt.Libvirt` for online plans."""
+    """Runs the steps of a journaled plan through one handler table (``SNAPSHOT_ACTIONS`` -> handler).
+
+    ``libvirt`` is a :class:`._nfs.libvirt.Libvirt` for online plans. Around each step the journal records
+    progress (:meth:`Journal.start` before a data step, :meth:`Journal.advance` after each step); what the run
+    learns goes into its :class:`RunContext`, never into the plan.
+    """
 
     def __init__(self, qemu: QemuImg, libvirt: Any = None, timeout: float = 600.0) -> None:
         self.qemu = qemu
         self.libvirt = libvirt
         self.timeout = timeout
-        self._plan: Optional[Plan] = None
+        self.steps = StepExecutor(SNAPSHOT_ACTIONS, {
+            'create_overlay': self._create_overlay,
+            'libvirt_snapshot': self._libvirt_snapshot,
+            'write_info': self._write_info,
+            'commit': self._commit,
+            'rebase': self._rebase,
+            'block_rebase': self._block_rebase,
+            'block_commit': self._block_commit,
+            'delete_file': self._delete_file,
+        })
 
-    def run(self, journal: Journal) -> None:
+    def run(self, journal: Journal) -> RunContext:
         plan = journal.plan
         if plan is None:
             raise VolsnapError('internal error: no plan to run')
-        self._plan = plan
-        for index in range(journal.done, len(plan.steps)):
-            step = plan.steps[index]
-            self._run_step(journal, index, step)
+        context = RunContext()
+        # online block jobs never change which file is active: the offline fallback finds the chain from it
+        context.set('active', (plan.info_before or {}).get('active'))
+
+        def before(step: Step, context: RunContext) -> None:
+            self._before(journal, step, context)
+
+        def after(step: Step, _context: RunContext) -> None:
+            index = journal.done
             # Only a compute step needs recording: running it again after later steps could do harm (commit a
             # deleted file). Complete-stage steps (.info written from the plan, files removed) are idempotent, so
             # after a crash they are simply run again, and two journal writes with their fsyncs are saved.
@@ -223,6 +115,24 @@ class Executor(object):
                 raise self._failed(journal, index, step, 'it was done, but the journal %s could not record it (%s)'
                                    % (journal.path, os_error_text(exc, journal.path)), {'file': journal.path},
                                    proven=None)
+
+        try:
+            self.steps.run(plan.steps[journal.done:], context, before=before, after=after)
+        except _StepFailed:
+            raise
+        except (VolsnapError, OSError) as exc:
+            index = journal.done  # the step that failed: every step before it advanced the journal
+            step = plan.steps[index]
+            if isinstance(exc, OSError):
+                # an error on a descriptor (a write, an fsync) has no file name: the file the step writes
+                target = step.args.get('path') or step.args.get('file') or step.args.get('top')
+                cause, details = os_error_text(exc, target), {'file': os_error_file(exc, target)}
+            else:
+                cause, details = exc.msg, dict(exc.details)
+            # A data step proves it changed nothing when this very attempt started it and its files are untouched.
+            fingerprint = context.get('fingerprint')
+            unchanged = fingerprint is not None and self._fingerprint(step) == fingerprint
+            raise self._failed(journal, index, step, cause, details, proven=index if unchanged else None)
         try:
             journal.finish()
         except OSError as exc:
@@ -236,8 +146,11 @@ class Executor(object):
                                'module again with state=resumed (the remaining steps only find their effects in '
                                'place)' % (plan.operation, plan.snapshot_id, os_error_text(exc, journal.path)),
                                file=exc.filename or journal.path, pending=journal.pending(), rolled_back=False)
+        return context
 
-    def _run_step(self, journal: Journal, index: int, step: Any) -> None:
+    def _before(self, journal: Journal, step: Step, context: RunContext) -> None:
+        """A data step is recorded as started; the files of one this attempt starts are fingerprinted."""
+        index = journal.done
         fresh = False
         if step.action in DATA_STEPS and journal.started != index:
             # Only a step no earlier attempt started (None; an older journal without the key says -1) can prove
@@ -250,19 +163,7 @@ class Executor(object):
                                    'not run (%s)' % (journal.path, os_error_text(exc, journal.path)),
                                    {'file': journal.path}, proven=None if earlier else index)
             fresh = not earlier
-        before = self._fingerprint(step) if fresh else None
-        try:
-            getattr(self, '_' + step.action)(step.args)
-        except (VolsnapError, OSError) as exc:
-            if isinstance(exc, OSError):
-                # an error on a descriptor (a write, an fsync) has no file name: the file the step writes
-                target = step.args.get('path') or step.args.get('file') or step.args.get('top')
-                cause, details = os_error_text(exc, target), {'file': os_error_file(exc, target)}
-            else:
-                cause, details = exc.msg, dict(exc.details)
-            # A data step proves it changed nothing when this very attempt started it and its files are untouched.
-            unchanged = fresh and self._fingerprint(step) == before
-            raise self._failed(journal, index, step, cause, details, proven=index if unchanged else None)
+        context.set('fingerprint', self._fingerprint(step) if fresh else None)
 
     @staticmethod
     def _fingerprint(step: Any) -> Tuple[Any, ...]:
@@ -287,7 +188,7 @@ class Executor(object):
         """The error of a failed step: rolled back when nothing of the operation is in place, else pending."""
         plan = journal.plan
         total = len(plan.steps) if plan is not None else 0
-        head = 'step %d of %d (%s) failed: %s' % (index + 1, total, step.describe(), cause.rstrip('.'))
+        head = 'step %d of %d (%s) failed: %s' % (index + 1, total, step.description, cause.rstrip('.'))
         details = dict(details)
         not_undone = ''
         if step.stage == COMPUTE:
@@ -302,14 +203,14 @@ class Executor(object):
                     not_undone = ' It could not be rolled back either (%s).' % os_error_text(exc)
                 else:
                     details.update(rolled_back=True, undone=actions, pending=None)
-                    return VolsnapError('%s. Nothing of the operation was in place, so it was rolled back (%s): '
-                                        'nothing is pending and the volume is as it was before the request'
-                                        % (head, '; '.join(actions)), **details)
+                    return _StepFailed('%s. Nothing of the operation was in place, so it was rolled back (%s): '
+                                       'nothing is pending and the volume is as it was before the request'
+                                       % (head, '; '.join(actions)), **details)
             else:
                 not_undone = ' It was not rolled back: %s.' % refusal.rstrip('.')
         details.update(rolled_back=False, pending=journal.pending())
         text = '%s.%s The operation is pending: %s. %s.' % (head, not_undone, journal.pending_text(), FIX_AND_RERUN)
-        return VolsnapError(text, **details)
+        return _StepFailed(text, **details)
 
     # ---- undoing a pending operation (after a failed step, or state=abandoned)
 
@@ -387,7 +288,7 @@ class Executor(object):
         actions.append('removed the journal %s' % journal.path)
         return actions, files, None
 
-    def _domain_uses(self, args: Dict[str, Any], overlay: str) -> Optional[str]:
+    def _domain_uses(self, args: Mapping[str, Any], overlay: str) -> Optional[str]:
         """Why the online domain may use ``overlay`` (libvirt took the snapshot), or None when it provably does not."""
         lv = self.libvirt
         if lv is None:
@@ -409,7 +310,7 @@ class Executor(object):
         plan = journal.plan
         steps = plan.steps if plan is not None else []
         if journal.done > 0:
-            applied = '; '.join('step %d, %s' % (i + 1, steps[i].describe()) for i in range(journal.done))
+            applied = '; '.join('step %d, %s' % (i + 1, steps[i].description) for i in range(journal.done))
             return [], [], ('%s %s already applied (the snapshot\'s data is merged), so abandoning would lose it; '
                             'fix the cause and finish the operation with state=resumed'
                             % (applied, 'is' if journal.done == 1 else 'are'))
@@ -418,7 +319,7 @@ class Executor(object):
             return [], [], ('step 1 (%s) has started (the journal records it: an attempt was killed, failed after '
                             'it began, or could not record its end), so it may have written part or all of the data '
                             'it merges: the snapshot would show altered data if the operation were abandoned. Fix '
-                            'the cause and finish the operation with state=resumed' % first.describe())
+                            'the cause and finish the operation with state=resumed' % first.description)
         refusal = self._chain_as_planned(first, steps)
         if refusal is not None:
             return [], [], refusal
@@ -444,7 +345,7 @@ class Executor(object):
             return 'cannot read the backing file of %s: %s' % (top, why)
         if not _same_file(backing, below):
             return ('the header of %s now names %s as its backing file, not %s: step 1 (%s) is at least partly '
-                    'applied; finish the operation with state=resumed' % (top, backing, below, first.describe()))
+                    'applied; finish the operation with state=resumed' % (top, backing, below, first.description))
         if first.action in ('block_commit', 'block_rebase'):
             lv = self.libvirt
             if lv is None:
@@ -464,11 +365,12 @@ class Executor(object):
 
     # ---- offline steps
 
-    def _create_overlay(self, args: Dict[str, Any]) -> None:
+    def _create_overlay(self, step: Step, _context: RunContext) -> None:
+        args = step.args
         path = args['file']
         # An existing overlay is only reachable when this very step was interrupted: nothing has used it yet.
         remove_if_exists(path)
-        tmp = os.path.join(os.path.dirname(path), overlay_temporary_filename(os.path.basename(path)))
+        tmp = overlay_tmp_path(path)
         remove_if_exists(tmp)  # never followed: a leftover of this step, or a link planted under our name
         # The module creates the file itself (O_CREAT | O_EXCL | O_NOFOLLOW) with its final owner and mode, and
         # qemu-img writes it through this process's descriptor: a link planted at the overlay's or the temporary
@@ -488,22 +390,25 @@ class Executor(object):
                 os.close(fd)
         fsync_dir(os.path.dirname(path))
 
-    def _commit(self, args: Dict[str, Any]) -> None:
+    def _commit(self, step: Step, _context: RunContext) -> None:
+        self._qemu_commit(step.args['file'])
+
+    def _qemu_commit(self, path: str) -> None:
         # Committing again after an interruption writes the same clusters again: harmless.
-        self.qemu.run(['commit', '-q', '-f', 'qcow2', '-t', 'writeback', '-d', args['file']])
+        self.qemu.run(['commit', '-q', '-f', 'qcow2', '-t', 'writeback', '-d', path])
 
-    def _rebase(self, args: Dict[str, Any]) -> None:
-        self.qemu.run(['rebase', '-q', '-u', '-f', 'qcow2', '-b', args['backing'],
-                       '-F', qemu_format(args['backing_format']), args['file']])
+    def _rebase(self, step: Step, _context: RunContext) -> None:
+        self._qemu_rebase(step.args['file'], step.args['backing'], step.args['backing_format'])
 
-    def _write_info(self, args: Dict[str, Any]) -> None:
-        info = dict(args['info'])
-        active = info.pop('active')
-        write_atomic(args['path'], SnapshotInfo(active, info).dumps(), like=args.get('like'))
+    def _qemu_rebase(self, path: str, backing: str, backing_format: str) -> None:
+        self.qemu.run(['rebase', '-q', '-u', '-f', 'qcow2', '-b', backing, '-F', qemu_format(backing_format), path])
 
-    def _delete_file(self, args: Dict[str, Any]) -> None:
-        remove_if_exists(args['file'])
-        fsync_dir(os.path.dirname(args['file']))
+    def _write_info(self, step: Step, _context: RunContext) -> None:
+        write_atomic(step.args['path'], SnapshotInfo.from_dict(step.args['info']).dumps(), like=step.args.get('like'))
+
+    def _delete_file(self, step: Step, _context: RunContext) -> None:
+        remove_if_exists(step.args['file'])
+        fsync_dir(os.path.dirname(step.args['file']))
 
     # ---- online steps (Nova's assisted snapshot calls)
     #
@@ -519,7 +424,8 @@ class Executor(object):
             return None
         return dom
 
-    def _libvirt_snapshot(self, args: Dict[str, Any]) -> None:
+    def _libvirt_snapshot(self, step: Step, _context: RunContext) -> None:
+        args = step.args
         lv = self._lv()
         dom = lv.find_domain(args['domain'])
         if dom is None:
@@ -531,11 +437,12 @@ class Executor(object):
         # On a stopped domain libvirt switches the persistent definition to the overlay: the next boot uses it.
         lv.external_snapshot(dom, args['disk'], args['file'], args.get('quiesce', True))
 
-    def _block_commit(self, args: Dict[str, Any]) -> None:
+    def _block_commit(self, step: Step, context: RunContext) -> None:
+        args = step.args
         lv = self._lv()
         dom = self._running_domain(args['domain'])
         if dom is None:
-            self._commit_offline(args['top'], args['base'])
+            self._commit_offline(args['top'], args['base'], context)
             return
         if not lv.job_running(dom, args['disk']):
             if not _in_chain(args['top'], lv.disk_chain_paths(dom, args['disk'])):
@@ -546,14 +453,15 @@ class Executor(object):
         # before the later steps delete the file.
         if _in_chain(args['top'], lv.disk_chain_paths(dom, args['disk'])):
             if not lv.is_running(dom):
-                self._commit_offline(args['top'], args['base'])  # the domain stopped during the job
+                self._commit_offline(args['top'], args['base'], context)  # the domain stopped during the job
                 return
             raise VolsnapError('the blockCommit of %s into %s on domain %s disk %s ended, but %s is still in the chain '
                                'of the disk: the job failed or was cancelled. Nothing was deleted and the .info file '
                                'is unchanged; run the module again with the same arguments to retry the merge'
                                % (args['top'], args['base'], args['domain'], args['disk'], args['top']))
 
-    def _block_rebase(self, args: Dict[str, Any]) -> None:
+    def _block_rebase(self, step: Step, _context: RunContext) -> None:
+        args = step.args
         lv = self._lv()
         dom = self._running_domain(args['domain'])
         if dom is None:
@@ -576,9 +484,12 @@ class Executor(object):
 
     # ---- the same merges with qemu-img, for a domain that stopped after the plan was made
 
-    def _commit_offline(self, top: str, base: str) -> None:
+    def _commit_offline(self, top: str, base: str, context: RunContext) -> None:
         """blockCommit's effect: ``top``'s data into ``base``, the file above ``top`` rebased onto ``base``."""
-        chain = _header_chain(self._active_path(top))
+        active = context.get('active')
+        if not active:
+            raise VolsnapError('internal error: an online delete without the .info file it was planned from')
+        chain = _header_chain(os.path.join(os.path.dirname(top), active))
         if not _in_chain(top, chain):
             return  # merged before the interruption
         index = [os.path.realpath(p) for p in chain].index(os.path.realpath(top))
@@ -586,9 +497,8 @@ class Executor(object):
             raise VolsnapError('cannot finish the merge of %s into %s offline: the image headers give the chain %s'
                                % (top, base, ' -> '.join(os.path.basename(p) for p in chain)))
         _refuse_if_open(chain[0])
-        self._commit({'file': top})
-        self._rebase({'file': chain[index - 1], 'backing': os.path.basename(base),
-                      'backing_format': _declared_format_of(chain, base)})
+        self._qemu_commit(top)
+        self._qemu_rebase(chain[index - 1], os.path.basename(base), _declared_format_of(chain, base))
 
     def _pull_offline(self, top: str, base: Optional[str]) -> None:
         """blockRebase's effect: the data between ``top`` and ``base`` copied into ``top`` (qemu-img rebase, safe mode)."""
@@ -600,13 +510,6 @@ class Executor(object):
         else:
             self.qemu.run(['rebase', '-q', '-f', 'qcow2', '-t', 'writeback', '-b', os.path.basename(base),
                            '-F', qemu_format(_declared_format_of(_header_chain(top), base)), top])
-
-    def _active_path(self, member: str) -> str:
-        """The active file of the plan's volume (online block jobs never change which file is active)."""
-        plan = self._plan
-        if plan is None or not plan.info_before or not plan.info_before.get('active'):
-            raise VolsnapError('internal error: an online delete without the .info file it was planned from')
-        return os.path.join(os.path.dirname(member), plan.info_before['active'])
 
     def _lv(self) -> Any:
         if self.libvirt is None:

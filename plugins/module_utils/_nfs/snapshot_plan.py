@@ -6,7 +6,9 @@
 A plan is the list of steps that take the volume from its current chain and ``.info`` to the
 wanted state, exactly as Cinder's RemoteFS driver (offline, qemu-img) and Nova's libvirt driver
 (online, assisted snapshots) lay the files out. Nothing here touches a file: the plan is shown in
-check mode, stored in the journal, and run by :mod:`_snapshot_ops`.
+check mode, stored in the journal (:mod:`._nfs.volume`), and run by :mod:`._nfs.snapshot_exec`. Its steps are
+:class:`._base.steps.Step` values built through :data:`SNAPSHOT_ACTIONS`, the one table of the snapshot actions:
+each carries its arguments and its description, fixed here.
 
 Every step is safe to run again after an interruption, and the order keeps the chain readable at
 every point: the higher file is rebased onto the merge target *before* the merged file is
@@ -21,17 +23,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import VOLUME_FORMATS, ChainReport
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.ids import is_file_id
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.steps import Actions, Step, describe_steps
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import ChainReport
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import (
-    INFO_SUFFIX,
     SnapshotInfo,
-    info_entry_problem,
-    is_cinder_id,
     is_snapshot_like,
-    own_file_kind,
     snapshot_filename,
 )
 
@@ -41,41 +41,27 @@ COMPUTE = 'compute'
 COMPLETE = 'complete'
 
 
-@dataclass
-class Step:
-    action: str
-    stage: str
-    args: Dict[str, Any] = field(default_factory=dict)
+def _describe_write_info(a: Mapping[str, Any]) -> str:
+    return 'write %s: %s' % (a['path'], SnapshotInfo.from_dict(a['info']).dumps().replace('\n', ''))
 
-    def describe(self) -> str:
-        a = self.args
-        if self.action == 'create_overlay':
-            return 'create qcow2 overlay %s backed by %s (%s), %d bytes' % (
-                a['file'], a['backing'], a['backing_format'], a['size'])
-        if self.action == 'libvirt_snapshot':
-            return 'libvirt disk-only external snapshot of %s disk %s onto %s' % (a['domain'], a['disk'], a['file'])
-        if self.action == 'commit':
-            return 'qemu-img commit %s into its backing file %s' % (a['file'], a['base'])
-        if self.action == 'rebase':
-            return 'qemu-img rebase -u %s onto %s (%s)' % (a['file'], a['backing'], a['backing_format'])
-        if self.action == 'block_commit':
-            return 'libvirt blockCommit of %s disk %s: %s into %s' % (a['domain'], a['disk'], a['top'], a['base'])
-        if self.action == 'block_rebase':
-            return 'libvirt blockRebase (pull) of %s disk %s onto %s' % (
-                a['domain'], a['disk'], a['base'] or 'nothing (flatten)')
-        if self.action == 'write_info':
-            return 'write %s: %s' % (a['path'], SnapshotInfo(a['info']['active'], {
-                k: v for k, v in a['info'].items() if k != 'active'}).dumps().replace('\n', ''))
-        if self.action == 'delete_file':
-            return 'delete %s' % a['file']
-        return '%s %r' % (self.action, a)
 
-    def as_dict(self) -> Dict[str, Any]:
-        return {'action': self.action, 'stage': self.stage, 'args': dict(self.args)}
-
-    @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> 'Step':
-        return cls(action=data['action'], stage=data['stage'], args=dict(data['args']))
+# The actions of a snapshot plan, defined once: name -> how a step of it reads (check mode, journal, errors).
+# Their handlers are the one table of :class:`._nfs.snapshot_exec.Executor`.
+SNAPSHOT_ACTIONS = Actions('volume_snapshot', {
+    'create_overlay': lambda a: 'create qcow2 overlay %s backed by %s (%s), %d bytes' % (
+        a['file'], a['backing'], a['backing_format'], a['size']),
+    'libvirt_snapshot': lambda a: 'libvirt disk-only external snapshot of %s disk %s onto %s' % (
+        a['domain'], a['disk'], a['file']),
+    'write_info': _describe_write_info,
+    'commit': lambda a: 'qemu-img commit %s into its backing file %s' % (a['file'], a['base']),
+    'rebase': lambda a: 'qemu-img rebase -u %s onto %s (%s)' % (a['file'], a['backing'], a['backing_format']),
+    'block_rebase': lambda a: 'libvirt blockRebase (pull) of %s disk %s onto %s' % (
+        a['domain'], a['disk'], a['base'] or 'nothing (flatten)'),
+    'block_commit': lambda a: 'libvirt blockCommit of %s disk %s: %s into %s' % (
+        a['domain'], a['disk'], a['top'], a['base']),
+    'delete_file': lambda a: 'delete %s' % a['file'],
+})
+_step = SNAPSHOT_ACTIONS.step
 
 
 @dataclass
@@ -96,7 +82,7 @@ class Plan:
         return 'creating_compute_complete' if self.operation == 'create' else 'deleting_compute_complete'
 
     def describe(self) -> List[str]:
-        return [step.describe() for step in self.steps]
+        return describe_steps(self.steps)
 
     def as_dict(self) -> Dict[str, Any]:
         return {
@@ -109,101 +95,19 @@ class Plan:
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> 'Plan':
         return cls(operation=data['operation'], volume_id=data['volume_id'], snapshot_id=data['snapshot_id'],
-                   mode=data['mode'], steps=[Step.from_dict(s) for s in data['steps']],
+                   mode=data['mode'], steps=[SNAPSHOT_ACTIONS.from_dict(s) for s in data['steps']],
                    info_before=data.get('info_before'), info_after=data.get('info_after'),
                    active_after=data.get('active_after'), file_format=dict(data.get('file_format') or {}),
                    merge=dict(data.get('merge') or {}))
 
 
-ACTIONS = ('create_overlay', 'libvirt_snapshot', 'write_info', 'commit', 'rebase', 'block_rebase', 'block_commit',
-           'delete_file')
-_PATH_ARGS = ('file', 'path', 'like', 'top', 'base', 'backing')
-
-
-def check_journaled_plan(plan: Plan, directory: str, volume_name: str, volume_id: str,
-                         volume_format: Optional[str] = None) -> None:
-    """Refuse a journaled plan that this module would not have written for this volume.
-
-    The journal lives in the share, so it is as untrusted as the image files: before anything of it
-    runs, its operation, mode, volume and snapshot ids, actions, and every file it names (absolute
-    paths in the volume's directory, or bare file names) must be what :func:`plan_create` and
-    :func:`plan_delete` produce for ``volume_name`` in ``directory``. The formats it declares are what a plan
-    trusts: snapshot files are qcow2, volume-<id> is raw or qcow2, and ``volume_format`` (Cinder's format, when the
-    request gives it) when given.
-    """
-    def bad(why: str) -> VolsnapError:
-        return VolsnapError('the journal of volume %s names %s, which this module never plans; nothing was run. '
-                            'Inspect the volume with qcow2_chain_info and remove the journal by hand if it is not '
-                            'yours' % (volume_id, why))
-
-    def own_file(name: Any, what: str) -> None:
-        if not isinstance(name, str) or not name:
-            raise bad('%s %r' % (what, name))
-        if os.path.isabs(name):
-            if os.path.dirname(os.path.normpath(name)) != os.path.normpath(directory) or name != os.path.normpath(name):
-                raise bad('%s %s outside the volume\'s directory' % (what, name))
-            name = os.path.basename(name)
-        elif os.sep in name or name in ('.', '..'):
-            raise bad('%s %s outside the volume\'s directory' % (what, name))
-        if (own_file_kind(name, volume_name) is None and not is_snapshot_like(name, volume_name)
-                and not (what in ('path', 'like') and name == volume_name + INFO_SUFFIX)):
-            raise bad('%s %s, not a file of %s' % (what, name, volume_name))
-
-    def check_format(name: Any, fmt: Any) -> None:
-        why = _journaled_format_problem(name, fmt, volume_name, volume_format)
-        if why is not None:
-            raise bad(why)
-
-    if plan.operation not in ('create', 'delete') or plan.mode not in (OFFLINE, ONLINE):
-        raise bad('operation %r in mode %r' % (plan.operation, plan.mode))
-    if plan.volume_id != volume_id:
-        raise bad('another volume (%r)' % plan.volume_id)
-    if not is_cinder_id(plan.snapshot_id):
-        raise bad('snapshot id %r' % plan.snapshot_id)
-    for step in plan.steps:
-        if step.action not in ACTIONS or step.stage not in (COMPUTE, COMPLETE):
-            raise bad('step %r (%r)' % (step.action, step.stage))
-        for key in _PATH_ARGS:
-            if step.args.get(key) is not None:
-                own_file(step.args[key], key)
-        for key, value in dict(step.args.get('info') or {}).items():
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise bad('.info entry %r: %r' % (key, value))
-            why = info_entry_problem(key, value, volume_name)
-            if why is not None:
-                raise bad('.info entry "%s": %s' % (key, why))
-        if 'backing_format' in step.args:
-            check_format(step.args.get('backing'), step.args['backing_format'])
-    for name, fmt in dict(plan.file_format or {}).items():
-        check_format(name, fmt)
-
-
-def _journaled_format_problem(name: Any, fmt: Any, volume_name: str, volume_format: Optional[str]) -> Optional[str]:
-    """Why a journal may not declare ``fmt`` as the format of file ``name`` (None when a plan could)."""
-    base = os.path.basename(name) if isinstance(name, str) else name
-    if base == volume_name:
-        if fmt not in VOLUME_FORMATS:
-            return 'format %r for %s (raw or qcow2 only)' % (fmt, base)
-        if volume_format is not None and fmt != volume_format:
-            return 'format %s for %s, which is %s (volume_format)' % (fmt, base, volume_format)
-    elif fmt != 'qcow2':
-        return 'format %r for snapshot file %s (always qcow2)' % (fmt, base)
-    return None
-
-
-def check_snapshot_id(snapshot_id: str) -> None:
-    if not is_cinder_id(snapshot_id):
+def check_snapshot_id(snapshot_id: Optional[str]) -> str:
+    """``snapshot_id`` when it is a Cinder snapshot id (file names are built from it), else a :class:`VolsnapError`."""
+    if snapshot_id is None or not is_file_id(snapshot_id):
         raise VolsnapError('snapshot_id %r is not a Cinder snapshot id (a UUID such as '
                            '9c3f6a2e-1d4b-4c5e-8f7a-6b5c4d3e2f1a); file names are built from it, so nothing else is '
                            'accepted' % snapshot_id)
-
-
-def volume_file(share: str, volume_id: str) -> str:
-    """``<share>/volume-<volume_id>``, for a volume id that is a Cinder id and nothing else (no path tricks)."""
-    if not is_cinder_id(volume_id):
-        raise VolsnapError('volume_id %r is not a Cinder volume id (a UUID such as 0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f); '
-                           'the volume file name is built from it, so nothing else is accepted' % volume_id)
-    return os.path.join(share, 'volume-%s' % volume_id)
+    return snapshot_id
 
 
 def _require_safe(report: ChainReport) -> None:
@@ -269,14 +173,12 @@ def plan_create(report: ChainReport, volume_id: str, snapshot_id: str, mode: str
     plan.file_format = {new: 'qcow2'}
     plan.merge = {'new_file': new, 'backing_file': active.filename}
     # The trusted format (volume_format, the .info's chain, the overlays' declarations), never the content's.
-    plan.steps.append(Step('create_overlay', COMPUTE, {
-        'file': _path(report, new), 'backing': active.filename, 'backing_format': report.layers[0].trusted_format,
-        'size': active.virtual_size, 'like': active.path}))
+    plan.steps.append(_step('create_overlay', COMPUTE, file=_path(report, new), backing=active.filename,
+                           backing_format=report.layers[0].trusted_format, size=active.virtual_size, like=active.path))
     if mode == ONLINE:
-        plan.steps.append(Step('libvirt_snapshot', COMPUTE, {
-            'domain': domain, 'disk': disk, 'file': _path(report, new), 'quiesce': quiesce}))
-    plan.steps.append(Step('write_info', COMPLETE, {'path': report.info_file, 'info': after,
-                                                    'like': _path(report, volume_name)}))
+        plan.steps.append(_step('libvirt_snapshot', COMPUTE, domain=domain, disk=disk, file=_path(report, new),
+                               quiesce=quiesce))
+    plan.steps.append(_step('write_info', COMPLETE, path=report.info_file, info=after, like=_path(report, volume_name)))
     return plan
 
 
@@ -306,22 +208,21 @@ def plan_delete(report: ChainReport, volume_id: str, snapshot_id: str, mode: str
     del after[snapshot_id]
     is_active = index == 0
     if mode == OFFLINE:
-        plan.steps.append(Step('commit', COMPUTE, {'file': _path(report, snap_file), 'base': base.filename}))
+        plan.steps.append(_step('commit', COMPUTE, file=_path(report, snap_file), base=base.filename))
         if is_active:
             after['active'] = base.filename
         else:
             higher = report.layers[index - 1].image
-            plan.steps.append(Step('rebase', COMPUTE, {'file': higher.path, 'backing': base.filename,
-                                                       'backing_format': base_format}))
+            plan.steps.append(_step('rebase', COMPUTE, file=higher.path, backing=base.filename,
+                                   backing_format=base_format))
         to_delete = snap_file
         plan.file_format = {base.filename: base_format}
         plan.merge = {'merge_target_file': base.filename, 'file_to_merge': snap_file, 'file_to_delete': snap_file}
     elif is_active:
         # Nova: the snapshot file is the active image, so pull its backing file's data into it.
         new_base = report.layers[index + 2].image if index + 2 < len(names) else None
-        plan.steps.append(Step('block_rebase', COMPUTE, {
-            'domain': domain, 'disk': disk, 'top': report.layers[0].image.path,
-            'base': new_base.path if new_base else None}))
+        plan.steps.append(_step('block_rebase', COMPUTE, domain=domain, disk=disk, top=report.layers[0].image.path,
+                               base=new_base.path if new_base else None))
         base_id = info.snapshot_for_file(base.filename)
         if base_id is not None:
             after[base_id] = snap_file
@@ -331,14 +232,13 @@ def plan_delete(report: ChainReport, volume_id: str, snapshot_id: str, mode: str
         plan.merge = {'merge_target_file': None, 'file_to_merge': new_base.filename if new_base else None,
                       'file_to_delete': base.filename}
     else:
-        plan.steps.append(Step('block_commit', COMPUTE, {
-            'domain': domain, 'disk': disk, 'top': _path(report, snap_file), 'base': base.path}))
+        plan.steps.append(_step('block_commit', COMPUTE, domain=domain, disk=disk, top=_path(report, snap_file),
+                               base=base.path))
         to_delete = snap_file
         plan.file_format = {base.filename: base_format}
         plan.merge = {'merge_target_file': base.filename, 'file_to_merge': snap_file, 'file_to_delete': snap_file}
     plan.info_after = after
     plan.active_after = after['active']
-    plan.steps.append(Step('write_info', COMPLETE, {'path': report.info_file, 'info': after,
-                                                    'like': report.info_file}))
-    plan.steps.append(Step('delete_file', COMPLETE, {'file': _path(report, to_delete)}))
+    plan.steps.append(_step('write_info', COMPLETE, path=report.info_file, info=after, like=report.info_file))
+    plan.steps.append(_step('delete_file', COMPLETE, file=_path(report, to_delete)))
     return plan

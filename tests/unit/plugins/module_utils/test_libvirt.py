@@ -262,9 +262,9 @@ def test_running_domains_using_skips_a_domain_that_vanishes_during_the_scan(monk
             "</domain>" % disk, 0)
         listed = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
         assert 'vanishing' in [d.name() for d in listed]
-        assert lv.running_domains_using([disk]) == [('vanishing', 'vdb')]
+        assert [(name, found.target) for name, found in lv.running_disks_using([disk])] == [('vanishing', 'vdb')]
         transient.destroy()  # a transient domain is gone once destroyed; the listed handle stays
         monkeypatch.setattr(conn, 'listAllDomains', lambda flags=0: listed)
-        assert lv.running_domains_using([disk]) == []
+        assert lv.running_disks_using([disk]) == []
     finally:
         lv.close()

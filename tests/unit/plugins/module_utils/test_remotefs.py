@@ -12,12 +12,12 @@ import stat
 import pytest
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import share as rfs
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.ids import is_file_id
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import (
     InfoFileError,
     SnapshotInfo,
     backing_name_allowed,
     info_path_for,
-    is_cinder_id,
     load_info,
     snapshot_filename,
     split_volume_filename,
@@ -220,19 +220,19 @@ class TestNames:
         assert split_volume_filename(VOL + '\n') is None
 
     def test_is_cinder_id(self):
-        assert is_cinder_id(VOL_ID)
-        assert is_cinder_id(VOL_ID.replace('-', ''))
-        assert is_cinder_id(SNAP1)
+        assert is_file_id(VOL_ID)
+        assert is_file_id(VOL_ID.replace('-', ''))
+        assert is_file_id(SNAP1)
 
     @pytest.mark.parametrize('value', [
         '', None, '../x', '../' + VOL_ID, VOL_ID + '/..', 'a/' + VOL_ID, VOL_ID + '/x', '/' + VOL_ID,
         VOL_ID.upper(), VOL_ID[:-1], VOL_ID + '0', 'x' + VOL_ID, ' ' + VOL_ID, VOL_ID + ' ', 'tmp-snap-' + VOL_ID,
     ])
     def test_is_cinder_id_rejects(self, value):
-        assert not is_cinder_id(value)
+        assert not is_file_id(value)
 
     def test_is_cinder_id_rejects_trailing_newline(self):
-        assert not is_cinder_id(VOL_ID + '\n')
+        assert not is_file_id(VOL_ID + '\n')
 
     def test_snapshot_and_info_names(self):
         assert snapshot_filename(VOL, SNAP1) == '%s.%s' % (VOL, SNAP1)

@@ -18,13 +18,9 @@ import pytest
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_exec import (
-    Executor,
-    Journal,
-    journal_path_for,
-    overlay_data_problem,
-)
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_plan import Plan, Step
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_exec import Executor, overlay_data_problem
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_plan import SNAPSHOT_ACTIONS, Plan
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.volume import Journal, ShareVolume
 from ansible_collections.volsnap.openstack.tests.unit.plugins.module_utils import image_builders as B
 
 VOL = 'volume-0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d'
@@ -33,6 +29,11 @@ S2 = 'aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee'
 F1 = '%s.%s' % (VOL, S1)
 F2 = '%s.%s' % (VOL, S2)
 INFO = {'active': F2, S1: F1, S2: F2}
+
+
+def step(action, stage, args):
+    """A step of the snapshot plans, built as the planner builds it (through SNAPSHOT_ACTIONS)."""
+    return SNAPSHOT_ACTIONS.step(action, stage, **args)
 
 
 class FakeDomain(object):
@@ -113,25 +114,25 @@ def delete_plan(share, block_step):
     info_after = {'active': F2, S2: F2}
     return Plan('delete', VOL[7:], S1, 'online', steps=[
         block_step,
-        Step('write_info', 'complete', {'path': str(share / (VOL + '.info')), 'info': info_after}),
-        Step('delete_file', 'complete', {'file': str(share / F1)}),
+        step('write_info', 'complete', {'path': str(share / (VOL + '.info')), 'info': info_after}),
+        step('delete_file', 'complete', {'file': str(share / F1)}),
     ], info_before=dict(INFO), info_after=info_after)
 
 
 def commit_step(share):
-    return Step('block_commit', 'compute', {'domain': 'instance-1', 'disk': 'vdb', 'top': str(share / F1),
+    return step('block_commit', 'compute', {'domain': 'instance-1', 'disk': 'vdb', 'top': str(share / F1),
                                             'base': str(share / VOL)})
 
 
 def run_plan(share, plan, lv, runner=None):
-    journal = Journal(journal_path_for(str(share), VOL))
+    journal = Journal(ShareVolume(str(share), VOL[7:]).journal_path)
     journal.begin(plan)
     Executor(QemuImg(runner or Recorder()), lv).run(journal)
     return journal
 
 
 def test_journal_round_trip_and_unreadable(share):
-    path = journal_path_for(str(share), VOL)
+    path = ShareVolume(str(share), VOL[7:]).journal_path
     journal = Journal(path)
     assert journal.load() is False
     plan = delete_plan(share, commit_step(share))
@@ -149,7 +150,7 @@ def test_online_commit_runs_and_finishes(share):
     lv = FakeLibvirt([str(share / F2), str(share / F1), str(share / VOL)])
     run_plan(share, delete_plan(share, commit_step(share)), lv)
     assert lv.calls == [('commit', str(share / F1), str(share / VOL)), 'wait']
-    assert not (share / F1).exists() and not os.path.exists(journal_path_for(str(share), VOL))
+    assert not (share / F1).exists() and not os.path.exists(ShareVolume(str(share), VOL[7:]).journal_path)
     assert json.loads((share / (VOL + '.info')).read_text()) == {'active': F2, S2: F2}
 
 
@@ -159,13 +160,13 @@ def test_online_commit_already_done_is_not_redone(share):
     assert lv.calls == []
 
 
-@pytest.mark.parametrize('step', ['commit', 'rebase'])
-def test_a_job_that_ends_without_its_effect_deletes_nothing(share, step):
+@pytest.mark.parametrize('job', ['commit', 'rebase'])
+def test_a_job_that_ends_without_its_effect_deletes_nothing(share, job):
     lv = FakeLibvirt([str(share / F2), str(share / F1), str(share / VOL)], job_effect=False)
-    if step == 'commit':
+    if job == 'commit':
         block = commit_step(share)
     else:
-        block = Step('block_rebase', 'compute', {'domain': 'instance-1', 'disk': 'vdb', 'top': str(share / F2),
+        block = step('block_rebase', 'compute', {'domain': 'instance-1', 'disk': 'vdb', 'top': str(share / F2),
                                                  'base': str(share / VOL)})
     info_before = (share / (VOL + '.info')).read_text()
     # The job wrote nothing (the files are untouched) and nothing else ran: rolled back, the volume is not blocked.
@@ -174,13 +175,13 @@ def test_a_job_that_ends_without_its_effect_deletes_nothing(share, step):
     assert 'it was rolled back' in failed.value.msg and failed.value.details['rolled_back'] is True
     assert failed.value.details['pending'] is None
     assert (share / F1).exists() and (share / (VOL + '.info')).read_text() == info_before
-    assert not os.path.exists(journal_path_for(str(share), VOL))
+    assert not os.path.exists(ShareVolume(str(share), VOL[7:]).journal_path)
 
 
 def test_a_commit_started_by_an_earlier_attempt_stays_pending(share):
     """A blockCommit that a killed run started may have written part of the snapshot's data: never rolled back."""
     lv = FakeLibvirt([str(share / F2), str(share / F1), str(share / VOL)], job_effect=False)
-    journal = Journal(journal_path_for(str(share), VOL))
+    journal = Journal(ShareVolume(str(share), VOL[7:]).journal_path)
     journal.begin(delete_plan(share, commit_step(share)))
     journal.start(0)  # as a run killed during the job leaves it
     with pytest.raises(VolsnapError, match='It was not rolled back: step 1 .* has started') as failed:
@@ -188,7 +189,7 @@ def test_a_commit_started_by_an_earlier_attempt_stays_pending(share):
     assert failed.value.details['rolled_back'] is False
     assert failed.value.details['pending']['steps_done'] == 0 and failed.value.details['pending']['started']
     assert 'state=resumed' in failed.value.msg
-    again = Journal(journal_path_for(str(share), VOL))
+    again = Journal(ShareVolume(str(share), VOL[7:]).journal_path)
     assert again.load() and (again.done, again.started) == (0, 0)
 
 
@@ -214,9 +215,9 @@ def test_stopped_domain_commit_already_merged_in_the_headers(share):
 def test_stopped_domain_pulls_offline(share, base):
     lv = FakeLibvirt([str(share / F2)], running=False)
     runner = Recorder()
-    step = Step('block_rebase', 'compute', {'domain': 'instance-1', 'disk': 'vdb', 'top': str(share / F2),
+    pull = step('block_rebase', 'compute', {'domain': 'instance-1', 'disk': 'vdb', 'top': str(share / F2),
                                             'base': str(share / base) if base else None})
-    run_plan(share, delete_plan(share, step), lv, runner)
+    run_plan(share, delete_plan(share, pull), lv, runner)
     expected = ['-b', VOL, '-F', 'raw'] if base else ['-b', '']
     assert runner.argv == [['rebase', '-q', '-f', 'qcow2', '-t', 'writeback'] + expected + [str(share / F2)]]
 
@@ -224,9 +225,9 @@ def test_stopped_domain_pulls_offline(share, base):
 def create_plan(share, new):
     info_after = dict(INFO, active=new.name)
     return Plan('create', VOL[7:], S2, 'online', steps=[
-        Step('libvirt_snapshot', 'compute', {'domain': 'instance-1', 'disk': 'vdb', 'file': str(new),
+        step('libvirt_snapshot', 'compute', {'domain': 'instance-1', 'disk': 'vdb', 'file': str(new),
                                              'quiesce': True}),
-        Step('write_info', 'complete', {'path': str(share / (VOL + '.info')), 'info': info_after}),
+        step('write_info', 'complete', {'path': str(share / (VOL + '.info')), 'info': info_after}),
     ], info_before=dict(INFO), info_after=info_after)
 
 
@@ -260,14 +261,14 @@ def test_journal_is_rewritten_after_compute_steps_only(share, monkeypatch):
 # ---- failures: journal writes, rollback, abandon (issue 12 items 6 and 8)
 
 def test_journal_records_a_started_data_step_and_reads_older_journals_conservatively(share):
-    path = journal_path_for(str(share), VOL)
+    path = ShareVolume(str(share), VOL[7:]).journal_path
     journal = Journal(path)
     journal.begin(delete_plan(share, commit_step(share)))
     journal.start(0)
     again = Journal(path)
     assert again.load() and (again.done, again.started) == (0, 0)
     assert again.pending() == {'journal': path, 'operation': 'delete', 'snapshot_id': S1, 'mode': 'online',
-                               'steps_done': 0, 'steps_total': 3, 'next_step': commit_step(share).describe(),
+                               'steps_done': 0, 'steps_total': 3, 'next_step': commit_step(share).description,
                                'started': True}
     journal.advance(1, 'compute')
     assert Journal(path).load() and journal.started is None
@@ -290,7 +291,7 @@ def _no_space(*args, **kwargs):
 
 def test_a_journal_write_that_fails_leaves_the_old_journal_and_no_temporary_file(share, monkeypatch):
     from ansible_collections.volsnap.openstack.plugins.module_utils._base import atomic as _atomic
-    path = journal_path_for(str(share), VOL)
+    path = ShareVolume(str(share), VOL[7:]).journal_path
     journal = Journal(path)
     listing = sorted(os.listdir(str(share)))
     monkeypatch.setattr(_atomic, '_write_all', _no_space)
@@ -310,7 +311,7 @@ def test_a_journal_write_that_fails_leaves_the_old_journal_and_no_temporary_file
 def test_a_data_step_whose_start_cannot_be_recorded_does_not_run_and_is_rolled_back(share, monkeypatch):
     from ansible_collections.volsnap.openstack.plugins.module_utils._base import atomic as _atomic
     lv = FakeLibvirt([str(share / F2), str(share / F1), str(share / VOL)])
-    journal = Journal(journal_path_for(str(share), VOL))
+    journal = Journal(ShareVolume(str(share), VOL[7:]).journal_path)
     journal.begin(delete_plan(share, commit_step(share)))
     monkeypatch.setattr(_atomic, '_write_all', _no_space)
     with pytest.raises(VolsnapError) as failed:
@@ -325,7 +326,7 @@ def test_a_data_step_whose_start_cannot_be_recorded_does_not_run_and_is_rolled_b
 def test_a_journal_that_cannot_record_a_done_step_says_so_and_stays_pending(share, monkeypatch):
     from ansible_collections.volsnap.openstack.plugins.module_utils._base import atomic as _atomic
     lv = FakeLibvirt([str(share / F2), str(share / F1), str(share / VOL)])
-    journal = Journal(journal_path_for(str(share), VOL))
+    journal = Journal(ShareVolume(str(share), VOL[7:]).journal_path)
     journal.begin(delete_plan(share, commit_step(share)))
     original = Journal.advance
 
@@ -372,7 +373,7 @@ def test_overlay_data_problem(tmp_path):
 def online_create(share, new):
     plan = create_plan(share, new)
     args = {'file': str(new), 'backing': F2, 'backing_format': 'qcow2', 'size': 1 << 20, 'like': str(share / F2)}
-    plan.steps.insert(0, Step('create_overlay', 'compute', args))
+    plan.steps.insert(0, step('create_overlay', 'compute', args))
     return plan
 
 
@@ -382,7 +383,7 @@ def test_undo_of_an_online_create_asks_libvirt_whether_the_guest_writes_into_the
     B.write_qcow2(share, new.name, size=1 << 20, backing=F2, backing_fmt='qcow2')
     chain = [str(new), str(share / F2)] if domain == 'uses-overlay' else [str(share / F2)]
     lv = FakeLibvirt(chain, exists=domain != 'undefined')
-    journal = Journal(journal_path_for(str(share), VOL))
+    journal = Journal(ShareVolume(str(share), VOL[7:]).journal_path)
     journal.begin(online_create(share, new))
     journal.advance(1, 'compute')  # the overlay is made; libvirt's snapshot is next (and may have been taken)
     actions, files, refusal = Executor(QemuImg(Recorder()), lv).undo_plan(journal)
@@ -400,7 +401,7 @@ def test_undo_of_a_create_refuses_an_overlay_with_data_or_a_recorded_info(share)
     new = share / ('%s.%s' % (VOL, '99999999-8888-4777-8666-555555555555'))
     B.write(new, with_data_cluster(B.qcow2(size=1 << 20, backing=F2, backing_fmt='qcow2')))
     lv = FakeLibvirt([str(share / F2)], exists=False)
-    journal = Journal(journal_path_for(str(share), VOL))
+    journal = Journal(ShareVolume(str(share), VOL[7:]).journal_path)
     journal.begin(online_create(share, new))
     _actions, _files, refusal = Executor(QemuImg(Recorder()), lv).undo_plan(journal)
     assert 'has data clusters' in refusal
@@ -413,7 +414,7 @@ def test_undo_of_a_create_refuses_an_overlay_with_data_or_a_recorded_info(share)
 def test_undo_of_a_delete(share):
     lv = FakeLibvirt([str(share / F2), str(share / F1), str(share / VOL)])
     executor = Executor(QemuImg(Recorder()), lv)
-    journal = Journal(journal_path_for(str(share), VOL))
+    journal = Journal(ShareVolume(str(share), VOL[7:]).journal_path)
     journal.begin(delete_plan(share, commit_step(share)))
     actions, files, refusal = executor.undo_plan(journal)
     assert refusal is None and files == [] and actions[0].startswith('removed the journal')
@@ -423,7 +424,7 @@ def test_undo_of_a_delete(share):
     journal.advance(1, 'compute')
     assert 'is already applied' in executor.undo_plan(journal)[2]
     # a pull (blockRebase) only copies what the active file shows: abandoned unless the header moved or a job runs
-    pull = Step('block_rebase', 'compute', {'domain': 'instance-1', 'disk': 'vdb', 'top': str(share / F2),
+    pull = step('block_rebase', 'compute', {'domain': 'instance-1', 'disk': 'vdb', 'top': str(share / F2),
                                             'base': str(share / VOL)})
     journal.begin(delete_plan(share, pull))
     journal.start(0)

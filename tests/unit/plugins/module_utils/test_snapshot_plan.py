@@ -15,12 +15,11 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_pl
     OFFLINE,
     ONLINE,
     Plan,
-    check_journaled_plan,
     check_snapshot_id,
     plan_create,
     plan_delete,
-    volume_file,
 )
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.volume import ShareVolume, check_journaled_plan
 from ansible_collections.volsnap.openstack.tests.unit.plugins.module_utils import image_builders as B
 
 VOL_ID = '0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d'
@@ -63,10 +62,10 @@ def actions(plan):
 
 def test_ids_and_volume_file(share):
     check_snapshot_id(S1)
-    assert volume_file('/mnt/share', VOL_ID) == '/mnt/share/' + VOL
+    assert ShareVolume.in_share('/mnt/share', VOL_ID).path == '/mnt/share/' + VOL
     for bad in ('../' + VOL_ID, VOL_ID + '/..', S1 + '/../volume-' + VOL_ID, '', VOL_ID + '\n'):
         with pytest.raises(VolsnapError, match='is not a Cinder volume id'):
-            volume_file('/mnt/share', bad)
+            ShareVolume.in_share('/mnt/share', bad)
         with pytest.raises(VolsnapError, match='is not a Cinder snapshot id'):
             check_snapshot_id(bad)
 
