@@ -27,6 +27,8 @@ import pytest
 from ansible_run import COLLECTION_ROOT, PlaybookResult, run_tasks
 
 CHECK_SCRIPT = COLLECTION_ROOT / "roles" / "ceph_client_keyrings" / "files" / "ceph_client_check.py"
+# Sent before the check script, as the role's tasks/verify.yml does (the one classification of Ceph errors).
+ERROR_KINDS = COLLECTION_ROOT / "plugins" / "module_utils" / "_ceph" / "error_kinds.py"
 HOST_PYTHON = "/usr/bin/python3"
 NOBODY = 65534
 NOGROUP = grp.getgrnam("nogroup").gr_gid
@@ -258,9 +260,9 @@ def run_check(conf: Path, name: str, keyring: Path, uid: int, gid: int, **pools:
     args = json.dumps(dict(conf=str(conf), name=name, keyring=str(keyring), timeout=20, tag=uuid.uuid4().hex[:8],
                            **pools))
     argv = ["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid, "--clear-groups", "--", HOST_PYTHON, "-", args]
-    with open(CHECK_SCRIPT, "rb") as script:
-        proc = subprocess.run(argv, stdin=script, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
-                              timeout=120)
+    script = ERROR_KINDS.read_bytes().rstrip() + b"\n" + CHECK_SCRIPT.read_bytes()
+    proc = subprocess.run(argv, input=script, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
+                          timeout=120)
     assert proc.returncode in (0, 1), proc.stderr.decode()
     return json.loads(proc.stdout)
 

@@ -10,19 +10,24 @@
   result feeds ``VolsnapModule.dependencies()`` (``missing_required_lib``).
 * :func:`connect`: a context manager yielding a connected ``rados.Rados`` (shut down on exit).
 * :func:`ceph_error` / :func:`ceph_errors`: rados and rbd exceptions become a :class:`VolsnapError`
-  saying what failed, for which client and pool, and what to do (for example which cap is missing).
+  saying what failed, for which client and pool, and what to do (for example which cap is missing);
+  the kind of failure comes from :mod:`.error_kinds`.
 * :func:`cluster_fsid`: the cluster's fsid.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno as errno_codes
 import os
 import traceback
 from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.error_kinds import (
+    errno_of,
+    error_kind,
+    is_ceph_exception,
+)
 
 DEFAULT_CEPH_CONF = '/etc/ceph/ceph.conf'
 DEFAULT_CONNECT_TIMEOUT = 30
@@ -114,57 +119,6 @@ def client_name(ceph_user: Optional[str]) -> str:
 # ---------------------------------------------------------------------------------------------
 # errors
 
-def is_ceph_exception(exc: BaseException) -> bool:
-    """True for exceptions of the rados and rbd bindings (the only ones :func:`ceph_error` maps)."""
-    for klass in type(exc).__mro__:
-        if (getattr(klass, '__module__', '') or '') in ('rados', 'rbd'):
-            return True
-    return False
-
-
-def _errno(exc: BaseException) -> Optional[int]:
-    value = getattr(exc, 'errno', None)
-    if isinstance(value, int):
-        return abs(value)
-    return None
-
-
-def error_kind(exc: BaseException) -> str:
-    """A short kind for a rados/rbd exception, from its class name and errno.
-
-    One of ``permission``, ``not_found``, ``exists``, ``busy``, ``has_snapshots``, ``timeout``,
-    ``no_space``, ``read_only``, ``invalid``, ``not_supported``, ``shutdown``, ``io``, ``other``.
-    """
-    names = [klass.__name__ for klass in type(exc).__mro__]
-    code = _errno(exc)
-    if {'PermissionError', 'PermissionDeniedError'} & set(names) or code in (errno_codes.EPERM, errno_codes.EACCES):
-        return 'permission'
-    if {'ImageNotFound', 'ObjectNotFound'} & set(names) or code == errno_codes.ENOENT:
-        return 'not_found'
-    if {'ImageExists', 'ObjectExists'} & set(names) or code == errno_codes.EEXIST:
-        return 'exists'
-    if 'ImageHasSnapshots' in names or code == errno_codes.ENOTEMPTY:
-        return 'has_snapshots'
-    if {'ImageBusy', 'ObjectBusy'} & set(names) or code == errno_codes.EBUSY:
-        return 'busy'
-    if {'TimedOut', 'Timeout', 'InterruptedOrTimeoutError'} & set(names) or code == errno_codes.ETIMEDOUT:
-        return 'timeout'
-    if {'NoSpace', 'DiskQuotaExceeded'} & set(names) or code in (errno_codes.ENOSPC, errno_codes.EDQUOT):
-        return 'no_space'
-    if 'ReadOnlyImage' in names or code == errno_codes.EROFS:
-        return 'read_only'
-    if {'InvalidArgument', 'InvalidArgumentError', 'ArgumentOutOfRange'} & set(names) or code == errno_codes.EINVAL:
-        return 'invalid'
-    if {'FunctionNotSupported', 'OperationNotSupported'} & set(names) or code in (errno_codes.ENOSYS,
-                                                                                  errno_codes.EOPNOTSUPP):
-        return 'not_supported'
-    if {'ConnectionShutdown', 'NotConnected', 'RadosStateError', 'IoctxStateError'} & set(names):
-        return 'shutdown'
-    if 'IOError' in names or code == errno_codes.EIO:
-        return 'io'
-    return 'other'
-
-
 def cap_hint(user: Optional[str], pool: Optional[str], write: bool = True) -> str:
     """The sentence telling an operator which cap ``client.<user>`` needs on ``pool``."""
     name = client_name(user)
@@ -210,7 +164,7 @@ def ceph_error(exc: BaseException, action: str, user: Optional[str] = None, pool
             hint = _KIND_HINTS.get(kind)
     if hint:
         msg += '. ' + hint
-    return VolsnapError(msg, ceph_error=kind, errno=_errno(exc), exception_type=type(exc).__name__,
+    return VolsnapError(msg, ceph_error=kind, errno=errno_of(exc), exception_type=type(exc).__name__,
                         ceph_message=text, client=client_name(user), pool=pool)
 
 

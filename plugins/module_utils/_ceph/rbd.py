@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Tuple
 from urllib.parse import quote, unquote
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.connection import ceph_errors, error_kind, is_ceph_exception
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.connection import ceph_errors
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.error_kinds import error_kind, is_ceph_exception
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 
 GLANCE_SNAP = 'snap'

@@ -4,9 +4,11 @@
 """Check what a cephx client can do, from the host and as the user that will use it.
 
 Run with the system Python 3 (it needs python3-rados), normally as the service user, so the keyring's
-owner, group and mode are part of what is checked (root reads any file):
+owner, group and mode are part of what is checked (root reads any file). Its standard input is the
+collection's classification of Ceph errors (``plugins/module_utils/_ceph/error_kinds.py``, the one
+source of it, which needs only the standard library) followed by this script, as tasks/verify.yml sends them:
 
-    python3 - '<json>' < ceph_client_check.py
+    cat error_kinds.py ceph_client_check.py | python3 - '<json>'
 
 The JSON argument: ``conf`` (ceph.conf), ``name`` (client id without ``client.``), ``keyring``,
 ``timeout`` (seconds), and lists of pools: ``write`` (write, read back and remove an object must
@@ -25,13 +27,22 @@ import sys
 EXIT_BAD_ARGS = 2
 
 
-def outcome_of(exc, rados):
+# What error_kind (error_kinds.py, sent first) says of a failure -> the outcome this script reports.
+OUTCOMES = {'permission': 'denied', 'not_found': 'missing'}
+
+
+def error_kind_function():
+    """``error_kind`` of error_kinds.py, defined by the text sent before this script."""
+    try:
+        return globals()['error_kind']
+    except KeyError:
+        raise SystemExit('ceph_client_check.py runs after error_kinds.py: cat error_kinds.py ceph_client_check.py '
+                         '| python3 - <json arguments>')
+
+
+def outcome_of(exc):
     """'denied' for a permission error, 'missing' for a missing pool, else the exception text."""
-    if isinstance(exc, rados.PermissionError) or getattr(exc, 'errno', None) in (1, 13, -1, -13):
-        return 'denied'
-    if isinstance(exc, rados.ObjectNotFound):
-        return 'missing'
-    return '%s: %s' % (type(exc).__name__, exc)
+    return OUTCOMES.get(error_kind_function()(exc), '%s: %s' % (type(exc).__name__, exc))
 
 
 def check_write(cluster, rados, pool, name, tag):
@@ -40,7 +51,7 @@ def check_write(cluster, rados, pool, name, tag):
     try:
         ioctx = cluster.open_ioctx(pool)
     except rados.Error as exc:
-        return 'pool ' + outcome_of(exc, rados)
+        return 'pool ' + outcome_of(exc)
     try:
         ioctx.write_full(obj, payload)
         try:
@@ -50,7 +61,7 @@ def check_write(cluster, rados, pool, name, tag):
             ioctx.remove_object(obj)
         return 'allowed'
     except rados.Error as exc:
-        return outcome_of(exc, rados)
+        return outcome_of(exc)
     finally:
         ioctx.close()
 
@@ -60,7 +71,7 @@ def check_read(cluster, rados, pool, name, tag):
     try:
         ioctx = cluster.open_ioctx(pool)
     except rados.Error as exc:
-        return 'pool ' + outcome_of(exc, rados)
+        return 'pool ' + outcome_of(exc)
     try:
         ioctx.stat(obj)
         return 'allowed'
@@ -68,15 +79,16 @@ def check_read(cluster, rados, pool, name, tag):
         # The OSD looked the object up: the client may read the pool.
         return 'allowed'
     except rados.Error as exc:
-        return outcome_of(exc, rados)
+        return outcome_of(exc)
     finally:
         ioctx.close()
 
 
 def main(argv):
     if len(argv) != 2:
-        sys.stderr.write('usage: python3 - <json arguments> < ceph_client_check.py\n')
+        sys.stderr.write('usage: cat error_kinds.py ceph_client_check.py | python3 - <json arguments>\n')
         return EXIT_BAD_ARGS
+    error_kind_function()
     try:
         args = json.loads(argv[1])
         name = str(args['name'])

@@ -23,10 +23,9 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.connection
     client_name,
     cluster_fsid,
     connect,
-    error_kind,
-    is_ceph_exception,
     open_ioctx,
 )
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.error_kinds import error_kind, is_ceph_exception
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 
 
