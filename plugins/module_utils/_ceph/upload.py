@@ -139,14 +139,10 @@ class Timer(object):
 
 def _image_id(context: RunContext) -> str:
     """The id of the image the run works on (known once the image exists: found, or made by create_image)."""
-    return str(_need(context.get('image_id')))
-
-
-def _need(value: Any) -> Any:
-    """``value``; an internal error when the planner left it unset."""
-    if value is None:  # pragma: no cover - the planner only plans steps it can fill in
-        raise VolsnapError('internal error: a step lacks what it needs (clone or location)')
-    return value
+    image_id = context.get('image_id')
+    if image_id is None:  # pragma: no cover - the planner puts create_image before every step that needs the id
+        raise VolsnapError('internal error: a step needs the image id before the image exists')
+    return str(image_id)
 
 
 class Upload(object):

@@ -10,6 +10,8 @@ lab in tests/integration/test_rbd_image_clone_upload.py.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
@@ -332,3 +334,25 @@ def test_upload_broken_midway_closes_the_snapshot_it_read(world):
         world.run()
     assert world.cluster.open_images == []
     assert world.snaps('volumes', 'volume-%s' % VOL) == []
+
+
+def executed(logs):
+    """The steps a run logged as it executed them ('rbd_image_clone_upload: <step description>')."""
+    prefix = 'rbd_image_clone_upload: '
+    return [line[len(prefix):] for line in logs
+            if line.startswith(prefix) and re.match(r'^[a-z_]+: ', line[len(prefix):])]
+
+
+@pytest.mark.parametrize('optimization', [True, False])
+def test_check_mode_shows_the_steps_a_run_executes(world, optimization):
+    planned = world.run(check_mode=True, enable_clone_optimization=optimization)
+    assert world.logs == []
+    out = world.run(enable_clone_optimization=optimization)
+    assert out['plan'] == planned['plan'] and executed(world.logs) == planned['plan']
+    image_id = out['image_id']
+    assert '<new image id>' in ' '.join(planned['plan']) and image_id in world.glance.images
+    world.logs.clear()
+    planned = world.run(check_mode=True, state='absent', image_id=image_id, image_name=None)
+    gone = world.run(state='absent', image_id=image_id, image_name=None)
+    assert gone['plan'] == planned['plan'] and executed(world.logs) == planned['plan'] and gone['removed']
+    assert not world.run(state='absent', image_id=image_id, image_name=None)['changed']
