@@ -166,6 +166,7 @@ def test_operator_playbooks_upload_and_cleanup(stack: Stack, tmp_path: Path) -> 
         "upload_volume_to_image_keyring": str(ceph.cinder_keyring),
         "upload_volume_to_image_name_pattern": f"{stack.tag}-{{volume}}",
         "upload_volume_to_image_properties": {"os_distro": "debian"},
+        "upload_volume_to_image_poll_interval": 1,   # async_status polls the upload jobs every second
         "upload_volume_to_image_list": [
             {"volume": volume.id, "clone": True, "visibility": "private"},          # by id, clone path
             {"volume": stack.tag, "image_name": f"{stack.tag}-copy"},            # by name, copy (default)
@@ -176,7 +177,8 @@ def test_operator_playbooks_upload_and_cleanup(stack: Stack, tmp_path: Path) -> 
 
     # check mode: what would happen, nothing made
     checked = books.run("upload_volume_to_image.yml", upload_vars, check=True)
-    assert recap(checked, "localhost")["changed"] == 1
+    # each upload is a job of its own (async + async_status): one changed task per volume uploaded
+    assert recap(checked, "localhost")["changed"] == 2
     msgs = messages(checked)
     assert "would upload, path clone, image (new)" in one(msgs, f"{volume.id}:")
     assert "would upload, path copy, image (new)" in one(msgs, f"{stack.tag}:")
@@ -186,7 +188,7 @@ def test_operator_playbooks_upload_and_cleanup(stack: Stack, tmp_path: Path) -> 
 
     # the uploads
     done = books.run("upload_volume_to_image.yml", upload_vars)
-    assert recap(done, "localhost")["changed"] == 1
+    assert recap(done, "localhost")["changed"] == 2
     msgs = messages(done)
     images = {i["name"]: i for i in stack.images().values()}
     assert set(images) == {clone_name, copy_name}
