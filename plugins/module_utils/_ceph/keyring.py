@@ -399,9 +399,9 @@ def _describe(summary: Mapping[str, Any], text: str) -> str:
 
 
 def _attributes_text(args: Mapping[str, Any]) -> str:
-    return 'owner %s, group %s, mode %s' % (user_name(args['uid']) if args['uid'] is not None else '(kept)',
-                                          group_name(args['gid']) if args['gid'] is not None else '(kept)',
-                                          mode_text(args['mode']))
+    owner = user_name(args['uid']) if args['uid'] is not None else '(kept)'
+    group = group_name(args['gid']) if args['gid'] is not None else '(kept)'
+    return 'owner %s, group %s, mode %s' % (owner, group, mode_text(args['mode']))
 
 
 # The actions of a keyring change, defined once. No step ever holds the key: the file's content stays on the plan

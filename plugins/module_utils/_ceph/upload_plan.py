@@ -178,8 +178,8 @@ _TEXTS: Dict[str, Callable[[Mapping[str, Any]], str]] = {
     # present
     'check_caps': lambda a: 'check that the Ceph client can write to pool %s' % a['store_pool'],
     'create_image': lambda a: 'create Glance image %s (%s/%s, queued)' % (a['name'], 'raw', 'bare'),
-    'set_properties': lambda a: 'set properties %s on Glance image %s' % (', '.join(sorted(a['properties'])),
-                                                                           a['image_id']),
+    'set_properties': lambda a: ('set properties %s on Glance image %s'
+                                 % (', '.join(sorted(a['properties'])), a['image_id'])),
     'snapshot_volume': lambda a: 'snapshot %s' % volume_snap(a),
     'protect_volume_snapshot': lambda a: 'protect %s' % volume_snap(a),
     'clone': lambda a: 'clone %s into %s' % (volume_snap(a), clone_ref(a)),
