@@ -77,7 +77,6 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share impor
 )
 
 OUTPUT_FORMATS = ('raw', 'qcow2')
-TMP_SUFFIX = TEMP_SUFFIX
 SIDECAR_SUFFIX = '.volsnap-clone'
 SIDECAR_VERSION = 1
 
