@@ -9,7 +9,8 @@
 * :class:`AuthApi`: ``auth get``, ``auth get-or-create``, ``auth caps`` and ``auth rm`` over a
   ``mon_command`` callable (``rados.Rados.mon_command`` in a module, a fake in unit tests).
 * :func:`ensure_client`: the idempotent create / update / remove of one client, honest in check mode,
-  with a diff of the caps (never the key).
+  with a diff of the caps (never the key). Its steps are built through :data:`CLIENT_ACTIONS` (the shared
+  step model); a step's description is the ``ceph`` command it sends, as ``commands`` reports it.
 
 The key of a client is read only when the caller asks for it (``return_key``); nothing here writes it
 anywhere, logs it or puts it in a diff or an error message.
@@ -26,6 +27,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.connection import ceph_errors
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.steps import Actions, Executor, Handler, RunContext, Step
 
 # The daemon types a cephx client can hold caps for.
 CAP_TYPES = ('mon', 'osd', 'mgr', 'mds')
@@ -291,6 +293,39 @@ def desired_caps(request: ClientRequest, current: Optional[Caps]) -> Optional[Ca
     return wanted
 
 
+# The actions on a cephx client, defined once; a step is described by the command it sends.
+CLIENT_ACTIONS = Actions('ceph_auth_client', {
+    'create': lambda a: ('ceph auth get-or-create %s %s' % (a['entity'], caps_cli(a['caps']))).rstrip(),
+    'set_caps': lambda a: 'ceph auth caps %s %s' % (a['entity'], caps_cli(a['caps'])),
+    'remove': lambda a: 'ceph auth rm %s' % a['entity'],
+})
+
+
+def _client_handlers(api: AuthApi) -> Dict[str, Handler]:
+    def create(step: Step, context: RunContext) -> None:
+        entity, caps = step.args['entity'], step.args['caps']
+        created = api.create(entity, caps)
+        if not caps_equal(created, caps):
+            # Another run created it between our read and our create: make its caps ours.
+            fix = CLIENT_ACTIONS.step('set_caps', entity=entity, caps=caps)
+            set_caps(fix, context)
+            context.results.setdefault('also', []).append(fix)
+
+    def set_caps(step: Step, context: RunContext) -> None:
+        api.set_caps(step.args['entity'], step.args['caps'])
+
+    def remove(step: Step, context: RunContext) -> None:
+        api.remove(step.args['entity'])
+
+    return {'create': create, 'set_caps': set_caps, 'remove': remove}
+
+
+def _commands(steps: List[Step], context: Optional[RunContext] = None) -> List[str]:
+    """The commands of the planned steps, then of what the run also had to send."""
+    also: List[Step] = context.get('also', []) if context is not None else []
+    return [step.description for step in steps + also]
+
+
 def ensure_client(api: AuthApi, request: ClientRequest, check_mode: bool = False) -> ClientOutcome:
     """Create, update or remove one cephx client so that it matches ``request``.
 
@@ -313,38 +348,33 @@ def ensure_client(api: AuthApi, request: ClientRequest, check_mode: bool = False
         normalize_caps(request.caps)
     current = api.get(entity, with_key=request.return_key)
     before = dict(current.caps) if current is not None else None
-    commands: List[str] = []
 
     if request.state == 'absent':
         if current is None:
-            return ClientOutcome(entity, False, False, {}, None, commands)
-        commands.append('ceph auth rm %s' % entity)
-        if not check_mode:
-            api.remove(entity)
-        return ClientOutcome(entity, True, False, {}, before, commands)
-
-    target = desired_caps(request, before)
-    if current is None:
-        caps = target or {}
-        commands.append(('ceph auth get-or-create %s %s' % (entity, caps_cli(caps))).rstrip())
-        key = None
-        if not check_mode:
-            created = api.create(entity, caps)
-            if not caps_equal(created, caps):
-                # Another run created it between our read and our create: make its caps ours.
-                commands.append('ceph auth caps %s %s' % (entity, caps_cli(caps)))
-                api.set_caps(entity, caps)
-            if request.return_key:
-                entry = api.get(entity, with_key=True)
-                key = entry.key if entry is not None else None
-        return ClientOutcome(entity, True, True, caps, None, commands, key=key)
-
-    if target is None or caps_equal(before or {}, target):
-        return ClientOutcome(entity, False, True, before or {}, before, commands, key=current.key)
-    commands.append('ceph auth caps %s %s' % (entity, caps_cli(target)))
-    if not check_mode:
-        api.set_caps(entity, target)
-    return ClientOutcome(entity, True, True, target, before, commands, key=current.key)
+            return ClientOutcome(entity, False, False, {}, None, [])
+        steps = [CLIENT_ACTIONS.step('remove', entity=entity)]
+        caps: Caps = {}
+        exists = False
+    else:
+        target = desired_caps(request, before)
+        if current is None:
+            caps = target or {}
+            steps = [CLIENT_ACTIONS.step('create', entity=entity, caps=caps)]
+        elif target is None or caps_equal(before or {}, target):
+            return ClientOutcome(entity, False, True, before or {}, before, [], key=current.key)
+        else:
+            caps = target
+            steps = [CLIENT_ACTIONS.step('set_caps', entity=entity, caps=target)]
+        exists = True
+    # The key of an existing client was read with it; a new client's is read once it exists (never in a step).
+    key = current.key if exists and current is not None else None
+    if check_mode:
+        return ClientOutcome(entity, True, exists, caps, before, _commands(steps), key=key)
+    context = Executor(CLIENT_ACTIONS, _client_handlers(api)).run(steps)
+    if current is None and request.return_key:
+        entry = api.get(entity, with_key=True)
+        key = entry.key if entry is not None else None
+    return ClientOutcome(entity, True, exists, caps, before, _commands(steps, context), key=key)
 
 
 def mon_command_of(cluster: Any, timeout: Optional[int]) -> MonCommand:
