@@ -61,6 +61,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.upload_pla
     Request,
     Volume,
     classify_candidate,
+    clone_pool_of,
     clone_ref,
     glance_read_hint,
     image_locations,
@@ -547,9 +548,9 @@ class Upload(object):
         attempts: List[Tuple[str, Callable[[], Any]]] = []
         if not registered:
             if plan.path == 'clone':
-                clone_pool = store.pool if store is not None and store.pool and store.type == 'rbd' else None
                 attempts.append(('clone and snapshots of image %s' % image_id,
-                                 lambda: self._discard_clone(volume.pool, volume.image, clone_pool, image_id)))
+                                 lambda: self._discard_clone(volume.pool, volume.image, clone_pool_of(store),
+                                                             image_id)))
         attempts.append(('snapshot %s' % Ref(volume.pool, volume.image, upload_snap_name(image_id)),
                          lambda: self.rbd.remove_snap(Ref(volume.pool, volume.image, upload_snap_name(image_id)))))
         if context.get('created_image') and not registered:

@@ -62,6 +62,11 @@ def upload_snap_name(image_id: str) -> str:
     return image_id + UPLOAD_SNAP_SUFFIX
 
 
+def clone_pool_of(store: Optional[Store]) -> Optional[str]:
+    """Where a clone-path run makes the clone: the pool of Glance's rbd store (None when the store is no rbd pool)."""
+    return store.pool if store is not None and store.pool and store.type == 'rbd' else None
+
+
 def source_key(fsid: str, pool: str, image: str) -> str:
     """The value of the ``volsnap_source`` image property: which RBD image the data came from."""
     return '%s/%s/%s' % (fsid, pool, image)
@@ -407,9 +412,7 @@ def plan_present(req: Request, volume: Volume, stores: Stores, store: Optional[S
             plan.steps.append(step('remove_upload_snapshot', leftover=True, **on_volume))
     else:
         if ceph.clone_exists or ceph.volume_snap is not None:
-            # The clone is removed only where Glance's store is rbd and has a pool (an earlier run made it there).
-            clone_pool = store.pool if store is not None and store.pool and store.type == 'rbd' else None
-            plan.steps.append(step('discard_clone', clone_pool=clone_pool, **on_volume))
+            plan.steps.append(step('discard_clone', clone_pool=clone_pool_of(store), **on_volume))
         if ceph.upload_snap is None:
             plan.steps.append(step('snapshot_upload', **on_volume))
         plan.steps.append(step('upload_data', size=volume.size, store=store.id if store is not None else None,
