@@ -130,7 +130,7 @@ def remove_unused_lock(directory: str, volume_id: str, volume_name: str,
 
     Returns ``(removed, why)``: the paths removed (in check mode, that would be), the lock file last, and what was
     decided. The lock file is removed only when it is a regular file, none of the volume's files
-    (:func:`._remotefs.volume_files`: volume file, snapshot files, ``.info``, journal) exists, and the lock can be
+    (:func:`._nfs.share.volume_files`: volume file, snapshot files, ``.info``, journal) exists, and the lock can be
     taken without waiting; the volume's files are checked again and the file unlinked while the lock is held, so a
     run that opened the file meanwhile finds it gone once it gets the lock (:meth:`VolumeLock.acquire`) and makes
     a new one.

@@ -9,7 +9,9 @@
 * ``volume-<volume id>.info``: JSON ``{"active": <file>, <snapshot id>: <file>, ...}`` written by
   Cinder with ``json.dump(info, f, indent=1, sort_keys=True)`` (no trailing newline).
 
-This file keeps that format byte for byte so a real Cinder NFS driver can take over.
+This file keeps that format byte for byte so a real Cinder NFS driver can take over. It holds the rules of a
+share: what a name may be, how a share file is opened (never through a link, regular files only), the ``.info``
+format (:class:`SnapshotInfo`). Requests reach one volume's files through :class:`._nfs.volume.ShareVolume`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: volsnap.openstack contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The volume_snapshot operation: lock, resume, choose the mode, plan, run, verify."""
+"""The volume_snapshot request: on its :class:`._nfs.volume.ShareVolume`, judge before the lock exists or take the
+lock, resume or abandon a journaled operation, or choose the mode, plan (:mod:`._nfs.snapshot_plan`), run
+(:mod:`._nfs.snapshot_exec`) and verify; ``state=cleanup`` is :mod:`._nfs.cleanup`."""
 
 from __future__ import annotations
 
@@ -190,8 +192,7 @@ class VolumeSnapshot(object):
     def _cleanup(self, volume: ShareVolume) -> Dict[str, Any]:
         """state=cleanup: what the collection left for the volume (stale temporary files; the lock file of a
         volume that no longer exists), removed when no process holds the lock."""
-        result = cleanup_volume(volume.directory, volume.name, volume.volume_id, self.req.lock_timeout,
-                                self.check_mode)
+        result = cleanup_volume(volume, self.req.lock_timeout, self.check_mode)
         result.update({'snapshot_id': None, 'state': CLEANUP, 'operation': None, 'mode': None, 'resumed': False,
                        'active': None, 'file_format': {}, 'compute_status': None, 'merge': {}, 'info': None,
                        'chain': {}, 'removed_temporaries': [p for p in result['removed'] if not p.endswith('.lock')]})

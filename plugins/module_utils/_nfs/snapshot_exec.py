@@ -1,10 +1,11 @@
 # -*- coding: utf-8 -*-
 # Copyright: volsnap.openstack contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Running snapshot plans: the journal and the steps, offline (qemu-img) and online (libvirt).
+"""Running snapshot plans: the handler of each action of ``SNAPSHOT_ACTIONS``, offline (qemu-img) and online
+(libvirt), run in order by :class:`._base.steps.Executor` with the journal recording progress around each step.
 
-The journal (``.volsnap-<volume name>.journal`` beside the volume, written atomically) records the
-plan and how many steps are done (rewritten after each compute step; complete-stage steps are
+The journal (:class:`._nfs.volume.Journal`, ``.volsnap-<volume name>.journal`` beside the volume, written
+atomically) records the plan and how many steps are done (rewritten after each compute step; complete-stage steps are
 idempotent and simply run again after a crash). It is written before the first step and removed after the last,
 always under the per-volume lock. A run that finds a journal resumes it: every step checks whether
 its effect is already there before acting, so a step interrupted half-way is simply run again.

@@ -8,7 +8,7 @@ beside the images themselves, with the hostile-share rules of :mod:`._nfs.share`
 volume's, ``O_NOFOLLOW``, regular files only):
 
 * its names: the volume file, snapshot files, ``.info``, journal, lock file, temporary files;
-* its ``.info`` file, read (:meth:`ShareVolume.load_info`) and rewritten atomically (:meth:`ShareVolume.write_info`);
+* its ``.info`` file (:meth:`ShareVolume.load_info`; the plan's ``write_info`` step rewrites it atomically);
 * its :class:`Journal` (``.volsnap-<volume name>.journal``: the plan of an operation and how far it got), checked
   against hostile content by :func:`check_journaled_plan` before any of it runs;
 * its lock (:meth:`ShareVolume.lock`, :mod:`._nfs.lock`) and the leftovers of killed runs;
@@ -22,7 +22,7 @@ import errno
 import json
 import os
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, TypeVar
+from typing import Any, Callable, Dict, List, Optional, TypeVar
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import fsync_dir, remove_if_exists
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
@@ -116,10 +116,6 @@ class ShareVolume(object):
     def load_info(self) -> Optional[SnapshotInfo]:
         """The ``.info`` file (None when missing); ``InfoFileError`` when it is not what Cinder writes."""
         return load_info(self.info_path)
-
-    def write_info(self, path: str, info: Mapping[str, str], like: Optional[str] = None) -> None:
-        """Rewrite the ``.info`` file at ``path`` (a journaled plan's, checked to be this volume's) atomically."""
-        write_atomic(path, SnapshotInfo.from_dict(info).dumps(), like=like)
 
     def journal(self) -> 'Journal':
         return Journal(self.journal_path)
