@@ -54,15 +54,12 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain impor
     inspect_chain,
 )
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.image_format import inspect_image
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.lock import VolumeLock, lock_path_for
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg, Runner, argv, convert_args
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import (
     TEMP_SUFFIX,
-    VOLUME_PREFIX,
     ShareFileError,
     create_share_file,
     descriptor_path,
-    journal_filename,
     lstat_regular,
     open_regular,
     os_error_file,
@@ -70,11 +67,11 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share impor
     overlay_temporary_filename,
     publish_descriptor,
     remove_if_same,
-    remove_stale_temporaries,
     share_file_attributes,
     split_volume_filename,
     write_atomic,
 )
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.volume import ShareVolume
 
 OUTPUT_FORMATS = ('raw', 'qcow2')
 SIDECAR_SUFFIX = '.volsnap-clone'
@@ -98,20 +95,16 @@ def check_id(kind: str, value: str) -> None:
 def resolve_volume(volume_path: Optional[str], share: Optional[str], volume_id: Optional[str]) -> Tuple[str, str, str]:
     """Return (base volume file path, share directory, volume id) from the module's options."""
     if volume_path:
-        path = os.path.abspath(volume_path)
-        parts = split_volume_filename(os.path.basename(path))
-        if parts is None or parts[2] is not None:
-            raise VolsnapError('%s is not a Cinder volume file: give the base volume file itself, named '
-                               'volume-<volume id> (not a snapshot or .info file)' % path)
-        volume_id = parts[1]
-        share = os.path.abspath(share) if share else os.path.dirname(path)
+        volume = ShareVolume.from_path(volume_path, 'base volume file itself, named volume-<volume id> (not a '
+                                                    'snapshot or .info file)')
+        share = os.path.abspath(share) if share else volume.directory
     else:
         if not share or not volume_id:
             raise VolsnapError('give either volume_path, or share and volume_id')
         check_id('volume_id', volume_id)
         share = os.path.abspath(share)
-        path = os.path.join(share, VOLUME_PREFIX + volume_id)
-    return path, share, volume_id
+        volume = ShareVolume.in_share(share, volume_id)
+    return volume.path, share, volume.volume_id
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,9 +264,8 @@ def plan_clone(report: ChainReport, snapshot_id: str, dest: str, fmt: str = 'raw
     if record is not None:
         return noop_plan(dest, volume_id, snapshot_id, fmt, record, report.path)
 
-    directory = os.path.dirname(report.path)
     # While volume_snapshot's journal exists the chain may be half-merged.
-    journal = os.path.join(directory, journal_filename(report.volume_name))
+    journal = ShareVolume(os.path.dirname(report.path), volume_id).journal_path
     if os.path.lexists(journal):
         raise VolsnapError('a snapshot operation on volume %s was interrupted (%s exists), so the chain may be half '
                            'merged; finish it with volsnap.openstack.volume_snapshot first' % (volume_id, journal))
@@ -576,21 +568,18 @@ def _clone_volume(req: CloneRequest, runner: Runner, check_mode: bool) -> Dict[s
         raise VolsnapError('max_depth must be at least 1, got %d' % req.max_depth)
     path, share, volume_id = resolve_volume(req.volume_path, req.share, req.volume_id)
     dest = os.path.abspath(req.dest)
-    directory = os.path.dirname(path)
-    lock = VolumeLock(directory, volume_id, req.lock_timeout)
-    if not check_mode and not os.path.exists(lock.path):
-        # No run has ever locked this volume: judge it first without making the lock file, so that a refused
+    volume = ShareVolume(os.path.dirname(path), volume_id)
+    directory = volume.directory
+    if not check_mode:
+        # While no run has ever locked this volume, judge it first without making the lock file, so that a refused
         # request or one with nothing to do leaves nothing in the share.
-        try:
-            probe = clone_volume(req, runner, check_mode=True)
-        except VolsnapError:
-            if not os.path.exists(lock.path):
-                raise
-        else:
-            if not probe['changed'] and not os.path.exists(lock.path):
-                return probe
+        probe = volume.judge_unlocked(lambda: clone_volume(req, runner, check_mode=True),
+                                      lambda result: not result['changed'])
+        if probe is not None:
+            return probe
+    lock = volume.lock(req.lock_timeout)
     # Check mode creates nothing: it takes the lock only when its file already exists.
-    locked = not check_mode or os.path.exists(lock_path_for(directory, volume_id))
+    locked = not check_mode or os.path.exists(volume.lock_path)
     if locked:
         if not os.path.isdir(directory):
             raise VolsnapError('the share %s does not exist' % directory)
@@ -598,8 +587,7 @@ def _clone_volume(req: CloneRequest, runner: Runner, check_mode: bool) -> Dict[s
     try:
         # Leftovers of a killed volume_snapshot on this volume (its .info and journal temporary files): only a run
         # holding the lock writes them, so while we hold it they are stale.
-        removed = (remove_stale_temporaries(directory, VOLUME_PREFIX + volume_id, check_mode)
-                   if locked and os.path.isdir(directory) else [])
+        removed = volume.remove_stale_temporaries(check_mode) if locked and os.path.isdir(directory) else []
         record = check_dest(dest, volume_id, req.snapshot_id, req.format)
         if record is not None:
             plan = noop_plan(dest, volume_id, req.snapshot_id, req.format, record, path)

@@ -72,12 +72,13 @@ class ShareVolume(object):
         self.path = os.path.join(directory, self.name)
 
     @classmethod
-    def from_path(cls, volume_path: str, what: str = 'volume file itself') -> 'ShareVolume':
-        """The volume whose file is ``volume_path`` (``volume-<id>``; a snapshot or ``.info`` file is refused)."""
+    def from_path(cls, volume_path: str, what: str = 'volume file itself, named volume-<volume id>') -> 'ShareVolume':
+        """The volume whose file is ``volume_path`` (``volume-<id>``; a snapshot or ``.info`` file is refused: the
+        error asks for the ``what`` of the request)."""
         path = os.path.abspath(volume_path)
         parts = split_volume_filename(os.path.basename(path))
         if parts is None or parts[2] is not None:
-            raise VolsnapError('%s is not a Cinder volume file: give the %s, named volume-<volume id>' % (path, what))
+            raise VolsnapError('%s is not a Cinder volume file: give the %s' % (path, what))
         return cls(os.path.dirname(path), parts[1])
 
     @classmethod
