@@ -64,11 +64,11 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share impor
     open_regular,
     os_error_file,
     os_error_text,
-    overlay_temporary_filename,
     publish_descriptor,
     remove_if_same,
     share_file_attributes,
     split_volume_filename,
+    temporary_path,
     write_atomic,
 )
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.volume import ShareVolume
@@ -76,10 +76,6 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.volume impo
 OUTPUT_FORMATS = ('raw', 'qcow2')
 SIDECAR_SUFFIX = '.volsnap-clone'
 SIDECAR_VERSION = 1
-
-
-def tmp_path_for(dest: str) -> str:
-    return os.path.join(os.path.dirname(dest), overlay_temporary_filename(os.path.basename(dest)))
 
 
 def sidecar_path_for(dest: str) -> str:
@@ -124,7 +120,7 @@ def _describe_convert(a: Mapping[str, Any]) -> str:
 
 def _describe_publish(a: Mapping[str, Any]) -> str:
     return ('move %s to %s (never replacing an existing file) and fsync %s'
-            % (tmp_path_for(a['dest']), a['dest'], os.path.dirname(a['dest'])))
+            % (temporary_path(a['dest']), a['dest'], os.path.dirname(a['dest'])))
 
 
 CLONE = Actions('volume_clone', {
@@ -133,11 +129,11 @@ CLONE = Actions('volume_clone', {
     # the request holds the lock around planning and execution (clone_volume); the plan says so
     'lock': lambda a: 'hold the volume lock nfs-%s for the whole operation' % a['volume_id'],
     'remove_stale_tmp': lambda a: ('remove the stale temporary file %s left by an interrupted run'
-                                   % tmp_path_for(a['dest'])),
+                                   % temporary_path(a['dest'])),
     'create_tmp': lambda a: ('create %s with the mode and owner of %s before any data is written'
-                             % (tmp_path_for(a['dest']), a['like'])),
+                             % (temporary_path(a['dest']), a['like'])),
     'convert': _describe_convert,
-    'fsync': lambda a: 'fsync %s' % tmp_path_for(a['dest']),
+    'fsync': lambda a: 'fsync %s' % temporary_path(a['dest']),
     'record': lambda a: 'record the clone in %s' % sidecar_path_for(a['dest']),
     'publish': _describe_publish,
 })
@@ -159,7 +155,7 @@ class ClonePlan:
 
     @property
     def tmp(self) -> str:
-        return tmp_path_for(self.dest)
+        return temporary_path(self.dest)
 
     @property
     def sidecar(self) -> str:
@@ -304,7 +300,7 @@ def plan_clone(report: ChainReport, snapshot_id: str, dest: str, fmt: str = 'raw
     # The volume file gives the new file its owner and mode. After an online delete flattened the chain
     # (Nova's blockRebase onto nothing) volume-<id> is gone and the active file stands for it.
     reference = report.path if os.path.exists(report.path) else report.layers[0].image.path
-    tmp = tmp_path_for(dest)
+    tmp = temporary_path(dest)
     steps = [CLONE.step('lock', volume_id=volume_id)]
     if os.path.lexists(tmp):
         steps.append(CLONE.step('remove_stale_tmp', dest=dest))
@@ -351,7 +347,7 @@ def noop_plan(dest: str, volume_id: str, snapshot_id: str, fmt: str, record: Dic
 def _keep(step: Step, context: RunContext) -> None:
     """dest is this clone already; a regular file still at the temporary name is a second link to it, left by a run
     that died after publishing dest: removed."""
-    tmp = tmp_path_for(step.args['dest'])
+    tmp = temporary_path(step.args['dest'])
     if os.path.isfile(tmp) and not os.path.islink(tmp):
         remove_if_exists(tmp)
 
@@ -368,7 +364,7 @@ def _clear_tmp(tmp: str) -> None:
 
 
 def _remove_stale_tmp(step: Step, context: RunContext) -> None:
-    _clear_tmp(tmp_path_for(step.args['dest']))
+    _clear_tmp(temporary_path(step.args['dest']))
 
 
 def stale_sidecar_temporaries(dest: str) -> List[str]:
@@ -395,7 +391,7 @@ def _create_tmp(step: Step, context: RunContext) -> None:
     descriptor of that very file: no other user may read it at any moment, and no link planted under the temporary
     name is ever followed. The descriptor goes into the run context."""
     dest, like = step.args['dest'], step.args['like']
-    tmp = tmp_path_for(dest)
+    tmp = temporary_path(dest)
     _clear_tmp(tmp)  # also when it appeared since the plan was made
     for path in stale_sidecar_temporaries(dest):
         remove_if_exists(path)
@@ -418,7 +414,7 @@ def _convert(qemu: QemuImg, step: Step, context: RunContext) -> None:
     """qemu-img writes the snapshot's data through the descriptor of the temporary file; the output is verified."""
     a, fd = step.args, _fd(context)
     qemu.run(convert_args(a['source'], a['source_format'], a['format'], descriptor_path(fd)))
-    context.set('virtual_size', _verify_output(tmp_path_for(a['dest']), fd, a['format'], a['virtual_size']))
+    context.set('virtual_size', _verify_output(temporary_path(a['dest']), fd, a['format'], a['virtual_size']))
 
 
 def _verify_output(tmp: str, fd: int, fmt: str, virtual_size: Optional[int]) -> int:
@@ -462,7 +458,7 @@ def _publish(step: Step, context: RunContext) -> None:
     """Give the file open as the context's descriptor (named tmp) the name dest without ever replacing an existing
     dest (a symlink planted there included): a hard link made from the descriptor, then tmp is unlinked."""
     fd, dest = _fd(context), step.args['dest']
-    tmp = tmp_path_for(dest)
+    tmp = temporary_path(dest)
     try:
         publish_descriptor(fd, dest)
     except OSError as exc:

@@ -28,6 +28,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors imp
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import (
     ShareFileError,
     lock_filename,
+    names_descriptor,
     open_regular,
     remove_stale_temporaries,
     volume_files,
@@ -53,18 +54,6 @@ def _try_lock(fd: int) -> bool:
         return False
 
 
-def _names_file(path: str, fd: int) -> bool:
-    """True while ``path`` (not followed) is the file open as ``fd``."""
-    try:
-        st = os.lstat(path)
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            return False
-        raise
-    mine = os.fstat(fd)
-    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
-
-
 class VolumeLock(object):
     def __init__(self, directory: str, volume_id: str, timeout: float) -> None:
         self.path = lock_path_for(directory, volume_id)
@@ -86,7 +75,7 @@ class VolumeLock(object):
         while True:
             try:
                 locked = _try_lock(fd)
-                if locked and not _names_file(self.path, fd):
+                if locked and not names_descriptor(self.path, fd):
                     # state=cleanup removed the file between our open and our lock: lock the file the name
                     # leads to now (a new one), or two runs could each hold a lock on a different file.
                     os.close(fd)
@@ -153,7 +142,7 @@ def remove_unused_lock(directory: str, volume_id: str, volume_name: str,
     try:
         if not _try_lock(fd):
             return [], 'kept: another process holds the lock'
-        if not _names_file(path, fd):
+        if not names_descriptor(path, fd):
             return [], 'kept: the lock file was replaced meanwhile (another cleanup?)'
         left = volume_files(directory, volume_name)
         if left:

@@ -126,6 +126,11 @@ def overlay_temporary_filename(filename: str) -> str:
     return '.%s%s' % (filename, TEMP_SUFFIX)
 
 
+def temporary_path(path: str) -> str:
+    """``<directory>/.<name>.volsnap-tmp``: where the new file ``path`` (an overlay, a clone output) is prepared."""
+    return os.path.join(os.path.dirname(path), overlay_temporary_filename(os.path.basename(path)))
+
+
 def own_temporary_kind(name: str, volume_name: str) -> Optional[str]:
     """What temporary file of ``volume_name`` the name ``name`` is, or None when it can be nobody else's.
 
@@ -452,16 +457,21 @@ def publish_descriptor(fd: int, path: str) -> None:
         os.close(dir_fd)
 
 
-def remove_if_same(path: str, fd: int) -> None:
-    """Unlink ``path`` only while it still names the file open as ``fd`` (a symlink is never followed)."""
+def names_descriptor(path: str, fd: int) -> bool:
+    """True while ``path`` (not followed) is the file open as ``fd``."""
     try:
         st = os.lstat(path)
     except OSError as exc:
         if exc.errno == errno.ENOENT:
-            return
+            return False
         raise
     mine = os.fstat(fd)
-    if (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino):
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def remove_if_same(path: str, fd: int) -> None:
+    """Unlink ``path`` only while it still names the file open as ``fd`` (a symlink is never followed)."""
+    if names_descriptor(path, fd):
         remove_if_exists(path)
 
 

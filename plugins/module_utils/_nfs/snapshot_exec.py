@@ -47,10 +47,10 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share impor
     load_info,
     os_error_file,
     os_error_text,
-    overlay_temporary_filename,
     publish_descriptor,
     remove_if_same,
     share_file_attributes,
+    temporary_path,
     write_atomic,
 )
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_plan import COMPLETE, COMPUTE, SNAPSHOT_ACTIONS
@@ -265,7 +265,7 @@ class Executor(object):
                 return [], [], refusal
         actions: List[str] = []
         files: List[str] = []
-        tmp = overlay_tmp_path(overlay)
+        tmp = temporary_path(overlay)
         for path in (tmp, overlay):
             try:
                 st = os.lstat(path)
@@ -371,7 +371,7 @@ class Executor(object):
         path = args['file']
         # An existing overlay is only reachable when this very step was interrupted: nothing has used it yet.
         remove_if_exists(path)
-        tmp = overlay_tmp_path(path)
+        tmp = temporary_path(path)
         remove_if_exists(tmp)  # never followed: a leftover of this step, or a link planted under our name
         # The module creates the file itself (O_CREAT | O_EXCL | O_NOFOLLOW) with its final owner and mode, and
         # qemu-img writes it through this process's descriptor: a link planted at the overlay's or the temporary
@@ -516,11 +516,6 @@ class Executor(object):
         if self.libvirt is None:
             raise VolsnapError('internal error: an online step without a libvirt connection')
         return self.libvirt
-
-
-def overlay_tmp_path(path: str) -> str:
-    """The temporary file the ``create_overlay`` step writes before renaming it to ``path``."""
-    return os.path.join(os.path.dirname(path), overlay_temporary_filename(os.path.basename(path)))
 
 
 _QCOW2_MAX_L1_BYTES = 32 * 1024 * 1024  # qemu's QCOW_MAX_L1_SIZE
