@@ -174,10 +174,10 @@ def plan_create(report: ChainReport, volume_id: str, snapshot_id: str, mode: str
     plan.merge = {'new_file': new, 'backing_file': active.filename}
     # The trusted format (volume_format, the .info's chain, the overlays' declarations), never the content's.
     plan.steps.append(_step('create_overlay', COMPUTE, file=_path(report, new), backing=active.filename,
-                           backing_format=report.layers[0].trusted_format, size=active.virtual_size, like=active.path))
+                            backing_format=report.layers[0].trusted_format, size=active.virtual_size, like=active.path))
     if mode == ONLINE:
         plan.steps.append(_step('libvirt_snapshot', COMPUTE, domain=domain, disk=disk, file=_path(report, new),
-                               quiesce=quiesce))
+                                quiesce=quiesce))
     plan.steps.append(_step('write_info', COMPLETE, path=report.info_file, info=after, like=_path(report, volume_name)))
     return plan
 
@@ -214,7 +214,7 @@ def plan_delete(report: ChainReport, volume_id: str, snapshot_id: str, mode: str
         else:
             higher = report.layers[index - 1].image
             plan.steps.append(_step('rebase', COMPUTE, file=higher.path, backing=base.filename,
-                                   backing_format=base_format))
+                                    backing_format=base_format))
         to_delete = snap_file
         plan.file_format = {base.filename: base_format}
         plan.merge = {'merge_target_file': base.filename, 'file_to_merge': snap_file, 'file_to_delete': snap_file}
@@ -222,7 +222,7 @@ def plan_delete(report: ChainReport, volume_id: str, snapshot_id: str, mode: str
         # Nova: the snapshot file is the active image, so pull its backing file's data into it.
         new_base = report.layers[index + 2].image if index + 2 < len(names) else None
         plan.steps.append(_step('block_rebase', COMPUTE, domain=domain, disk=disk, top=report.layers[0].image.path,
-                               base=new_base.path if new_base else None))
+                                base=new_base.path if new_base else None))
         base_id = info.snapshot_for_file(base.filename)
         if base_id is not None:
             after[base_id] = snap_file
@@ -233,7 +233,7 @@ def plan_delete(report: ChainReport, volume_id: str, snapshot_id: str, mode: str
                       'file_to_delete': base.filename}
     else:
         plan.steps.append(_step('block_commit', COMPUTE, domain=domain, disk=disk, top=_path(report, snap_file),
-                               base=base.path))
+                                base=base.path))
         to_delete = snap_file
         plan.file_format = {base.filename: base_format}
         plan.merge = {'merge_target_file': base.filename, 'file_to_merge': snap_file, 'file_to_delete': snap_file}
