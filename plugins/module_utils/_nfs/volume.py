@@ -7,8 +7,9 @@
 beside the images themselves, with the hostile-share rules of :mod:`._nfs.share` (names that can only be this
 volume's, ``O_NOFOLLOW``, regular files only):
 
-* its names: the volume file, snapshot files, ``.info``, journal, lock file, temporary files;
-* its ``.info`` file (:meth:`ShareVolume.load_info`; the plan's ``write_info`` step rewrites it atomically);
+* its names: the volume file, ``.info``, journal, lock file, temporary files (snapshot files: the plans);
+* its ``.info`` file (:meth:`ShareVolume.info_path`; read with the chain by :func:`._nfs.chain.inspect_chain`
+  through :func:`._nfs.share.load_info`, rewritten atomically by the plan's ``write_info`` step);
 * its :class:`Journal` (``.volsnap-<volume name>.journal``: the plan of an operation and how far it got), checked
   against hostile content by :func:`check_journaled_plan` before any of it runs;
 * its lock (:meth:`ShareVolume.lock`, :mod:`._nfs.lock`) and the leftovers of killed runs;
@@ -33,16 +34,13 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share impor
     INFO_SUFFIX,
     VOLUME_PREFIX,
     ShareFileError,
-    SnapshotInfo,
     info_entry_problem,
     is_snapshot_like,
     journal_filename,
-    load_info,
     open_regular,
     os_error_text,
     own_file_kind,
     remove_stale_temporaries,
-    snapshot_filename,
     split_volume_filename,
     stale_temporaries,
     volume_files,
@@ -102,9 +100,6 @@ class ShareVolume(object):
     def lock_path(self) -> str:
         return lock_path_for(self.directory, self.volume_id)
 
-    def snapshot_path(self, snapshot_id: str) -> str:
-        return os.path.join(self.directory, snapshot_filename(self.name, snapshot_id))
-
     def exists(self) -> bool:
         """The volume file or its ``.info`` file exists (after an online delete flattened the chain, the base
         file is gone and the ``.info`` file names the active file)."""
@@ -113,10 +108,6 @@ class ShareVolume(object):
     def files(self) -> List[str]:
         """The names of the volume's data and state files (:func:`._nfs.share.volume_files`)."""
         return volume_files(self.directory, self.name)
-
-    def load_info(self) -> Optional[SnapshotInfo]:
-        """The ``.info`` file (None when missing); ``InfoFileError`` when it is not what Cinder writes."""
-        return load_info(self.info_path)
 
     def journal(self) -> 'Journal':
         return Journal(self.journal_path)
