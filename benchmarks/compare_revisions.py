@@ -64,7 +64,7 @@ def median(values: List[float]) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--base', required=True, help='the revision to compare against')
     parser.add_argument('--head', default='HEAD', help='the revision measured (default HEAD)')
     parser.add_argument('--rounds', type=int, default=3, help='alternating rounds per revision (default 3)')
