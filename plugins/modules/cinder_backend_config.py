@@ -250,24 +250,15 @@ import stat
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.module import VolsnapModule
 from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.oslo_ini import (
     BACKEND_DEFAULTS_SECTION,
-    EditRequest,
-    display,
+    edit_request,
+    edit_summary,
     encode,
-    mask_changes,
     mask_given,
-    mask_text,
-    mask_value,
     narrow_mode_first,
     plan_edit,
     read_config,
     write_atomic_bytes,
 )
-
-
-def _masked_values(values):
-    """``{section: {option: value}}`` or ``{option: value}`` with secret values masked."""
-    return dict((name, _masked_values(value)) if isinstance(value, dict) else (name, mask_value(name, value))
-                for name, value in values.items())
 
 
 class CinderBackendConfig(VolsnapModule):
@@ -295,24 +286,12 @@ class CinderBackendConfig(VolsnapModule):
         # there too, from here on.
         self.module.params['set'] = mask_given(set_values)
         path, text = read_config(params['path'])
-        request = EditRequest(sections=params['sections'] or (), volume_driver=params['volume_driver'] or (),
-                              require_enabled=params['require_enabled'],
-                              create_sections=params['create_sections'], set_values=set_values,
-                              unset_options=params['unset'], query=params['query'],
-                              fallback_section=params['fallback_section'] or None)
-        plan = plan_edit(text, request, path=params['path'])
+        plan = plan_edit(text, edit_request(params, set_values), path=params['path'])
         # Secret values are masked in everything returned (see the module's notes).
-        result = dict(path=path, sections=plan.sections, changes=mask_changes(plan.changes),
-                      section_values=_masked_values(plan.values),
-                      fallback_values=_masked_values(plan.fallback_values),
-                      effective_values=_masked_values(plan.effective_values),
-                      enabled_backends=plan.enabled_backends,
-                      volume_drivers=plan.volume_drivers, content_changed=plan.changed)
+        result, content_diff = edit_summary(plan, path)
         diffs = []
-        if plan.changed:
-            diffs.append(dict(before=display(mask_text(plan.before)),
-                              after=display(mask_text(plan.after, reference=plan.before)),
-                              before_header='%s (content)' % path, after_header='%s (content)' % path))
+        if content_diff is not None:
+            diffs.append(content_diff)
             if not self.check_mode:
                 if params['backup']:
                     result['backup_file'] = self.module.backup_local(path)

@@ -31,7 +31,7 @@ import os
 import re
 import stat
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import attributes_like, write_atomic
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
@@ -751,6 +751,36 @@ def run_edit(plan: EditPlan) -> EditResult:
 def plan_edit(text: str, request: EditRequest, path: str = 'the file') -> EditResult:
     """The steps of ``request`` on ``text`` (:func:`plan_steps`), run in memory (:func:`run_edit`)."""
     return run_edit(plan_steps(text, request, path))
+
+
+def edit_request(params: Mapping[str, Any], set_values: Dict[str, Any]) -> EditRequest:
+    """The :class:`EditRequest` of cinder_backend_config's parameters (``set_values``: the unmasked ``set``)."""
+    return EditRequest(sections=params['sections'] or (), volume_driver=params['volume_driver'] or (),
+                       require_enabled=params['require_enabled'], create_sections=params['create_sections'],
+                       set_values=set_values, unset_options=params['unset'], query=params['query'],
+                       fallback_section=params['fallback_section'] or None)
+
+
+def mask_values(values: Mapping[str, Any]) -> Dict[str, Any]:
+    """``{section: {option: value}}`` or ``{option: value}`` with secret values masked."""
+    return dict((name, mask_values(value)) if isinstance(value, dict) else (name, mask_value(name, value))
+                for name, value in values.items())
+
+
+def edit_summary(edit: EditResult, path: str) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
+    """(the module result of ``edit`` on ``path``, the diff of its content or None when unchanged), every secret
+    value masked."""
+    result: Dict[str, Any] = dict(path=path, sections=edit.sections, changes=mask_changes(edit.changes),
+                                  section_values=mask_values(edit.values),
+                                  fallback_values=mask_values(edit.fallback_values),
+                                  effective_values=mask_values(edit.effective_values),
+                                  enabled_backends=edit.enabled_backends,
+                                  volume_drivers=edit.volume_drivers, content_changed=edit.changed)
+    if not edit.changed:
+        return result, None
+    return result, dict(before=display(mask_text(edit.before)),
+                        after=display(mask_text(edit.after, reference=edit.before)),
+                        before_header='%s (content)' % path, after_header='%s (content)' % path)
 
 
 # -- file I/O ----------------------------------------------------------------------------
