@@ -149,5 +149,3 @@ class FakeCinder(object):
                 return dict(volume)
         raise VolsnapError('Cinder volume %s was not found (by id or name, in the project of these credentials)'
                            % name_or_id)
-
-    find = require_volume  # the name _ceph/upload.py's CinderVolumes used (until upload.py takes CinderApi)
