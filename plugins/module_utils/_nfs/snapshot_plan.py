@@ -95,10 +95,18 @@ class Plan:
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> 'Plan':
         return cls(operation=data['operation'], volume_id=data['volume_id'], snapshot_id=data['snapshot_id'],
-                   mode=data['mode'], steps=[SNAPSHOT_ACTIONS.from_dict(s) for s in data['steps']],
+                   mode=data['mode'], steps=[_stored_step(s) for s in data['steps']],
                    info_before=data.get('info_before'), info_after=data.get('info_after'),
                    active_after=data.get('active_after'), file_format=dict(data.get('file_format') or {}),
                    merge=dict(data.get('merge') or {}))
+
+
+def _stored_step(data: Any) -> Step:
+    """A stored step rebuilt through :data:`SNAPSHOT_ACTIONS`; one it refuses is named in the error (``step``)."""
+    try:
+        return SNAPSHOT_ACTIONS.from_dict(data)
+    except VolsnapError as exc:
+        raise VolsnapError(exc.msg, step=data)
 
 
 def check_snapshot_id(snapshot_id: Optional[str]) -> str:

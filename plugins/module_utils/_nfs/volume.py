@@ -110,7 +110,7 @@ class ShareVolume(object):
         return volume_files(self.directory, self.name)
 
     def journal(self) -> 'Journal':
-        return Journal(self.journal_path)
+        return Journal(self.journal_path, self.volume_id)
 
     def lock(self, timeout: float) -> VolumeLock:
         return VolumeLock(self.directory, self.volume_id, timeout)
@@ -146,6 +146,12 @@ class ShareVolume(object):
 _PATH_ARGS = ('file', 'path', 'like', 'top', 'base', 'backing')
 
 
+def _never_planned(volume_id: str, why: str) -> VolsnapError:
+    return VolsnapError('the journal of volume %s names %s, which this module never plans; nothing was run. Inspect '
+                        'the volume with qcow2_chain_info and remove the journal by hand if it is not yours'
+                        % (volume_id, why))
+
+
 def check_journaled_plan(plan: Plan, directory: str, volume_name: str, volume_id: str,
                          volume_format: Optional[str] = None) -> None:
     """Refuse a journaled plan that this module would not have written for this volume.
@@ -158,9 +164,7 @@ def check_journaled_plan(plan: Plan, directory: str, volume_name: str, volume_id
     request gives it) when given.
     """
     def bad(why: str) -> VolsnapError:
-        return VolsnapError('the journal of volume %s names %s, which this module never plans; nothing was run. '
-                            'Inspect the volume with qcow2_chain_info and remove the journal by hand if it is not '
-                            'yours' % (volume_id, why))
+        return _never_planned(volume_id, why)
 
     def own_file(name: Any, what: str) -> None:
         if not isinstance(name, str) or not name:
@@ -223,8 +227,9 @@ class Journal(object):
     ``SNAPSHOT_ACTIONS``: an unknown action is refused); check it with :func:`check_journaled_plan` before it runs.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, volume_id: Optional[str] = None) -> None:
         self.path = path
+        self.volume_id = volume_id
         self.plan: Optional[Plan] = None
         self.done = 0
         self.stage = 'begin'
@@ -251,9 +256,14 @@ class Journal(object):
         try:
             self.plan = Plan.from_dict(data['plan'])
         except VolsnapError as exc:  # a step this module never plans (an unknown action, malformed arguments)
-            raise VolsnapError('the journal %s names a step this module never plans (%s); nothing was run. Inspect the '
-                               'volume with qcow2_chain_info and remove the journal by hand if it is not yours'
-                               % (self.path, exc.msg))
+            raw = exc.details.get('step')
+            if not isinstance(raw, dict):
+                what = 'step %r' % (raw,)
+            elif raw.get('action') in SNAPSHOT_ACTIONS:
+                what = 'step %r (%r) with arguments it never has (%s)' % (raw.get('action'), raw.get('stage'), exc.msg)
+            else:
+                what = 'step %r (%r)' % (raw.get('action'), raw.get('stage'))
+            raise _never_planned(self.volume_id or self.path, what)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise VolsnapError('the journal %s of an interrupted operation is unreadable (%s); inspect the volume '
                                'with qcow2_chain_info before removing it by hand' % (self.path, exc))
