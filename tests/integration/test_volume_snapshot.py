@@ -176,7 +176,7 @@ def test_online_create_then_offline_view(share: Path, domain_factory, libvirt_ur
 
 CHILD = textwrap.dedent("""
     import os, signal, sys
-    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import snapshot_exec as _snapshot_ops
+    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import volume as _volume
     from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg
     from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
     sys.path.insert(0, sys.argv[5])
@@ -185,7 +185,7 @@ CHILD = textwrap.dedent("""
     where, number = kill_at.split(':')
     number = int(number)
     counter = {'effects': 0}
-    original_advance = _snapshot_ops.Journal.advance
+    original_advance = _volume.Journal.advance
     def advance(self, done, stage, write=True):
         # 'effect:N' dies after step N's effect, before the journal records it;
         # 'journal:N' dies right after the journal records step N.
@@ -194,7 +194,7 @@ CHILD = textwrap.dedent("""
         original_advance(self, done, stage, write)
         if where == 'journal' and done == number:
             os.kill(os.getpid(), signal.SIGKILL)
-    _snapshot_ops.Journal.advance = advance
+    _volume.Journal.advance = advance
     VolumeSnapshot(Request(path, snap, state=state, mode='offline'), QemuImg(subprocess_runner),
                    lambda: None, False).run()
 """)

@@ -150,14 +150,14 @@ def chain_reader(active: Path) -> Iterator[subprocess.Popen]:
 
 KILL_AT_START = textwrap.dedent("""
     import os, signal, sys
-    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import snapshot_exec as _snapshot_ops
+    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import volume as _volume
     from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg
     from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
     sys.path.insert(0, sys.argv[4])
     from ansible_run import subprocess_runner
     def start(self, index):
         os.kill(os.getpid(), signal.SIGKILL)  # killed after the journal was written, before the data step started
-    _snapshot_ops.Journal.start = start
+    _volume.Journal.start = start
     VolumeSnapshot(Request(sys.argv[1], sys.argv[2], state=sys.argv[3], mode='offline'), QemuImg(subprocess_runner),
                    lambda: None, False).run()
 """)

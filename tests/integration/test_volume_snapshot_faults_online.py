@@ -40,7 +40,7 @@ from test_volume_snapshot import SNAPS, VOL, VOLUME_ID, reads, run_op, snapshot_
 CHILD = textwrap.dedent("""
     import os, signal, sys
     from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import libvirt as _libvirt
-    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import snapshot_exec as _snapshot_ops
+    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import volume as _volume
     from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg
     from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
     sys.path.insert(0, sys.argv[6])
@@ -53,8 +53,8 @@ CHILD = textwrap.dedent("""
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
 
-    original_begin = _snapshot_ops.Journal.begin
-    original_advance = _snapshot_ops.Journal.advance
+    original_begin = _volume.Journal.begin
+    original_advance = _volume.Journal.advance
 
     def begin(self, plan):
         original_begin(self, plan)
@@ -100,8 +100,8 @@ CHILD = textwrap.dedent("""
     if where == 'job':
         _libvirt.Libvirt.block_commit = started(_libvirt.Libvirt.block_commit)
         _libvirt.Libvirt.block_rebase = started(_libvirt.Libvirt.block_rebase)
-    _snapshot_ops.Journal.begin = begin
-    _snapshot_ops.Journal.advance = advance
+    _volume.Journal.begin = begin
+    _volume.Journal.advance = advance
     VolumeSnapshot(Request(path, snap, state=state), QemuImg(subprocess_runner),
                    lambda: _libvirt.Libvirt(uri), False).run()
     print('the run was not killed')
