@@ -76,7 +76,8 @@ def fsync_dir(directory: str) -> None:
         os.close(dir_fd)
 
 
-def _apply(fd: int, attributes: FileAttributes) -> None:
+def apply_attributes(fd: int, attributes: FileAttributes) -> None:
+    """Give the open file ``fd`` its owner, group (best effort when the policy says so) and then its mode."""
     if attributes.uid != -1 or attributes.gid != -1:
         try:
             os.fchown(fd, attributes.uid, attributes.gid)
@@ -91,7 +92,7 @@ def set_attributes(path: str, attributes: FileAttributes) -> None:
     """Give the existing file ``path`` (not followed when a symlink) ``attributes``: owner and group, then mode."""
     fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NOFOLLOW', 0))
     try:
-        _apply(fd, attributes)
+        apply_attributes(fd, attributes)
     finally:
         os.close(fd)
 
@@ -155,7 +156,7 @@ def write_atomic(path: str, data: bytes, attributes: FileAttributes, suffix: str
     fd, tmp = create_temporary(directory, os.path.basename(path), suffix)
     try:
         try:
-            _apply(fd, attributes)
+            apply_attributes(fd, attributes)
             _write_all(fd, data)
             os.fsync(fd)
         finally:

@@ -304,30 +304,26 @@ def mode_text(mode: Optional[int]) -> Optional[str]:
     return None if mode is None else '%04o' % mode
 
 
-def resolve_user(owner: Optional[str]) -> Optional[int]:
-    if owner is None:
+def _resolve_id(kind: str, value: Optional[str], lookup: Callable[[str], int], option: str) -> Optional[int]:
+    """A numeric id as given, or the id of the named user/group on this host."""
+    if value is None:
         return None
-    text = str(owner).strip()
+    text = str(value).strip()
     if text.isdigit():
         return int(text)
     try:
-        return pwd.getpwnam(text).pw_uid
+        return lookup(text)
     except KeyError:
-        raise VolsnapError('the user %s does not exist on this host: create it (or install the service that owns '
-                           'it) before its keyring, or set owner' % text)
+        raise VolsnapError('the %s %s does not exist on this host: create it (or install the service that owns '
+                           'it) before its keyring, or set %s' % (kind, text, option))
+
+
+def resolve_user(owner: Optional[str]) -> Optional[int]:
+    return _resolve_id('user', owner, lambda name: pwd.getpwnam(name).pw_uid, 'owner')
 
 
 def resolve_group(group: Optional[str]) -> Optional[int]:
-    if group is None:
-        return None
-    text = str(group).strip()
-    if text.isdigit():
-        return int(text)
-    try:
-        return grp.getgrnam(text).gr_gid
-    except KeyError:
-        raise VolsnapError('the group %s does not exist on this host: create it (or install the service that owns '
-                           'it) before its keyring, or set group' % text)
+    return _resolve_id('group', group, lambda name: grp.getgrnam(name).gr_gid, 'group')
 
 
 def user_name(uid: Optional[int]) -> Optional[str]:

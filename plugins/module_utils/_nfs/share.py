@@ -26,6 +26,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import (
     FileAttributes,
+    apply_attributes,
     fsync_dir,
     is_temporary_name,
     set_attributes,
@@ -413,13 +414,7 @@ def create_share_file(path: str, attributes: FileAttributes) -> int:
              | getattr(os, 'O_NOCTTY', 0))
     fd = os.open(path, flags, 0o600)
     try:
-        if attributes.uid != -1 or attributes.gid != -1:
-            try:
-                os.fchown(fd, attributes.uid, attributes.gid)
-            except OSError:
-                if not attributes.best_effort:
-                    raise
-        os.fchmod(fd, attributes.mode)
+        apply_attributes(fd, attributes)
     except BaseException:
         os.close(fd)
         remove_if_exists(path)
