@@ -285,17 +285,17 @@ SNAPS = ["11111111-2222-4333-8444-555555555555", "22222222-2222-4333-8444-555555
 
 KILLED_DELETE = textwrap.dedent("""
     import os, signal, sys
-    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import snapshot_exec as _snapshot_ops
+    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import volume as _volume
     from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg
     from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
     sys.path.insert(0, sys.argv[3])
     from ansible_run import subprocess_runner
-    original = _snapshot_ops.Journal.advance
+    original = _volume.Journal.advance
     def advance(self, done, stage, write=True):
         original(self, done, stage, write)
         if done == 1:
             os.kill(os.getpid(), signal.SIGKILL)  # the journal records step 1; the delete is half done
-    _snapshot_ops.Journal.advance = advance
+    _volume.Journal.advance = advance
     VolumeSnapshot(Request(sys.argv[1], sys.argv[2], state='absent', mode='offline'), QemuImg(subprocess_runner),
                    lambda: None, False).run()
 """)
