@@ -35,7 +35,7 @@ import pwd
 import re
 import stat
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import (
     FileAttributes,
@@ -188,10 +188,9 @@ def scrub_value(value: Any) -> Any:
     return value
 
 
-def keys_of(content: bytes) -> Dict[Optional[str], str]:
-    """``{section: key}`` of a keyring text, read leniently (any key line, in any section, even one without a
-    name: None), to tell whether a key changed. For comparisons only; never returned."""
-    found: Dict[Optional[str], str] = {}
+def _section_keys(content: bytes) -> Iterator[Tuple[Optional[str], str]]:
+    """(section, key) of every key line of a keyring text, read leniently (any key line, in any section, even
+    one without a name: None)."""
     section = None
     for line in _lines(content):
         match = _SECTION.match(line)
@@ -200,22 +199,20 @@ def keys_of(content: bytes) -> Dict[Optional[str], str]:
             continue
         match = _KEY_ASSIGN.match(line)
         if match:
-            found[section] = _key_token(match.group('rest'))
-    return found
+            yield section, _key_token(match.group('rest'))
+
+
+def keys_of(content: bytes) -> Dict[Optional[str], str]:
+    """``{section: key}`` of a keyring text (the last key line of each section), to tell whether a key changed.
+    For comparisons only; never returned."""
+    return dict(_section_keys(content))
 
 
 def _key_sets(content: bytes) -> Dict[Optional[str], Set[str]]:
     """Every key of each section (read as :func:`keys_of` does)."""
     found: Dict[Optional[str], Set[str]] = {}
-    section = None
-    for line in _lines(content):
-        match = _SECTION.match(line)
-        if match:
-            section = match.group('name').strip()
-            continue
-        match = _KEY_ASSIGN.match(line)
-        if match:
-            found.setdefault(section, set()).add(_key_token(match.group('rest')))
+    for section, key in _section_keys(content):
+        found.setdefault(section, set()).add(key)
     return found
 
 
