@@ -8,14 +8,19 @@ links only when they stay inside the share, stops at ``max_depth`` and on loops,
 the chain against the volume's Cinder ``.info`` file and, when given, against the chain a
 libvirt domain declares. Every finding is collected; ``safe`` means no finding of severity
 ``error``.
+
+Each inspection reads every file once and keeps what it read with its report, so the report can be
+judged again against the chain a running domain declares (:func:`judge_declared`) without reading
+the chain a second time.
 """
 
 from __future__ import annotations
 
+import copy
 import errno
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.image_format import (
     ERROR,
@@ -141,6 +146,9 @@ class ChainReport:
     info_file: Optional[str] = None
     info: Optional[SnapshotInfo] = None
     followed_info: bool = False
+    # The same inspection judged against another declared chain, from what this one read (see judge_declared).
+    rejudge: Optional[Callable[[Optional[DeclaredChain]], ChainReport]] = field(
+        default=None, init=False, repr=False, compare=False)
 
     @property
     def safe(self) -> bool:
@@ -263,6 +271,50 @@ def _mismatch_advice(expected: str, source: Optional[str], content: Optional[str
     return 'a guest may have written an image header into it (OSSA 2014-033)'
 
 
+class _Reads(object):
+    """The share as one inspection read it: each read is made once and its result (or its error) kept.
+
+    Judging the same inspection again (against a declared chain) goes through the same object, so it sees
+    exactly the files the first judgement saw and reads only what that one did not need.
+    """
+
+    def __init__(self) -> None:
+        self._seen: Dict[Tuple[str, str], Tuple[Any, Optional[Exception]]] = {}
+
+    def _once(self, kind: str, path: str, read: Callable[[str], Any]) -> Any:
+        key = (kind, path)
+        if key not in self._seen:
+            try:
+                self._seen[key] = (read(path), None)
+            except (OSError, ValueError) as exc:  # IOError is OSError; InfoFileError is a ValueError
+                self._seen[key] = (None, exc)
+        value, error = self._seen[key]
+        if error is not None:
+            raise error
+        return value
+
+    def realpath(self, path: str) -> str:
+        return str(self._once('realpath', path, os.path.realpath))
+
+    def lexists(self, path: str) -> bool:
+        return bool(self._once('lexists', path, os.path.lexists))
+
+    def listdir(self, directory: str) -> List[str]:
+        return list(self._once('listdir', directory, os.listdir))
+
+    def lstat_regular(self, path: str) -> None:
+        self._once('lstat_regular', path, lstat_regular)
+
+    def load_info(self, path: str) -> Optional[SnapshotInfo]:
+        info: Optional[SnapshotInfo] = self._once('info', path, load_info)
+        return info
+
+    def image(self, path: str) -> ImageInfo:
+        # A copy: the walk sets the path it reached the layer by on its own ImageInfo.
+        image: ImageInfo = copy.copy(self._once('image', path, inspect_image))
+        return image
+
+
 def inspect_chain(path: str, share: Optional[str] = None, max_depth: int = DEFAULT_MAX_DEPTH,
                   expected_format: Optional[str] = None, follow_info: bool = True,
                   declared: Optional[DeclaredChain] = None, volume_format: Optional[str] = None) -> ChainReport:
@@ -275,9 +327,30 @@ def inspect_chain(path: str, share: Optional[str] = None, max_depth: int = DEFAU
     content alone (:class:`FormatTrust`); content with another format is the OSSA 2014-033 case.
     Raises OSError only when ``path`` itself cannot be read.
     """
-    path = os.path.abspath(path)
-    share_real = os.path.realpath(share) if share else os.path.dirname(os.path.realpath(path))
+    return _inspect(_Reads(), os.path.abspath(path), share, max_depth, expected_format, follow_info, declared,
+                    volume_format)
+
+
+def judge_declared(report: ChainReport, declared: Optional[DeclaredChain]) -> ChainReport:
+    """The report ``inspect_chain(..., declared=declared)`` gives for the call that made ``report``.
+
+    Judged from the files as that inspection read them, none read again: the formats libvirt declares join
+    the trusted claims of each layer (:class:`FormatTrust`), the walk stops where they disagree with the
+    content, and the chain is compared with the declared one, exactly as :func:`inspect_chain` does. Only
+    files that inspection did not reach are read (a layer below one whose format only libvirt's declaration
+    makes trusted). ``report`` itself is not changed.
+    """
+    if report.rejudge is None:
+        raise ValueError('the report was not made by inspect_chain')
+    return report.rejudge(declared)
+
+
+def _inspect(reads: _Reads, path: str, share: Optional[str], max_depth: int, expected_format: Optional[str],
+             follow_info: bool, declared: Optional[DeclaredChain], volume_format: Optional[str]) -> ChainReport:
+    share_real = reads.realpath(share) if share else os.path.dirname(reads.realpath(path))
     report = ChainReport(path=path, share=share_real)
+    report.rejudge = lambda other: _inspect(reads, path, share, max_depth, expected_format, follow_info, other,
+                                            volume_format)
     directory = os.path.dirname(path)
     start = path
 
@@ -286,7 +359,7 @@ def inspect_chain(path: str, share: Optional[str] = None, max_depth: int = DEFAU
         report.volume_name = parts[0]
         report.info_file = info_path_for(os.path.join(directory, parts[0]))
         try:
-            report.info = load_info(report.info_file)
+            report.info = reads.load_info(report.info_file)
         except InfoFileError as exc:
             report.problem('info_invalid', '%s %s' % (report.info_file, exc), filename=os.path.basename(report.info_file))
         except (IOError, OSError) as exc:
@@ -296,7 +369,7 @@ def inspect_chain(path: str, share: Optional[str] = None, max_depth: int = DEFAU
             # Only an "active" entry naming a regular file of this very volume is followed; any other (another
             # volume's file, the .info itself, a lock, a symlink, a missing file) is reported by the .info checks,
             # and the walk then starts at path.
-            if _own_regular_file(directory, report.info.active, report.volume_name):
+            if _own_regular_file(reads, directory, report.info.active, report.volume_name):
                 start = os.path.join(directory, report.info.active)
                 report.followed_info = start != path
 
@@ -304,11 +377,11 @@ def inspect_chain(path: str, share: Optional[str] = None, max_depth: int = DEFAU
                         libvirt=tuple(fmt for _path, fmt in declared.layers) if declared is not None else ())
     if declared is not None and declared.layers and expected_format is None:
         expected_format = declared.layers[0][1]
-    _walk(report, start, expected_format, max_depth, trust)
+    _walk(reads, report, start, expected_format, max_depth, trust)
     if declared is not None:
-        _compare_declared(report, declared)
+        _compare_declared(reads, report, declared)
     if report.volume_name is not None:
-        _check_info(report, directory)
+        _check_info(reads, report, directory)
     return report
 
 
@@ -321,29 +394,30 @@ class _Resolver(object):
     as the kernel does when qemu opens the file).
     """
 
-    def __init__(self, share: str) -> None:
+    def __init__(self, reads: _Reads, share: str) -> None:
+        self.reads = reads
         self.share = share
         self.prefix = share.rstrip('/') + '/'
         self._dirs: Dict[str, str] = {}
 
     def resolve(self, directory: str, name: str) -> str:
         if '/' in name or name in ('.', '..'):
-            return os.path.realpath(os.path.join(directory, name))
+            return self.reads.realpath(os.path.join(directory, name))
         real_dir = self._dirs.get(directory)
         if real_dir is None:
-            real_dir = self._dirs[directory] = os.path.realpath(directory)
+            real_dir = self._dirs[directory] = self.reads.realpath(directory)
         return os.path.join(real_dir, name)
 
     def inside(self, real: str) -> bool:
         return real == self.share or real.startswith(self.prefix)
 
 
-def _walk(report: ChainReport, start: str, expected_format: Optional[str], max_depth: int,
+def _walk(reads: _Reads, report: ChainReport, start: str, expected_format: Optional[str], max_depth: int,
           trust: Optional[FormatTrust] = None) -> None:
     trust = trust or FormatTrust(top_format=expected_format)
-    resolver = _Resolver(report.share)
+    resolver = _Resolver(reads, report.share)
     current: Optional[str] = start
-    real = os.path.realpath(start)
+    real = reads.realpath(start)
     declared_format = normalize_format(expected_format)
     visited = set()
     fully_resolved = True
@@ -364,15 +438,15 @@ def _walk(report: ChainReport, start: str, expected_format: Optional[str], max_d
                                              real, report.share), filename=report.layers[-1].image.filename)
             return
         try:
-            image = inspect_image(real)
+            image = reads.image(real)
         except (IOError, OSError) as exc:
             if exc.errno == errno.ELOOP and not fully_resolved:
-                real = os.path.realpath(real)  # the last component is a symlink: judge its target
+                real = reads.realpath(real)  # the last component is a symlink: judge its target
                 fully_resolved = True
                 continue
             if is_top:
                 raise
-            code = 'missing_backing_file' if not os.path.lexists(current) else 'unreadable_backing_file'
+            code = 'missing_backing_file' if not reads.lexists(current) else 'unreadable_backing_file'
             report.problem(code, 'backing file %s of %s cannot be read: %s'
                            % (current, report.layers[-1].image.filename, exc.strerror or exc), filename=name)
             return
@@ -445,7 +519,7 @@ def _walk(report: ChainReport, start: str, expected_format: Optional[str], max_d
         current = layer.backing_path
 
 
-def _compare_declared(report: ChainReport, declared: DeclaredChain) -> None:
+def _compare_declared(reads: _Reads, report: ChainReport, declared: DeclaredChain) -> None:
     for index, (path, fmt) in enumerate(declared.layers):
         name = os.path.basename(path)
         if index >= len(report.layers):
@@ -454,7 +528,7 @@ def _compare_declared(report: ChainReport, declared: DeclaredChain) -> None:
                                'before it' % (path, index), filename=name)
             return
         layer = report.layers[index]
-        if os.path.realpath(path) != os.path.realpath(layer.image.path):
+        if reads.realpath(path) != reads.realpath(layer.image.path):
             report.problem('libvirt_chain_mismatch', 'libvirt lists %s at depth %d but the image headers lead to %s'
                            % (path, index, layer.image.path), filename=name)
             return
@@ -468,24 +542,24 @@ def _compare_declared(report: ChainReport, declared: DeclaredChain) -> None:
                        % extra, filename=extra)
 
 
-def _own_regular_file(directory: str, filename: str, volume_name: Optional[str]) -> bool:
+def _own_regular_file(reads: _Reads, directory: str, filename: str, volume_name: Optional[str]) -> bool:
     """True when ``filename`` is a file of ``volume_name`` (its name says so) and a regular file (not a link)."""
     if not volume_name or own_file_kind(filename, volume_name) is None:
         return False
     try:
-        lstat_regular(os.path.join(directory, filename))
+        reads.lstat_regular(os.path.join(directory, filename))
     except OSError:
         return False
     return True
 
 
-def _check_info(report: ChainReport, directory: str) -> None:
+def _check_info(reads: _Reads, report: ChainReport, directory: str) -> None:
     volume_name = report.volume_name or ''
     info = report.info
     chain_files = [layer.image.filename for layer in report.layers]
     chain_set = set(chain_files)
     try:
-        listing = os.listdir(directory)
+        listing = reads.listdir(directory)
     except OSError:
         listing = []
     present = set(listing)
@@ -509,7 +583,7 @@ def _check_info(report: ChainReport, directory: str) -> None:
         if own_file_kind(filename, volume_name) is None or filename not in present:
             continue  # reported as info_foreign_entry, or as info_missing_file below
         try:
-            lstat_regular(os.path.join(directory, filename))
+            reads.lstat_regular(os.path.join(directory, filename))
         except OSError as exc:
             report.problem('info_entry_not_regular', '%s %s (%s); only regular files of the volume are used'
                            % (filename, getattr(exc, 'strerror', None) or exc, why), filename=filename)

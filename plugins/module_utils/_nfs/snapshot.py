@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import remove_if_exists
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import VOLUME_FORMATS, ChainReport, inspect_chain
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import VOLUME_FORMATS, ChainReport, inspect_chain, judge_declared
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.cleanup import cleanup_volume
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import find_disk
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg, opened_for_write_by_qemu
@@ -123,7 +123,7 @@ class VolumeSnapshot(object):
     """One volume_snapshot request on one volume (:class:`._nfs.volume.ShareVolume`).
 
     ``libvirt_factory()`` returns a :class:`._nfs.libvirt.Libvirt`, or None when the bindings are missing. A request
-    reads the chain once before it acts (twice when a running domain's declared chain is compared) and once after.
+    reads the chain once before it acts (a running domain's declared chain is judged on that same read) and once after.
     """
 
     def __init__(self, request: Request, qemu: QemuImg, libvirt_factory: Callable[[], Any], check_mode: bool) -> None:
@@ -330,8 +330,9 @@ class VolumeSnapshot(object):
             raise VolsnapError('several running domains use the volume: %s; name one with domain'
                                % [(name, found.target) for name, found in users])
         domain, found = users[0]
-        # The chain again, judged against the one the running domain declares (its XML was read once, above).
-        return ONLINE, domain, found.target, self._inspect(path, found.declared())
+        # The same read of the chain, judged against the one the running domain declares (its XML was read once,
+        # above): what inspect_chain(declared=...) gives, without reading the files again.
+        return ONLINE, domain, found.target, judge_declared(report, found.declared())
 
     def _users(self, lv: Any, path: str, report: ChainReport) -> List[Tuple[str, Any]]:
         try:

@@ -12,9 +12,11 @@ import uuid
 import pytest
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import (
+    ChainReport,
     DeclaredChain,
     formats_agree,
     inspect_chain,
+    judge_declared,
     normalize_format,
     qemu_format,
     within,
@@ -674,6 +676,89 @@ class TestDeclared:
         report = inspect_chain(str(chain / 'top'), declared=DeclaredChain([], complete=False))
         assert report.problems == []
         assert len(report.layers) == 3
+
+
+def _declared(directory, layers, complete=True):
+    return DeclaredChain([(str(directory / name), fmt) for name, fmt in layers], complete=complete)
+
+
+class TestDeclaredOnAReport:
+    """judge_declared(inspect_chain(path), declared) is inspect_chain(path, declared=declared), from one read."""
+
+    def assert_same(self, path, declared, **kwargs):
+        report = inspect_chain(path, **kwargs)
+        before = report.as_dict()
+        expected = inspect_chain(path, declared=declared, **kwargs)
+        judged = judge_declared(report, declared)
+        assert judged.as_dict() == expected.as_dict()
+        assert judged == expected
+        assert report.as_dict() == before  # the report it was judged from is unchanged
+        return judged
+
+    @pytest.fixture
+    def chain(self, share):
+        B.write(share / 'base', b'\x00' * 4096)
+        B.write_qcow2(share, 'mid', backing='base', backing_fmt='raw')
+        B.write_qcow2(share, 'top', backing='mid', backing_fmt='qcow2')
+        B.write_qcow2(share, 'other')
+        B.write(share / 'extra', b'\x00' * 512)
+        os.symlink('mid', str(share / 'mid-link'))
+        return share
+
+    @pytest.mark.parametrize('layers, complete, expected_codes', [
+        ([('top', 'qcow2'), ('mid', 'qcow2'), ('base', 'raw')], True, []),
+        ([('top', 'qcow2'), ('mid', None), ('base', 'file')], True, []),
+        ([('top', 'qcow2'), ('mid-link', 'qcow2'), ('base', 'raw')], True, []),
+        ([('top', 'qcow2'), ('mid', 'qcow2')], False, []),
+        ([], False, []),
+        ([('top', 'qcow2'), ('other', 'qcow2'), ('base', 'raw')], True, ['libvirt_chain_mismatch']),
+        ([('top', 'qcow2'), ('mid', 'raw'), ('base', 'raw')], True, ['format_mismatch']),
+        ([('top', 'raw')], False, ['format_mismatch']),
+        ([('top', 'qcow2'), ('mid', 'qcow2')], True, ['libvirt_chain_mismatch']),
+        ([('top', 'qcow2'), ('mid', 'qcow2'), ('base', 'raw'), ('extra', 'raw')], True, ['libvirt_chain_mismatch']),
+    ])
+    def test_same_as_inspect_chain_with_declared(self, chain, layers, complete, expected_codes):
+        judged = self.assert_same(str(chain / 'top'), _declared(chain, layers, complete))
+        assert codes(judged) == expected_codes
+
+    @pytest.mark.parametrize('base_fmt, volume_format, safe', [
+        ('qcow2', None, True),  # libvirt agrees with the overlay's declaration
+        ('raw', None, False),  # libvirt opens the qcow2 base as raw
+        ('qcow2', 'raw', False),  # libvirt and volume_format disagree
+    ])
+    def test_cinder_chain_formats(self, cinder_chain, base_fmt, volume_format, safe):
+        declared = _declared(cinder_chain, [('%s.%s' % (VOL, SNAP2), 'qcow2'), ('%s.%s' % (VOL, SNAP1), 'qcow2'),
+                                            (VOL, base_fmt)])
+        judged = self.assert_same(str(cinder_chain / VOL), declared, volume_format=volume_format)
+        assert judged.safe is safe
+        assert judged.followed_info is True
+
+    def test_cinder_chain_without_declared(self, cinder_chain):
+        report = inspect_chain(str(cinder_chain / VOL))
+        assert judge_declared(report, None) == report
+        assert report.safe and len(report.layers) == 3
+
+    def test_declared_format_that_extends_the_walk(self, share):
+        # Alone, volume-<id> is raw (the default) and its qcow2 content is not followed; libvirt's declaration
+        # makes qcow2 trusted, so the walk goes on below it, exactly as inspect_chain(declared=...) does.
+        B.write(share / 'below', b'\x00' * 512)
+        B.write_qcow2(share, VOL, backing='below', backing_fmt='raw')
+        report = inspect_chain(str(share / VOL))
+        assert len(report.layers) == 1 and codes(report) == ['format_mismatch']
+        judged = self.assert_same(str(share / VOL), _declared(share, [(VOL, 'qcow2'), ('below', 'raw')]))
+        assert [layer.image.filename for layer in judged.layers] == [VOL, 'below']
+
+    def test_judges_the_files_as_they_were_read(self, chain):
+        declared = _declared(chain, [('top', 'qcow2'), ('mid', 'qcow2'), ('base', 'raw')])
+        report = inspect_chain(str(chain / 'top'))
+        expected = inspect_chain(str(chain / 'top'), declared=declared)
+        B.write(chain / 'mid', b'\x00' * 4096)  # the files change after the read
+        os.unlink(str(chain / 'base'))
+        assert judge_declared(report, declared) == expected
+
+    def test_report_not_made_by_inspect_chain(self, share):
+        with pytest.raises(ValueError):
+            judge_declared(ChainReport(path=str(share / 'top'), share=str(share)), DeclaredChain([]))
 
 
 class TestProtocolNames:
