@@ -34,7 +34,7 @@ import os
 import re
 import stat
 from dataclasses import dataclass
-from typing import Any, List, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,17 @@ class FileAttributes:
     uid: int = -1
     gid: int = -1
     best_effort: bool = False
+
+
+def owner_id(value: Any, lookup: Callable[[str], int]) -> Optional[int]:
+    """The uid/gid an owner or group option means: None for None, a number given as text as it is, a name
+    through ``lookup`` (``pwd.getpwnam(name).pw_uid``...; its ``KeyError`` when the name is unknown)."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text)
+    return lookup(text)
 
 
 def attributes_like(reference: str, group_when_unprivileged: bool = True) -> FileAttributes:

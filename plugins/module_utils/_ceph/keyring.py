@@ -41,6 +41,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic imp
     FileAttributes,
     change_attributes_narrowing,
     fsync_dir,
+    owner_id,
     write_atomic,
 )
 from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.cephx import CAP_TYPES, caps_equal, entity_name, normalize_caps
@@ -302,17 +303,11 @@ def mode_text(mode: Optional[int]) -> Optional[str]:
 
 
 def _resolve_id(kind: str, value: Optional[str], lookup: Callable[[str], int], option: str) -> Optional[int]:
-    """A numeric id as given, or the id of the named user/group on this host."""
-    if value is None:
-        return None
-    text = str(value).strip()
-    if text.isdigit():
-        return int(text)
     try:
-        return lookup(text)
+        return owner_id(value, lookup)
     except KeyError:
         raise VolsnapError('the %s %s does not exist on this host: create it (or install the service that owns '
-                           'it) before its keyring, or set %s' % (kind, text, option))
+                           'it) before its keyring, or set %s' % (kind, str(value).strip(), option))
 
 
 def resolve_user(owner: Optional[str]) -> Optional[int]:

@@ -33,7 +33,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import attributes_like, write_atomic
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import attributes_like, owner_id, write_atomic
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.steps import Actions, Executor, RunContext, Step
 
@@ -845,13 +845,8 @@ def _octal_mode(mode: Any) -> Optional[int]:
 
 
 def _resolve(name: Any, lookup: Callable[[str], int]) -> Optional[int]:
-    if name is None:
-        return None
-    text = str(name).strip()
-    if text.isdigit():
-        return int(text)
     try:
-        return lookup(text)
+        return owner_id(name, lookup)
     except KeyError:
         return None
 
