@@ -37,9 +37,15 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import FileAttributes, fsync_dir, remove_if_exists
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.steps import Executor as StepExecutor, RunContext, Step
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import qemu_format
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.image_format import inspect_image
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg, opened_for_write_by_qemu
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import (
+    QemuImg,
+    commit_args,
+    create_overlay_args,
+    opened_for_write_by_qemu,
+    rebase_args,
+    rebase_unsafe_args,
+)
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import (
     SnapshotInfo,
     create_share_file,
@@ -380,8 +386,8 @@ class Executor(object):
         fd = create_share_file(tmp, attributes)
         try:
             # -u: never open the backing file (it may be in use by a running domain); the size is explicit.
-            self.qemu.run(['create', '-q', '-f', 'qcow2', '-u', '-b', args['backing'],
-                           '-F', qemu_format(args['backing_format']), descriptor_path(fd), str(args['size'])])
+            self.qemu.run(create_overlay_args(args['backing'], args['backing_format'], descriptor_path(fd),
+                                              args['size']))
             os.fsync(fd)
             publish_descriptor(fd, path)
         finally:
@@ -396,13 +402,13 @@ class Executor(object):
 
     def _qemu_commit(self, path: str) -> None:
         # Committing again after an interruption writes the same clusters again: harmless.
-        self.qemu.run(['commit', '-q', '-f', 'qcow2', '-t', 'writeback', '-d', path])
+        self.qemu.run(commit_args(path))
 
     def _rebase(self, step: Step, _context: RunContext) -> None:
         self._qemu_rebase(step.args['file'], step.args['backing'], step.args['backing_format'])
 
     def _qemu_rebase(self, path: str, backing: str, backing_format: str) -> None:
-        self.qemu.run(['rebase', '-q', '-u', '-f', 'qcow2', '-b', backing, '-F', qemu_format(backing_format), path])
+        self.qemu.run(rebase_unsafe_args(path, backing, backing_format))
 
     def _write_info(self, step: Step, _context: RunContext) -> None:
         write_atomic(step.args['path'], SnapshotInfo.from_dict(step.args['info']).dumps(), like=step.args.get('like'))
@@ -507,10 +513,9 @@ class Executor(object):
             return  # pulled before the interruption
         _refuse_if_open(top)
         if base is None:
-            self.qemu.run(['rebase', '-q', '-f', 'qcow2', '-t', 'writeback', '-b', '', top])
+            self.qemu.run(rebase_args(top, None))
         else:
-            self.qemu.run(['rebase', '-q', '-f', 'qcow2', '-t', 'writeback', '-b', os.path.basename(base),
-                           '-F', qemu_format(_declared_format_of(_header_chain(top), base)), top])
+            self.qemu.run(rebase_args(top, os.path.basename(base), _declared_format_of(_header_chain(top), base)))
 
     def _lv(self) -> Any:
         if self.libvirt is None:
