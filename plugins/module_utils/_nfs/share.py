@@ -470,14 +470,6 @@ def remove_if_same(path: str, fd: int) -> None:
         remove_if_exists(path)
 
 
-def fsync_file(path: str) -> None:
-    fd = open_regular(path)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def copy_owner_mode(reference: str, path: str) -> None:
     """Give ``path`` the mode (and, as root, the owner and group) of ``reference`` (neither followed)."""
     set_attributes(path, share_file_attributes(reference))
