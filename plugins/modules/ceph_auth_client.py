@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r'''
 module: ceph_auth_client
 short_description: Create, update or remove a cephx client and its caps
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Manages one cephx client (C(client.<name>)) in the auth database of a Ceph cluster through the monitors'
     command interface (librados C(mon_command)), as C(ceph auth get-or-create), C(ceph auth caps) and

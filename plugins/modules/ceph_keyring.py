@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r'''
 module: ceph_keyring
 short_description: Write or remove the keyring file of a cephx client, with explicit owner, group and mode
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Writes the keyring file of one cephx client as Ceph writes it (C(ceph auth get -o)), a C([client.<name>]) section
     with the key and, with O(caps), the caps.

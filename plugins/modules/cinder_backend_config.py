@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r'''
 module: cinder_backend_config
 short_description: Set or unset options in backend sections of cinder.conf (or any oslo.config ini file)
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Edits an oslo.config style configuration file such as C(cinder.conf) or C(glance-api.conf) in place.
   - Sections are selected by name (O(sections)), by the backend driver (O(volume_driver)), or both. With

@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r'''
 module: manageable_snapshot_info
 short_description: List the backend snapshots Cinder could manage on a host or cluster
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Lists the snapshots a cinder-volume backend holds, as Cinder's manageable listing reports them
     (C(GET /manageable_snapshots/detail), microversion 3.8 or later, or the legacy C(os-snapshot-manage) listing on

@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r'''
 module: qcow2_chain_info
 short_description: Read and judge the qcow2 backing chain of a volume file
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Reads the backing chain of a file-based volume (Cinder NFS/RemoteFS layout, or any image file) from the
     image headers, or the chain a running libvirt domain uses for one of its disks (read from the domain XML,

@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r'''
 module: rbd_image_clone_upload
 short_description: Upload an RBD-backed Cinder volume to Glance, as a copy-on-write clone when possible
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Makes a Glance image from a Cinder volume on Ceph RBD (spec 003, "optimize upload volume to image for RBD").
   - "Clone path: when O(enable_clone_optimization=true) and Glance's target store is of type rbd on the same Ceph

@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r'''
 module: snapshot_manage
 short_description: Manage an existing backend snapshot into Cinder, or unmanage a Cinder snapshot
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - "V(present): brings a snapshot that already exists on the storage backend (for example an RBD snapshot of the
     C(volume-<id>) image made with C(rbd snap create)) under Cinder's management as a snapshot of an existing Cinder

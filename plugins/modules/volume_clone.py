@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r'''
 module: volume_clone
 short_description: Create a new volume file from a snapshot of a Cinder NFS (RemoteFS) volume
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Creates a new volume file holding exactly the point-in-time data of a snapshot of a file-based Cinder volume,
     as Cinder's NFS driver does for "create volume from snapshot".

@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r'''
 module: volume_snapshot
 short_description: Create and delete snapshots of file-based (NFS) Cinder volumes
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Creates or deletes a snapshot of a Cinder NFS (RemoteFS) volume file exactly as Cinder's RemoteFS driver lays
     it out, so a real Cinder NFS driver can take over what this module leaves.
