@@ -33,7 +33,9 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import attributes_like, owner_id, write_atomic
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import (
+    FileAttributes, attributes_like, narrowing_steps, owner_id, write_atomic,
+)
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.steps import Actions, Executor, RunContext, Step
 
@@ -870,10 +872,12 @@ def narrow_mode_first(path: str, mode: Any, owner: Any, group: Any) -> Optional[
     try:
         info = os.fstat(fd)
         current = stat.S_IMODE(info.st_mode)
-        owners_change = (uid is not None and uid != info.st_uid) or (gid is not None and gid != info.st_gid)
-        if not owners_change or current & wanted == current:
+        # the first of atomic.narrowing_steps (the one rule): a chmod before a chown
+        steps = narrowing_steps(current, info.st_uid, info.st_gid, FileAttributes(
+            mode=wanted, uid=-1 if uid is None else uid, gid=-1 if gid is None else gid))
+        if len(steps) < 2 or steps[0][0] != 'chmod' or steps[1][0] != 'chown':
             return None
-        os.fchmod(fd, current & wanted)
+        os.fchmod(fd, steps[0][1])
         return current
     finally:
         os.close(fd)
