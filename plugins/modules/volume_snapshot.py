@@ -166,7 +166,9 @@ options:
   parallel:
     description:
       - With O(volumes) and O(group=false), how many independent volumes run at once (V(1), one after another).
-        Must be at least 1. A group snapshot runs as one operation.
+        Must be at least 1.
+      - With O(group=true), how many of the group's overlays are created at once while it is prepared (the group
+        itself is one operation: one libvirt call switches every disk).
     type: int
     default: 4
   group:
@@ -434,9 +436,9 @@ group:
       type: bool
     recovered:
       description:
-        - How an interrupted group found pending was converged, C(complete) (the libvirt call had happened: every
-          volume's C(.info) file completed) or C(roll back) (it had not: every prepared overlay removed, then the group
-          taken again); null when none was pending.
+        - "How an interrupted group found pending was converged: C(complete) (the libvirt call had happened, every
+          volume's C(.info) file completed) or C(roll back) (it had not, every prepared overlay removed, then the group
+          taken again); null when none was pending."
       type: str
     resumed:
       description: True when the run only completed an interrupted group.
@@ -609,7 +611,6 @@ class VolumeSnapshotModule(VolsnapModule):
             return snapshot.run()
         return run_with_report(snapshot.run, cinder_reporter(p, self.check_mode), request.operation)
 
-
     def run_volumes(self):
         p = self.params
         if p['parallel'] < 1:
@@ -633,7 +634,8 @@ class VolumeSnapshotModule(VolsnapModule):
             members.append(Member(volume_path=path, snapshot_id=item['snapshot_id'], disk=item['disk']))
         request = GroupRequest(members=members, state=p['state'], mode=p['mode'], domain=p['domain'],
                                quiesce=p['quiesce'], share=p['share'], max_depth=p['max_depth'],
-                               lock_timeout=p['lock_timeout'], timeout=p['timeout'], volume_format=p['volume_format'])
+                               lock_timeout=p['lock_timeout'], timeout=p['timeout'], volume_format=p['volume_format'],
+                               parallel=p['parallel'])
         qemu = QemuImg(self.module.run_command, self.module.get_bin_path('qemu-img', required=True))
         return GroupSnapshot(request, qemu, self.libvirt, self.check_mode).run()
 

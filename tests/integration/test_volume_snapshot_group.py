@@ -91,6 +91,12 @@ def play(tmp_path: Path, task: Dict[str, Any], check: bool = False, diff: bool =
     return out
 
 
+def direct(volumes, uri, **options) -> Dict[str, Any]:
+    """The same group request through the module's code path, without Ansible (for the quick reruns)."""
+    request = GroupRequest([Member(str(p), s) for p, _v, s in volumes], **options)
+    return GroupSnapshot(request, QemuImg(subprocess_runner), lambda: Libvirt(uri) if uri else None, False).run()
+
+
 def info_of(path: Path) -> Dict[str, str]:
     return json.loads(Path(f"{path}.info").read_text())
 
@@ -121,8 +127,8 @@ def test_group_create_check_rerun_and_delete(tmp_path: Path, share: Path, domain
     assert [d["before_header"] for d in out["diff"]] == [f"{p}.info" for p, _v, _s in volumes]
     assert leftovers(share) == []
 
-    again = play(tmp_path, group_task(volumes, uri=libvirt_uri))
-    assert again["changed"] is False and not again.get("failed"), again
+    again = direct(volumes, libvirt_uri)
+    assert again["changed"] is False and [v["changed"] for v in again["volumes"]] == [False] * DISKS, again
 
     # a single-volume run agrees: the snapshot is there
     single = VolumeSnapshot(Request(str(volumes[0][0]), volumes[0][2]), QemuImg(subprocess_runner),
@@ -138,11 +144,11 @@ def test_group_create_check_rerun_and_delete(tmp_path: Path, share: Path, domain
     for path, _v, _snap in volumes:
         assert set(info_of(path)) == {"active"}
     assert leftovers(share) == []
-    assert play(tmp_path, group_task(volumes, state="absent", uri=libvirt_uri))["changed"] is False
+    assert direct(volumes, libvirt_uri, state="absent")["changed"] is False
 
 
 def test_group_quiesce_required_without_agent_changes_nothing(tmp_path: Path, share: Path, domain_factory,
-                                                             libvirt_uri: str) -> None:
+                                                              libvirt_uri: str) -> None:
     volumes = make_volumes(share)
     dom = start(domain_factory, volumes, "group-quiesce")
     before = listing(share)
@@ -239,3 +245,56 @@ def test_group_killed_around_the_libvirt_call_converges_on_rerun(share: Path, do
     assert leftovers(share) == []
     again = GroupSnapshot(request, QemuImg(subprocess_runner), lambda: Libvirt(libvirt_uri), False).run()
     assert again["changed"] is False
+
+
+OFFLINE_CHILD = textwrap.dedent("""
+    import os, signal, sys, json
+    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import snapshot_exec as _exec
+    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.group import GroupRequest, GroupSnapshot, Member
+    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg
+    sys.path.insert(0, sys.argv[1])
+    from ansible_run import subprocess_runner
+    members = [Member(p, s) for p, s in json.loads(sys.argv[2])]
+    original = _exec.Executor._write_info
+    written = []
+
+    def write_info(self, step, context):
+        original(self, step, context)
+        written.append(step)
+        if len(written) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)  # two .info files written, two not: the group is committed
+
+    _exec.Executor._write_info = write_info
+    GroupSnapshot(GroupRequest(members, mode='offline', parallel=1), QemuImg(subprocess_runner), lambda: None, False).run()
+    print('the run was not killed')
+""")
+
+
+def test_offline_group_all_overlays_first_and_a_kill_after_the_first_info_completes(tmp_path: Path) -> None:
+    """No running domain: the overlays are all created before the first .info file is written (the commit point);
+    killed with two of four .info files written, the same request completes the other two."""
+    share = tmp_path / "share"
+    share.mkdir()
+    volumes = make_volumes(share)
+    pairs = json.dumps([[str(p), s] for p, _v, s in volumes])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.run([sys.executable, "-c", OFFLINE_CHILD, str(Path(__file__).parent), pairs],
+                          env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stdout, proc.stderr)
+    overlays = [share / f"{p.name}.{s}" for p, _v, s in volumes]
+    assert all(o.exists() for o in overlays)
+    assert sum(Path(f"{p}.info").exists() for p, _v, _s in volumes) == 2
+    # the first member is complete; the second was killed between its .info file and the removal of its journal
+    assert len([n for n in leftovers(share) if n.endswith(".journal")]) == 3
+
+    task = group_task(volumes, uri="qemu:///system", mode="offline")
+    out = play(tmp_path, task)
+    assert out["changed"] is True and not out.get("failed"), out
+    assert out["group"]["mode"] == "offline" and out["group"]["recovered"] == "complete" and out["quiesced"] is None
+    for (path, _v, snap), overlay in zip(volumes, overlays):
+        assert info_of(path) == {"active": overlay.name, snap: overlay.name}
+    assert leftovers(share) == []
+    assert direct(volumes, None, mode="offline")["changed"] is False
+    deleted = direct(volumes, None, state="absent", mode="offline")
+    assert deleted["changed"] is True and [v["mode"] for v in deleted["volumes"]] == ["offline"] * DISKS
+    assert not any(o.exists() for o in overlays) and leftovers(share) == []

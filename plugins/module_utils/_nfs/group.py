@@ -27,6 +27,7 @@ The planning here is pure (:func:`check_members`, :func:`lock_order`, :func:`pla
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import time
@@ -41,6 +42,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share impor
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_exec import Executor, overlay_data_problem
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_plan import (
+    COMPUTE,
     OFFLINE,
     ONLINE,
     Plan,
@@ -76,6 +78,7 @@ class GroupRequest:
     lock_timeout: float = 60.0
     timeout: float = 600.0
     volume_format: Optional[str] = None
+    parallel: int = 4  # overlays created at once while the group is prepared
 
 
 # ---- pure planning
@@ -394,15 +397,23 @@ class GroupSnapshot(object):
         return decision, steps
 
     def _complete(self, executor: Executor, journals: List[Journal], indices: List[int], resumed: bool) -> None:
-        """After the commit point: each member's remaining steps (its .info file), every member tried."""
-        failures: List[Tuple[int, str]] = []
+        """After the commit point: each member's remaining steps (its .info file), every member tried.
+
+        Committed means every overlay was complete (the commit comes after all of them), so a journal that does not
+        record its overlay step (not written, to save a write per member) is advanced past it in memory. Right after
+        this run's own libvirt call, its ``libvirt_snapshot`` step is known done too; a resumed one checks the disk."""
         for i in indices:
-            try:
-                executor.run(journals[i])
-            except VolsnapError as exc:
-                failures.append((i, exc.msg))
-            except OSError as exc:
-                failures.append((i, os_error_text(exc)))
+            journal = journals[i]
+            steps = journal.plan.steps if journal.plan is not None else []
+            info_index = next((n for n, s in enumerate(steps) if s.action == 'write_info'), len(steps))
+            if not resumed:
+                journal.advance(max(journal.done, info_index), COMPUTE, write=False)
+            elif journal.done == 0:
+                journal.advance(1, COMPUTE, write=False)
+        errors = self._in_parallel(indices, lambda i: executor.run(journals[i]), stop_at_first=False)
+        failures = [(i, exc.msg if isinstance(exc, VolsnapError) else
+                     os_error_text(exc) if isinstance(exc, OSError) else str(exc))
+                    for i, exc in sorted(errors.items(), key=lambda item: indices.index(item[0]))]
         if failures:
             raise VolsnapError('the group snapshot was %s (every disk has its overlay), but completing %d of its '
                                'volumes failed: %s. The others are complete; running the same request again '
@@ -422,7 +433,7 @@ class GroupSnapshot(object):
             plans.append(plan)
         first = next(p for p in plans if p is not None)
         record = journals[pending[0]].group or {}
-        return self._result([p for p in plans], changed=True, resumed=True, mode=first.mode,
+        return self._result(plans, changed=True, resumed=True, mode=first.mode,
                             domain=record.get('domain'), quiesce=str(record.get('quiesce') or QUIESCE_AUTO),
                             quiesced=None, recovered=recovered, steps=steps)
 
@@ -476,7 +487,7 @@ class GroupSnapshot(object):
                 raise VolsnapError('mode=online but domain %s is not running' % req.domain)
             return OFFLINE, None, None, [None] * count, [self._inspect(i) for i in range(count)]
         reports = [self._inspect(i) for i in range(count)]
-        users: List[List[Tuple[str, Any]]] = [[] for _ in range(count)]
+        users: List[List[Tuple[str, Any]]] = [[] for _index in range(count)]
         if lv is not None:
             paths = [layer.image.path for r in reports for layer in r.layers] + [v.path for v in self.volumes]
             try:
@@ -533,16 +544,20 @@ class GroupSnapshot(object):
         journals = [self.volumes[i].journal() for i in range(len(self.volumes))]
         begun: List[int] = []
         failed: Optional[int] = None
+        def prepare(index: int) -> None:
+            journals[index].begin(group.plans[index], group=record)
+            begun.append(index)  # atomic in CPython; the order does not matter (rolled back in lock order)
+            executor.steps.run([group.plans[index].steps[0]])  # create_overlay
+
         try:
+            errors = self._in_parallel(group.order, prepare, stop_at_first=True)
+            failed = next((i for i in group.order if i in errors), None)
+            if failed is not None:
+                raise errors[failed]
             for i in group.order:
-                failed = i
-                journal = journals[i]
-                journal.begin(group.plans[i], group=record)
-                begun.append(i)
-                step = group.plans[i].steps[0]  # create_overlay
-                executor.steps.run([step])
-                journal.advance(1, step.stage)
-            failed = None
+                # Not written: a rerun knows every overlay exists once the group is committed (the commit comes
+                # after all of them), and rolls back from any step before that.
+                journals[i].advance(1, COMPUTE, write=False)
             quiesced: Optional[bool] = None
             if group.mode == ONLINE:
                 quiesced = lv.external_snapshot_disks(dom, group.overlays(), group.quiesce, atomic=True)
@@ -552,11 +567,37 @@ class GroupSnapshot(object):
         self._complete(executor, journals, group.order, resumed=False)
         return quiesced
 
+    def _in_parallel(self, indices: List[int], func: Callable[[int], Any],
+                     stop_at_first: bool) -> Dict[int, BaseException]:
+        """``func(i)`` for every member index, ``parallel`` at a time (each member's files are its own; the locks are
+        held): the errors (VolsnapError or OSError) by member. One after another when ``parallel`` is 1, stopping at
+        the first error when ``stop_at_first``."""
+        workers = max(1, min(self.req.parallel, len(indices)))
+        errors: Dict[int, BaseException] = {}
+        if workers == 1:
+            for i in indices:
+                try:
+                    func(i)
+                except (VolsnapError, OSError) as exc:
+                    errors[i] = exc
+                    if stop_at_first:
+                        break
+            return errors
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {i: pool.submit(func, i) for i in indices}
+        for i in indices:
+            error = futures[i].exception()
+            if isinstance(error, (VolsnapError, OSError)):
+                errors[i] = error
+            elif error is not None:
+                raise error
+        return errors
+
     def _rolled_back(self, executor: Executor, journals: List[Journal], begun: List[int], failed: Optional[int],
                      cause: str, exc: BaseException, domain: Optional[str]) -> VolsnapError:
         """The error of a group that failed before its commit point, after rolling back every member it prepared."""
         left: List[str] = []
-        for i in reversed(begun):
+        for i in sorted(begun, key=lambda index: self.volumes[index].path, reverse=True):
             try:
                 actions, files, refusal = executor.undo_plan(journals[i])
                 if refusal is None:
