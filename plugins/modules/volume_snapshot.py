@@ -167,8 +167,8 @@ options:
     description:
       - With O(volumes) and O(group=false), how many independent volumes run at once (V(1), one after another).
         Must be at least 1.
-      - With O(group=true), how many of the group's overlays are created at once while it is prepared (the group
-        itself is one operation: one libvirt call switches every disk).
+      - With O(group=true), how many of the group's overlays are created (and C(.info) files written) at once; the
+        group itself is one operation, one libvirt call switches every disk.
     type: int
     default: 4
   group:
@@ -226,7 +226,8 @@ options:
         has moved on (C(available) after a create, the snapshot gone after a delete) a rerun reports no change.
         There is no option to turn the failure into a warning; use C(ignore_errors) or C(failed_when) to go on.
       - Needs openstacksdk on the host that runs the module. Refused with O(state=resumed) and O(state=abandoned),
-        which do not know the snapshot beforehand.
+        which do not know the snapshot beforehand, and with O(group=true) (report each snapshot with a single-volume
+        task afterwards, whose rerun changes no file and sends the report while Cinder waits).
     type: bool
     default: false
 notes:

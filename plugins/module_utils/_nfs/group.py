@@ -253,6 +253,25 @@ class GroupSnapshot(object):
         return self._libvirt
 
     def run(self) -> Dict[str, Any]:
+        try:
+            return self._run()
+        except VolsnapError as exc:
+            raise self._with_volumes(exc)
+
+    def _with_volumes(self, exc: VolsnapError) -> VolsnapError:
+        """Every failed result names the failed volumes and lists every volume (a refusal of the whole group names
+        them all; nothing was changed on any)."""
+        details = dict(exc.details)
+        paths = [os.path.normpath(m.volume_path) for m in self.req.members]
+        failed = details.get('failed_volumes') or paths
+        details['failed_volumes'] = failed
+        if 'volumes' not in details or len(details['volumes']) != len(paths):
+            details['volumes'] = [{'volume_path': path, 'snapshot_id': m.snapshot_id, 'changed': False,
+                                   'failed': path in failed, 'msg': exc.msg if path in failed else None}
+                                  for path, m in zip(paths, self.req.members)]
+        return VolsnapError(exc.msg, **details)
+
+    def _run(self) -> Dict[str, Any]:
         req = self.req
         if req.state not in ('present', 'absent'):
             raise VolsnapError('group=true takes state=present (create the group snapshot) or state=absent (delete '
@@ -544,6 +563,7 @@ class GroupSnapshot(object):
         journals = [self.volumes[i].journal() for i in range(len(self.volumes))]
         begun: List[int] = []
         failed: Optional[int] = None
+
         def prepare(index: int) -> None:
             journals[index].begin(group.plans[index], group=record)
             begun.append(index)  # atomic in CPython; the order does not matter (rolled back in lock order)
