@@ -160,6 +160,20 @@ def test_group_quiesce_required_without_agent_changes_nothing(tmp_path: Path, sh
     assert listing(share) == before and leftovers(share) == []
     assert chains(libvirt_uri, dom) == [[p.name] for p, _v, _s in volumes]
 
+    # a single volume: the same choices (the quiesce option is shared)
+    path, _v, snap = volumes[0]
+
+    def single(quiesce: str) -> Dict[str, Any]:
+        return VolumeSnapshot(Request(str(path), snap, quiesce=quiesce), QemuImg(subprocess_runner),
+                              lambda: Libvirt(libvirt_uri), False).run()
+
+    with pytest.raises(VolsnapError, match="quiesce=required") as refused:
+        single("required")
+    assert refused.value.details["rolled_back"] is True and listing(share) == before
+    taken = single("auto")
+    assert taken["changed"] and taken["mode"] == "online" and taken["quiesced"] is False
+    assert chains(libvirt_uri, dom)[0] == [f"{path.name}.{snap}", path.name]
+
 
 def test_group_failure_in_the_middle_rolls_every_member_back(tmp_path: Path, share: Path, domain_factory,
                                                              libvirt_uri: str) -> None:
