@@ -34,10 +34,12 @@ attributes:
     details:
       - Returns the planned steps in RV(plan) and changes nothing. With O(report_to_cinder=true) Cinder is only read,
         and RV(cinder_report) says what would be reported; a report that a real run could not make fails.
+      - With O(volumes), per volume in RV(volumes), and the group's steps in RV(group.plan); no lock file is created.
   diff_mode:
     support: full
     details:
-      - Shows the C(.info) file before and after.
+      - Shows the C(.info) file before and after; with O(volumes), one diff per volume that changes, each headed by
+        its C(.info) file.
   idempotent:
     support: full
 options:

@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
@@ -12,6 +15,8 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import libv
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.group import (
     COMPLETE_GROUP,
     ROLL_BACK_GROUP,
+    GroupRequest,
+    GroupSnapshot,
     Member,
     PendingMember,
     check_members,
@@ -22,12 +27,15 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.group impor
     same_group,
 )
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import Libvirt, quiesce_mode
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_plan import (
     OFFLINE,
     ONLINE,
     SNAPSHOT_ACTIONS,
     Plan,
 )
+from ansible_collections.volsnap.openstack.tests.unit.plugins.module_utils import image_builders as B
 
 SHARE = '/mnt/share'
 VOLS = ['0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d', 'ffffffff-eeee-4ddd-8ccc-bbbbbbbbbbbb',
@@ -199,3 +207,98 @@ def test_quiesce_auto_falls_back_required_refuses_never_does_not_ask(fake_libvir
     dom = FakeDomain(agent=True)
     assert Libvirt().external_snapshot(dom, 'vdb', '/s/b.1', 'never') is False
     assert [flags & (64 | 128) for _xml, flags in dom.calls] == [0]
+
+
+# ---- GroupSnapshot offline (no libvirt), qemu-img faked by a runner that writes the overlay's qcow2 header
+
+class OverlayWriter(object):
+    """``qemu-img create -f qcow2 -u -b <backing> -F <fmt> <output> <size>`` done in Python (image_builders);
+    ``qemu-img commit`` of an overlay without data changes nothing."""
+
+    def __init__(self, fail_on=None):
+        self.created = []
+        self.fail_on = fail_on
+
+    def __call__(self, argv):
+        args = argv[1:]
+        if args[0] == 'commit':
+            return 0, '', ''
+        assert args[:2] == ['create', '-q'], argv
+        backing, fmt, output, size = args[args.index('-b') + 1], args[args.index('-F') + 1], args[-2], int(args[-1])
+        if self.fail_on is not None and self.fail_on in backing:
+            return 1, '', 'qemu-img: injected failure'
+        with open(output, 'wb') as handle:
+            handle.write(B.qcow2(size=size, backing=backing, backing_fmt=fmt))
+        self.created.append(backing)
+        return 0, '', ''
+
+
+@pytest.fixture
+def offline_group(tmp_path):
+    share = tmp_path / 'share'
+    share.mkdir()
+    group = []
+    for i in range(3):
+        path = share / ('volume-%s' % VOLS[i])
+        B.write(str(path), b'\x00' * 4096, size=1 << 20)
+        group.append(Member(str(path), SNAPS[i]))
+    return share, group
+
+
+def run_group(group, runner, state='present', check=False, parallel=4):
+    request = GroupRequest(list(reversed(group)), state=state, mode='offline', parallel=parallel)
+    return GroupSnapshot(request, QemuImg(runner), lambda: None, check).run()
+
+
+@pytest.mark.parametrize('parallel', [1, 4])
+def test_offline_group_creates_every_snapshot_then_changes_nothing(offline_group, parallel):
+    share, group = offline_group
+    checked = run_group(group, OverlayWriter(), check=True)
+    assert checked['changed'] and sorted(os.listdir(str(share))) == sorted('volume-%s' % v for v in VOLS)
+    result = run_group(group, OverlayWriter(), parallel=parallel)
+    assert result['changed'] and result['group']['mode'] == 'offline' and result['quiesced'] is None
+    assert [v['volume_path'] for v in result['volumes']] == [m.volume_path for m in reversed(group)]
+    for member in group:
+        with open(member.volume_path + '.info') as handle:
+            info = json.load(handle)
+        overlay = os.path.basename(member.volume_path) + '.' + member.snapshot_id
+        assert info == {'active': overlay, member.snapshot_id: overlay}
+    assert [d['before_header'] for d in result['diff']] == [m.volume_path + '.info' for m in reversed(group)]
+    assert not [n for n in os.listdir(str(share)) if n.endswith('.journal')]
+    again = run_group(group, OverlayWriter())
+    assert again['changed'] is False and 'diff' not in again
+    deleted = run_group(group, OverlayWriter(), state='absent')
+    assert deleted['changed'] and deleted['group']['operation'] == 'delete'
+
+
+def test_offline_group_overlay_failure_rolls_every_member_back(offline_group):
+    share, group = offline_group
+    before = sorted(os.listdir(str(share)))
+    with pytest.raises(VolsnapError, match='Every member was rolled back') as err:
+        run_group(group, OverlayWriter(fail_on=VOLS[1]), parallel=1)
+    assert err.value.details['failed_volumes'] == [group[1].volume_path]
+    assert err.value.details['rolled_back'] is True
+    assert [v['failed'] for v in err.value.details['volumes']] == [False, True, False]  # the request's order
+    assert sorted(n for n in os.listdir(str(share)) if not n.endswith('.lock')) == before
+
+
+def test_single_volume_requests_refuse_a_pending_group_member(offline_group, monkeypatch):
+    share, group = offline_group
+    original = GroupSnapshot._complete
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt  # killed at the commit point: every overlay made, no .info file written
+
+    monkeypatch.setattr(GroupSnapshot, '_complete', interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_group(group, OverlayWriter())
+    monkeypatch.setattr(GroupSnapshot, '_complete', original)
+    with pytest.raises(VolsnapError, match='member of an interrupted group snapshot'):
+        VolumeSnapshot(Request(group[0].volume_path, group[0].snapshot_id), QemuImg(OverlayWriter()),
+                       lambda: None, False).run()
+    with pytest.raises(VolsnapError, match='cannot join this group') as err:
+        run_group(group[:2], OverlayWriter())
+    assert 'another group' in err.value.msg
+    result = run_group(group, OverlayWriter())
+    assert result['group']['recovered'] == 'roll back' and result['changed']
+    assert not [n for n in os.listdir(str(share)) if n.endswith('.journal')]
