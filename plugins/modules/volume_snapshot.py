@@ -34,16 +34,18 @@ attributes:
     details:
       - Returns the planned steps in RV(plan) and changes nothing. With O(report_to_cinder=true) Cinder is only read,
         and RV(cinder_report) says what would be reported; a report that a real run could not make fails.
+      - With O(volumes), per volume in RV(volumes), and the group's steps in RV(group.plan); no lock file is created.
   diff_mode:
     support: full
     details:
-      - Shows the C(.info) file before and after.
+      - Shows the C(.info) file before and after; with O(volumes), one diff per volume that changes, each headed by
+        its C(.info) file.
   idempotent:
     support: full
 options:
   volume_path:
     description:
-      - The volume file, C(<share>/volume-<volume id>). Mutually exclusive with O(volume_id).
+      - The volume file, C(<share>/volume-<volume id>). Mutually exclusive with O(volume_id) and O(volumes).
     type: path
   volume_id:
     description:
@@ -124,9 +126,73 @@ options:
     type: str
   quiesce:
     description:
-      - Online create tries a quiesced snapshot first (needs the guest agent) and retries without, as Nova does.
+      - How an online create freezes the guest's file systems through the QEMU guest agent (C(fsfreeze)) around the
+        snapshot.
+      - V(auto) tries a quiesced snapshot first and, when no guest agent answers, takes it without, as Nova does;
+        RV(quiesced) says which happened.
+      - V(required) fails when no guest agent answers, with nothing changed (the overlays made for it are removed).
+      - V(never) takes a crash-consistent snapshot without asking the agent.
+      - Offline snapshots are never quiesced (no guest runs).
+    type: str
+    choices: [never, auto, required]
+    default: auto
+  volumes:
+    description:
+      - Several volumes in one task, instead of O(volume_path)/O(volume_id), O(snapshot_id) and O(disk) (mutually
+        exclusive with them). Each item is one volume and its snapshot; O(state), O(mode), O(domain), O(quiesce),
+        O(lock_timeout), O(timeout), O(report_to_cinder), O(share) and the connection options apply to every item.
+      - With O(group=true), the items are ONE group snapshot of one instance's volumes (see O(group)).
+      - The result lists each volume's outcome in RV(volumes) (in this order) and the failed ones in
+        RV(failed_volumes); any failed item fails the task.
+    type: list
+    elements: dict
+    suboptions:
+      volume_path:
+        description:
+          - The volume file. Mutually exclusive with O(volumes[].volume_id).
+        type: path
+      volume_id:
+        description:
+          - The Cinder volume id; the volume file is C(<share>/volume-<volume_id>). Needs O(share).
+        type: str
+      snapshot_id:
+        description:
+          - The Cinder snapshot id of this volume's snapshot (a UUID). Required with O(state=present) and
+            O(state=absent).
+        type: str
+      disk:
+        description:
+          - The domain's disk of this volume (target dev or serial); only used with O(group=true). Default, the disk
+            whose serial is the volume id, or the disk found using the volume.
+        type: str
+  parallel:
+    description:
+      - With O(volumes) and O(group=false), how many independent volumes run at once (V(1), one after another).
+        Must be at least 1.
+      - With O(group=true), how many of the group's overlays are created (and C(.info) files written) at once; the
+        group itself is one operation, one libvirt call switches every disk.
+    type: int
+    default: 4
+  group:
+    description:
+      - With O(volumes), whether the items are ONE group snapshot of the volumes of one instance.
+      - "V(true) with O(state=present): every listed volume's disk of the one running libvirt domain switches to its
+        new overlay in ONE disk-only external snapshot call with libvirt's atomic flag: all disks at the same instant,
+        or none (quiesced as O(quiesce) says). The volumes' locks are taken in one fixed order (sorted paths), every
+        volume's journal names the group, and a run interrupted at any step (a crash, a kill) is converged by running
+        the same task again: rolled back on every volume when the libvirt call had not happened, completed on every
+        volume when it had. A failure before that call (an overlay that cannot be written, libvirt refusing) rolls
+        every volume back: no disk, C(.info) file or journal is changed and RV(failed_volumes) names the volume that
+        failed. Without a running domain (offline), the overlays are all created before the first C(.info) file is
+        written, with the same all-or-nothing rerun. Each volume keeps Cinder's own layout (its C(.info) file and
+        snapshot file)."
+      - "V(true) with O(state=absent): each volume's snapshot is deleted on its own, one libvirt blockCommit or
+        blockRebase per disk online (libvirt has no atomic multi-disk commit), each crash-safe as a single delete;
+        no data is lost whichever of them ran, and a rerun finishes the rest."
+      - Other states are refused with O(group=true). While a volume's group create is interrupted, single-volume
+        requests on it are refused (only the group converges it).
     type: bool
-    default: true
+    default: false
   lock_timeout:
     description:
       - Seconds to wait for the per-volume lock held by another operation on the same volume.
@@ -162,7 +228,8 @@ options:
         has moved on (C(available) after a create, the snapshot gone after a delete) a rerun reports no change.
         There is no option to turn the failure into a warning; use C(ignore_errors) or C(failed_when) to go on.
       - Needs openstacksdk on the host that runs the module. Refused with O(state=resumed) and O(state=abandoned),
-        which do not know the snapshot beforehand.
+        which do not know the snapshot beforehand, and with O(group=true) (report each snapshot with a single-volume
+        task afterwards, whose rerun changes no file and sends the report while Cinder waits).
     type: bool
     default: false
 notes:
@@ -201,6 +268,18 @@ EXAMPLES = r'''
     share: /var/lib/cinder/mnt/4f1e2c0d
     volume_id: 0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f
     state: resumed
+
+- name: Snapshot the data and log volumes of one instance at the same instant (one atomic libvirt call)
+  volsnap.openstack.volume_snapshot:
+    share: /var/lib/nova/mnt/4f1e2c0d
+    group: true
+    quiesce: auto   # freeze the guest's file systems when its guest agent answers
+    volumes:
+      - volume_id: 0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f
+        snapshot_id: 9c3f6a2e-1d4b-4c5e-8f7a-6b5c4d3e2f1a
+      - volume_id: 5d2c7e1a-3b4f-4a6d-8e9c-1f2a3b4c5d6e
+        snapshot_id: 7a1b2c3d-4e5f-4a6b-9c8d-0e1f2a3b4c5d
+  register: group   # group.quiesced: whether the guest was frozen
 
 - name: Undo the pending operation whose next step can never succeed (refused when that would lose anything)
   volsnap.openstack.volume_snapshot:
@@ -312,6 +391,74 @@ disk:
   description: The domain's disk target used by an online operation.
   returned: when online
   type: str
+quiesced:
+  description:
+    - For an online create, whether the snapshot was quiesced through the guest agent (O(quiesce=auto) falls back to
+      an unquiesced one when no agent answers); null offline, in check mode and when nothing was created.
+  returned: always
+  type: bool
+volumes:
+  description:
+    - With O(volumes), each volume's outcome in the order given, each the same dict a single-volume run returns
+      (RV(snapshot_id), RV(state), RV(operation), RV(mode), RV(plan), RV(info), RV(chain), ...) plus C(volume_path),
+      C(changed) and C(failed) (with C(msg) when it failed). Also returned in a failed result.
+  returned: with O(volumes)
+  type: list
+  elements: dict
+failed_volumes:
+  description: With O(volumes), the volume paths whose operation failed (empty on success).
+  returned: with O(volumes)
+  type: list
+  elements: str
+group:
+  description: With O(group=true), what the group did.
+  returned: with O(group=true)
+  type: dict
+  contains:
+    operation:
+      description: C(create) or C(delete).
+      type: str
+    mode:
+      description: C(online) (one atomic libvirt call) or C(offline) for a create.
+      type: str
+    domain:
+      description: The libvirt domain of an online group.
+      type: str
+    disks:
+      description: The domain's disk targets switched, one per volume in the order of O(volumes).
+      type: list
+      elements: str
+    atomic:
+      description: True when the disks were switched by one libvirt call with the atomic flag.
+      type: bool
+    quiesce:
+      description: The O(quiesce) choice.
+      type: str
+    quiesced:
+      description: Whether the guest was frozen through its agent (null when no libvirt call was made).
+      type: bool
+    recovered:
+      description:
+        - "How an interrupted group found pending was converged: C(complete) (the libvirt call had happened, every
+          volume's C(.info) file completed) or C(roll back) (it had not, every prepared overlay removed, then the group
+          taken again); null when none was pending."
+      type: str
+    resumed:
+      description: True when the run only completed an interrupted group.
+      type: bool
+    plan:
+      description: The group's steps in order (prepare every overlay, the one commit point, every C(.info) file).
+      type: list
+      elements: str
+    seconds:
+      description: Seconds the group took, locks included.
+      type: float
+    lock_waited:
+      description: Seconds spent waiting for the volumes' locks.
+      type: float
+  sample: {"operation": "create", "mode": "online", "domain": "instance-0000002a", "disks": ["vdb", "vdc"],
+           "atomic": true, "quiesce": "auto", "quiesced": false, "recovered": null, "resumed": false,
+           "seconds": 0.42, "lock_waited": 0.0, "plan": ["..."]}
 removed_temporaries:
   description:
     - Stale temporary files of the volume (left by a run that was killed before a rename) removed once the lock was
@@ -395,6 +542,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.conne
     openstack_dependency,
 )
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.group import GroupRequest, GroupSnapshot, Member
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.volume import ShareVolume
 
@@ -410,7 +558,15 @@ class VolumeSnapshotModule(VolsnapModule):
         domain=dict(type='str'),
         disk=dict(type='str'),
         libvirt_uri=dict(type='str', default=DEFAULT_URI),
-        quiesce=dict(type='bool', default=True),
+        quiesce=dict(type='str', choices=['never', 'auto', 'required'], default='auto'),
+        volumes=dict(type='list', elements='dict', options=dict(
+            volume_path=dict(type='path'),
+            volume_id=dict(type='str'),
+            snapshot_id=dict(type='str'),
+            disk=dict(type='str'),
+        ), mutually_exclusive=[('volume_path', 'volume_id')], required_one_of=[('volume_path', 'volume_id')]),
+        parallel=dict(type='int', default=4),
+        group=dict(type='bool', default=False),
         max_depth=dict(type='int', default=DEFAULT_MAX_DEPTH),
         volume_format=dict(type='str', choices=list(VOLUME_FORMATS)),
         lock_timeout=dict(type='int', default=60),
@@ -419,10 +575,12 @@ class VolumeSnapshotModule(VolsnapModule):
         **openstack_argument_spec(wait=False)
     )
     module_kwargs = dict(
-        mutually_exclusive=[('volume_path', 'volume_id')],
-        required_one_of=[('volume_path', 'volume_id')],
+        mutually_exclusive=[('volume_path', 'volume_id'), ('volumes', 'volume_path'), ('volumes', 'volume_id'),
+                            ('volumes', 'snapshot_id'), ('volumes', 'disk')],
+        required_one_of=[('volume_path', 'volume_id', 'volumes')],
         required_by={'volume_id': 'share'},
-        required_if=[('state', 'present', ('snapshot_id',)), ('state', 'absent', ('snapshot_id',))],
+        required_if=[('state', 'present', ('snapshot_id', 'volumes'), True),
+                     ('state', 'absent', ('snapshot_id', 'volumes'), True)],
     )
 
     def dependencies(self):
@@ -440,6 +598,8 @@ class VolumeSnapshotModule(VolsnapModule):
 
     def run_module(self):
         p = self.params
+        if p['volumes'] is not None:
+            return self.run_volumes()
         if p['state'] in ('resumed', 'abandoned', 'cleanup') and p['report_to_cinder']:
             raise VolsnapError('report_to_cinder needs the snapshot it reports on: finish the interrupted operation '
                                'with state=resumed first, or run state=present/absent with its snapshot_id')
@@ -453,6 +613,34 @@ class VolumeSnapshotModule(VolsnapModule):
         if not p['report_to_cinder']:
             return snapshot.run()
         return run_with_report(snapshot.run, cinder_reporter(p, self.check_mode), request.operation)
+
+    def run_volumes(self):
+        p = self.params
+        if p['parallel'] < 1:
+            raise VolsnapError('parallel must be at least 1 (1 runs the volumes one after another), not %d'
+                               % p['parallel'])
+        if not p['group']:
+            raise VolsnapError('volumes with group=false (independent operations on many volumes, parallel at a '
+                               'time) is not part of this build of the collection; use group=true to snapshot the '
+                               'volumes of one instance at the same instant, or one task per volume (a loop)')
+        if p['report_to_cinder']:
+            raise VolsnapError('report_to_cinder is not available with group=true; report each snapshot with a '
+                               'single-volume task afterwards (a rerun of the same snapshot reports without changing '
+                               'any file)')
+        members = []
+        for index, item in enumerate(p['volumes']):
+            if item['volume_id'] is not None and not p['share']:
+                raise VolsnapError('volumes[%d] names volume_id %s, which needs share' % (index, item['volume_id']))
+            if p['state'] in ('present', 'absent') and not item['snapshot_id']:
+                raise VolsnapError('volumes[%d] has no snapshot_id, which state=%s needs' % (index, p['state']))
+            path = item['volume_path'] or ShareVolume.in_share(p['share'], item['volume_id']).path
+            members.append(Member(volume_path=path, snapshot_id=item['snapshot_id'], disk=item['disk']))
+        request = GroupRequest(members=members, state=p['state'], mode=p['mode'], domain=p['domain'],
+                               quiesce=p['quiesce'], share=p['share'], max_depth=p['max_depth'],
+                               lock_timeout=p['lock_timeout'], timeout=p['timeout'], volume_format=p['volume_format'],
+                               parallel=p['parallel'])
+        qemu = QemuImg(self.module.run_command, self.module.get_bin_path('qemu-img', required=True))
+        return GroupSnapshot(request, qemu, self.libvirt, self.check_mode).run()
 
 
 def main():

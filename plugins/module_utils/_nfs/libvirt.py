@@ -15,7 +15,7 @@ import time
 import traceback
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import (
     DeclaredChain,
@@ -33,6 +33,23 @@ else:
     LIBVIRT_IMPORT_ERROR = None
 
 DEFAULT_URI = 'qemu:///system'
+
+# quiesce: never, auto (try the guest agent, fall back without, as Nova), required (fail without the agent)
+QUIESCE_NEVER = 'never'
+QUIESCE_AUTO = 'auto'
+QUIESCE_REQUIRED = 'required'
+QUIESCE_CHOICES = (QUIESCE_NEVER, QUIESCE_AUTO, QUIESCE_REQUIRED)
+
+
+def quiesce_mode(value: Any) -> str:
+    """The quiesce choice of a request or a journaled step (a journal of the earlier boolean: true is auto)."""
+    if value is True or value is None:
+        return QUIESCE_AUTO
+    if value is False:
+        return QUIESCE_NEVER
+    if value in QUIESCE_CHOICES:
+        return str(value)
+    raise VolsnapError('quiesce %r is not one of %s' % (value, ', '.join(QUIESCE_CHOICES)))
 
 
 @dataclass
@@ -198,31 +215,49 @@ class Libvirt:
     def disk_chain_paths(self, dom: Any, disk: str) -> List[str]:
         return [p for p, _fmt in self._disk(dom, disk).chain]
 
-    def external_snapshot(self, dom: Any, disk: str, overlay: str, quiesce: bool) -> None:
-        """Nova's disk-only external snapshot onto a pre-created overlay (other disks excluded)."""
+    def external_snapshot(self, dom: Any, disk: str, overlay: str, quiesce: str = QUIESCE_AUTO) -> bool:
+        """Nova's disk-only external snapshot onto a pre-created overlay (other disks excluded); True when quiesced."""
+        return self.external_snapshot_disks(dom, {disk: overlay}, quiesce, atomic=False)
+
+    def external_snapshot_disks(self, dom: Any, overlays: Mapping[str, str], quiesce: str, atomic: bool) -> bool:
+        """One disk-only external snapshot of the disks ``overlays`` names (target dev -> pre-created overlay), the
+        domain's other disks excluded; with ``atomic``, libvirt's ATOMIC flag: every disk switches or none does.
+
+        ``quiesce``: ``never``, ``auto`` (quiesced through the guest agent when it answers, else retried without, as
+        Nova does) or ``required`` (no guest agent: refused, nothing switched). Returns whether it was quiesced.
+        """
         snap = ET.Element('domainsnapshot')
         disks = ET.SubElement(snap, 'disks')
         for other in parse_disks(dom.XMLDesc(0)):
-            if other.target == disk:
-                element = ET.SubElement(disks, 'disk', name=disk, snapshot='external', type='file')
-                ET.SubElement(element, 'source', file=overlay)
+            if other.target in overlays:
+                element = ET.SubElement(disks, 'disk', name=other.target, snapshot='external', type='file')
+                ET.SubElement(element, 'source', file=overlays[other.target])
                 ET.SubElement(element, 'driver', type='qcow2')
             else:
                 ET.SubElement(disks, 'disk', name=other.target, snapshot='no')
         xml = ET.tostring(snap).decode('utf-8')
         flags = (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REUSE_EXT
                  | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA)
-        if quiesce:
+        if atomic:
+            flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC
+        what = 'disk %s onto %s' % (', '.join(sorted(overlays)), ', '.join(overlays[d] for d in sorted(overlays)))
+        if quiesce in (QUIESCE_AUTO, QUIESCE_REQUIRED):
             try:
                 dom.snapshotCreateXML(xml, flags | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE)
-                return
-            except libvirt.libvirtError:
-                pass  # no guest agent: retry without quiesce, as Nova does
+                return True
+            except libvirt.libvirtError as exc:
+                if quiesce == QUIESCE_REQUIRED:
+                    raise VolsnapError('quiesce=required, but the quiesced snapshot of %s was refused (%s): the guest '
+                                       'agent (qemu-guest-agent, and a virtio-serial channel '
+                                       'org.qemu.guest_agent.0 in the domain) must answer. No disk was switched; '
+                                       'use quiesce=auto to fall back to a crash-consistent snapshot'
+                                       % (what, exc.get_error_message()), quiesced=False)
+                # no guest agent: retry without quiesce, as Nova does
         try:
             dom.snapshotCreateXML(xml, flags)
         except libvirt.libvirtError as exc:
-            raise VolsnapError('libvirt refused the external snapshot of disk %s onto %s: %s'
-                               % (disk, overlay, exc.get_error_message()))
+            raise VolsnapError('libvirt refused the external snapshot of %s: %s' % (what, exc.get_error_message()))
+        return False
 
     def job_running(self, dom: Any, disk: str) -> bool:
         return bool(dom.blockJobInfo(disk, 0))

@@ -30,6 +30,18 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_pl
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.volume import Journal, ShareVolume, check_journaled_plan
 
 
+def group_member_pending(journal: Journal) -> VolsnapError:
+    """A single-volume request finding a member of an interrupted group snapshot: refused, the group converges it."""
+    group = journal.group or {}
+    members = group.get('members')
+    paths = [str(m.get('volume_path')) for m in members if isinstance(m, dict)] if isinstance(members, list) else []
+    return VolsnapError('this volume is a member of an interrupted group snapshot (domain %s, volumes %s): only the '
+                        'group converges it, all members together (completed when the snapshot was taken, else rolled '
+                        'back). Run volume_snapshot again with the same volumes list and group=true; nothing was '
+                        'changed' % (group.get('domain') or '-', ', '.join(paths) or '?'),
+                        pending=journal.pending(), group=group)
+
+
 RESUMED = 'resumed'
 ABANDONED = 'abandoned'
 CLEANUP = 'cleanup'
@@ -46,7 +58,7 @@ class Request:
     mode: str = 'auto'
     domain: Optional[str] = None
     disk: Optional[str] = None
-    quiesce: bool = True
+    quiesce: str = 'auto'  # never, auto (try the guest agent, fall back), required
     share: Optional[str] = None
     max_depth: int = 100
     lock_timeout: float = 60.0
@@ -203,6 +215,8 @@ class VolumeSnapshot(object):
         if journal.load() and journal.plan is not None:
             check_journaled_plan(journal.plan, volume.directory, volume.name, volume.volume_id,  # hostile input
                                  self.req.volume_format)
+            if journal.group is not None:
+                raise group_member_pending(journal)  # only the group converges it (all or nothing)
             if self.req.state == ABANDONED:
                 return self._abandon(journal, volume.path)
             return self._resume(journal, volume.path)
@@ -232,9 +246,12 @@ class VolumeSnapshot(object):
                                   'present' if plan and plan.operation == 'create' else 'absent'),
                                pending=journal.pending())
         remaining = plan.steps[journal.done:]
+        quiesced = None
         if not self.check_mode:
-            self._executor(plan.mode).run(journal)
-        return self._result(plan, path, changed=True, resumed=True, steps=[s.description for s in remaining])
+            quiesced = self._executor(plan.mode).run(journal).get('quiesced')
+        result = self._result(plan, path, changed=True, resumed=True, steps=[s.description for s in remaining])
+        result['quiesced'] = quiesced
+        return result
 
     def _abandon(self, journal: Journal, path: str) -> Dict[str, Any]:
         """state=abandoned: undo the pending operation when the files prove that loses nothing, else refuse."""
@@ -289,14 +306,17 @@ class VolumeSnapshot(object):
             return self._result(plan, path, changed=False, report=report)
         if mode == OFFLINE:
             self._refuse_if_in_use(report)
+        quiesced = None
         if not self.check_mode:
             executor = self._executor(mode)
             try:
                 journal.begin(plan)
             except OSError as exc:
                 raise _begin_failed(journal, exc)
-            executor.run(journal)
-        return self._result(plan, path, changed=True, steps=plan.describe())
+            quiesced = executor.run(journal).get('quiesced')
+        result = self._result(plan, path, changed=True, steps=plan.describe())
+        result['quiesced'] = quiesced
+        return result
 
     def _choose_mode(self, path: str, volume_id: str) -> Tuple[str, Optional[str], Optional[str], ChainReport]:
         """The mode, the online domain and disk, and the chain read once (with the chain the domain declares)."""
@@ -371,6 +391,7 @@ class VolumeSnapshot(object):
             'plan': steps or [],
             'info': plan.info_after if changed else (report.info.as_dict() if report.info else None),
             'chain': report.as_dict(),
+            'quiesced': None,
         }
         online_step = next((step for step in plan.steps if step.args.get('domain')), None)
         if online_step is not None:

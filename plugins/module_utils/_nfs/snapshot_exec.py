@@ -38,6 +38,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic imp
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.steps import Executor as StepExecutor, RunContext, Step
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.image_format import inspect_image
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import quiesce_mode
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import (
     QemuImg,
     commit_args,
@@ -431,7 +432,7 @@ class Executor(object):
             return None
         return dom
 
-    def _libvirt_snapshot(self, step: Step, _context: RunContext) -> None:
+    def _libvirt_snapshot(self, step: Step, context: RunContext) -> None:
         args = step.args
         lv = self._lv()
         dom = lv.find_domain(args['domain'])
@@ -442,7 +443,7 @@ class Executor(object):
         if _same_file(lv.disk_source(dom, args['disk']), args['file']):
             return  # done before the interruption
         # On a stopped domain libvirt switches the persistent definition to the overlay: the next boot uses it.
-        lv.external_snapshot(dom, args['disk'], args['file'], args.get('quiesce', True))
+        context.set('quiesced', lv.external_snapshot(dom, args['disk'], args['file'], quiesce_mode(args.get('quiesce'))))
 
     def _block_commit(self, step: Step, context: RunContext) -> None:
         args = step.args

@@ -156,7 +156,7 @@ def _path(report: ChainReport, filename: str) -> str:
 
 
 def plan_create(report: ChainReport, volume_id: str, snapshot_id: str, mode: str,
-                domain: Optional[str] = None, disk: Optional[str] = None, quiesce: bool = True) -> Plan:
+                domain: Optional[str] = None, disk: Optional[str] = None, quiesce: str = 'auto') -> Plan:
     """Steps to create ``snapshot_id``; an empty plan when the .info already has it."""
     check_snapshot_id(snapshot_id)
     _require_info(report)

@@ -235,6 +235,8 @@ class Journal(object):
         self.stage = 'begin'
         # index of a data step (DATA_STEPS) that has started and may be partly done, else None
         self.started: Optional[int] = None
+        # the group snapshot this operation is one member of (:mod:`._nfs.group`), else None
+        self.group: Optional[Dict[str, Any]] = None
 
     def load(self) -> bool:
         try:
@@ -274,6 +276,10 @@ class Journal(object):
             if started is not None and (not isinstance(started, int) or isinstance(started, bool)):
                 raise ValueError('started is %r' % (started,))
             self.started = started
+            group = data.get('group')
+            if group is not None and not isinstance(group, dict):
+                raise ValueError('group is %r' % (group,))
+            self.group = group
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise VolsnapError('the journal %s of an interrupted operation is unreadable (%s); inspect the volume '
                                'with qcow2_chain_info before removing it by hand' % (self.path, exc))
@@ -287,9 +293,11 @@ class Journal(object):
         if self.plan is None:
             raise VolsnapError('internal error: journal written without a plan')
         # _atomic: on any error the temporary file is removed and the journal left as it was
-        write_atomic(self.path, json.dumps({'version': JOURNAL_VERSION, 'plan': self.plan.as_dict(), 'done': self.done,
-                                            'stage': self.stage, 'started': self.started, 'updated': time.time()},
-                                           sort_keys=True))
+        data = {'version': JOURNAL_VERSION, 'plan': self.plan.as_dict(), 'done': self.done, 'stage': self.stage,
+                'started': self.started, 'updated': time.time()}
+        if self.group is not None:
+            data['group'] = self.group
+        write_atomic(self.path, json.dumps(data, sort_keys=True))
 
     def _write_or_restore(self, done: int, stage: str, started: Optional[int]) -> None:
         """Write the journal with these values; on an error the object keeps what the file still says."""
@@ -301,8 +309,10 @@ class Journal(object):
             self.done, self.stage, self.started = before
             raise
 
-    def begin(self, plan: Plan) -> None:
+    def begin(self, plan: Plan, group: Optional[Dict[str, Any]] = None) -> None:
+        """Write the journal of ``plan`` before its first step; ``group``: the group snapshot it is a member of."""
         self.plan = plan
+        self.group = group
         self._write_or_restore(0, 'begin', None)
 
     def advance(self, done: int, stage: str, write: bool = True) -> None:

@@ -87,6 +87,7 @@ class FakeLibvirt(object):
     def external_snapshot(self, dom, disk, overlay, quiesce):
         self.calls.append(('snapshot', overlay))
         self.chain.insert(0, overlay)
+        return False
 
 
 class Recorder(object):
@@ -226,7 +227,7 @@ def create_plan(share, new):
     info_after = dict(INFO, active=new.name)
     return Plan('create', VOL[7:], S2, 'online', steps=[
         step('libvirt_snapshot', 'compute', {'domain': 'instance-1', 'disk': 'vdb', 'file': str(new),
-                                             'quiesce': True}),
+                                             'quiesce': 'auto'}),
         step('write_info', 'complete', {'path': str(share / (VOL + '.info')), 'info': info_after}),
     ], info_before=dict(INFO), info_after=info_after)
 

@@ -78,9 +78,9 @@ def test_create_offline_and_online(chain):
     assert (overlay['backing'], overlay['backing_format'], overlay['size']) == (F2, 'qcow2', 1 << 30)
     assert plan.info_after == {'active': new, S1: F1, S2: F2, NEW: new}
     assert plan.file_format == {new: 'qcow2'} and plan.compute_status == 'creating_compute_complete'
-    online = plan_create(report(chain), VOL_ID, NEW, ONLINE, 'instance-1', 'vdb', quiesce=False)
+    online = plan_create(report(chain), VOL_ID, NEW, ONLINE, 'instance-1', 'vdb', quiesce='never')
     assert actions(online) == ['create_overlay', 'libvirt_snapshot', 'write_info']
-    assert online.steps[1].args == {'domain': 'instance-1', 'disk': 'vdb', 'file': str(chain / new), 'quiesce': False}
+    assert online.steps[1].args == {'domain': 'instance-1', 'disk': 'vdb', 'file': str(chain / new), 'quiesce': 'never'}
     assert Plan.from_dict(online.as_dict()) == online
 
 

@@ -1,0 +1,197 @@
+# -*- coding: utf-8 -*-
+# Copyright: volsnap.openstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Benchmark: a group snapshot of the --disks disks of one running domain against single-disk online snapshots.
+
+One running libvirt domain (QEMU TCG, no OS) has --disks raw volumes attached as vdb, vdc, ... (serial = volume id,
+as Nova attaches Cinder volumes). Each sample, in the same run and alternating:
+
+* group: ONE ``volume_snapshot group=true`` request over every disk, with the code path the module runs
+  (``GroupSnapshot(...).run()``: locks in order, chain reads, journals, overlays, the one atomic libvirt call,
+  ``.info`` files);
+* singles: --disks single-volume online snapshots one after the other (``VolumeSnapshot(...).run()`` each: what
+  a loop of tasks runs, without Ansible's start-up per task), each of them timed too.
+
+Figures: the group's time, one single-disk snapshot's time (the median of every single), the singles' total;
+ratios group / one single (target at most 2x) and singles / group. Every result is checked (each disk's libvirt
+chain has the new overlay on top, each ``.info`` file names it): a wrong one exits 1.
+
+Needs libvirtd with QEMU (the lab: ``bash tests/lab/lab.sh start libvirt``), the libvirt Python bindings and
+qemu-img. Work files live in a temporary directory under /var/tmp (QEMU run by libvirt must reach it), removed at
+the end with the domain.
+
+Run: PYTHONPATH=<dir holding ansible_collections/> python benchmarks/bench_group_snapshot.py
+     [--disks 8] [--repeat 5] [--libvirt-uri qemu:///system]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+import xml.etree.ElementTree as ET
+
+from ansible_collections.volsnap.openstack.benchmarks._common import (
+    BenchError,
+    EXIT_SETUP,
+    emit,
+    goal,
+    load_text,
+    median,
+    qemu_img_tool,
+    run,
+    table,
+    timed,
+)
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.group import GroupRequest, GroupSnapshot, Member
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import DEFAULT_URI, LIBVIRT_IMPORT_ERROR, Libvirt
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import load_info
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
+
+BENCHMARK = 'group_snapshot'
+TARGET_RATIO = 2.0  # the group's time at most 2x one single-disk snapshot
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', 1)[0])
+    parser.add_argument('--disks', type=int, default=8, help='disks of the domain in the group (default: %(default)s)')
+    parser.add_argument('--repeat', type=int, default=5, help='samples after a warm-up (default: %(default)s)')
+    parser.add_argument('--libvirt-uri', default=DEFAULT_URI, help='libvirt URI (default: %(default)s)')
+    parser.add_argument('--qemu-img', help='qemu-img to use (default: the one on PATH)')
+    args = parser.parse_args(argv)
+    if not 1 <= args.disks <= 20 or args.repeat < 1:
+        parser.error('--disks must be 1 to 20 and --repeat at least 1')
+    return args
+
+
+def runner(argv):
+    """The command runner of QemuImg outside a module."""
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def domain_xml(name, volumes):
+    """An OS-less TCG domain (64 MiB, no network, no graphics) with the volumes as raw virtio disks vdb, vdc..."""
+    dom = ET.Element('domain', type='qemu')
+    ET.SubElement(dom, 'name').text = name
+    ET.SubElement(dom, 'memory', unit='MiB').text = '64'
+    ET.SubElement(dom, 'vcpu').text = '1'
+    os_el = ET.SubElement(dom, 'os')
+    ET.SubElement(os_el, 'type', arch='x86_64', machine='pc').text = 'hvm'
+    devices = ET.SubElement(dom, 'devices')
+    for index, (path, volume_id) in enumerate(volumes):
+        disk = ET.SubElement(devices, 'disk', type='file', device='disk')
+        ET.SubElement(disk, 'driver', name='qemu', type='raw')
+        ET.SubElement(disk, 'source', file=path)
+        ET.SubElement(disk, 'target', dev='vd' + chr(ord('b') + index), bus='virtio')
+        ET.SubElement(disk, 'serial').text = volume_id
+    ET.SubElement(devices, 'controller', type='usb', model='none')
+    video = ET.SubElement(devices, 'video')
+    ET.SubElement(video, 'model', type='none')
+    ET.SubElement(devices, 'memballoon', model='none')
+    return ET.tostring(dom, encoding='unicode')
+
+
+def check_top(lv, dom, target, volume, snap_id):
+    """The disk's libvirt chain has the snapshot's overlay on top and the .info file names it (else exit 1)."""
+    overlay = '%s.%s' % (os.path.basename(volume), snap_id)
+    chain = lv.disk_chain_paths(dom, target)
+    info = load_info(volume + '.info')
+    if os.path.basename(chain[0]) != overlay or info is None or info.active != overlay:
+        raise BenchError('disk %s: libvirt chain %s, .info %s; expected %s on top' % (target, chain, info, overlay))
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        qemu_img, version = qemu_img_tool(args.qemu_img)
+        if LIBVIRT_IMPORT_ERROR is not None:
+            raise BenchError('the libvirt Python bindings are missing (pip install libvirt-python)', EXIT_SETUP)
+    except BenchError as exc:
+        print('bench_group_snapshot: FAILED: %s' % exc, file=sys.stderr)
+        return exc.code
+    workdir = tempfile.mkdtemp(prefix='volsnap-bench-group-', dir='/var/tmp' if os.path.isdir('/var/tmp') else None)
+    os.chmod(workdir, 0o777)  # QEMU run by libvirt (libvirt-qemu) writes the overlays
+    lv = Libvirt(args.libvirt_uri)
+    dom = None
+    print('%s: %d disks of one running domain, %s, python %s, libvirt at %s; median of %d samples after a warm-up'
+          % (BENCHMARK, args.disks, version, platform.python_version(), args.libvirt_uri, args.repeat))
+    figures = {'benchmark': BENCHMARK, 'disks': args.disks, 'repeat': args.repeat, 'qemu_img_version': version}
+    try:
+        volumes = []
+        for _index in range(args.disks):
+            volume_id = str(uuid.uuid4())
+            path = os.path.join(workdir, 'volume-%s' % volume_id)
+            run([qemu_img, 'create', '-q', '-f', 'raw', path, '16M'])
+            os.chmod(path, 0o666)
+            volumes.append((path, volume_id))
+        try:
+            dom = lv.conn.createXML(domain_xml('volsnap-bench-group-%s' % uuid.uuid4().hex[:8], volumes), 0)
+        except Exception as exc:  # libvirt.libvirtError, whatever the bindings raise
+            raise BenchError('cannot start the benchmark domain at %s: %s (bash tests/lab/lab.sh start libvirt)'
+                             % (args.libvirt_uri, exc), EXIT_SETUP)
+        qemu = QemuImg(runner, qemu_img)
+        group_s, singles_total_s, single_s = [], [], []
+        for sample in range(args.repeat + 1):
+            members = [Member(path, str(uuid.uuid4())) for path, _id in volumes]
+            seconds, result = timed(GroupSnapshot(GroupRequest(members), qemu, lambda: lv, False).run)
+            if not result['changed'] or result['group']['mode'] != 'online' or not result['group']['atomic']:
+                raise BenchError('the group snapshot did not run online and atomic: %s' % result['group'])
+            for index, member in enumerate(members):
+                check_top(lv, dom, 'vd' + chr(ord('b') + index), member.volume_path, member.snapshot_id)
+            total, each = 0.0, []
+            for index, (path, _id) in enumerate(volumes):
+                snap = str(uuid.uuid4())
+                one, single = timed(VolumeSnapshot(Request(path, snap), qemu, lambda: lv, False).run)
+                if not single['changed'] or single['mode'] != 'online':
+                    raise BenchError('a single-disk snapshot did not run online: %s' % single['plan'])
+                check_top(lv, dom, 'vd' + chr(ord('b') + index), path, snap)
+                total += one
+                each.append(one)
+            if sample:  # the first round is the warm-up
+                group_s.append(seconds)
+                singles_total_s.append(total)
+                single_s.extend(each)
+    except BenchError as exc:
+        print('bench_group_snapshot: FAILED: %s' % exc, file=sys.stderr)
+        return exc.code
+    except VolsnapError as exc:
+        print('bench_group_snapshot: FAILED: the module code refused: %s' % exc, file=sys.stderr)
+        return 1
+    finally:
+        if dom is not None:
+            try:
+                dom.destroy()
+            except Exception:  # pylint: disable=broad-exception-caught
+                pass  # already gone
+        lv.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    group, one, singles = median(group_s), median(single_s), median(singles_total_s)
+    figures.update({'group_s': group, 'single_disk_s': one, 'singles_total_s': singles,
+                    'ratio_group_vs_one_single': group / one, 'ratio_singles_vs_group': singles / group,
+                    'target': {'ratio_group_vs_one_single_max': TARGET_RATIO, 'met': group / one <= TARGET_RATIO}})
+    print()
+    table([('', -58), ('seconds', 10)], [
+        ['group: %d disks, one atomic libvirt call' % args.disks, '%.3f' % group],
+        ['one single-disk online snapshot (median of all)', '%.3f' % one],
+        ['%d single-disk online snapshots, one after the other' % args.disks, '%.3f' % singles],
+    ])
+    print('group / one single-disk snapshot: %.2fx; %d singles / group: %.2fx'
+          % (group / one, args.disks, singles / group))
+    print('target group <= %.0fx one single-disk snapshot: %s (%.2fx)'
+          % (TARGET_RATIO, goal(figures['target']['met']), group / one))
+    print('(%s at the end of the run)' % load_text())
+    emit(figures)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
