@@ -150,7 +150,6 @@ options:
         Glance; a 100 GiB thin volume holding the same data in about the same time (see the benchmark's README)."
     type: bool
     default: false
-    version_added: 1.0.0
   checksum_by:
     description:
       - With O(copy_in_cluster), who computes the image's C(checksum) (md5) and C(os_hash_value) (O(hash_algo)); no
@@ -168,14 +167,12 @@ options:
     type: str
     choices: [auto, glance, module]
     default: auto
-    version_added: 1.0.0
   hash_algo:
     description:
       - The algorithm of C(os_hash_value) when O(checksum_by) resolves to V(module). Use Glance's
         C(hashing_algorithm) (C(sha512) by default).
     type: str
     default: sha512
-    version_added: 1.0.0
   fallback_to_copy:
     description:
       - With O(enable_clone_optimization=true) or O(copy_in_cluster=true), take the copy path when the clone or
