@@ -146,8 +146,8 @@ options:
       - Excludes O(enable_clone_optimization) (a clone depends on the volume's snapshot).
       - The Ceph user (O(ceph_user)) needs write access to Glance's pool, C(osd 'profile rbd pool=<images pool>'), and
         the location is registered with Glance as on the clone path (see O(location_api), O(checksum_by)).
-      - "Measured on the project's lab (memstore OSD): 1 GiB holding 256 MiB in about 1 s against about 11 s through
-        Glance; a 100 GiB thin volume holding the same data in about the same time (see the benchmark's README)."
+      - "Measured on the project's lab (memstore OSD, loaded 2-core machine): 1 GiB holding 256 MiB in 2.1 s against
+        17 s through Glance; 10 GiB and 100 GiB holding the same data in 2.5 s and 3.7 s (see benchmarks/README.md)."
     type: bool
     default: false
   checksum_by:
@@ -161,7 +161,8 @@ options:
         The module's time grows with the data the volume holds only."
       - "V(module) computes both while uploading, reading the copy (holes are hashed as zeros without being read), and
         sends them with the location as validation data (either location API). Every byte of the size is hashed:
-        about 3 s per GiB of size on the lab (md5 and sha512 in two threads), so 100 GiB thin costs minutes."
+        7 to 10 s per GiB of size on the loaded 2-core lab (md5 and sha512 in two threads), so 100 GiB thin costs
+        minutes."
       - V(auto) is V(glance) when the locations API is sure to be taken (O(location_api=locations), or V(auto) with a
         token that has the C(service) role), else V(module).
     type: str
