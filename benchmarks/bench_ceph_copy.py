@@ -166,7 +166,7 @@ class Bench(object):
         self.made = []
         self.images = []  # (glance, id)
         self.md5s = {}
-        for _ in range(6):  # warm the token caches of every API worker
+        for _attempt in range(6):  # warm the token caches of every API worker
             self.glance.stores()
             self.service_glance.stores()
         if self.service_glance.service_role() is not True:
@@ -305,7 +305,7 @@ def run(args):
                 bench.delete(bench.glance, result['image_id'])
             if size_gib in args.copy_sizes:
                 totals = []
-                for _ in range(2 if size_gib <= 1 else 1):
+                for _run in range(2 if size_gib <= 1 else 1):
                     result, wall = bench.upload(name, bench.glance)
                     bench.check(result, 'copy', bench.md5(name, size, writes))
                     totals.append(result['seconds']['total'])
@@ -358,8 +358,8 @@ def report(args, sizes):
               'ceph_copy_max_over_min': flat, 'flat_max': TARGET_FLAT,
               'flat_met': flat is not None and flat <= TARGET_FLAT}
     if one:
-        print('ratio at 1 GiB: %s (target >= %.0fx: %s)' % (one.get('ratio'), TARGET_RATIO_1GIB,
-                                                          goal(target['ratio_1gib_met'])))
+        print('ratio at 1 GiB: %s (target >= %.0fx: %s)'
+              % (one.get('ratio'), TARGET_RATIO_1GIB, goal(target['ratio_1gib_met'])))
     print('ceph_copy across sizes holding the same data: max/min = %s (target <= %.1f, time grows with the data '
           'held, not the size: %s)' % (flat, TARGET_FLAT, goal(target['flat_met'])))
     print('(%s at the end of the run)' % load_text())

@@ -389,8 +389,9 @@ def plan_present(req: Request, volume: Volume, stores: Stores, store: Optional[S
     check_volume(volume, req.force)
     path, why = choose_path(req.optimization, stores, store, volume.fsid, req.copy_in_cluster)
     if (req.optimization or req.copy_in_cluster) and path == 'copy' and not req.fallback_to_copy:
-        reason = why.replace(': the data is copied through Glance', '').replace(', the data is copied through Glance',
-                                                                                   '')
+        reason = why
+        for tail in (': the data is copied through Glance', ', the data is copied through Glance'):
+            reason = reason.replace(tail, '')
         raise VolsnapError('the %s path is not possible and fallback_to_copy is false: %s'
                            % ('ceph_copy' if req.copy_in_cluster else 'clone', reason), why=why)
     given_id = req.image_id is not None
