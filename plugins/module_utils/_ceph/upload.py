@@ -56,6 +56,8 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.rbd import
 )
 from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.upload_plan import (
     CHECKSUM_BY,
+    PATH_PROPERTY,
+    QUEUED,
     SOURCE_PROPERTY,
     UPLOAD_ACTIONS,
     Candidate,
@@ -521,7 +523,9 @@ class Upload(object):
         return clone_ref(step.args, _image_id(context))
 
     def _discard_copy_step(self, step: Step, context: RunContext) -> None:
-        self._discard_copy(self._copy_ref(step, context))
+        copy = self._copy_ref(step, context)
+        if self._discard_copy(copy):
+            context.results.setdefault('removed', []).append(str(copy))
 
     def _discard_copy(self, copy: Ref) -> bool:
         """Remove ``<images pool>/<image id>`` when it has no parent (a copy; a clone is discard_clone's)."""
@@ -658,6 +662,7 @@ class Upload(object):
         clone_parent: Optional[Ref] = None
         children: List[Ref] = []
         clone_ref_: Optional[Ref] = None
+        unregistered: Optional[Ref] = None
         with self.timer.phase('discover_ceph'):
             if image is not None:
                 for url in image_locations(image):
@@ -668,15 +673,20 @@ class Upload(object):
                     clone_ref_ = self._guess_clone(image_id)
                 if clone_ref_ is not None and self.rbd.exists(clone_ref_.pool, clone_ref_.image):
                     clone_parent = self.rbd.parent(Ref(clone_ref_.pool, clone_ref_.image))
+                    if clone_parent is None and image.get('status') in QUEUED and not image_locations(image) \
+                            and image.get(PATH_PROPERTY) == 'ceph_copy':
+                        unregistered = Ref(clone_ref_.pool, clone_ref_.image)
                     if clone_parent is not None and clone_parent.snap != clone_snap_name(str(image_id)):
                         clone_parent = None  # not a clone this module made: leave its parent alone
                     info = self.rbd.snap(clone_ref_.pool, clone_ref_.image, clone_ref_.snap or GLANCE_SNAP)
                     children = list(info.children) if info else []
             leftover = self._leftovers(image_id, volume) if image_id else []
-        plan = plan_absent(self.req, image, image_id, clone_parent, children, leftover)
+        plan = plan_absent(self.req, image, image_id, clone_parent, children, leftover, unregistered)
         if self.check_mode or not plan.changed:
             return self._absent_result(plan, image)
-        context = self._run(plan.steps, RunContext())
+        context = RunContext()
+        context.set('image_id', image_id)
+        context = self._run(plan.steps, context)
         # The release phase is reported even when no reference was left to release.
         self.timer.phases.setdefault('release_parent', 0.0)
         result = self._absent_result(plan, image)

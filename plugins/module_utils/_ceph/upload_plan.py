@@ -519,12 +519,15 @@ def _plan_ceph_copy(req: Request, plan: Plan, volume: Volume, store_pool: str, c
 
 
 def plan_absent(req: Request, image: Optional[Mapping[str, Any]], image_id: Optional[str],
-                clone_parent: Optional[Ref], clone_children: List[Ref], leftover: List[Ref]) -> Plan:
+                clone_parent: Optional[Ref], clone_children: List[Ref], leftover: List[Ref],
+                unregistered_copy: Optional[Ref] = None) -> Plan:
     """Delete the image in Glance, then drop the Ceph references its clone held.
 
     ``clone_parent``: the parent snapshot of the image's RBD clone (found before deleting);
     ``clone_children``: volumes cloned from the image's ``snap``; ``leftover``: this module's
-    snapshots for ``image_id`` that remain in the volume pool (after an interrupted run).
+    snapshots for ``image_id`` that remain in the volume pool (after an interrupted run);
+    ``unregistered_copy``: the ceph_copy path's copy of a queued image whose run was interrupted before
+    the location was registered (Glance does not know it, so deleting the image would leave it).
     """
     plan = Plan(None, '', image_id, None)
     if image is not None:
@@ -539,6 +542,9 @@ def plan_absent(req: Request, image: Optional[Mapping[str, Any]], image_id: Opti
             plan.steps.append(UPLOAD_ACTIONS.step('flatten_children',
                                                   children=[ref_arg(child) for child in clone_children]))
         plan.steps.append(UPLOAD_ACTIONS.step('delete_image', image_id=image_id))
+        if unregistered_copy is not None:
+            plan.steps.append(UPLOAD_ACTIONS.step('discard_copy', store_pool=unregistered_copy.pool,
+                                                  image_id=image_id))
     refs = [clone_parent] if clone_parent is not None else []
     refs += [ref for ref in leftover if clone_parent is None or str(ref) != str(clone_parent)]
     for ref in refs:

@@ -460,3 +460,18 @@ def test_ceph_copy_falls_back_to_the_glance_copy_on_another_cluster(world):
     assert world.glance.data[out['image_id']] == volume_bytes()
     with pytest.raises(VolsnapError, match='the ceph_copy path is not possible and fallback_to_copy is false'):
         world.run(copy_in_cluster=True, fallback_to_copy=False, image_name='other')
+
+
+def test_absent_after_a_ceph_copy_run_killed_before_the_location_removes_the_copy(world):
+    world.glance.fail['add_location'] = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        world.run(copy_in_cluster=True)
+    (image_id,) = world.glance.images
+    assert world.glance.images[image_id]['status'] == 'queued' and image_id in world.cluster.pools['images']
+    planned = world.run(check_mode=True, state='absent', image_id=image_id, image_name=None)
+    assert [p.split(':')[0] for p in planned['plan']] == ['delete_image', 'discard_copy']
+    assert image_id in world.cluster.pools['images']
+    gone = world.run(state='absent', image_id=image_id, image_name=None)
+    assert gone['plan'] == planned['plan'] and 'images/%s' % image_id in gone['removed']
+    assert world.cluster.pools['images'] == {} and world.snaps('volumes', 'volume-%s' % VOL) == []
+    assert not world.run(state='absent', image_id=image_id, image_name=None)['changed']
