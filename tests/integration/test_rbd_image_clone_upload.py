@@ -669,3 +669,124 @@ def test_copy_run_killed_during_the_upload_is_completed(lab: Any) -> None:
     assert [s.split(':')[0] for s in out['plan']] == ['upload_data', 'wait_active', 'remove_upload_snapshot']
     assert lab.image_sha(saving) == (EXPECTED, GIB)
     assert lab.pool_info(lab.ceph.volumes_pool, 'volume-%s' % vol)['volume-%s' % vol]['snaps'] == []
+
+
+# -- ceph_copy path (copy_in_cluster): an independent image copied inside the cluster ----------------
+
+CEPH_COPY_STEPS = ['check_caps', 'create_image', 'snapshot_upload', 'copy_data', 'snapshot_clone',
+                   'protect_clone_snapshot', 'remove_upload_snapshot']
+
+
+def image_hashes(lab: Any, image_id: str) -> Tuple[str, str, int]:
+    """(md5, sha512, size) of the bytes Glance serves for the image."""
+    resp = lab.conn.image.get('/images/%s/file' % image_id, stream=True, raise_exc=False)
+    assert resp.status_code == 200, resp.text[:500]
+    md5, sha512, size = hashlib.md5(), hashlib.sha512(), 0
+    for chunk in resp.iter_content(8 * MIB):
+        md5.update(chunk)
+        sha512.update(chunk)
+        size += len(chunk)
+    return md5.hexdigest(), sha512.hexdigest(), size
+
+
+def wait_hashed(lab: Any, image_id: str, timeout: float = 120) -> Dict[str, Any]:
+    """The image once Glance has set its os_hash_value (computed in the background after POST locations)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        image = lab.image(image_id)
+        if image['os_hash_value'] and 'os_glance_hash_op_host' not in image:
+            return image
+        assert time.monotonic() < deadline, 'Glance did not hash image %s in %s s: %s' % (image_id, timeout, image)
+        time.sleep(0.5)
+
+
+def assert_independent_copy(lab: Any, image_id: str, vol: str) -> None:
+    """glance_store's layout (images/<id>@snap, protected), no RBD parent, nothing left on the volume."""
+    images = lab.pool_info(lab.ceph.images_pool, image_id)
+    assert images[image_id]['parent'] is None
+    assert images[image_id]['snaps'] == [{'name': 'snap', 'protected': True, 'children': []}]
+    assert lab.pool_info(lab.ceph.volumes_pool, 'volume-%s' % vol)['volume-%s' % vol]['snaps'] == []
+
+
+def test_ceph_copy_glance_hashes_and_the_volume_can_go_at_once(lab: Any) -> None:
+    """Service user (POST locations): Glance hashes in the background; delete the volume right after the upload."""
+    vol = lab.create_volume()
+    name = 'rbdup-cc-%s' % lab.tag
+    cloud = lab.stack.service_cloud
+    planned = lab.run(check=True, cloud=cloud, volume=vol, image_name=name, copy_in_cluster=True)
+    assert planned['changed'] is True and planned['path'] == 'ceph_copy'
+    assert [s.split(':')[0] for s in planned['plan']] == CEPH_COPY_STEPS + ['register_location', 'wait_active']
+    assert lab.images_named(name) == []
+    assert lab.pool_info(lab.ceph.volumes_pool, 'volume-%s' % vol)['volume-%s' % vol]['snaps'] == []
+
+    out = lab.run(cloud=cloud, volume=vol, image_name=name, copy_in_cluster=True)
+    image_id = out['image_id']
+    assert out['changed'] is True and out['path'] == 'ceph_copy' and out['plan'] == planned['plan']
+    assert out['checksum_by'] == 'glance' and out['location_api'] == 'locations'
+    assert out['location'] == 'rbd://%s/%s/%s/snap' % (lab.ceph.fsid, lab.ceph.images_pool, image_id)
+    assert out['image']['status'] == 'active'
+    assert out['image']['properties']['volsnap_upload_path'] == 'ceph_copy'
+    assert out['copied']['size'] == GIB and out['copied']['bytes_written'] < 16 * MIB  # only the data was written
+    assert_independent_copy(lab, image_id, vol)
+
+    again = lab.run(cloud=cloud, volume=vol, image_name=name, copy_in_cluster=True)
+    assert again['changed'] is False and again['image_id'] == image_id and again['plan'] == []
+    assert lab.run(check=True, cloud=cloud, volume=vol, image_name=name, copy_in_cluster=True)['changed'] is False
+
+    lab.delete_volume(vol)  # at once: nothing of the image hangs on it
+    assert lab.pool_info(lab.ceph.volumes_pool, 'volume-%s' % vol) == {}
+    image = wait_hashed(lab, image_id)
+    md5, sha512, size = image_hashes(lab, image_id)
+    assert size == GIB and image['status'] == 'active'
+    assert (image['checksum'], image['os_hash_algo'], image['os_hash_value']) == (md5, 'sha512', sha512)
+    assert lab.image_sha(image_id) == (EXPECTED, GIB)
+    gone = lab.run(state='absent', image_id=image_id)
+    assert gone['changed'] is True and image_id not in lab.pool_info(lab.ceph.images_pool)
+
+
+def test_ceph_copy_module_hashes_and_a_killed_run_converges(lab: Any) -> None:
+    """Admin without the service role (JSON-patch API): the module hashes; SIGKILL while it hashes, rerun."""
+    vol = lab.create_volume()
+    name = 'rbdup-cck-%s' % lab.tag
+    refused = lab.fail(volume=vol, image_name=name, copy_in_cluster=True, store='file', fallback_to_copy=False)
+    assert 'the ceph_copy path is not possible and fallback_to_copy is false' in refused['msg']
+    assert 'of type file, not rbd' in refused['msg'] and lab.images_named(name) == []
+
+    args = lab.args(volume=vol, image_name=name, copy_in_cluster=True, checksum_by='module')
+    env = dict(os.environ, PYTHONPATH=collections_path(), **lab.stack.env())
+    proc = subprocess.Popen([lab.stack.python, '-c', KILLED_RUN, json.dumps(args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    image_id = None
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            images = lab.images_named(name)
+            if images:
+                image_id = images[0]['id']
+                try:
+                    snaps = lab.ceph.rbd('snap', 'ls', '%s/%s' % (lab.ceph.images_pool, image_id))
+                except Exception:  # the copy does not exist yet
+                    snaps = ''
+                if ' snap ' in snaps:
+                    break  # the copy is complete; the module hashes it now
+            time.sleep(0.05)
+        assert proc.poll() is None, 'the run ended before it could be killed: %s' % proc.stdout.read().decode()[-3000:]
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=60)
+    assert image_id is not None
+    lab.images.append(image_id)
+    assert lab.image(image_id)['status'] == 'queued'
+
+    out = lab.run(volume=vol, image_name=name, copy_in_cluster=True, checksum_by='module')
+    assert out['changed'] and out['resumed'] and out['image_id'] == image_id and out['checksum_by'] == 'module'
+    assert [s.split(':')[0] for s in out['plan']][-3:] == ['compute_hash', 'register_location', 'wait_active']
+    assert 'copy_data' not in ' '.join(out['plan'])
+    assert_independent_copy(lab, image_id, vol)
+    image = lab.image(image_id)
+    md5, sha512, size = image_hashes(lab, image_id)
+    assert (image['checksum'], image['os_hash_algo'], image['os_hash_value'], size) == (md5, 'sha512', sha512, GIB)
+    assert lab.image_sha(image_id) == (EXPECTED, GIB)
+    assert lab.run(volume=vol, image_name=name, copy_in_cluster=True, checksum_by='module')['changed'] is False

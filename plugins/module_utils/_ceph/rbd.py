@@ -17,7 +17,10 @@ the pools:
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import hashlib
+import math
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Tuple
@@ -32,6 +35,12 @@ CLONE_SNAP_SUFFIX = '.clone_snap'
 DELETED_SUFFIX = '.deleted'
 # Reading and sending data in pieces of this size (glance_store's rbd chunk size is 8 MiB).
 CHUNK = 8 * 1024 * 1024
+# glance_store creates its RBD images with objects of rbd_store_chunk_size (8 MiB by default): order 23.
+GLANCE_ORDER = int(math.log(CHUNK, 2))
+# Concurrent reads/writes of copy_sparse (librbd releases the GIL while it waits for the OSDs).
+COPY_WORKERS = 4
+# A progress callback: (bytes done, bytes in all).
+Progress = Callable[[int, int], None]
 
 
 def clone_snap_name(child: str) -> str:
@@ -336,6 +345,90 @@ class Rbd(object):
                     return False
                 raise
         return True
+
+    def default_features(self) -> int:
+        """The features glance_store gives a new image: the client's ``rbd_default_features``, else layering."""
+        try:
+            value = self.cluster.conf_get('rbd_default_features')
+            features = int(value) if value is not None else 0
+        except Exception:  # an option this client does not know: glance_store falls back the same way
+            features = 0
+        return features or int(getattr(self.lib, 'RBD_FEATURE_LAYERING', 1))
+
+    def copy_sparse(self, src: Ref, dst: Ref, order: int = GLANCE_ORDER, features: Optional[int] = None,
+                    progress: Optional[Progress] = None, workers: int = COPY_WORKERS) -> Tuple[int, int]:
+        """Copy the data of ``src`` (a snapshot) into a new image ``dst`` of the same size; (bytes written, size).
+
+        Only the extents ``diff_iterate`` reports allocated are read (``CHUNK`` at a time, ``workers`` at
+        once), and a chunk that reads as zeros is not written: the copy costs the data held, not the
+        size, and ``dst`` stays thin. ``dst`` must not exist (a partial copy is removed by the caller);
+        it has no parent and no snapshot when this returns. ``progress(done, total)`` counts the
+        allocated bytes, from the thread that called.
+        """
+        _need_snap(src)
+        extents = [e for e in self.allocated(src) if e.data]
+        size = self.size(src)
+        total = sum(e.length for e in extents)
+        chunks = [(pos, min(CHUNK, e.offset + e.length - pos)) for e in extents
+                  for pos in range(e.offset, e.offset + e.length, CHUNK)]
+        feats = self.default_features() if features is None else features
+        with self._errors('creating RBD image %s' % dst, dst.pool):
+            self.lib.RBD().create(self.ioctx(dst.pool), dst.image, size, order, old_format=False, features=feats)
+        written = 0
+        done = 0
+        if progress is not None:
+            progress(0, total)
+        with self.image(src) as source, self.image(dst, read_only=False) as target:
+            def one(chunk: Tuple[int, int]) -> Tuple[int, int]:
+                offset, length = chunk
+                buf = source.read(offset, length)
+                if len(buf) != length:
+                    raise VolsnapError('short read from %s at offset %d: %d of %d bytes'
+                                       % (src, offset, len(buf), length))
+                if buf.count(0) == length:
+                    return length, 0
+                target.write(buf, offset)
+                return length, length
+
+            with self._errors('copying %s into %s' % (src, dst), dst.pool):
+                with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                    futures = [pool.submit(one, chunk) for chunk in chunks]
+                    try:
+                        for future in concurrent.futures.as_completed(futures):
+                            read, wrote = future.result()
+                            done += read
+                            written += wrote
+                            if progress is not None:
+                                progress(done, total)
+                    finally:
+                        for future in futures:
+                            future.cancel()
+                target.flush()
+        return written, size
+
+    def image_hashes(self, ref: Ref, algo: str, progress: Optional[Progress] = None) -> Dict[str, str]:
+        """Glance's ``checksum`` (md5) and ``os_hash_value`` (``algo``) of the whole image, holes hashed as zeros.
+
+        Holes are not read, but every byte of the size is hashed: the cost grows with the size.
+        ``progress(done, size)``.
+        """
+        size = self.size(ref)
+        checksum = hashlib.md5()
+        value = hashlib.new(algo)
+        report = None if progress is None else (lambda done, read: progress(done, size))
+        # hashlib releases the GIL on large updates: md5 runs in a second thread beside the other hash.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            pending: Optional[concurrent.futures.Future[None]] = None
+            for buf in self.read_stream(ref, self.allocated(ref), progress=report):
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(checksum.update, buf)
+                value.update(buf)
+            if pending is not None:
+                pending.result()
+        if progress is not None:
+            progress(size, size)
+        return {'checksum': checksum.hexdigest(), 'os_hash_algo': algo, 'os_hash_value': value.hexdigest()}
 
     def probe_write(self, pool: str) -> None:
         """Write and remove a small object in ``pool``: fails with the missing cap when the client cannot write."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
@@ -46,6 +47,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.conne
 from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.rbd import (
     DELETED_SUFFIX,
     GLANCE_SNAP,
+    Progress,
     Rbd,
     Ref,
     clone_snap_name,
@@ -53,6 +55,9 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.rbd import
     rbd_url,
 )
 from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.upload_plan import (
+    CHECKSUM_BY,
+    PATH_PROPERTY,
+    QUEUED,
     SOURCE_PROPERTY,
     UPLOAD_ACTIONS,
     Candidate,
@@ -76,7 +81,8 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.upload_pla
 
 CEPH_STEPS = frozenset(('check_caps', 'snapshot_volume', 'protect_volume_snapshot', 'clone', 'flatten_clone',
                         'snapshot_clone', 'protect_clone_snapshot', 'release_volume_snapshot', 'snapshot_upload',
-                        'remove_upload_snapshot', 'discard_clone', 'release_parent', 'flatten_children'))
+                        'remove_upload_snapshot', 'discard_clone', 'release_parent', 'flatten_children',
+                        'discard_copy', 'copy_data', 'compute_hash'))
 PROGRESS_EVERY = 2.0
 MAX_PROGRESS_SAMPLES = 60
 
@@ -102,6 +108,9 @@ class Options:
     max_clone_depth: int = 5
     flatten_children: bool = False
     fallback_to_copy: bool = True
+    copy_in_cluster: bool = False
+    checksum_by: str = 'auto'
+    hash_algo: str = 'sha512'
     location_api: str = 'auto'
     wait: bool = True
     timeout: int = 180
@@ -114,7 +123,9 @@ class Options:
         return Request(state=self.state, optimization=self.enable_clone_optimization, force=self.force,
                        store=self.store, max_clone_depth=self.max_clone_depth, image_name=self.image_name,
                        image_id=self.image_id, properties=dict(self.properties or {}),
-                       flatten_children=self.flatten_children, fallback_to_copy=self.fallback_to_copy)
+                       flatten_children=self.flatten_children, fallback_to_copy=self.fallback_to_copy,
+                       copy_in_cluster=self.copy_in_cluster, hash_algo=self.hash_algo,
+                       location_api=self.location_api)
 
 
 class Timer(object):
@@ -151,7 +162,7 @@ class Upload(object):
 
     def __init__(self, opts: Options, cloud_params: Mapping[str, Any], check_mode: bool,
                  log: Optional[Callable[[str], None]] = None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, copy_progress: Optional[Progress] = None) -> None:
         self.opts = opts
         self.cloud_params = cloud_params
         self.check_mode = check_mode
@@ -165,6 +176,8 @@ class Upload(object):
         self.glance: Any = None
         self.cinder: Any = None
         self.fsid = ''
+        # ceph_copy path: called with (bytes done, bytes in all) while the data is copied and while it is hashed
+        self.copy_progress = copy_progress
 
     # -- entry ----------------------------------------------------------------------------
 
@@ -219,6 +232,20 @@ class Upload(object):
                                    'image)')
         if o.state == 'absent' and not o.image_id and not o.image_name:
             raise VolsnapError('state=absent needs image_id or image_name (with the source) to find the image')
+        if o.copy_in_cluster and o.enable_clone_optimization:
+            raise VolsnapError('copy_in_cluster (an image independent of the volume, copied inside the cluster) and '
+                               'enable_clone_optimization (a copy-on-write clone that depends on the volume) exclude '
+                               'each other: set one of them')
+        if o.checksum_by not in CHECKSUM_BY:
+            raise VolsnapError('checksum_by must be one of %s, not %r' % (', '.join(CHECKSUM_BY), o.checksum_by))
+        if o.checksum_by == 'glance' and o.location_api == 'patch':
+            raise VolsnapError('checksum_by=glance needs location_api=locations or auto: the JSON-patch location API '
+                               'computes no checksum (use checksum_by=module with it)')
+        try:
+            hashlib.new(o.hash_algo)
+        except (ValueError, TypeError):
+            raise VolsnapError('hash_algo %r is not a hash algorithm this Python knows (Glance\'s hashing_algorithm '
+                               'default is sha512)' % o.hash_algo)
         if '%s' not in o.volume_name_template:
             raise VolsnapError('volume_name_template must contain %%s (Cinder\'s default is volume-%%s), not %r'
                                % o.volume_name_template)
@@ -318,7 +345,24 @@ class Upload(object):
             stores, store, listed = glance.result()
         return volume, stores, store, self._pick_image(volume, listed)
 
+    def _checksum_by(self) -> str:
+        """Who computes the checksum on the ceph_copy path: ``glance`` (in the background, after POST
+        /v2/images/{id}/locations) or ``module`` (while uploading: it costs the image's whole size).
+
+        ``auto`` is ``glance`` when the locations API is sure to be taken (location_api=locations, or auto with a
+        token that has the service role Glance requires for rbd locations), else ``module``.
+        """
+        o = self.opts
+        if not o.copy_in_cluster or o.checksum_by != 'auto':
+            return o.checksum_by if o.checksum_by != 'auto' else 'module'
+        if o.location_api == 'locations':
+            return 'glance'
+        if o.location_api == 'patch':
+            return 'module'
+        return 'glance' if self.glance.service_role() is True else 'module'
+
     def _present(self) -> Dict[str, Any]:
+        self.req.checksum_by = self._checksum_by()
         volume, stores, store, image = self._discover()
         image_id = str(image['id']) if image else None
         ceph = self._ceph_state(volume, store, image_id)
@@ -363,6 +407,9 @@ class Upload(object):
             'register_location': self._register_location,
             'wait_active': self._wait_active_step,
             'discard_clone': self._discard_clone_step,
+            'discard_copy': self._discard_copy_step,
+            'copy_data': self._copy_data,
+            'compute_hash': self._compute_hash,
             'snapshot_upload': self._snapshot_upload,
             'upload_data': self._upload_data,
             'remove_upload_snapshot': self._remove_upload_snapshot,
@@ -448,7 +495,8 @@ class Upload(object):
         location = rbd_url(step.args['fsid'], step.args['store_pool'], image_id)  # the plan's, with the real id
         context.set('location', location)
         with self._explain_glance_read(step.args['pool']):
-            registered = self.glance.register_location(image_id, location, self.opts.location_api)
+            registered = self.glance.register_location(image_id, location, step.args.get('api', self.opts.location_api),
+                                                       validation_data=context.get('hashes'))
         context.set('registered', registered)
         context.set('location_api', registered.api)
         self._glance_answer(context, registered.image)
@@ -456,7 +504,7 @@ class Upload(object):
     def _wait_active_step(self, step: Step, context: RunContext) -> None:
         image_id = _image_id(context)
         registered: Optional[Registered] = context.get('registered')
-        clone = step.args['path'] == 'clone'
+        clone = step.args['path'] in ('clone', 'ceph_copy')  # both register an rbd location
         if clone and registered is not None and registered.active:
             answer = registered.image  # Glance answered the registration with the active image
         elif clone and self.opts.wait:
@@ -469,6 +517,37 @@ class Upload(object):
     def _upload_data(self, step: Step, context: RunContext) -> None:
         self._upload(upload_snap(step.args, _image_id(context)), _image_id(context), step.args['store'], context)
         self._glance_answer(context, None)
+
+    def _copy_ref(self, step: Step, context: RunContext) -> Ref:
+        """``<images pool>/<image id>``: the copy (ceph_copy path) Glance's rbd store will hold."""
+        return clone_ref(step.args, _image_id(context))
+
+    def _discard_copy_step(self, step: Step, context: RunContext) -> None:
+        copy = self._copy_ref(step, context)
+        if self._discard_copy(copy):
+            context.results.setdefault('removed', []).append(str(copy))
+
+    def _discard_copy(self, copy: Ref) -> bool:
+        """Remove ``<images pool>/<image id>`` when it has no parent (a copy; a clone is discard_clone's)."""
+        if not self.rbd.exists(copy.pool, copy.image):
+            return False
+        if self.rbd.parent(copy) is not None:
+            raise VolsnapError('RBD image %s is a clone, not the copy this module makes: remove it by hand if it is '
+                               'garbage' % copy)
+        self.rbd.remove_snap(Ref(copy.pool, copy.image, GLANCE_SNAP))
+        return self.rbd.remove(copy)
+
+    def _copy_data(self, step: Step, context: RunContext) -> None:
+        src = upload_snap(step.args, _image_id(context))
+        dst = self._copy_ref(step, context)
+        self.log('rbd_image_clone_upload: copying %s into %s inside the cluster' % (src, dst))
+        written, size = self.rbd.copy_sparse(src, dst, progress=self.copy_progress)
+        context.set('copied', {'bytes_written': written, 'size': size})
+
+    def _compute_hash(self, step: Step, context: RunContext) -> None:
+        copy = self._copy_ref(step, context)
+        context.set('hashes', self.rbd.image_hashes(Ref(copy.pool, copy.image, GLANCE_SNAP), step.args['hash_algo'],
+                                                    progress=self.copy_progress))
 
     @contextlib.contextmanager
     def _explain_glance_read(self, volume_pool: str) -> Iterator[None]:
@@ -547,6 +626,9 @@ class Upload(object):
         registered = 'register_location' in [step.action for step in context.done]
         attempts: List[Tuple[str, Callable[[], Any]]] = []
         if not registered:
+            if plan.path == 'ceph_copy' and store is not None and store.pool:
+                copy = Ref(store.pool, image_id)
+                attempts.append(('copy %s' % copy, lambda: self._discard_copy(copy)))
             if plan.path == 'clone':
                 attempts.append(('clone and snapshots of image %s' % image_id,
                                  lambda: self._discard_clone(volume.pool, volume.image, clone_pool_of(store),
@@ -580,6 +662,7 @@ class Upload(object):
         clone_parent: Optional[Ref] = None
         children: List[Ref] = []
         clone_ref_: Optional[Ref] = None
+        unregistered: Optional[Ref] = None
         with self.timer.phase('discover_ceph'):
             if image is not None:
                 for url in image_locations(image):
@@ -590,15 +673,20 @@ class Upload(object):
                     clone_ref_ = self._guess_clone(image_id)
                 if clone_ref_ is not None and self.rbd.exists(clone_ref_.pool, clone_ref_.image):
                     clone_parent = self.rbd.parent(Ref(clone_ref_.pool, clone_ref_.image))
+                    if clone_parent is None and image.get('status') in QUEUED and not image_locations(image) \
+                            and image.get(PATH_PROPERTY) == 'ceph_copy':
+                        unregistered = Ref(clone_ref_.pool, clone_ref_.image)
                     if clone_parent is not None and clone_parent.snap != clone_snap_name(str(image_id)):
                         clone_parent = None  # not a clone this module made: leave its parent alone
                     info = self.rbd.snap(clone_ref_.pool, clone_ref_.image, clone_ref_.snap or GLANCE_SNAP)
                     children = list(info.children) if info else []
             leftover = self._leftovers(image_id, volume) if image_id else []
-        plan = plan_absent(self.req, image, image_id, clone_parent, children, leftover)
+        plan = plan_absent(self.req, image, image_id, clone_parent, children, leftover, unregistered)
         if self.check_mode or not plan.changed:
             return self._absent_result(plan, image)
-        context = self._run(plan.steps, RunContext())
+        context = RunContext()
+        context.set('image_id', image_id)
+        context = self._run(plan.steps, context)
         # The release phase is reported even when no reference was left to release.
         self.timer.phases.setdefault('release_parent', 0.0)
         result = self._absent_result(plan, image)
@@ -743,6 +831,10 @@ class Upload(object):
             'seconds': self.timer.summary(),
             'location_api': context.get('location_api'),
         }
+        if plan.path == 'ceph_copy':
+            result['checksum_by'] = self.req.checksum_by
+            if context.get('copied'):
+                result['copied'] = context.get('copied')
         if context.get('progress'):
             result['progress'] = context.get('progress')
         if plan.changed:

@@ -14,6 +14,14 @@ cluster): snapshot the volume as ``<image id>.clone_snap`` (Cinder's name for a 
 hangs on, so Cinder's RBD driver keeps the volume as ``<name>.deleted`` instead of failing when
 the volume is deleted), protect it, clone it into Glance's pool as ``<image id>``, snapshot the
 clone ``snap`` and protect it (glance_store's layout), register ``rbd://<fsid>/<pool>/<id>/snap``.
+Copy in the cluster (``copy_in_cluster`` and the same kind of store): a temporary snapshot
+``<image id>.upload_snap`` is copied by librbd into a new image ``<images pool>/<image id>`` (only the
+allocated extents, written sparsely, no parent), snapshotted ``snap`` and protected, the temporary
+snapshot removed, and ``rbd://<fsid>/<pool>/<id>/snap`` registered: an image independent of the volume.
+Its checksum and hash come from Glance (``POST /v2/images/{id}/locations`` without validation data:
+Glance activates the image, then reads it in the background) or from the module (``compute_hash``
+reads the copy, hashing every byte of the size, and the values go with the location as validation data).
+A copy without its ``snap`` is a partial one (the run was killed while copying): it is removed and made again.
 Copy path otherwise: a temporary snapshot ``<image id>.upload_snap`` is streamed into Glance
 through the image data API (holes are not read), then removed.
 
@@ -54,8 +62,15 @@ QUEUED = ('queued',)
 CLONE_STEPS = ('check_caps', 'create_image', 'set_properties', 'snapshot_volume', 'protect_volume_snapshot',
                'clone', 'flatten_clone', 'snapshot_clone', 'protect_clone_snapshot', 'release_volume_snapshot',
                'register_location', 'wait_active', 'remove_upload_snapshot')
-COPY_STEPS = ('create_image', 'set_properties', 'discard_clone', 'snapshot_upload', 'upload_data', 'wait_active',
-              'remove_upload_snapshot')
+COPY_STEPS = ('create_image', 'set_properties', 'discard_copy', 'discard_clone', 'snapshot_upload', 'upload_data',
+              'wait_active', 'remove_upload_snapshot')
+CEPH_COPY_STEPS = ('check_caps', 'create_image', 'set_properties', 'discard_copy', 'discard_clone',
+                   'release_volume_snapshot', 'snapshot_upload',
+                   'copy_data', 'snapshot_clone', 'protect_clone_snapshot', 'remove_upload_snapshot', 'compute_hash',
+                   'register_location', 'wait_active')
+PATH_STEPS = {'clone': CLONE_STEPS, 'copy': COPY_STEPS, 'ceph_copy': CEPH_COPY_STEPS}
+# Who computes the image's checksum and hash on the ceph_copy path.
+CHECKSUM_BY = ('auto', 'glance', 'module')
 
 
 def upload_snap_name(image_id: str) -> str:
@@ -121,6 +136,10 @@ class Request:
     properties: Dict[str, Any] = field(default_factory=dict)
     flatten_children: bool = False
     fallback_to_copy: bool = True
+    copy_in_cluster: bool = False
+    checksum_by: str = 'module'     # resolved by the executor: glance | module
+    hash_algo: str = 'sha512'
+    location_api: str = 'auto'
 
 
 @dataclass
@@ -194,7 +213,15 @@ _TEXTS: Dict[str, Callable[[Mapping[str, Any]], str]] = {
     'protect_clone_snapshot': lambda a: 'protect %s@%s' % (clone_ref(a), GLANCE_SNAP),
     'release_volume_snapshot': lambda a: ('remove %s%s: the flattened clone no longer needs it'
                                           % ('snapshot ' if a.get('leftover') else '', volume_snap(a))),
-    'register_location': lambda a: 'register %s with Glance image %s' % (a['location'], a['image_id']),
+    'register_location': lambda a: 'register %s with Glance image %s%s' % (
+        a['location'], a['image_id'], _hash_text(a.get('checksum_by'))),
+    'discard_copy': lambda a: ('remove %s, a copy an interrupted run left without its snapshot %s (or another '
+                               'path\'s leftover)' % (clone_ref(a), GLANCE_SNAP)),
+    'copy_data': lambda a: ('copy the allocated extents of %s (%d bytes in all) into a new RBD image %s inside the '
+                            'cluster (sparse, no parent: independent of the volume)'
+                            % (upload_snap(a), a['size'], clone_ref(a))),
+    'compute_hash': lambda a: ('compute md5 and %s of the %d bytes of %s@%s (holes hashed as zeros, not read)'
+                               % (a['hash_algo'], a['size'], clone_ref(a), GLANCE_SNAP)),
     'wait_active': lambda a: 'wait until Glance image %s is active' % a['image_id'],
     'discard_clone': lambda a: ('remove what an earlier clone-path run left for image %s (clone, its snapshot, %s)'
                                 % (a['image_id'], volume_snap(a))),
@@ -211,6 +238,15 @@ _TEXTS: Dict[str, Callable[[Mapping[str, Any]], str]] = {
     # absent and cleanup
     'release_parent': _release_text,
 }
+
+
+def _hash_text(checksum_by: Optional[str]) -> str:
+    if checksum_by == 'glance':
+        return (' through POST /v2/images/{id}/locations: Glance computes the checksum and hash in the background '
+                'after the image is active')
+    if checksum_by == 'module':
+        return ' with the computed checksum and hash as validation data'
+    return ''
 
 
 def _describer(name: str) -> Callable[[Mapping[str, Any]], str]:
@@ -260,10 +296,23 @@ def check_volume(volume: Volume, force: bool) -> None:
                            watchers=volume.watchers)
 
 
-def choose_path(optimization: bool, stores: Stores, store: Optional[Store], fsid: str) -> Tuple[str, str]:
-    """``('clone' | 'copy', why)`` for the target store."""
+def choose_path(optimization: bool, stores: Stores, store: Optional[Store], fsid: str,
+                copy_in_cluster: bool = False) -> Tuple[str, str]:
+    """``('clone' | 'ceph_copy' | 'copy', why)`` for the target store."""
+    if copy_in_cluster:
+        path, why = _same_cluster(stores, store, fsid)
+        if path != 'clone':
+            return path, why
+        return 'ceph_copy', ('copy_in_cluster is true and Glance store %s is rbd (pool %s) on the volume\'s cluster '
+                             '%s: librbd copies the data inside the cluster (an image independent of the volume)'
+                             % (store.id if store else '', store.pool if store else '', fsid))
     if not optimization:
         return 'copy', 'enable_clone_optimization is false (the default): the data is copied through Glance'
+    return _same_cluster(stores, store, fsid)
+
+
+def _same_cluster(stores: Stores, store: Optional[Store], fsid: str) -> Tuple[str, str]:
+    """``('clone', why)`` when the store is rbd on cluster ``fsid``, else ``('copy', why not)``."""
     if store is None:
         why = 'Glance names no target store'
         if stores.error:
@@ -338,11 +387,13 @@ def plan_present(req: Request, volume: Volume, stores: Stores, store: Optional[S
                  image: Optional[Mapping[str, Any]], ceph: CephState) -> Plan:
     """The steps that make the image exist, active, with the volume's data."""
     check_volume(volume, req.force)
-    path, why = choose_path(req.optimization, stores, store, volume.fsid)
-    if req.optimization and path == 'copy' and not req.fallback_to_copy:
-        raise VolsnapError('the clone path is not possible and fallback_to_copy is false: %s'
-                           % why.replace(': the data is copied through Glance', '').replace(
-                               ', the data is copied through Glance', ''), why=why)
+    path, why = choose_path(req.optimization, stores, store, volume.fsid, req.copy_in_cluster)
+    if (req.optimization or req.copy_in_cluster) and path == 'copy' and not req.fallback_to_copy:
+        reason = why
+        for tail in (': the data is copied through Glance', ', the data is copied through Glance'):
+            reason = reason.replace(tail, '')
+        raise VolsnapError('the %s path is not possible and fallback_to_copy is false: %s'
+                           % ('ceph_copy' if req.copy_in_cluster else 'clone', reason), why=why)
     given_id = req.image_id is not None
     action = 'create'
     if image is not None:
@@ -359,7 +410,7 @@ def plan_present(req: Request, volume: Volume, stores: Stores, store: Optional[S
         done_path = str(image.get(PATH_PROPERTY) or 'copy')
         urls = image_locations(image)
         location = urls[0] if urls else None
-        if done_path == 'clone' and store is not None and store.pool:
+        if done_path in ('clone', 'ceph_copy') and store is not None and store.pool:
             location = rbd_url(volume.fsid, store.pool, shown_id)
         plan = Plan(done_path, 'Glance image %s is active and was made from %s (%s path); nothing to do'
                     % (image_id, volume.describe(), done_path), image_id, location)
@@ -410,8 +461,14 @@ def plan_present(req: Request, volume: Volume, stores: Stores, store: Optional[S
         plan.steps.append(step('wait_active', path=path, **on_volume))
         if ceph.upload_snap is not None:
             plan.steps.append(step('remove_upload_snapshot', leftover=True, **on_volume))
+    elif path == 'ceph_copy':
+        if store is None or not store.pool:  # pragma: no cover - choose_path checked it
+            raise VolsnapError('internal error: the ceph_copy path needs an rbd store with a pool')
+        _plan_ceph_copy(req, plan, volume, store.pool, ceph, on_volume)
     else:
-        if ceph.clone_exists or ceph.volume_snap is not None:
+        if ceph.clone_exists and ceph.clone_parent is None:
+            plan.steps.append(step('discard_copy', store_pool=clone_pool_of(store), **on_volume))
+        if (ceph.clone_exists and ceph.clone_parent is not None) or ceph.volume_snap is not None:
             plan.steps.append(step('discard_clone', clone_pool=clone_pool_of(store), **on_volume))
         if ceph.upload_snap is None:
             plan.steps.append(step('snapshot_upload', **on_volume))
@@ -419,18 +476,58 @@ def plan_present(req: Request, volume: Volume, stores: Stores, store: Optional[S
                                **on_volume))
         plan.steps.append(step('wait_active', path=path, **on_volume))
         plan.steps.append(step('remove_upload_snapshot', **on_volume))
-    order = CLONE_STEPS if path == 'clone' else COPY_STEPS
+    order = PATH_STEPS[path]
     plan.steps.sort(key=lambda planned: order.index(planned.action))
     return plan
 
 
+def _plan_ceph_copy(req: Request, plan: Plan, volume: Volume, store_pool: str, ceph: CephState,
+                    on_volume: Mapping[str, Any]) -> None:
+    """The steps of the ceph_copy path still to do, from what exists (``ceph``)."""
+    step = UPLOAD_ACTIONS.step
+    on_copy = dict(on_volume, store_pool=store_pool)
+    image_id = plan.image_id
+    plan.location = (rbd_url(volume.fsid, store_pool, image_id) if image_id
+                     else 'rbd://%s/%s/%s/%s' % (volume.fsid, store_pool, NEW_IMAGE, GLANCE_SNAP))
+    copied = ceph.clone_exists and ceph.clone_parent is None and ceph.clone_snap is not None
+    if ceph.clone_exists and ceph.clone_parent is None and ceph.clone_snap is None:
+        plan.steps.append(step('discard_copy', **on_copy))
+    if ceph.clone_exists and ceph.clone_parent is not None:
+        plan.steps.append(step('discard_clone', clone_pool=store_pool, **on_volume))
+    elif ceph.volume_snap is not None:
+        plan.steps.append(step('release_volume_snapshot', leftover=True, **on_volume))
+    if not copied:
+        plan.steps.append(step('check_caps', **on_copy))
+        if ceph.upload_snap is None:
+            plan.steps.append(step('snapshot_upload', **on_volume))
+        plan.steps.append(step('copy_data', size=volume.size, **on_copy))
+        plan.steps.append(step('snapshot_clone', **on_copy))
+    if not copied or ceph.clone_snap is None or not ceph.clone_snap.protected:
+        plan.steps.append(step('protect_clone_snapshot', **on_copy))
+    if not copied or ceph.upload_snap is not None:
+        plan.steps.append(step('remove_upload_snapshot', leftover=copied, **on_volume))
+    if req.checksum_by == 'module':
+        plan.steps.append(step('compute_hash', size=volume.size, hash_algo=req.hash_algo, **on_copy))
+    api = 'locations' if req.checksum_by == 'glance' else req.location_api
+    plan.steps.append(step('register_location', location=plan.location, fsid=volume.fsid, api=api,
+                           checksum_by=req.checksum_by, **on_copy))
+    plan.steps.append(step('wait_active', path='ceph_copy', **on_volume))
+    plan.notes.append('the image is independent of the volume (no RBD parent): the volume can be deleted at once')
+    if req.checksum_by == 'glance':
+        plan.notes.append('Glance computes the checksum and os_hash_value in the background once the image is '
+                          'active (it reads the whole image); until then they are unset')
+
+
 def plan_absent(req: Request, image: Optional[Mapping[str, Any]], image_id: Optional[str],
-                clone_parent: Optional[Ref], clone_children: List[Ref], leftover: List[Ref]) -> Plan:
+                clone_parent: Optional[Ref], clone_children: List[Ref], leftover: List[Ref],
+                unregistered_copy: Optional[Ref] = None) -> Plan:
     """Delete the image in Glance, then drop the Ceph references its clone held.
 
     ``clone_parent``: the parent snapshot of the image's RBD clone (found before deleting);
     ``clone_children``: volumes cloned from the image's ``snap``; ``leftover``: this module's
-    snapshots for ``image_id`` that remain in the volume pool (after an interrupted run).
+    snapshots for ``image_id`` that remain in the volume pool (after an interrupted run);
+    ``unregistered_copy``: the ceph_copy path's copy of a queued image whose run was interrupted before
+    the location was registered (Glance does not know it, so deleting the image would leave it).
     """
     plan = Plan(None, '', image_id, None)
     if image is not None:
@@ -445,6 +542,9 @@ def plan_absent(req: Request, image: Optional[Mapping[str, Any]], image_id: Opti
             plan.steps.append(UPLOAD_ACTIONS.step('flatten_children',
                                                   children=[ref_arg(child) for child in clone_children]))
         plan.steps.append(UPLOAD_ACTIONS.step('delete_image', image_id=image_id))
+        if unregistered_copy is not None:
+            plan.steps.append(UPLOAD_ACTIONS.step('discard_copy', store_pool=unregistered_copy.pool,
+                                                  image_id=image_id))
     refs = [clone_parent] if clone_parent is not None else []
     refs += [ref for ref in leftover if clone_parent is None or str(ref) != str(clone_parent)]
     for ref in refs:

@@ -304,7 +304,8 @@ class Glance(object):
 
     # -- locations ------------------------------------------------------------------------
 
-    def register_location(self, image_id: str, url: str, api: str = 'auto') -> Registered:
+    def register_location(self, image_id: str, url: str, api: str = 'auto',
+                          validation_data: Optional[Mapping[str, str]] = None) -> Registered:
         """Register ``url`` as the image's location.
 
         ``locations`` is ``POST /v2/images/{id}/locations`` (Glance 2024.2+, asynchronous: a task adds the
@@ -312,6 +313,10 @@ class Glance(object):
         ``do_secure_hash`` is off); ``patch`` is the JSON-patch ``add /locations/-`` (synchronous: Glance checks
         the location, the image is active in the answer; no checksum is computed). ``auto`` tries both, in the
         order of :func:`location_api_order`, going on to the other when the first is missing or refused.
+
+        ``validation_data`` (``checksum``, ``os_hash_algo``, ``os_hash_value``) goes with the location either
+        way: the JSON-patch API stores the values; the locations API with ``do_secure_hash`` computes them before
+        activating the image and refuses the location when they differ.
         """
         order = location_api_order(api, self.service_role() if api == 'auto' else None)
         errors: Dict[str, VolsnapError] = {}
@@ -319,9 +324,9 @@ class Glance(object):
             last = index == len(order) - 1
             try:
                 if which == 'locations':
-                    self._post_location(image_id, url)
+                    self._post_location(image_id, url, validation_data)
                     return Registered('locations')
-                return Registered('patch', self._patch_location(image_id, url))
+                return Registered('patch', self._patch_location(image_id, url, validation_data))
             except VolsnapError as exc:
                 status = exc.details.get('status_code')
                 refused = status in (403, 404, 405) if which == 'locations' else status == 403
@@ -335,13 +340,20 @@ class Glance(object):
                 errors[which] = exc
         raise VolsnapError('internal error: no location API was tried')  # pragma: no cover - order is never empty
 
-    def _post_location(self, image_id: str, url: str) -> None:
+    def _post_location(self, image_id: str, url: str, validation_data: Optional[Mapping[str, str]] = None) -> None:
+        body: Dict[str, Any] = {'url': url}
+        if validation_data:
+            body['validation_data'] = dict(validation_data)
         self._request('POST', '/images/%s/locations' % image_id,
                       'registering the location with POST /v2/images/%s/locations' % image_id,
-                      hints={403: LOCATION_SERVICE_HINT}, json={'url': url})
+                      hints={403: LOCATION_SERVICE_HINT}, json=body)
 
-    def _patch_location(self, image_id: str, url: str) -> Optional[Dict[str, Any]]:
-        ops = [{'op': 'add', 'path': '/locations/-', 'value': {'url': url, 'metadata': {}}}]
+    def _patch_location(self, image_id: str, url: str,
+                        validation_data: Optional[Mapping[str, str]] = None) -> Optional[Dict[str, Any]]:
+        value: Dict[str, Any] = {'url': url, 'metadata': {}}
+        if validation_data:
+            value['validation_data'] = dict(validation_data)
+        ops = [{'op': 'add', 'path': '/locations/-', 'value': value}]
         response = self._request('PATCH', '/images/%s' % image_id,
                                  'registering the location with the JSON-patch API of image %s' % image_id,
                                  hints={403: PATCH_HINT}, json=ops, headers={'Content-Type': JSON_PATCH})

@@ -31,6 +31,8 @@ class FakeGlance(object):
                                                Store('file', False, 'file')], True)
         # the API register_location uses: 'locations' answers nothing, 'patch' answers with the active image
         self.location_api = 'locations'
+        self.has_service_role: Optional[bool] = None
+        self.registered: List[Any] = []  # register_location calls: (image id, url, api, validation data)
 
     def _maybe_fail(self, name: str) -> None:
         self.calls.append(name)
@@ -67,8 +69,14 @@ class FakeGlance(object):
         stored.update({k: str(v) for k, v in properties.items()})
         return changed
 
-    def register_location(self, image_id: str, url: str, api: str = 'auto') -> Registered:
+    def service_role(self) -> Optional[bool]:
+        return self.has_service_role
+
+    def register_location(self, image_id: str, url: str, api: str = 'auto', validation_data=None) -> Registered:
+        self.registered.append((image_id, url, api, dict(validation_data) if validation_data else None))
         self.add_location(image_id, url, api)
+        if validation_data:
+            self.images[image_id].update(validation_data)
         if self.location_api == 'patch':
             return Registered('patch', dict(self.images[image_id]))
         return Registered('locations')

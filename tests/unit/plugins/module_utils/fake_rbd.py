@@ -80,6 +80,13 @@ class FakeRbdLib(object):
                 lib.cluster.pools[c_ioctx.pool][c_name] = child
                 parent.snaps[p_snap]['children'].add((c_ioctx.pool, c_name))
 
+            def create(self, ioctx, name, size, order=None, old_format=True, features=None):
+                lib.cluster.check_write(ioctx.pool)
+                if name in lib.cluster.pools[ioctx.pool]:
+                    raise lib.ImageExists('exists')
+                lib.cluster.create(ioctx.pool, name, size)
+                lib.cluster.created.append((ioctx.pool, name, order, old_format, features))
+
         self.RBD = RBD
 
         class Image(object):
@@ -183,6 +190,18 @@ class FakeRbdLib(object):
                 for block in sorted(data):
                     cb(block * lib.cluster.block, lib.cluster.block, True)
 
+            def write(self, data, offset):
+                self._writable()
+                block = lib.cluster.block
+                assert offset % block == 0 and len(data) % block == 0, 'fake: block-aligned writes only'
+                for pos in range(0, len(data), block):
+                    self.img.data[(offset + pos) // block] = bytes(data[pos:pos + block])
+                lib.cluster.writes.append((self.pool, self.name, offset, len(data)))
+                return len(data)
+
+            def flush(self):
+                pass
+
             def read(self, offset, length):
                 data = lib.cluster.read_all(self.pool, self.name, self.snap)
                 out = bytearray(length)
@@ -246,6 +265,9 @@ class Cluster(object):
         self.objects: Dict[Tuple[str, str], bytes] = {}
         self.reads: List[Tuple[int, int]] = []
         self.open_images: List[Any] = []  # rbd.Image objects not closed yet
+        self.created: List[Tuple[Any, ...]] = []  # RBD().create calls: (pool, name, order, old_format, features)
+        self.writes: List[Tuple[str, str, int, int]] = []
+        self.conf: Dict[str, str] = {}
         self.lib = FakeRbdLib(self)
 
     def open_ioctx(self, pool):
@@ -254,6 +276,9 @@ class Cluster(object):
             exc.errno = errno.ENOENT
             raise exc
         return FakeIoctx(self, pool)
+
+    def conf_get(self, name):
+        return self.conf.get(name)
 
     def get_fsid(self):
         return self.fsid

@@ -332,3 +332,118 @@ def test_no_fallback_makes_a_different_cluster_an_error():
     assert plan_present(request(optimization=False, fallback_to_copy=False), volume(), STORES, other, None,
                         CephState()).path == 'copy'
     assert plan_present(request(), volume(), STORES, other, None, CephState()).path == 'copy'
+
+
+# -- ceph_copy path (copy_in_cluster) ------------------------------------------------------------
+
+@pytest.mark.parametrize('stores, store, fsid, path, why', [
+    (STORES, RBD_STORE, FSID, 'ceph_copy', 'copy_in_cluster is true and Glance store rbd is rbd (pool images)'),
+    (STORES, FILE_STORE, FSID, 'copy', 'store file is of type file, not rbd'),
+    (STORES, RBD_STORE, OTHER_FSID, 'copy', 'cannot cross clusters'),
+    (Stores([], False, 'HTTP 404'), None, FSID, 'copy', 'Glance names no target store (HTTP 404)'),
+])
+def test_choose_path_copy_in_cluster(stores, store, fsid, path, why):
+    chosen, reason = choose_path(False, stores, store, fsid, copy_in_cluster=True)
+    assert chosen == path
+    assert why in reason
+
+
+def ceph_copy_request(**kw):
+    base = dict(optimization=False, copy_in_cluster=True, checksum_by='module')
+    base.update(kw)
+    return request(**base)
+
+
+def test_new_image_ceph_copy_plan_module_hash():
+    plan = plan_present(ceph_copy_request(), volume(), STORES, RBD_STORE, None, CephState())
+    assert plan.path == 'ceph_copy'
+    assert plan.names() == ['check_caps', 'create_image', 'snapshot_upload', 'copy_data', 'snapshot_clone',
+                            'protect_clone_snapshot', 'remove_upload_snapshot', 'compute_hash', 'register_location',
+                            'wait_active']
+    assert plan.location == 'rbd://%s/images/<new image id>/snap' % FSID
+    assert plan.properties[PATH_PROPERTY] == 'ceph_copy'
+    texts = {s.action: s.description for s in plan.steps}
+    assert 'into a new RBD image images/%s' % NEW_IMAGE in texts['copy_data']
+    assert 'compute md5 and sha512 of the %d bytes' % (1 << 30) in texts['compute_hash']
+    assert 'computed checksum and hash as validation data' in texts['register_location']
+    register = [s for s in plan.steps if s.action == 'register_location'][0]
+    assert register.args['api'] == 'auto' and register.args['checksum_by'] == 'module'
+    assert any('independent of the volume' in note for note in plan.notes)
+
+
+def test_new_image_ceph_copy_plan_glance_hash():
+    plan = plan_present(ceph_copy_request(checksum_by='glance', hash_algo='sha256'), volume(), STORES, RBD_STORE,
+                        None, CephState())
+    assert 'compute_hash' not in plan.names()
+    register = [s for s in plan.steps if s.action == 'register_location'][0]
+    assert register.args['api'] == 'locations'
+    assert 'Glance computes the checksum and hash in the background' in register.description
+    assert any('in the background' in note for note in plan.notes)
+
+
+def test_ceph_copy_refused_without_fallback():
+    with pytest.raises(VolsnapError, match='the ceph_copy path is not possible and fallback_to_copy is false: '
+                                           'Glance store file is of type file, not rbd$'):
+        plan_present(ceph_copy_request(fallback_to_copy=False), volume(), STORES, FILE_STORE, None, CephState())
+    plan = plan_present(ceph_copy_request(), volume(), STORES, FILE_STORE, None, CephState())
+    assert plan.path == 'copy' and 'copy_data' not in plan.names()
+
+
+CLONE_PARENT = Ref('volumes', 'volume-1', IMG + '.clone_snap')
+TAIL = ['compute_hash', 'register_location', 'wait_active']
+
+
+@pytest.mark.parametrize('ceph, expected', [
+    # killed after create_image
+    (CephState(), ['check_caps', 'snapshot_upload', 'copy_data', 'snapshot_clone', 'protect_clone_snapshot',
+                   'remove_upload_snapshot'] + TAIL),
+    # killed after snapshot_upload
+    (CephState(upload_snap=snap(False)), ['check_caps', 'copy_data', 'snapshot_clone', 'protect_clone_snapshot',
+                                          'remove_upload_snapshot'] + TAIL),
+    # killed while copying: the copy has no snap yet, it is removed and made again
+    (CephState(upload_snap=snap(False), clone_exists=True),
+     ['check_caps', 'discard_copy', 'copy_data', 'snapshot_clone', 'protect_clone_snapshot',
+      'remove_upload_snapshot'] + TAIL),
+    # killed after snapshot_clone
+    (CephState(upload_snap=snap(False), clone_exists=True, clone_snap=snap(False)),
+     ['protect_clone_snapshot', 'remove_upload_snapshot'] + TAIL),
+    # killed after protect_clone_snapshot
+    (CephState(upload_snap=snap(False), clone_exists=True, clone_snap=snap(True)),
+     ['remove_upload_snapshot'] + TAIL),
+    # killed after remove_upload_snapshot, in compute_hash or register_location
+    (CephState(clone_exists=True, clone_snap=snap(True)), TAIL),
+    # an earlier clone-path run left its clone (the user switched paths): it goes first
+    (CephState(volume_snap=snap(True, [Ref('images', IMG)]), clone_exists=True, clone_parent=CLONE_PARENT),
+     ['check_caps', 'discard_clone', 'snapshot_upload', 'copy_data', 'snapshot_clone', 'protect_clone_snapshot',
+      'remove_upload_snapshot'] + TAIL),
+    # ... or only its protected volume snapshot
+    (CephState(volume_snap=snap(True)),
+     ['check_caps', 'release_volume_snapshot', 'snapshot_upload', 'copy_data', 'snapshot_clone',
+      'protect_clone_snapshot', 'remove_upload_snapshot'] + TAIL),
+])
+def test_ceph_copy_resume_after_each_step(ceph, expected):
+    plan = plan_present(ceph_copy_request(), volume(), STORES, RBD_STORE, ours('queued', path='ceph_copy'), ceph)
+    assert plan.names() == expected
+    assert plan.image_id == IMG and plan.location == 'rbd://%s/images/%s/snap' % (FSID, IMG)
+    leftover = [s for s in plan.steps if s.action == 'remove_upload_snapshot']
+    if leftover:
+        assert leftover[0].args['leftover'] is (ceph.clone_snap is not None and ceph.clone_parent is None
+                                                and ceph.clone_exists)
+
+
+def test_ceph_copy_done_is_no_change():
+    image = ours('active', path='ceph_copy')
+    plan = plan_present(ceph_copy_request(), volume(), STORES, RBD_STORE, image,
+                        CephState(clone_exists=True, clone_snap=snap(True)))
+    assert plan.path == 'ceph_copy' and not plan.changed
+    assert plan.location == 'rbd://%s/images/%s/snap' % (FSID, IMG)
+    left = plan_present(ceph_copy_request(), volume(), STORES, RBD_STORE, image,
+                        CephState(clone_exists=True, clone_snap=snap(True), upload_snap=snap(False)))
+    assert left.names() == ['remove_upload_snapshot']
+
+
+def test_copy_path_discards_a_ceph_copy_leftover():
+    plan = plan_present(request(optimization=False), volume(), STORES, RBD_STORE, ours('queued', path='ceph_copy'),
+                        CephState(clone_exists=True, clone_snap=snap(True), upload_snap=snap(False)))
+    assert plan.path == 'copy'
+    assert plan.names() == ['set_properties', 'discard_copy', 'upload_data', 'wait_active', 'remove_upload_snapshot']

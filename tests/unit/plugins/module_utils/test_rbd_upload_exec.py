@@ -356,3 +356,122 @@ def test_check_mode_shows_the_steps_a_run_executes(world, optimization):
     gone = world.run(state='absent', image_id=image_id, image_name=None)
     assert gone['plan'] == planned['plan'] and executed(world.logs) == planned['plan'] and gone['removed']
     assert not world.run(state='absent', image_id=image_id, image_name=None)['changed']
+
+
+# -- ceph_copy path (copy_in_cluster) ------------------------------------------------------------
+
+def expected_hashes(algo='sha512'):
+    import hashlib
+    data = volume_bytes()
+    return {'checksum': hashlib.md5(data).hexdigest(), 'os_hash_algo': algo,
+            'os_hash_value': hashlib.new(algo, data).hexdigest()}
+
+
+def test_ceph_copy_end_to_end_module_hash_and_rerun(world):
+    seen = []
+    base = dict(volume='data', image_name='img', ceph_user='cinder', copy_in_cluster=True)
+    upload = Upload(Options(**base), {}, False, log=world.logs.append, copy_progress=lambda d, t: seen.append((d, t)))
+    out = upload.execute(world.glance, world.cinder, world.cluster, world.cluster.lib)
+    image_id = out['image_id']
+    assert out['changed'] and out['path'] == 'ceph_copy' and out['checksum_by'] == 'module'
+    assert [p.split(':')[0] for p in out['plan']] == ['check_caps', 'create_image', 'snapshot_upload', 'copy_data',
+                                                      'snapshot_clone', 'protect_clone_snapshot',
+                                                      'remove_upload_snapshot', 'compute_hash', 'register_location',
+                                                      'wait_active']
+    copy = world.cluster.get('images', image_id)
+    assert copy.parent is None and copy.snaps['snap']['protected']  # independent, glance_store's layout
+    assert world.cluster.read_all('images', image_id, 'snap') == BLOCKS
+    assert world.cluster.created[-1][2] == 23  # glance_store's order (8 MiB objects)
+    assert world.snaps('volumes', 'volume-%s' % VOL) == []  # the temporary snapshot is gone
+    assert world.glance.registered[-1][3] == expected_hashes()
+    assert {k: out['image'][k] for k in ('checksum', 'os_hash_value')} == {
+        k: expected_hashes()[k] for k in ('checksum', 'os_hash_value')}
+    assert out['copied'] == {'bytes_written': len(BLOCKS) * BLOCK, 'size': SIZE}
+    allocated = len(BLOCKS) * BLOCK
+    assert (0, allocated) in seen and (allocated, allocated) in seen and (SIZE, SIZE) in seen
+    again = world.run(copy_in_cluster=True)
+    assert not again['changed'] and again['path'] == 'ceph_copy' and again['image_id'] == image_id
+
+
+def test_ceph_copy_glance_hash_with_service_role(world):
+    world.glance.has_service_role = True
+    out = world.run(copy_in_cluster=True)
+    assert out['checksum_by'] == 'glance'
+    assert 'compute_hash' not in [p.split(':')[0] for p in out['plan']]
+    assert world.glance.registered[-1][2:] == ('locations', None)
+
+
+def test_ceph_copy_refusals(world):
+    with pytest.raises(VolsnapError, match='exclude each other'):
+        world.run(copy_in_cluster=True, enable_clone_optimization=True)
+    with pytest.raises(VolsnapError, match='checksum_by=glance needs location_api=locations or auto'):
+        world.run(copy_in_cluster=True, checksum_by='glance', location_api='patch')
+    with pytest.raises(VolsnapError, match='hash_algo .nosuch. is not a hash algorithm'):
+        world.run(copy_in_cluster=True, hash_algo='nosuch')
+    assert world.glance.images == {} and world.cluster.pools['images'] == {}
+
+
+def test_ceph_copy_location_refused_rolls_back(world):
+    world.glance.fail['add_location'] = VolsnapError('Glance refused the location both ways')
+    with pytest.raises(VolsnapError) as info:
+        world.run(copy_in_cluster=True)
+    assert any(r.startswith('copy images/') for r in info.value.details['rolled_back'])
+    assert world.cluster.pools['images'] == {}
+    assert world.snaps('volumes', 'volume-%s' % VOL) == []
+    assert all(i['status'] == 'deleted' for i in world.glance.images.values())
+
+
+def test_ceph_copy_killed_while_copying_is_completed(world):
+    calls = []
+
+    def die(done, total):
+        calls.append(done)
+        if done:  # after the first chunk: the copy exists without its snap
+            raise KeyboardInterrupt()
+
+    base = dict(volume='data', image_name='img', ceph_user='cinder', copy_in_cluster=True)
+    with pytest.raises(KeyboardInterrupt):
+        Upload(Options(**base), {}, False, copy_progress=die).execute(world.glance, world.cinder, world.cluster,
+                                                                      world.cluster.lib)
+    (image_id,) = world.glance.images
+    assert world.glance.images[image_id]['status'] == 'queued'
+    assert 'snap' not in world.cluster.get('images', image_id).snaps
+    planned = world.run(check_mode=True, copy_in_cluster=True)
+    out = world.run(copy_in_cluster=True)
+    assert out['plan'] == planned['plan'] and out['resumed']
+    assert [p.split(':')[0] for p in out['plan']][:3] == ['check_caps', 'discard_copy', 'copy_data']
+    assert world.cluster.read_all('images', image_id, 'snap') == BLOCKS
+    assert world.glance.get_image(image_id)['status'] == 'active'
+    assert world.snaps('volumes', 'volume-%s' % VOL) == []
+
+
+def test_ceph_copy_check_mode_shows_the_steps_a_run_executes(world):
+    planned = world.run(check_mode=True, copy_in_cluster=True)
+    assert world.logs == [] and world.glance.images == {}
+    out = world.run(copy_in_cluster=True)
+    assert out['plan'] == planned['plan'] and executed(world.logs) == planned['plan']
+
+
+def test_ceph_copy_falls_back_to_the_glance_copy_on_another_cluster(world):
+    world.glance.stores_answer = Stores([Store('rbd', True, 'rbd', 'images', 'ffffffff-0000-4000-8000-00000000f51d',
+                                               True)], True)
+    out = world.run(copy_in_cluster=True)
+    assert out['path'] == 'copy' and 'cannot cross clusters' in out['why']
+    assert world.glance.data[out['image_id']] == volume_bytes()
+    with pytest.raises(VolsnapError, match='the ceph_copy path is not possible and fallback_to_copy is false'):
+        world.run(copy_in_cluster=True, fallback_to_copy=False, image_name='other')
+
+
+def test_absent_after_a_ceph_copy_run_killed_before_the_location_removes_the_copy(world):
+    world.glance.fail['add_location'] = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        world.run(copy_in_cluster=True)
+    (image_id,) = world.glance.images
+    assert world.glance.images[image_id]['status'] == 'queued' and image_id in world.cluster.pools['images']
+    planned = world.run(check_mode=True, state='absent', image_id=image_id, image_name=None)
+    assert [p.split(':')[0] for p in planned['plan']] == ['delete_image', 'discard_copy']
+    assert image_id in world.cluster.pools['images']
+    gone = world.run(state='absent', image_id=image_id, image_name=None)
+    assert gone['plan'] == planned['plan'] and 'images/%s' % image_id in gone['removed']
+    assert world.cluster.pools['images'] == {} and world.snaps('volumes', 'volume-%s' % VOL) == []
+    assert not world.run(state='absent', image_id=image_id, image_name=None)['changed']
