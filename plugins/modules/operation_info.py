@@ -42,6 +42,25 @@ options:
     description:
       - Only the operations on this Glance image (an upload reports its image id once the image exists).
     type: str
+  volume:
+    description:
+      - Only the operations of M(volsnap.openstack.rbd_image_clone_upload) given this
+        O(volsnap.openstack.rbd_image_clone_upload#module:volume) or
+        O(volsnap.openstack.rbd_image_clone_upload#module:rbd_image) (a name or an id, as the task gave it).
+    type: str
+  wait:
+    description:
+      - Wait while one of the operations found is running, reading them again every half second, for at most
+        O(timeout) seconds; then return what was read last (a timeout is not a failure, RV(operations[].state) says
+        whether it still runs). Returns at once when none is running, also when none is found (yet).
+      - For a loop printing progress at intervals while a background (C(async)) task runs, see the examples.
+    type: bool
+    default: false
+  timeout:
+    description:
+      - With O(wait), the most seconds to wait.
+    type: int
+    default: 30
   share:
     description:
       - An NFS share (mount point) whose journaled snapshot operations are reported too, with RV(operations[].source)
@@ -197,7 +216,7 @@ operations:
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.module import VolsnapModule
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.progress import DEFAULT_DIR as PROGRESS_DIR
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.pending import list_operations
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.pending import wait_operations
 
 
 class OperationInfo(VolsnapModule):
@@ -207,15 +226,19 @@ class OperationInfo(VolsnapModule):
         volume_id=dict(type='str'),
         snapshot_id=dict(type='str'),
         image_id=dict(type='str'),
+        volume=dict(type='str'),
         share=dict(type='path'),
+        wait=dict(type='bool', default=False),
+        timeout=dict(type='int', default=30),
     )
 
     def run_module(self):
         p = self.params
         filters = dict(volume_path=p['volume_path'], volume_id=p['volume_id'], snapshot_id=p['snapshot_id'],
-                       image_id=p['image_id'])
-        return dict(operations=list_operations(p['progress_dir'], filters, share=p['share'],
-                                               remove_expired=not self.check_mode))
+                       image_id=p['image_id'], volume=p['volume'])
+        return dict(operations=wait_operations(p['progress_dir'], filters, share=p['share'],
+                                               remove_expired=not self.check_mode,
+                                               timeout=p['timeout'] if p['wait'] else 0))
 
 
 def main():

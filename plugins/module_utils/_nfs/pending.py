@@ -17,7 +17,8 @@ import fcntl
 import os
 import re
 import struct
-from typing import Any, Dict, List, Mapping, Optional
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base import progress
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
@@ -112,3 +113,18 @@ def list_operations(progress_dir: Optional[str], filters: Mapping[str, Optional[
         operations.extend(op for op in share_operations(share, wanted_id if is_file_id(wanted_id) else None)
                           if progress.matches(op, filters))
     return operations
+
+
+def wait_operations(progress_dir: Optional[str], filters: Mapping[str, Optional[str]], share: Optional[str] = None,
+                    remove_expired: bool = True, timeout: float = 0.0, interval: float = 0.5,
+                    clock: Callable[[], float] = time.monotonic,
+                    sleep: Callable[[float], None] = time.sleep) -> List[Dict[str, Any]]:
+    """:func:`list_operations`, read again every ``interval`` seconds while one of them is running, for at most
+    ``timeout`` seconds; returns the last reading (never fails on the timeout: the caller reads the states)."""
+    deadline = clock() + timeout
+    while True:
+        operations = list_operations(progress_dir, filters, share=share, remove_expired=remove_expired)
+        left = deadline - clock()
+        if left <= 0 or not any(op['state'] == 'running' for op in operations):
+            return operations
+        sleep(min(interval, left))
