@@ -50,10 +50,14 @@ options:
     type: str
   wait:
     description:
-      - Wait while one of the operations found is running, reading them again every half second, for at most
-        O(timeout) seconds; then return what was read last (a timeout is not a failure, RV(operations[].state) says
-        whether it still runs). Returns at once when none is running, also when none is found (yet).
-      - For a loop printing progress at intervals while a background (C(async)) task runs, see the examples.
+      - Wait until the operations found have ended, at most O(timeout) seconds, printing on the controller, every
+        O(report_interval) seconds, one line per operation still running (step, bytes, percent, rate, time left)
+        and one line per operation once it ended. Meant for a task run after one started with C(async) and
+        C(poll: 0), see the examples.
+      - When no operation is found at first (a module still starting), it waits up to O(report_interval) seconds
+        (30 at least) for one to appear. Operations that had already ended at the first reading (records are kept a
+        while after their end) are not waited for.
+      - Returns the last reading; a timeout is not a failure (RV(operations[].state) says what still runs).
     type: bool
     default: false
   timeout:
@@ -61,12 +65,11 @@ options:
       - With O(wait), the most seconds to wait.
     type: int
     default: 30
-  share:
+  report_interval:
     description:
-      - An NFS share (mount point) whose journaled snapshot operations are reported too, with RV(operations[].source)
-        V(journal). The journals are read as hostile input (no symbolic link followed, regular files only, steps this
-        collection never plans refused); one that fails these checks is reported with state V(unreadable).
-    type: path
+      - With O(wait), the seconds between two progress lines.
+    type: int
+    default: 30
 notes:
   - Outside check mode, records that finished more than 5 minutes ago (interrupted ones after a day) are removed from
     O(progress_dir) while they are read; in check mode they are only left out.
@@ -87,13 +90,25 @@ EXAMPLES = r'''
   poll: 0
   register: upload_job
 
-- name: Show the progress until the upload is no longer running
+- name: Print its progress every 30 seconds until it ended
   volsnap.openstack.operation_info:
-    volume_id: 0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f
-  register: progress
-  until: progress.operations | selectattr('state', 'equalto', 'running') | list | length == 0
+    volume: 0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f
+    wait: true
+    timeout: 7200
+    report_interval: 30
+  when: not ansible_check_mode  # check mode records no progress
+
+- name: The upload's result
+  ansible.builtin.async_status:
+    jid: "{{ upload_job.ansible_job_id }}"
+  register: upload
+  until: upload.finished
   retries: 720
   delay: 10
+
+- name: What runs on this host now
+  volsnap.openstack.operation_info:
+  register: now_running
 
 - name: Pending (interrupted) snapshot operations of a share
   volsnap.openstack.operation_info:
@@ -230,6 +245,7 @@ class OperationInfo(VolsnapModule):
         share=dict(type='path'),
         wait=dict(type='bool', default=False),
         timeout=dict(type='int', default=30),
+        report_interval=dict(type='int', default=30),
     )
 
     def run_module(self):

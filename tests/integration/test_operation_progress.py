@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -28,12 +29,14 @@ DATA_MIB = 512
 
 
 def run_polling(workdir: Path, task: Dict[str, Any], progress_dir: Path, filters: Dict[str, Optional[str]],
-                **run_args: Any) -> Dict[str, Any]:
-    """Run ``task`` through ansible-playbook in the background; meanwhile read the progress records matching
-    ``filters`` every 50 ms. Returns the module's result and the samples (state, percent, bytes) seen."""
+                after: Optional[List[Dict[str, Any]]] = None, **run_args: Any) -> Dict[str, Any]:
+    """Run ``task`` (then the ``after`` tasks) through ansible-playbook in the background; meanwhile read the
+    progress records matching ``filters`` every 50 ms. Returns the module's result, the samples seen and the
+    playbook's output."""
     samples: List[Dict[str, Any]] = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(run_tasks, workdir, [dict(task, register="out")], ["out"], **run_args)
+        first = dict(task) if "register" in task else dict(task, register="out")
+        future = pool.submit(run_tasks, workdir, [first] + (after or []), ["out"], **run_args)
         while not future.done():
             ops = list_operations(str(progress_dir), filters, remove_expired=False)
             assert len(ops) <= 1, ops
@@ -46,7 +49,7 @@ def run_polling(workdir: Path, task: Dict[str, Any], progress_dir: Path, filters
     final = list_operations(str(progress_dir), filters)
     assert len(final) == 1, final
     samples.append(final[0])
-    return {"out": out, "samples": samples, "final": final[0]}
+    return {"out": out, "samples": samples, "final": final[0], "output": played.output}
 
 
 def check_rises_to_100(samples: List[Dict[str, Any]], kind: str) -> List[Dict[str, Any]]:
@@ -201,25 +204,41 @@ def test_copy_upload_progress(ceph_lab: Any, openstack_lab: Any, tmp_path: Path)
     image_ids: List[str] = []
     try:
         vol = conn.block_storage.wait_for_status(vol, status="available", failures=["error"], interval=1, wait=300)
-        ceph_lab.rbd("bench", "--io-type", "write", "--io-size", "4M", "--io-total", "384M", "--io-pattern", "seq",
+        ceph_lab.rbd("bench", "--io-type", "write", "--io-size", "4M", "--io-total", "32M", "--io-pattern", "seq",
                      f"{ceph_lab.volumes_pool}/volume-{vol.id}")
         progress_dir = tmp_path / "progress"
-        task = {"name": "upload", "volsnap.openstack.rbd_image_clone_upload": {
+        upload_args = {
             "cloud": openstack_lab.cloud, "ceph_conf": ceph_lab.conf, "ceph_user": ceph_lab.cinder_user,
             "keyring": ceph_lab.cinder_keyring, "volume_pool": ceph_lab.volumes_pool, "volume": vol.id,
-            "image_name": f"progress-{tag}", "enable_clone_optimization": False,
-            "progress_dir": str(progress_dir)}}
-        run = run_polling(tmp_path / "run", task, progress_dir, {"volume_id": vol.id},
+            "image_name": f"progress-{tag}", "enable_clone_optimization": False, "progress_dir": str(progress_dir)}
+        # the pattern of the docs: async + poll 0, operation_info (wait) printing progress, then async_status
+        start = {"name": "upload", "volsnap.openstack.rbd_image_clone_upload": upload_args, "async": 600,
+                 "poll": 0, "register": "job"}
+        after = [
+            {"name": "progress", "volsnap.openstack.operation_info": {
+                "volume": vol.id, "progress_dir": str(progress_dir), "wait": True, "timeout": 600,
+                "report_interval": 1}, "register": "watched"},
+            {"name": "result", "ansible.builtin.async_status": {"jid": "{{ job.ansible_job_id }}"},
+             "register": "out", "until": "out.finished", "retries": 600, "delay": 1}]
+        run = run_polling(tmp_path / "run", start, progress_dir, {"volume_id": vol.id}, after=after,
                           python=openstack_lab.python, env_extra=openstack_lab.env())
         image_ids.append(run["out"]["image_id"])
-        assert run["out"]["path"] == "copy"
+        assert run["out"]["path"] == "copy" and run["out"]["changed"]
         running = check_rises_to_100(run["samples"], "upload_copy")
         copying = [s for s in running if s["kind"] == "upload_copy" and s["bytes_total"]]
         assert copying, running
-        assert copying[-1]["bytes_total"] >= 384 * MIB
+        assert copying[-1]["bytes_total"] == 1 << 30  # the whole 1 GiB volume is streamed, holes as zeroes
         assert [s["bytes_done"] for s in copying] == sorted(s["bytes_done"] for s in copying)
         assert any(s["rate"] for s in copying), "no rate while copying: %s" % copying
         assert run["final"]["targets"]["image_id"] == run["out"]["image_id"]
+        # operation_info printed the progress on the controller while it waited, ending with the end of the upload
+        (tmp_path / "output.txt").write_text(run["output"])
+        lines = [line for line in run["output"].splitlines() if line.startswith("progress: ")]
+        printed = [float(re.search(r", ([0-9.]+) %", line).group(1)) for line in lines]
+        assert len(lines) >= 3 and printed == sorted(printed), run["output"][-6000:]
+        assert len(set(printed)) >= 3, lines
+        assert "[running]" in lines[-2] and lines[-1].endswith("[done]") and ", 100.0 %" in lines[-1], lines
+        assert any("upload_copy %s: step" % vol.id in line and " MiB of " in line for line in lines), lines
         ops = operation_info(tmp_path / "info", progress_dir=str(progress_dir), image_id=run["out"]["image_id"])
         assert [(op["state"], op["percent"], op["kind"]) for op in ops] == [("done", 100.0, "upload_copy")]
     finally:

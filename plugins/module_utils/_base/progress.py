@@ -11,7 +11,8 @@ One JSON record per operation, ``<progress_dir>/<operation id>.json``, host-loca
 * byte copies and block jobs: :meth:`Recorder.bytes` (done/total);
 * qemu-img's own progress: :meth:`Recorder.fraction`.
 
-The record is written only once the first step starts (a run that does nothing leaves nothing), then at most
+The record is written when the recording starts (step 0 of 0, ``starting``: a reader knows at once that the
+operation runs; a run that finds nothing to do ends ``done`` at once), then at most
 every :data:`MIN_INTERVAL` seconds (a change inside the interval is written by a timer at its end), always at the
 end (state ``done`` or ``failed`` with the error). Writes go through :func:`._base.atomic.write_atomic` (temporary
 file, ``O_NOFOLLOW|O_EXCL``, rename; no fsync: a record is not worth a disk flush). The directory is created 0700
@@ -146,6 +147,9 @@ class NullRecorder(object):
 
     active = False
 
+    def begin(self) -> None:
+        pass
+
     def plan(self, actions: List[str]) -> None:
         pass
 
@@ -207,6 +211,12 @@ class Recorder(NullRecorder):
         }
 
     # -- what the work reports ------------------------------------------------------------
+
+    def begin(self) -> None:
+        """The operation starts: its record is written now."""
+        with self._lock:
+            self.record['step_description'] = 'starting'
+            self._update()
 
     def plan(self, actions: List[str]) -> None:
         """A plan of ``len(actions)`` steps starts (a new plan replaces the previous one's step count)."""
@@ -361,6 +371,7 @@ def recording(directory: Optional[str], kind: str, module: str, targets: Mapping
     recorder = Recorder(directory or DEFAULT_DIR, kind, module, targets, warn=warn)
     _CURRENT.append(recorder)
     try:
+        recorder.begin()
         yield recorder
     except BaseException as exc:
         recorder.finish(error=str(getattr(exc, 'msg', None) or exc) or type(exc).__name__)

@@ -136,13 +136,17 @@ def _fail(step, context):
     raise VolsnapError('no space')
 
 
-def test_check_mode_and_noop_runs_leave_no_record(tmp_path):
+def test_check_mode_leaves_nothing_and_a_run_is_seen_from_its_start(tmp_path):
     directory = tmp_path / 'p'
     with progress.recording(str(directory), 'clone', 'volume_clone', {}, enabled=False) as recorder:
         assert not recorder.active and progress.current() is recorder
-    with progress.recording(str(directory), 'clone', 'volume_clone', {}):
+    assert not directory.exists()
+    with progress.recording(str(directory), 'clone', 'volume_clone', {}) as recorder:
+        started = on_disk(recorder)
+        assert started['state'] == 'running' and started['step_description'] == 'starting' and started['steps'] == 0
         Executor(Actions('t', {}), {}).run([])
-    assert not directory.exists() or os.listdir(str(directory)) == []
+    record = on_disk(recorder)
+    assert record['state'] == 'done' and record['percent'] == 100.0 and record['steps'] == 0
 
 
 @pytest.mark.parametrize('kind', ['symlink', 'foreign', 'open', 'file'])
