@@ -15,7 +15,7 @@ options:
       - The host-local directory of progress records, one JSON file per operation, where the modules that run long
         work (M(volsnap.openstack.volume_snapshot), M(volsnap.openstack.volume_clone),
         M(volsnap.openstack.rbd_image_clone_upload)) write their progress and M(volsnap.openstack.operation_info)
-        reads it (from another task, for example while the long task runs with C(async) and C(poll: 0)).
+        reads it (from another task, for example while the long task runs with C(async) and C(poll=0)).
       - Created with mode 0700 (and its missing parents) by the first operation that records; a directory that is a
         symbolic link, is not owned by the user the module runs as, or is writable by others is refused.
       - The writer and the reader must run as the same user (C(become) alike) and use the same directory.

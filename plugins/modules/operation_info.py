@@ -53,7 +53,7 @@ options:
       - Wait until the operations found have ended, at most O(timeout) seconds, printing on the controller, every
         O(report_interval) seconds, one line per operation still running (step, bytes, percent, rate, time left)
         and one line per operation once it ended. Meant for a task run after one started with C(async) and
-        C(poll: 0), see the examples.
+        C(poll=0), see the examples.
       - When no operation is found at first (a module still starting), it waits up to O(report_interval) seconds
         (30 at least) for one to appear. Operations that had already ended at the first reading (records are kept a
         while after their end) are not waited for.
@@ -209,7 +209,7 @@ operations:
     state:
       description:
         - V(running); V(done) or V(failed) (kept 5 minutes after the end, so a poller sees 100 %); V(interrupted)
-          (its process is gone without finishing it: for M(volsnap.openstack.volume_snapshot), run it again with
+          (its process is gone without finishing it; for M(volsnap.openstack.volume_snapshot), run it again with
           the same arguments or O(volsnap.openstack.volume_snapshot#module:state=resumed)).
         - For a journal, V(running) (a process holds the volume lock), V(pending) (interrupted), or V(unreadable)
           (RV(operations[].error) says why).
