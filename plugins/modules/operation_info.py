@@ -70,6 +70,12 @@ options:
       - With O(wait), the seconds between two progress lines.
     type: int
     default: 30
+  share:
+    description:
+      - An NFS share (mount point) whose journaled snapshot operations are reported too, with RV(operations[].source)
+        V(journal). The journals are read as hostile input (no symbolic link followed, regular files only, steps this
+        collection never plans refused); one that fails these checks is reported with state V(unreadable).
+    type: path
 notes:
   - Outside check mode, records that finished more than 5 minutes ago (interrupted ones after a day) are removed from
     O(progress_dir) while they are read; in check mode they are only left out.

@@ -105,8 +105,8 @@ def list_operations(progress_dir: Optional[str], filters: Mapping[str, Optional[
                            'mode 0700, or remove it (the next operation creates it)' % (exc.filename, exc.strerror),
                            file=exc.filename)
     except OSError as exc:
-        raise VolsnapError('cannot read the progress directory %s: %s' % (exc.filename or progress_dir,
-                                                                         exc.strerror or exc), file=exc.filename)
+        raise VolsnapError('cannot read the progress directory %s: %s'
+                           % (exc.filename or progress_dir, exc.strerror or exc), file=exc.filename)
     operations = [progress.view(record) for record in records if progress.matches(record, filters)]
     if share is not None:
         wanted_id = filters.get('volume_id')

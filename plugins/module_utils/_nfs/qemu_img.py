@@ -7,21 +7,22 @@
 probing: every image and backing file is given its format); :func:`argv` puts the binary in front.
 :class:`QemuImg` runs them through an injected runner: in a module it is ``AnsibleModule.run_command``;
 tests pass a runner of their own. While an operation records its progress (:func:`._base.progress.current`), the
-long commands (commit, convert, safe rebase) run with ``-p`` instead of ``-q`` through :func:`run_with_progress`,
-which reads qemu-img's own ``(NN.NN/100%)`` as it comes and hands it to the record; errors are captured as before. :func:`cross_check` compares the native header reader with
-``qemu-img info``; :func:`opened_for_write_by_qemu` asks whether a qemu process writes an image.
+long commands (commit, convert, safe rebase) run with ``-p`` instead of ``-q``: ``run_command``'s
+``before_communicate_callback`` (:func:`progress_runner_of`, :func:`pump`) reads qemu-img's own ``(NN.NN/100%)``
+as it comes and hands it to the record; errors are captured as before. :func:`cross_check` compares the native
+header reader with ``qemu-img info``; :func:`opened_for_write_by_qemu` asks whether a qemu process writes an image.
 """
 
 from __future__ import annotations
 
 import fcntl
+import inspect
 import json
 import os
 import re
 import selectors
 import struct
-import subprocess
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, cast
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import (
     ChainReport,
@@ -37,7 +38,7 @@ ProgressRunner = Callable[[List[str], Callable[[float], None]], Tuple[int, str, 
 
 # the qemu-img commands that print progress with -p (rebase only in safe mode: -u copies nothing)
 PROGRESS_COMMANDS = ('commit', 'convert', 'rebase')
-_PROGRESS = re.compile(r'\((\d{1,3}(?:\.\d+)?)/100%\)')
+_PROGRESS = re.compile(r'\((\d{1,3}(?:[.,]\d+)?)/100%\)')
 
 
 def argv(binary: str, args: Sequence[str]) -> List[str]:
@@ -122,7 +123,7 @@ class ProgressParser(object):
         self._tail = scan[end:][-32:]
         if last is None:
             return None
-        return min(100.0, float(last.group(1))) / 100.0
+        return min(100.0, float(last.group(1).replace(',', '.'))) / 100.0
 
 
 def strip_progress(text: str) -> str:
@@ -130,22 +131,23 @@ def strip_progress(text: str) -> str:
     return _PROGRESS.sub('', text).replace('\r', '').strip()
 
 
-def run_with_progress(command: List[str], on_fraction: Callable[[float], None]) -> Tuple[int, str, str]:
-    """Run ``command`` (stdin closed, C locale), reading stdout and stderr as they come; each progress qemu-img
-    prints goes to ``on_fraction``. Returns (rc, stdout without the progress, stderr)."""
-    env = dict(os.environ, LC_ALL='C', LANG='C', LC_MESSAGES='C')
-    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            close_fds=True, env=env)
+def pump(proc: Any, on_fraction: Callable[[float], None]) -> Tuple[bytes, bytes]:
+    """Read the stdout and stderr of ``proc`` as they come, until both end; each progress qemu-img prints on stdout
+    goes to ``on_fraction`` (whose errors are ignored: progress never makes the command fail)."""
     out_chunks: List[bytes] = []
     err_chunks: List[bytes] = []
     parser = ProgressParser()
-    assert proc.stdout is not None and proc.stderr is not None
+    if proc.stdout is None or proc.stderr is None:
+        return b'', b''
     with selectors.DefaultSelector() as selector:
         selector.register(proc.stdout, selectors.EVENT_READ, out_chunks)
         selector.register(proc.stderr, selectors.EVENT_READ, err_chunks)
         while selector.get_map():
             for key, _events in selector.select():
-                chunk = os.read(key.fd, 65536)
+                try:
+                    chunk = os.read(key.fd, 65536)
+                except BlockingIOError:
+                    continue
                 if not chunk:
                     selector.unregister(key.fileobj)
                     continue
@@ -156,20 +158,41 @@ def run_with_progress(command: List[str], on_fraction: Callable[[float], None]) 
                         try:
                             on_fraction(fraction)
                         except Exception:  # pylint: disable=broad-except
-                            pass  # progress never makes the command fail
-    rc = proc.wait()
-    proc.stdout.close()
-    proc.stderr.close()
-    out = strip_progress(b''.join(out_chunks).decode('utf-8', 'replace'))
-    return rc, out, b''.join(err_chunks).decode('utf-8', 'replace')
+                            pass
+    return b''.join(out_chunks), b''.join(err_chunks)
+
+
+def progress_runner_of(runner: Runner) -> Optional[ProgressRunner]:
+    """A :data:`ProgressRunner` on ``runner`` when it is ``AnsibleModule.run_command`` (anything that takes a
+    ``before_communicate_callback``: the callback reads the output as it comes), else None (no progress)."""
+    try:
+        parameters = inspect.signature(runner).parameters
+    except (TypeError, ValueError):
+        return None
+    if 'before_communicate_callback' not in parameters:
+        return None
+    run_command = cast(Callable[..., Tuple[int, str, str]], runner)
+
+    def run(command: List[str], on_fraction: Callable[[float], None]) -> Tuple[int, str, str]:
+        read: List[Tuple[bytes, bytes]] = []
+
+        def callback(proc: Any) -> None:
+            read.append(pump(proc, on_fraction))
+
+        rc, out, err = run_command(command, before_communicate_callback=callback)
+        out_bytes, err_bytes = read[0] if read else (b'', b'')
+        return (rc, strip_progress(out_bytes.decode('utf-8', 'replace') + (out or '')),
+                err_bytes.decode('utf-8', 'replace') + (err or ''))
+    return run
 
 
 class QemuImg:
     def __init__(self, runner: Runner, binary: str = 'qemu-img',
-                 progress_runner: Optional[ProgressRunner] = run_with_progress) -> None:
+                 progress_runner: Optional[ProgressRunner] = None) -> None:
         self.runner = runner
         self.binary = binary
-        self.progress_runner = progress_runner
+        # in a module (runner = run_command) the long commands report their progress
+        self.progress_runner = progress_runner if progress_runner is not None else progress_runner_of(runner)
 
     def run(self, args: List[str]) -> str:
         recorder = progress.current()

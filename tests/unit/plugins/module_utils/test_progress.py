@@ -293,8 +293,8 @@ def test_qemu_img_progress_is_parsed_across_pieces():
 
 
 def test_long_qemu_img_commands_run_with_p_only_while_recording():
-    assert qemu_img.progress_args(qemu_img.commit_args('/s/f')) == ['commit', '-p', '-f', 'qcow2', '-t', 'writeback',
-                                                                   '-d', '/s/f']
+    expected = ['commit', '-p', '-f', 'qcow2', '-t', 'writeback', '-d', '/s/f']
+    assert qemu_img.progress_args(qemu_img.commit_args('/s/f')) == expected
     assert qemu_img.progress_args(['convert', '-U', '-f', 'raw']) == ['convert', '-p', '-U', '-f', 'raw']
     assert qemu_img.wants_progress(qemu_img.rebase_args('/s/f', None))
     assert not qemu_img.wants_progress(qemu_img.rebase_unsafe_args('/s/f', 'b', 'raw'))
@@ -322,18 +322,29 @@ def test_long_qemu_img_commands_run_with_p_only_while_recording():
     assert calls[-1][0] == 'progress' and '-p' in calls[-1][1] and '-q' not in calls[-1][1]
 
 
-def test_run_with_progress_reads_progress_as_it_comes_and_keeps_errors():
-    script = ("import sys, time\n"
-              "for p in (0, 33.3, 66.6, 100):\n"
-              "    sys.stdout.write('    (%.2f/100%%)\\r' % p); sys.stdout.flush(); time.sleep(0.02)\n"
-              "sys.stdout.write('Image committed.\\n')\n"
-              "sys.stderr.write('qemu-img: a warning\\n'); sys.exit(3)\n")
+SCRIPT = ("import sys, time\n"
+          "for p in (0, 33.3, 66.6, 100):\n"
+          "    sys.stdout.write('    (%.2f/100%%)\\r' % p); sys.stdout.flush(); time.sleep(0.02)\n"
+          "sys.stdout.write('Image committed.\\n')\n"
+          "sys.stderr.write('qemu-img: a warning\\n'); sys.exit(3)\n")
+
+
+def test_the_progress_runner_reads_progress_as_it_comes_through_run_command_and_keeps_errors():
+    """A stand-in for AnsibleModule.run_command with its before_communicate_callback and its own pipe loop."""
+    def run_command(args, before_communicate_callback=None):
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        before_communicate_callback(proc)
+        out, err = proc.communicate()  # what is left after the callback: nothing
+        return proc.returncode, out.decode(), err.decode()
+
+    runner = qemu_img.progress_runner_of(run_command)
+    assert runner is not None and qemu_img.progress_runner_of(lambda argv: (0, '', '')) is None
     seen = []
-    rc, out, err = qemu_img.run_with_progress([sys.executable, '-c', script], seen.append)
+    rc, out, err = runner([sys.executable, '-c', SCRIPT], seen.append)
     assert rc == 3 and out == 'Image committed.' and err == 'qemu-img: a warning\n'
     assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) >= 2
     qemu = qemu_img.QemuImg(lambda c: (0, '', ''), sys.executable,
-                            progress_runner=lambda c, f: qemu_img.run_with_progress([sys.executable, '-c', script], f))
+                            progress_runner=lambda c, f: runner([sys.executable, '-c', SCRIPT], f))
     recorder = progress.Recorder('/nonexistent/never-written', 'x', 'y', {}, use_timer=False)
     progress._CURRENT.append(recorder)
     try:
@@ -341,3 +352,7 @@ def test_run_with_progress_reads_progress_as_it_comes_and_keeps_errors():
             qemu.run(qemu_img.commit_args('/s/f'))
     finally:
         progress._CURRENT.remove(recorder)
+
+
+def test_qemu_img_progress_in_a_comma_locale():
+    assert qemu_img.ProgressParser().feed('    (12,50/100%)\r') == 0.125
