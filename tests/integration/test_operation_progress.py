@@ -198,36 +198,36 @@ VolumeSnapshot(Request(volume_path=sys.argv[1], snapshot_id=sys.argv[2], state="
 # -- copy upload through Glance -------------------------------------------------------------------------
 
 def test_copy_upload_progress(ceph_lab: Any, openstack_lab: Any, tmp_path: Path) -> None:
+    """A bare RBD image (1 GiB, 32 MiB of data) uploaded by copy: streamed whole into Glance (holes as zeroes)."""
     conn = openstack_lab.connection()
-    tag = os.urandom(4).hex()
-    vol = conn.block_storage.create_volume(size=1, name=f"progress-{tag}", volume_type=openstack_lab.volume_type)
+    rbd_image = f"progress-{os.urandom(4).hex()}"
+    ceph_lab.rbd("create", "--size", "1G", f"{ceph_lab.volumes_pool}/{rbd_image}")
     image_ids: List[str] = []
     try:
-        vol = conn.block_storage.wait_for_status(vol, status="available", failures=["error"], interval=1, wait=300)
         ceph_lab.rbd("bench", "--io-type", "write", "--io-size", "4M", "--io-total", "32M", "--io-pattern", "seq",
-                     f"{ceph_lab.volumes_pool}/volume-{vol.id}")
+                     f"{ceph_lab.volumes_pool}/{rbd_image}")
         progress_dir = tmp_path / "progress"
         upload_args = {
             "cloud": openstack_lab.cloud, "ceph_conf": ceph_lab.conf, "ceph_user": ceph_lab.cinder_user,
-            "keyring": ceph_lab.cinder_keyring, "volume_pool": ceph_lab.volumes_pool, "volume": vol.id,
-            "image_name": f"progress-{tag}", "enable_clone_optimization": False, "progress_dir": str(progress_dir)}
+            "keyring": ceph_lab.cinder_keyring, "volume_pool": ceph_lab.volumes_pool, "rbd_image": rbd_image,
+            "image_name": rbd_image, "enable_clone_optimization": False, "progress_dir": str(progress_dir)}
         # the pattern of the docs: async + poll 0, operation_info (wait) printing progress, then async_status
         start = {"name": "upload", "volsnap.openstack.rbd_image_clone_upload": upload_args, "async": 600,
                  "poll": 0, "register": "job"}
         after = [
             {"name": "progress", "volsnap.openstack.operation_info": {
-                "volume": vol.id, "progress_dir": str(progress_dir), "wait": True, "timeout": 600,
+                "volume": rbd_image, "progress_dir": str(progress_dir), "wait": True, "timeout": 600,
                 "report_interval": 1}, "register": "watched"},
             {"name": "result", "ansible.builtin.async_status": {"jid": "{{ job.ansible_job_id }}"},
              "register": "out", "until": "out.finished", "retries": 600, "delay": 1}]
-        run = run_polling(tmp_path / "run", start, progress_dir, {"volume_id": vol.id}, after=after,
+        run = run_polling(tmp_path / "run", start, progress_dir, {"volume": rbd_image}, after=after,
                           python=openstack_lab.python, env_extra=openstack_lab.env())
         image_ids.append(run["out"]["image_id"])
         assert run["out"]["path"] == "copy" and run["out"]["changed"]
         running = check_rises_to_100(run["samples"], "upload_copy")
         copying = [s for s in running if s["kind"] == "upload_copy" and s["bytes_total"]]
         assert copying, running
-        assert copying[-1]["bytes_total"] == 1 << 30  # the whole 1 GiB volume is streamed, holes as zeroes
+        assert copying[-1]["bytes_total"] == 1024 * MIB  # the whole image is streamed, holes as zeroes
         assert [s["bytes_done"] for s in copying] == sorted(s["bytes_done"] for s in copying)
         assert any(s["rate"] for s in copying), "no rate while copying: %s" % copying
         assert run["final"]["targets"]["image_id"] == run["out"]["image_id"]
@@ -238,10 +238,10 @@ def test_copy_upload_progress(ceph_lab: Any, openstack_lab: Any, tmp_path: Path)
         assert len(lines) >= 3 and printed == sorted(printed), run["output"][-6000:]
         assert len(set(printed)) >= 3, lines
         assert "[running]" in lines[-2] and lines[-1].endswith("[done]") and ", 100.0 %" in lines[-1], lines
-        assert any("upload_copy %s: step" % vol.id in line and " MiB of " in line for line in lines), lines
+        assert any("upload_copy %s: step" % rbd_image in line and " MiB of " in line for line in lines), lines
         ops = operation_info(tmp_path / "info", progress_dir=str(progress_dir), image_id=run["out"]["image_id"])
         assert [(op["state"], op["percent"], op["kind"]) for op in ops] == [("done", 100.0, "upload_copy")]
     finally:
         for image_id in image_ids:
             conn.image.delete(f"/images/{image_id}", raise_exc=False)
-        conn.block_storage.delete_volume(vol.id, ignore_missing=True)
+        ceph_lab.rbd("rm", f"{ceph_lab.volumes_pool}/{rbd_image}")

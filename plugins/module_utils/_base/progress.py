@@ -294,8 +294,10 @@ class Recorder(NullRecorder):
         if elapsed <= 0:
             return self.record['rate'], self.record['eta']
         rate = None
-        if first[1] is not None and self.record['bytes_done'] is not None:
-            rate = round(max(0.0, (self.record['bytes_done'] - first[1]) / elapsed), 1)
+        # the first sample that counted bytes (a step's first sample may come before its first bytes)
+        counted = next((sample for sample in samples if sample[1] is not None), None)
+        if counted is not None and now > counted[0] and self.record['bytes_done'] is not None:
+            rate = round(max(0.0, (self.record['bytes_done'] - counted[1]) / (now - counted[0])), 1)
         pace = (percent - first[2]) / elapsed
         eta = round((100.0 - percent) / pace, 1) if pace > 0 else None
         return rate, eta

@@ -121,6 +121,20 @@ def test_rate_and_eta_over_the_recent_window(tmp_path):
     assert record['eta'] == pytest.approx(790, rel=0.02)
 
 
+def test_the_rate_is_known_from_the_second_byte_count_of_a_step(tmp_path):
+    recorder, clock = make(tmp_path, min_interval=0)
+    recorder.plan(['create_image', 'upload_data'])
+    recorder.step(0, 'create')
+    clock.now += 1
+    recorder.step(1, 'copy')  # no bytes yet
+    clock.now += 0.5
+    recorder.bytes(0, 10 ** 9)
+    assert on_disk(recorder)['rate'] is None
+    clock.now += 2
+    recorder.bytes(4 * 10 ** 7, 10 ** 9)
+    assert on_disk(recorder)['rate'] == pytest.approx(2 * 10 ** 7)
+
+
 def test_a_failed_operation_keeps_its_error(tmp_path):
     directory = str(tmp_path / 'p')
     with pytest.raises(VolsnapError):
