@@ -72,6 +72,8 @@ entries = {
                              'Return Values'),
     'ansible_configuration_settings': ('reference_appendices/config.html#ansible-configuration-settings',
                                        'Ansible Configuration Settings'),
+    # a module with an action plugin (operation_info) says so, linking here
+    'action_plugins': ('plugins/action.html#action-plugins', 'Action Plugins'),
 }
 plugin_label = re.compile(r'ansible_collections\.([a-z0-9_]+)\.([a-z0-9_]+)\.([a-z0-9_]+)_'
                           r'(module|role|become|cache|callback|cliconf|connection|filter|httpapi|inventory|'

@@ -39,6 +39,7 @@ extends_documentation_fragment:
   - volsnap.openstack.openstack
   - volsnap.openstack.openstack.wait
   - volsnap.openstack.ceph
+  - volsnap.openstack.progress
 attributes:
   check_mode:
     support: full
@@ -370,12 +371,19 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.connection
     rados_dependency,
     rbd_dependency,
 )
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.ids import is_uuid
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.module import VolsnapModule
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.progress import DEFAULT_DIR as PROGRESS_DIR
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.progress import recording
 from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.connection import (
     openstack_argument_spec,
     openstack_dependency,
 )
 from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.upload import Options, Upload
+
+
+# the kind of operation (progress records) of each state; a copy upload says upload_copy once its copy starts
+KINDS = dict(present='upload', absent='image_delete', cleanup='upload_cleanup')
 
 
 class RbdImageCloneUploadModule(VolsnapModule):
@@ -402,6 +410,7 @@ class RbdImageCloneUploadModule(VolsnapModule):
         checksum_by=dict(type='str', choices=['auto', 'glance', 'module'], default='auto'),
         hash_algo=dict(type='str', default='sha512'),
         location_api=dict(type='str', choices=['auto', 'locations', 'patch'], default='auto'),
+        progress_dir=dict(type='path', default=PROGRESS_DIR),
         **ceph_argument_spec()
     )
     module_kwargs = dict(
@@ -414,7 +423,11 @@ class RbdImageCloneUploadModule(VolsnapModule):
     def run_module(self):
         p = self.params
         opts = Options(**{name: p[name] for name in Options.__dataclass_fields__ if name in p})
-        return Upload(opts, p, self.check_mode, log=self.module.log).run()
+        volume = p['volume'] or p['rbd_image']
+        targets = dict(volume_id=volume if is_uuid(volume or '') else None, volume=volume, image_id=p['image_id'])
+        with recording(p['progress_dir'], KINDS[p['state']], 'rbd_image_clone_upload', targets,
+                       warn=self.module.warn, enabled=not self.check_mode):
+            return Upload(opts, p, self.check_mode, log=self.module.log).run()
 
 
 def main():

@@ -34,6 +34,7 @@ extends_documentation_fragment:
   - volsnap.openstack.attributes
   - volsnap.openstack.chain
   - volsnap.openstack.share
+  - volsnap.openstack.progress
 attributes:
   check_mode:
     support: full
@@ -179,6 +180,8 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.clone impor
     clone_volume,
 )
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.module import VolsnapModule
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.progress import DEFAULT_DIR as PROGRESS_DIR
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.progress import recording, volume_targets
 
 
 class VolumeClone(VolsnapModule):
@@ -192,6 +195,7 @@ class VolumeClone(VolsnapModule):
         max_depth=dict(type='int', default=DEFAULT_MAX_DEPTH),
         volume_format=dict(type='str', choices=list(VOLUME_FORMATS)),
         lock_timeout=dict(type='int', default=60),
+        progress_dir=dict(type='path', default=PROGRESS_DIR),
     )
     module_kwargs = dict(
         mutually_exclusive=[('volume_path', 'volume_id')],
@@ -207,7 +211,11 @@ class VolumeClone(VolsnapModule):
                                volume_id=params['volume_id'], max_depth=params['max_depth'],
                                lock_timeout=params['lock_timeout'], qemu_img=qemu_img,
                                volume_format=params['volume_format'])
-        result = clone_volume(request, self.module.run_command, check_mode=self.check_mode)
+        targets = volume_targets(params['volume_path'], params['share'], params['volume_id'],
+                                 snapshot_id=params['snapshot_id'], dest=params['dest'])
+        with recording(params['progress_dir'], 'clone', 'volume_clone', targets, warn=self.module.warn,
+                       enabled=not self.check_mode):
+            result = clone_volume(request, self.module.run_command, check_mode=self.check_mode)
         self.set_diff({'exists': False},
                       {'dest': result['dest'], 'format': result['format'], 'snapshot_id': result['snapshot_id']})
         return result

@@ -28,6 +28,7 @@ extends_documentation_fragment:
   - volsnap.openstack.share
   - volsnap.openstack.libvirt
   - volsnap.openstack.openstack
+  - volsnap.openstack.progress
 attributes:
   check_mode:
     support: full
@@ -541,10 +542,16 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.conne
     openstack_argument_spec,
     openstack_dependency,
 )
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.progress import DEFAULT_DIR as PROGRESS_DIR
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.progress import recording, volume_targets
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.group import GroupRequest, GroupSnapshot, Member
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.volume import ShareVolume
+
+
+# the kind of operation (progress records) of each state
+KINDS = dict(present='create', absent='delete', resumed='resume', abandoned='abandon', cleanup='cleanup')
 
 
 class VolumeSnapshotModule(VolsnapModule):
@@ -572,6 +579,7 @@ class VolumeSnapshotModule(VolsnapModule):
         lock_timeout=dict(type='int', default=60),
         timeout=dict(type='int', default=600),
         report_to_cinder=dict(type='bool', default=False),
+        progress_dir=dict(type='path', default=PROGRESS_DIR),
         **openstack_argument_spec(wait=False)
     )
     module_kwargs = dict(
@@ -610,9 +618,12 @@ class VolumeSnapshotModule(VolsnapModule):
                           volume_format=p['volume_format'])
         qemu = QemuImg(self.module.run_command, self.module.get_bin_path('qemu-img', required=True))
         snapshot = VolumeSnapshot(request, qemu, self.libvirt, self.check_mode)
-        if not p['report_to_cinder']:
-            return snapshot.run()
-        return run_with_report(snapshot.run, cinder_reporter(p, self.check_mode), request.operation)
+        targets = volume_targets(path, p['share'], p['volume_id'], snapshot_id=p['snapshot_id'])
+        with recording(p['progress_dir'], 'snapshot_' + KINDS[p['state']], 'volume_snapshot', targets,
+                       warn=self.module.warn, enabled=not self.check_mode):
+            if not p['report_to_cinder']:
+                return snapshot.run()
+            return run_with_report(snapshot.run, cinder_reporter(p, self.check_mode), request.operation)
 
     def run_volumes(self):
         p = self.params

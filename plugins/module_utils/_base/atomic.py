@@ -157,8 +157,12 @@ def create_temporary(directory: str, basename: str, suffix: str = '.tmp', mode: 
     raise OSError(errno.EEXIST, 'no free temporary name', os.path.join(directory, '.%s.*%s' % (basename, suffix)))
 
 
-def write_atomic(path: str, data: bytes, attributes: FileAttributes, suffix: str = '.tmp') -> None:
+def write_atomic(path: str, data: bytes, attributes: FileAttributes, suffix: str = '.tmp',
+                 durable: bool = True) -> None:
     """Replace (or create) ``path`` with ``data``; see the module documentation for the steps.
+
+    ``durable`` False skips both fsyncs (the rename stays atomic, only a crash may lose it): for files not worth
+    a disk flush, such as progress records.
 
     ``suffix`` ends the temporary file's name (``.<basename of path>.<random><suffix>``), so a
     leftover of a killed process can be recognised.
@@ -169,7 +173,8 @@ def write_atomic(path: str, data: bytes, attributes: FileAttributes, suffix: str
         try:
             apply_attributes(fd, attributes)
             _write_all(fd, data)
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, path)
@@ -179,7 +184,8 @@ def write_atomic(path: str, data: bytes, attributes: FileAttributes, suffix: str
         except OSError:
             pass
         raise
-    fsync_dir(directory)
+    if durable:
+        fsync_dir(directory)
 
 
 # (operation, arguments): ('chmod', mode) or ('chown', uid, gid) with -1 for "keep".

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._base import progress
 
 Describe = Callable[[Mapping[str, Any]], str]
 
@@ -102,7 +103,8 @@ class Executor:
     """Runs steps in order through one handler table (action name -> handler).
 
     ``before`` and ``after`` are called around each step (a journal records progress there); a handler that
-    raises stops the run with the steps done so far in the context.
+    raises stops the run with the steps done so far in the context. Step n of m and its description go to the
+    progress record of the running operation (:func:`._base.progress.current`, nothing when none records).
     """
 
     def __init__(self, actions: Actions, handlers: Mapping[str, Handler]) -> None:
@@ -118,7 +120,11 @@ class Executor:
             before: Optional[Callable[[Step, RunContext], None]] = None,
             after: Optional[Callable[[Step, RunContext], None]] = None) -> RunContext:
         context = context if context is not None else RunContext()
-        for step in steps:
+        steps = list(steps)
+        recorder = progress.current()
+        recorder.plan([step.action for step in steps])
+        for index, step in enumerate(steps):
+            recorder.step(index, step.description)
             if before is not None:
                 before(step, context)
             self.handlers[step.action](step, context)

@@ -32,6 +32,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.connection
     connect as ceph_connect,
     rbd_module,
 )
+from ansible_collections.volsnap.openstack.plugins.module_utils._base import progress as progress_record
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.ids import is_uuid
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.steps import Executor, Handler, RunContext, Step
@@ -596,8 +597,12 @@ class Upload(object):
         started = self.clock()
         last = [started]
         samples: List[Dict[str, Any]] = context.results.setdefault('progress', [])
+        recorder = progress_record.current()
+        recorder.set(kind='upload_copy', image_id=image_id)
+        recorder.bytes(0, total)
 
         def progress(done: int, read: int) -> None:
+            recorder.bytes(done, total)
             now = self.clock()
             if now - last[0] >= PROGRESS_EVERY or done == total:
                 last[0] = now

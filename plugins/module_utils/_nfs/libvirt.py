@@ -22,6 +22,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain impor
     normalize_format,
 )
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._base import progress
 
 LIBVIRT_IMPORT_ERROR: Optional[str]
 try:
@@ -278,8 +279,15 @@ class Libvirt:
                                % (disk, base or 'nothing', exc.get_error_message()))
 
     def wait_job(self, dom: Any, disk: str, timeout: float) -> None:
+        """Wait for the block job of ``disk`` to end; its cur/end go to the operation's progress record."""
         deadline = time.monotonic() + timeout
-        while dom.blockJobInfo(disk, 0):
+        recorder = progress.current()
+        while True:
+            info = dom.blockJobInfo(disk, 0)
+            if not info:
+                break
+            if info.get('end'):
+                recorder.bytes(info.get('cur', 0), info['end'])
             if time.monotonic() > deadline:
                 raise VolsnapError('the block job on disk %s did not finish within %d s; it keeps running in libvirt: '
                                    'run the module again with the same arguments to wait for it and finish'

@@ -6,17 +6,23 @@
 ``*_args`` functions build the arguments of each qemu-img command the collection runs (never format
 probing: every image and backing file is given its format); :func:`argv` puts the binary in front.
 :class:`QemuImg` runs them through an injected runner: in a module it is ``AnsibleModule.run_command``;
-tests pass a runner of their own. :func:`cross_check` compares the native header reader with
-``qemu-img info``; :func:`opened_for_write_by_qemu` asks whether a qemu process writes an image.
+tests pass a runner of their own. While an operation records its progress (:func:`._base.progress.current`), the
+long commands (commit, convert, safe rebase) run with ``-p`` instead of ``-q``: ``run_command``'s
+``before_communicate_callback`` (:func:`progress_runner_of`, :func:`pump`) reads qemu-img's own ``(NN.NN/100%)``
+as it comes and hands it to the record; errors are captured as before. :func:`cross_check` compares the native
+header reader with ``qemu-img info``; :func:`opened_for_write_by_qemu` asks whether a qemu process writes an image.
 """
 
 from __future__ import annotations
 
 import fcntl
+import inspect
 import json
 import os
+import re
+import selectors
 import struct
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, cast
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import (
     ChainReport,
@@ -24,8 +30,15 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain impor
     qemu_format,
 )
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._base import progress
 
 Runner = Callable[[List[str]], Tuple[int, str, str]]
+# (argv, called with each fraction 0..1 qemu-img prints) -> (rc, stdout without the progress, stderr)
+ProgressRunner = Callable[[List[str], Callable[[float], None]], Tuple[int, str, str]]
+
+# the qemu-img commands that print progress with -p (rebase only in safe mode: -u copies nothing)
+PROGRESS_COMMANDS = ('commit', 'convert', 'rebase')
+_PROGRESS = re.compile(r'\((\d{1,3}(?:[.,]\d+)?)/100%\)')
 
 
 def argv(binary: str, args: Sequence[str]) -> List[str]:
@@ -82,14 +95,113 @@ def rebase_args(path: str, backing: Optional[str], backing_format: Optional[str]
     return ['rebase', '-q', '-f', 'qcow2', '-t', 'writeback', '-b', backing, '-F', qemu_format(backing_format), path]
 
 
+def progress_args(args: Sequence[str]) -> List[str]:
+    """``args`` of a :data:`PROGRESS_COMMANDS` command printing its progress: ``-q`` becomes ``-p``."""
+    out = ['-p' if arg == '-q' else arg for arg in args]
+    if '-p' not in out:
+        out.insert(1, '-p')
+    return out
+
+
+def wants_progress(args: Sequence[str]) -> bool:
+    return bool(args) and args[0] in PROGRESS_COMMANDS and '-u' not in args
+
+
+class ProgressParser(object):
+    """Finds qemu-img's ``(NN.NN/100%)`` in output fed piece by piece (a number may be cut between pieces)."""
+
+    def __init__(self) -> None:
+        self._tail = ''
+
+    def feed(self, text: str) -> Optional[float]:
+        """The last fraction (0..1) complete in ``text`` (with what was left of the previous piece), or None."""
+        scan = self._tail + text
+        last = None
+        end = 0
+        for match in _PROGRESS.finditer(scan):
+            last, end = match, match.end()
+        self._tail = scan[end:][-32:]
+        if last is None:
+            return None
+        return min(100.0, float(last.group(1).replace(',', '.'))) / 100.0
+
+
+def strip_progress(text: str) -> str:
+    """``text`` without qemu-img's progress lines (what is left is what it printed besides)."""
+    return _PROGRESS.sub('', text).replace('\r', '').strip()
+
+
+def pump(proc: Any, on_fraction: Callable[[float], None]) -> Tuple[bytes, bytes]:
+    """Read the stdout and stderr of ``proc`` as they come, until both end; each progress qemu-img prints on stdout
+    goes to ``on_fraction`` (whose errors are ignored: progress never makes the command fail)."""
+    out_chunks: List[bytes] = []
+    err_chunks: List[bytes] = []
+    parser = ProgressParser()
+    if proc.stdout is None or proc.stderr is None:
+        return b'', b''
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ, out_chunks)
+        selector.register(proc.stderr, selectors.EVENT_READ, err_chunks)
+        while selector.get_map():
+            for key, _events in selector.select():
+                try:
+                    chunk = os.read(key.fd, 65536)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    selector.unregister(key.fileobj)
+                    continue
+                key.data.append(chunk)
+                if key.data is out_chunks:
+                    fraction = parser.feed(chunk.decode('ascii', 'replace'))
+                    if fraction is not None:
+                        try:
+                            on_fraction(fraction)
+                        except Exception:  # pylint: disable=broad-except
+                            pass
+    return b''.join(out_chunks), b''.join(err_chunks)
+
+
+def progress_runner_of(runner: Runner) -> Optional[ProgressRunner]:
+    """A :data:`ProgressRunner` on ``runner`` when it is ``AnsibleModule.run_command`` (anything that takes a
+    ``before_communicate_callback``: the callback reads the output as it comes), else None (no progress)."""
+    try:
+        parameters = inspect.signature(runner).parameters
+    except (TypeError, ValueError):
+        return None
+    if 'before_communicate_callback' not in parameters:
+        return None
+    run_command = cast(Callable[..., Tuple[int, str, str]], runner)
+
+    def run(command: List[str], on_fraction: Callable[[float], None]) -> Tuple[int, str, str]:
+        read: List[Tuple[bytes, bytes]] = []
+
+        def callback(proc: Any) -> None:
+            read.append(pump(proc, on_fraction))
+
+        rc, out, err = run_command(command, before_communicate_callback=callback)
+        out_bytes, err_bytes = read[0] if read else (b'', b'')
+        return (rc, strip_progress(out_bytes.decode('utf-8', 'replace') + (out or '')),
+                err_bytes.decode('utf-8', 'replace') + (err or ''))
+    return run
+
+
 class QemuImg:
-    def __init__(self, runner: Runner, binary: str = 'qemu-img') -> None:
+    def __init__(self, runner: Runner, binary: str = 'qemu-img',
+                 progress_runner: Optional[ProgressRunner] = None) -> None:
         self.runner = runner
         self.binary = binary
+        # in a module (runner = run_command) the long commands report their progress
+        self.progress_runner = progress_runner if progress_runner is not None else progress_runner_of(runner)
 
     def run(self, args: List[str]) -> str:
-        command = argv(self.binary, args)
-        rc, out, err = self.runner(command)
+        recorder = progress.current()
+        if recorder.active and self.progress_runner is not None and wants_progress(args):
+            command = argv(self.binary, progress_args(args))
+            rc, out, err = self.progress_runner(command, recorder.fraction)
+        else:
+            command = argv(self.binary, args)
+            rc, out, err = self.runner(command)
         if rc != 0:
             raise VolsnapError('%s failed (rc=%d): %s' % (' '.join(command), rc, (err or out).strip()),
                                command=command, rc=rc, stderr=err)

@@ -27,7 +27,7 @@ GUIDE_TOPICS = {
                             '--check --diff', 'restart'],
     'module_defaults': ['group/volsnap.openstack.openstack', 'group/volsnap.openstack.ceph',
                         'group/volsnap.openstack.nfs', 'group/volsnap.openstack.all'],
-    'async': ['async:', 'poll: 0', 'async_status', 'until: upload.finished'],
+    'async': ['async:', 'poll: 0', 'async_status', 'until: upload.finished', 'operation_info', 'progress_dir'],
     'environments': ['requirements.txt', 'bindep.txt', 'execution-environment.yml', 'system-site-packages'],
 }
 
