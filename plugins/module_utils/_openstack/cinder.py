@@ -141,6 +141,20 @@ class CinderApi(object):
         with api_errors('listing the snapshots of volume %s' % volume_id):
             return [v for v in (snapshot_view(s) for s in self.proxy.snapshots(volume_id=volume_id)) if v]
 
+    def all_volumes(self) -> List[Dict[str, Any]]:
+        """Every volume these credentials see, in all projects (:func:`volume_view`; ``host`` needs an admin)."""
+        with api_errors('listing the volumes of all projects', {403: 'listing the volumes of all projects is an '
+                                                                       'admin-only API by default: use credentials '
+                                                                       'with the admin role'}):
+            return [volume_view(v) for v in self.proxy.volumes(details=True, all_projects=True)]
+
+    def all_snapshots(self) -> List[Dict[str, Any]]:
+        """Every snapshot these credentials see, in all projects (:func:`snapshot_view`)."""
+        with api_errors('listing the snapshots of all projects', {403: 'listing the snapshots of all projects is an '
+                                                                         'admin-only API by default: use credentials '
+                                                                         'with the admin role'}):
+            return [v for v in (snapshot_view(s) for s in self.proxy.snapshots(details=True, all_projects=True)) if v]
+
     def get_snapshot(self, snapshot_id: str) -> Optional[Dict[str, Any]]:
         try:
             with api_errors('reading snapshot %s' % snapshot_id):
