@@ -14,25 +14,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, List
 
 import pytest
 
 from ansible_run import run_tasks
-from openstack_helpers import ModuleRunner, unique
+from openstack_helpers import unique
 
 MODULE = "volsnap.openstack.nfs_share_audit"
-
-
-def audit(tmp_path: Path, name: str, args: Dict[str, Any], check: bool = False, diff: bool = False) -> Dict[str, Any]:
-    work = tmp_path / name
-    work.mkdir()
-    res = run_tasks(work, [{"name": name, MODULE: args, "register": "out", "ignore_errors": True}], ["out"],
-                    check=check, diff=diff)
-    assert "out" in res.results, res.output[-4000:]
-    return res["out"]
 
 
 def classes(result: Dict[str, Any]) -> Dict[str, str]:
@@ -56,13 +48,16 @@ def cinder_layout(share: Path, qemu_img: str) -> List[str]:
 def test_healthy_share_reports_nothing_and_cleanup_changes_nothing(share: Path, qemu_img: str,
                                                                    tmp_path: Path) -> None:
     names = cinder_layout(share, qemu_img)
-    result = audit(tmp_path, "audit", {"share": str(share)})
-    assert not result.get("failed"), result
+    tasks = [{"name": "audit", MODULE: {"share": str(share)}, "register": "result"},
+             {"name": "clean", MODULE: {"share": str(share), "state": "cleaned", "min_age": 0}, "register": "cleaned",
+              "diff": True}]
+    res = run_tasks(tmp_path, tasks, ["result", "cleaned"])
+    assert res.rc == 0, res.output[-4000:]
+    result, cleaned = res["result"], res["cleaned"]
     assert result["cleanup_candidates"] == [] and result["summary"][-1] == "nothing to clean"
     assert sorted(classes(result).values()) == ["info", "snapshot_overlay", "snapshot_overlay", "volume"]
     [volume] = result["volumes"]
     assert volume["chain_safe"] is True and volume["info_consistent"] is True and len(volume["chain"]) == 3
-    cleaned = audit(tmp_path, "clean", {"share": str(share), "state": "cleaned", "min_age": 0}, diff=True)
     assert cleaned["changed"] is False and cleaned["removed"] == []
     assert sorted(os.listdir(share)) == names
 
@@ -83,60 +78,67 @@ def test_lab_nfs_share_against_cinder_and_cleanup(openstack_lab: Any, nfs_volume
     share = Path(openstack_lab.nfs_mount)
     vol = f"volume-{nfs_volume.id}"
     assert (share / vol).is_file(), f"Cinder's NfsDriver did not create {vol} in {share}"
-    run = ModuleRunner(tmp_path / "runs", openstack_lab)
-    (tmp_path / "runs").mkdir()
-    base = {"share": str(share), "cinder_host": openstack_lab.nfs_cinder_pool}
+    base = {"share": str(share), "cinder_host": openstack_lab.nfs_cinder_pool, "cloud": openstack_lab.cloud}
 
     orphan = f"{vol}.{uuid.uuid4()}"
-    subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", "-b", vol, "-F", "raw", str(share / orphan)], check=True)
-    gone = str(uuid.uuid4())
-    stale_lock = f".volsnap-nfs-{gone}.lock"
+    stale_lock = f".volsnap-nfs-{uuid.uuid4()}.lock"
     temp = f".{vol}.info.{uuid.uuid4().hex[:16]}.volsnap-tmp"
     unknown = f"volume-{uuid.uuid4()}"
     planted = [orphan, stale_lock, temp, unknown]
+    leaks = sorted([orphan, stale_lock, temp])
+    lock = f".volsnap-nfs-{nfs_volume.id}.lock"
     try:
+        subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", "-b", vol, "-F", "raw", str(share / orphan)],
+                       check=True)
         (share / stale_lock).write_text("")
         (share / temp).write_text("{}")
         subprocess.run([qemu_img, "create", "-q", "-f", "raw", str(share / unknown), "1M"], check=True)
-        found = run("nfs_share_audit", dict(base, min_age=0))
-        assert not found.get("failed"), found.get("msg")
+        # the share is shared with other runs: the cleanups are restricted to this test's files
+        only = "{{ found.cleanup_candidates | selectattr('name', 'in', mine) | list }}"
+        clean = dict(base, state="cleaned", only=only, min_age=0)
+        tasks = [
+            {"name": "audit", MODULE: dict(base, min_age=0), "register": "found"},
+            {"name": "check", MODULE: clean, "register": "checked", "check_mode": True, "diff": True},
+            {"name": "clean", MODULE: clean, "register": "done"},
+            {"name": "again", MODULE: clean, "register": "again"},
+        ]
+        for task in tasks:
+            task["vars"] = {"mine": planted}
+        res = run_tasks(tmp_path / "first", tasks, ["found", "checked", "done", "again"], python=sys.executable,
+                        env_extra=openstack_lab.env())
+        assert res.rc == 0, res.output[-6000:]
+        found = res["found"]
         got = classes(found)
-        assert got[vol] == "volume" and found["cinder"]["volumes_on_backend"] >= 1
-        assert not [f for f in found["cinder"]["findings"] if f.get("volume_id") == nfs_volume.id]
-        assert (got[orphan], got[stale_lock], got[temp], got[unknown]) == (
-            "orphan_overlay", "lock_stale", "stale_temporary", "volume")
-        codes = {(f["code"], f.get("volume_id")) for f in found["cinder"]["findings"]}
-        assert ("volume_unknown_to_cinder", unknown[len("volume-"):]) in codes
-        mine = [c for c in found["cleanup_candidates"] if c["name"] in planted]
-        assert sorted(c["name"] for c in mine) == sorted([orphan, stale_lock, temp])  # never the volume file
+        assert (got[vol], got[orphan], got[stale_lock], got[temp], got[unknown]) == (
+            "volume", "orphan_overlay", "lock_stale", "stale_temporary", "volume")
+        assert found["cinder"]["volumes_on_backend"] >= 1
+        findings = {(f["code"], f.get("volume_id")) for f in found["cinder"]["findings"]}
+        assert ("volume_unknown_to_cinder", unknown[len("volume-"):]) in findings
+        assert not [f for f in findings if f[1] == nfs_volume.id]  # Cinder's own volume agrees with its file
+        mine = [c["name"] for c in found["cleanup_candidates"] if c["name"] in planted]
+        assert sorted(mine) == leaks  # never the volume file, known or not
 
-        checked = run("nfs_share_audit", dict(base, state="cleaned", only=mine, min_age=0), check=True, diff=True)
-        assert checked["changed"] is True
-        assert sorted(os.path.basename(p) for p in checked["removed"]) == sorted([orphan, stale_lock, temp])
-        assert all((share / name).exists() for name in planted)
-        assert f"-{orphan}" in checked["_output"] or orphan in checked["_output"]
-
-        done = run("nfs_share_audit", dict(base, state="cleaned", only=mine, min_age=0))
-        assert done["changed"] is True, done.get("msg")
-        assert sorted(os.path.basename(p) for p in done["removed"]) == sorted([orphan, stale_lock, temp])
-        assert not any((share / name).exists() for name in (orphan, stale_lock, temp))
+        assert res["checked"]["changed"] is True
+        assert sorted(os.path.basename(p) for p in res["checked"]["removed"]) == leaks
+        assert f"-{orphan}" in res.output  # the diff names what would go
+        assert sorted(os.path.basename(p) for p in res["done"]["removed"]) == leaks  # check mode removed nothing
+        assert not any((share / name).exists() for name in leaks)
         assert (share / vol).is_file() and (share / unknown).is_file()
-
-        again = run("nfs_share_audit", dict(base, state="cleaned", only=mine, min_age=0))
-        assert again["changed"] is False and again["removed"] == []
-        assert len(again["kept"]) == 3
+        assert res["again"]["changed"] is False and res["again"]["removed"] == [] and len(res["again"]["kept"]) == 3
     finally:
         for name in planted:
             if (share / name).exists():
                 (share / name).unlink()
+
+    # Cinder deletes its volume: its files go, the lock file the cleanup took stays behind, a stale lock
     conn = openstack_lab.connection()
     conn.block_storage.delete_volume(nfs_volume)
     conn.block_storage.wait_for_delete(nfs_volume, interval=1, wait=180)
-    after = run("nfs_share_audit", base)
-    assert not [f for f in after["files"] if f["volume_id"] == nfs_volume.id and f["class"] != "lock_stale"]
-    # the cleanup took the volume's lock: its lock file outlived the volume and is now a stale lock to clean
-    lock = f".volsnap-nfs-{nfs_volume.id}.lock"
-    assert classes(after)[lock] == "lock_stale"
-    [cand] = [c for c in after["cleanup_candidates"] if c["name"] == lock]
-    last = run("nfs_share_audit", dict(base, state="cleaned", only=[cand]))
-    assert [os.path.basename(p) for p in last["removed"]] == [lock] and not (share / lock).exists()
+    only = "{{ after.cleanup_candidates | selectattr('name', 'equalto', '%s') | list }}" % lock
+    tasks = [{"name": "audit", MODULE: base, "register": "after"},
+             {"name": "clean", MODULE: dict(base, state="cleaned", only=only), "register": "last"}]
+    res = run_tasks(tmp_path / "after", tasks, ["after", "last"], python=sys.executable, env_extra=openstack_lab.env())
+    assert res.rc == 0, res.output[-6000:]
+    left = {f["name"]: f["class"] for f in res["after"]["files"] if f["volume_id"] == nfs_volume.id}
+    assert left == {lock: "lock_stale"}
+    assert [os.path.basename(p) for p in res["last"]["removed"]] == [lock] and not (share / lock).exists()
