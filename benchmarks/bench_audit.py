@@ -14,21 +14,24 @@ rewritten in place (same length), so building 1000 volumes takes seconds. Measur
 * naive: ``qemu-img info --output=json -U <file>`` for every image file (a sample of --sample files, extrapolated
   to all of them, said so in the output).
 
-Pool (only with --ceph-conf; needs the rados/rbd bindings, e.g. the lab's interpreter): --images RBD images created in
-a new temporary pool... no: in the given --pool, under unique names, removed at the end; measured:
+Pool (when a Ceph configuration is given with --ceph-conf, or the lab's exists; run under an interpreter with the
+rados/rbd bindings, --pool-python, default the lab's): a new temporary pool with --images images (every third a clone
+of the one before, through a protected ``<clone>.clone_snap``), one of them unknown to the Cinder ids given; deleted at
+the end. Measured:
 
-* audit: ``audit_pool`` of :mod:`._ceph.audit` on that pool (the images of the run all unknown to Cinder/Glance);
-* naive: ``rbd info --format json`` per image (a sample, extrapolated).
+* audit: ``read_pool`` + ``judge_cinder_pool`` of :mod:`._ceph.audit`; it must find exactly the planted leak;
+* naive: ``rbd info --format json`` per image (a sample of --sample images, extrapolated).
 
 Output: a table, goal lines, and as the LAST line one JSON object. Timings are reported, never asserted.
 
 Run: PYTHONPATH=<dir holding ansible_collections/> python benchmarks/bench_audit.py [--volumes 1000] [--repeat 5]
-     [--sample 100] [--ceph-conf /etc/ceph/ceph.conf --pool volumes --images 1000]
+     [--sample 100] [--ceph-conf /etc/ceph/ceph.conf --keyring <admin keyring> --images 1000]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -52,6 +55,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.audit impor
 BENCHMARK = 'storage_audit'
 SHARE_GOAL_SECONDS = 5.0
 POOL_GOAL_SECONDS = 10.0
+LAB_DIR = os.environ.get('VOLSNAP_LAB_DIR', '/var/tmp/volsnap-lab')
 PLACEHOLDER = 'volume-00000000-0000-0000-0000-000000000000'
 
 
@@ -119,10 +123,80 @@ def bench_share(args, qemu_img):
 
 
 def bench_pool(args):
-    # imported here: the rados/rbd bindings exist only where Ceph's Python is installed
-    from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.audit import bench_pool_audit
-    return bench_pool_audit(args.ceph_conf, args.ceph_user, args.keyring, args.pool, args.images, args.sample,
-                            args.repeat)
+    """The pool part, in the interpreter that has Ceph's bindings (``--pool-python``, default the lab's)."""
+    try:
+        import rados  # noqa: F401 pylint: disable=unused-import,import-outside-toplevel
+        here = sys.executable
+    except ImportError:
+        here = args.pool_python
+        if not os.path.exists(here):
+            raise BenchError('no rados bindings here and no %s: pass --pool-python' % here, 2)
+    env = dict(os.environ)
+    argv = [here, os.path.abspath(__file__), '--pool-only', '--ceph-conf', args.ceph_conf, '--keyring', args.keyring,
+            '--images', str(args.images), '--sample', str(args.sample), '--repeat', str(args.repeat)]
+    out = run(argv, env=env)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def pool_only(args):
+    """Create a temporary pool of --images images (a third with a protected snapshot, some clones of them, two
+    planted leaks), time the audit (read_pool + judge_cinder_pool) and ``rbd info`` per image on a sample; print JSON.
+    The pool is deleted at the end."""
+    import rados  # pylint: disable=import-outside-toplevel
+    import rbd  # pylint: disable=import-outside-toplevel
+    from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.audit import (  # pylint: disable=import-outside-toplevel
+        judge_cinder_pool,
+        read_pool,
+    )
+
+    cluster = rados.Rados(conffile=args.ceph_conf, rados_id='admin', conf={'keyring': args.keyring})
+    cluster.connect(timeout=30)
+    pool = 'volsnap-bench-audit-%s' % uuid.uuid4().hex[:8]
+    cluster.create_pool(pool)
+    try:
+        ioctx = cluster.open_ioctx(pool)
+        rbd.RBD().pool_init(ioctx, True)
+        known = []
+        for index in range(args.images):
+            vid = str(uuid.uuid4())
+            name = 'volume-%s' % vid
+            if index % 3 == 1 and index + 1 < args.images:
+                parent = 'volume-%s' % known[-1]
+                snap = '%s.clone_snap' % name
+                with rbd.Image(ioctx, parent) as image:
+                    image.create_snap(snap)
+                    image.protect_snap(snap)
+                rbd.RBD().clone(ioctx, parent, snap, ioctx, name, features=rbd.RBD_FEATURE_LAYERING)
+            else:
+                rbd.RBD().create(ioctx, name, 1 << 30, old_format=False, features=rbd.RBD_FEATURE_LAYERING)
+            known.append(vid)
+        leaked = known.pop()  # an image of a volume Cinder no longer has
+        timed(read_pool, cluster, rbd, pool)  # warm-up
+        samples = []
+        for _run in range(args.repeat):
+            seconds, images = timed(read_pool, cluster, rbd, pool)
+            samples.append(seconds)
+            audit = judge_cinder_pool(images, known, [], pool)
+            found = [c['name'] for c in audit['cleanup_candidates']]
+            if found != ['volume-%s' % leaked] or len(audit['images']) != args.images:
+                raise BenchError('the pool audit found %s as leaks (planted: volume-%s) over %d images'
+                                 % (found, leaked, len(audit['images'])))
+        names = ['volume-%s' % vid for vid in known][:args.sample]
+        naive = 0.0
+        for name in names:
+            seconds, out = timed(run, ['rbd', '--conf', args.ceph_conf, '--id', 'admin', '--keyring', args.keyring,
+                                       'info', '--format', 'json', '%s/%s' % (pool, name)])
+            json.loads(out)
+            naive += seconds
+        naive_all = naive / len(names) * args.images
+        print(json.dumps({'images': args.images, 'audit_seconds': round(median(samples), 3),
+                          'naive_sampled_images': len(names), 'naive_seconds_extrapolated': round(naive_all, 2),
+                          'ratio': round(naive_all / median(samples), 1)}))
+    finally:
+        with contextlib.suppress(Exception):
+            ioctx.close()
+        cluster.delete_pool(pool)
+        cluster.shutdown()
 
 
 def main():
@@ -132,11 +206,22 @@ def main():
     parser.add_argument('--sample', type=int, default=100)
     parser.add_argument('--qemu-img')
     parser.add_argument('--ceph-conf')
-    parser.add_argument('--ceph-user')
     parser.add_argument('--keyring')
-    parser.add_argument('--pool', default='volumes')
     parser.add_argument('--images', type=int, default=1000)
+    parser.add_argument('--pool-python', default=os.path.join(LAB_DIR, 'openstack', 'venv', 'bin', 'python'),
+                        help='an interpreter with the rados/rbd bindings (default: the lab\'s)')
+    parser.add_argument('--pool-only', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.ceph_conf is None and os.path.exists(os.path.join(LAB_DIR, 'ceph', 'ceph.conf')):
+        args.ceph_conf = os.path.join(LAB_DIR, 'ceph', 'ceph.conf')
+        args.keyring = args.keyring or os.path.join(LAB_DIR, 'ceph', 'ceph.client.admin.keyring')
+    if args.pool_only:
+        try:
+            pool_only(args)
+        except BenchError as exc:
+            print('error: %s' % exc, file=sys.stderr)
+            return exc.code
+        return 0
     try:
         qemu_img, version = qemu_img_tool(args.qemu_img)
         share = bench_share(args, qemu_img)

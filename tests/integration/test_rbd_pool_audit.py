@@ -27,7 +27,7 @@ from typing import Any, Dict, List
 import pytest
 
 from ansible_run import run_tasks
-from openstack_helpers import make_volume, remove_volume, unique, wait_volume
+from openstack_helpers import remove_volume, unique, wait_volume
 
 MODULE = "volsnap.openstack.rbd_pool_audit"
 

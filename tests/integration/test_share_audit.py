@@ -17,7 +17,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, List
+from typing import Any, Dict, List
 
 import pytest
 
@@ -33,7 +33,7 @@ def classes(result: Dict[str, Any]) -> Dict[str, str]:
 
 def cinder_layout(share: Path, qemu_img: str) -> List[str]:
     """volume-<id> raw, snapshots s1 then s2 (two overlays), .info as Cinder writes it; returns the names."""
-    vid, s1, s2 = (str(uuid.uuid4()) for _ in range(3))
+    vid, s1, s2 = (str(uuid.uuid4()) for _n in range(3))
     vol = f"volume-{vid}"
     subprocess.run([qemu_img, "create", "-q", "-f", "raw", str(share / vol), "64M"], check=True)
     subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", "-b", vol, "-F", "raw", str(share / f"{vol}.{s1}")],

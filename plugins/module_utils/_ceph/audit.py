@@ -147,8 +147,8 @@ def _image_entry(img: ImageFacts, cls: str, reason: str, cleanable: bool, **extr
 
 
 def _candidate(img: ImageFacts, kind: str, cls: str, reason: str, snap: Optional[SnapFacts] = None) -> Dict[str, Any]:
-    cand = {'kind': kind, 'class': cls, 'name': img.name, 'id': img.id, 'snapshot_ids': img.snap_ids(),
-            'reason': reason}
+    cand: Dict[str, Any] = {'kind': kind, 'class': cls, 'name': img.name, 'id': img.id,
+                            'snapshot_ids': img.snap_ids(), 'reason': reason}
     if snap is not None:
         cand.update(snapshot=snap.name, snapshot_id=snap.id)
     return cand

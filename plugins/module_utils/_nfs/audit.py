@@ -44,7 +44,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share impor
     split_volume_filename,
     volume_id_of_lock,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.volume import Journal, ShareVolume
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.volume import ShareVolume
 
 TMP_SNAP = 'tmp-snap-'
 # Final classes of a file (RV files[].class). Only the last four may be cleanup candidates.
@@ -249,9 +249,9 @@ def _entry(facts: FileFacts, cls: str, reason: str, volume_id: Optional[str] = N
 def judge_file(facts: FileFacts, volumes: Mapping[str, VolumeFacts]) -> Dict[str, Any]:
     """The final class of one file of the share (pure), with why."""
     if facts.type != 'file':
+        what = {'symlink': 'symbolic link', 'directory': 'directory'}.get(facts.type, 'special file')
         return _entry(facts, 'foreign', 'a %s; the collection never follows or removes anything but regular files it '
-                      'recognises' % {'symlink': 'symbolic link', 'directory': 'directory'}.get(facts.type,
-                                                                                              'special file'))
+                      'recognises' % what)
     cls = classify_name(facts.name)
     vol = volumes.get(cls.volume_id or '')
     if cls.kind == 'foreign' or vol is None:
@@ -340,8 +340,8 @@ def judge_share(facts: ShareFacts, now_ns: int = 0, min_age: float = 0.0) -> Dic
     counts: Dict[str, int] = {}
     for f in files:
         counts[f['class']] = counts.get(f['class'], 0) + 1
-    candidates = [dict((k, f[k]) for k in ('name', 'class', 'volume_id', 'snapshot_id', 'inode', 'size', 'mtime_ns',
-                                            'reason')) for f in files if f['cleanable']]
+    keys = ('name', 'class', 'volume_id', 'snapshot_id', 'inode', 'size', 'mtime_ns', 'reason')
+    candidates = [dict((k, f[k]) for k in keys) for f in files if f['cleanable']]
     return {'files': files, 'volumes': volumes, 'counts': counts, 'cleanup_candidates': candidates}
 
 

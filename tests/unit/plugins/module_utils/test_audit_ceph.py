@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno
 from datetime import datetime, timedelta
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import pytest
 
@@ -103,8 +103,8 @@ def test_glance_pool():
               img('not-an-id')]
     audit = A.finish(A.judge_glance_pool(images, records, 'images', 'rbd'))
     got = classes(audit)
-    assert (got[(V1, False)], got[(S1, False)], got[('not-an-id', False)]) == ('image', 'image_without_record',
-                                                                                 'foreign')
+    found = (got[(V1, False)], got[(S1, False)], got[('not-an-id', False)])
+    assert found == ('image', 'image_without_record', 'foreign')
     assert [c['name'] for c in audit['cleanup_candidates']] == [S1]
     assert ('record_without_data', V2) in codes(audit) and ('record_without_data', V3) not in codes(audit)
 

@@ -14,7 +14,6 @@ import sys
 import pytest
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import audit as A
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.lock import VolumeLock
 from ansible_collections.volsnap.openstack.tests.unit.plugins.module_utils import image_builders as B
 
 VID = '0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d'
