@@ -76,8 +76,10 @@ options:
   cinder_host:
     description:
       - The Cinder backend that owns this share, C(<host>@<backend>#<pool>) as in a volume's C(os-vol-host-attr:host)
-        (for the NFS driver the pool is the share, for example C(node1@nfs#10.0.0.5:/export)). C(<host>@<backend>)
-        takes every pool of the backend, which is right only when the backend has one share.
+        (Cinder's NFS driver reports the backend name as the pool, for example C(node1@nfs#nfs)). C(<host>@<backend>)
+        takes every pool of the backend. When a backend has several shares, give the
+        pool of this share, or expect RV(cinder.findings) of kind C(volume_file_missing) for the volumes of the other
+        shares.
       - When given, Cinder's volumes and snapshots (of all projects; admin credentials) are compared with the files,
         and an overlay named after a snapshot Cinder has is never removed.
     type: str
@@ -97,7 +99,7 @@ EXAMPLES = r'''
   volsnap.openstack.nfs_share_audit:
     share: /var/lib/cinder/mnt/71dd48cf8f3aeee27d4f82c78f051cf8
     cloud: admin
-    cinder_host: "node1@nfs#10.0.0.5:/export"
+    cinder_host: "node1@nfs#nfs"
   register: audit
 
 - name: Show the summary
