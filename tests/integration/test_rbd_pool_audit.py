@@ -9,7 +9,7 @@ Leaks made by Cinder 29 itself, through its API:
 
 and planted by hand with the rbd CLI: an image of a volume Cinder never had (with a protected snapshot), a protected
 snapshot without children on a healthy Cinder volume (reported, never removed), and in Glance's pool an image without
-a Glance record. A healthy Cinder volume is reported as such and never touched.
+a Glance record; and a Glance record whose RBD image was removed by hand (reported, never removed). A healthy Cinder volume is reported as such and never touched.
 
 One playbook audits both pools, lists the planted and Cinder-made leaks in check mode with diff (restricted with
 ``only`` to this test's objects: the pools are shared with other runs), removes exactly them, and runs the cleanup
@@ -18,6 +18,7 @@ again, which changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -27,7 +28,7 @@ from typing import Any, Dict, List
 import pytest
 
 from ansible_run import run_tasks
-from openstack_helpers import remove_volume, unique, wait_volume
+from openstack_helpers import remove_volume, unique, uploaded_image, wait_volume
 
 MODULE = "volsnap.openstack.rbd_pool_audit"
 
@@ -77,6 +78,7 @@ def test_pools_against_cinder_and_glance(openstack_lab: Any, ceph_lab: Any, admi
     made: List[str] = []
     planted_images: List[str] = []
     trash_ids: List[str] = []
+    stack = contextlib.ExitStack()
     try:
         # three volumes at once: the source of leak 1, the volume of leak 2, a healthy one
         pending = [admin.block_storage.create_volume(size=1, name=unique(f"audit-{what}"),
@@ -126,6 +128,12 @@ def test_pools_against_cinder_and_glance(openstack_lab: Any, ceph_lab: Any, admi
         ceph_lab.rbd("snap", "create", f"{images_pool}/{stray}@snap")
         ceph_lab.rbd("snap", "protect", f"{images_pool}/{stray}@snap")
 
+        # a Glance record whose data is gone: an image uploaded to the rbd store, its RBD image removed by hand
+        record = stack.enter_context(uploaded_image(admin, b"volsnap audit " * 1000, store="rbd"))
+        ceph_lab.rbd("snap", "unprotect", f"{images_pool}/{record.id}@snap")
+        ceph_lab.rbd("snap", "rm", f"{images_pool}/{record.id}@snap")
+        ceph_lab.rbd("rm", f"{images_pool}/{record.id}")
+
         mine = {deleted, f"volume-{doomed.id}", orphan, stray}
         common = {"cloud": openstack_lab.cloud, "ceph_conf": ceph_lab.conf, "keyring": ceph_lab.admin_keyring}
         vol_args = dict(common, pool=pool, role="cinder")
@@ -159,6 +167,7 @@ def test_pools_against_cinder_and_glance(openstack_lab: Any, ceph_lab: Any, admi
         assert healthy_findings == {"protected_snapshot_without_children"}
         assert f"volume-{healthy.id}" not in {c["name"] for c in vol["cleanup_candidates"]}
         assert {i["name"]: i["class"] for i in img["images"]}[stray] == "image_without_record"
+        assert ("record_without_data", record.id) in {(f["code"], f["image"]) for f in img["findings"]}
         expected = sorted([f"{pool}/{deleted}", f"{pool}/trash volume-{doomed.id}", f"{pool}/{orphan}"])
         assert set(expected) <= set(res["vol_check"]["removed"]) and res["vol_check"]["changed"] is True
         assert set(res["vol_check"]["removed"]) <= {"%s/%s%s%s" % (
@@ -175,6 +184,7 @@ def test_pools_against_cinder_and_glance(openstack_lab: Any, ceph_lab: Any, admi
         assert stray not in ceph_lab.rbd("ls", images_pool).split()
         assert [s["name"] for s in rbd_json(ceph_lab, "snap", "ls", f"{pool}/volume-{healthy.id}")] == ["manual"]
     finally:
+        stack.close()  # the Glance record is deleted
         errors: List[str] = []
         for volume_id in made:
             errors += remove_volume(admin, ceph_lab, volume_id)

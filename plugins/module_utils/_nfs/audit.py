@@ -285,6 +285,11 @@ def judge_file(facts: FileFacts, volumes: Mapping[str, VolumeFacts]) -> Dict[str
         reason = vol.pending_error or (vol.pending or {}).get('text') or 'an interrupted operation is pending'
         return _entry(facts, 'pending_journal', reason, vid)
     if cls.kind == 'temporary':
+        if cls.detail in ('clone output', 'clone record'):
+            # volume_clone writes them holding the lock of its *source* volume, which the name does not tell: only
+            # their age (min_age) says no clone is writing them now
+            return _entry(facts, 'stale_temporary', 'a temporary file (%s) of volume_clone, which holds its source '
+                          'volume\'s lock: judged by its age only' % cls.detail, vid)
         if vol.lock == 'held':
             return _entry(facts, 'temporary_in_use', 'a temporary file (%s) while the lock is held: a run writes it '
                           'now' % cls.detail, vid)

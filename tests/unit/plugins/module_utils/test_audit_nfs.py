@@ -176,6 +176,22 @@ def test_held_lock_and_its_temporaries_are_in_use(share):
     assert classes['.volsnap-nfs-%s.lock' % VID] == 'lock_idle' and classes[temp] == 'stale_temporary'
 
 
+def test_clone_temporaries_are_judged_by_age_only(share):
+    """volume_clone holds its *source* volume's lock while it writes the output of another volume: the dest volume's
+    lock says nothing, so min_age alone protects a clone that is running."""
+    _healthy(share)
+    output = '.volume-%s.volsnap-tmp' % GONE
+    (share / output).write_text('data')
+    proc = _hold_lock(str(share), GONE)
+    try:
+        audit = A.audit_share(str(share), min_age=3600)
+        [entry] = [f for f in audit['files'] if f['name'] == output]
+        assert entry['class'] == 'stale_temporary' and 'age' in entry['reason'] and not entry['cleanable']
+        assert [c['name'] for c in A.audit_share(str(share))['cleanup_candidates']] == [output]
+    finally:
+        proc.communicate(b'')
+
+
 def _cand(share, name):
     st = os.lstat(str(share / name))
     return {'name': name, 'inode': st.st_ino, 'size': st.st_size, 'mtime_ns': st.st_mtime_ns}
