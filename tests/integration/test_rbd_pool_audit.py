@@ -9,7 +9,8 @@ Leaks made by Cinder 29 itself, through its API:
 
 and planted by hand with the rbd CLI: an image of a volume Cinder never had (with a protected snapshot), a protected
 snapshot without children on a healthy Cinder volume (reported, never removed), and in Glance's pool an image without
-a Glance record; and a Glance record whose RBD image was removed by hand (reported, never removed). A healthy Cinder volume is reported as such and never touched.
+a Glance record; and a Glance record whose RBD image was removed by hand (reported, never removed). A healthy Cinder
+volume is reported as such and never touched.
 
 One playbook audits both pools, lists the planted and Cinder-made leaks in check mode with diff (restricted with
 ``only`` to this test's objects: the pools are shared with other runs), removes exactly them, and runs the cleanup
