@@ -218,7 +218,7 @@ class ShareFacts:
 
 def scan_share(directory: str, max_depth: int = DEFAULT_MAX_DEPTH, volume_format: Optional[str] = None) -> ShareFacts:
     """Read the share: one ``lstat`` per name, each volume once (:func:`read_volume`)."""
-    if not os.path.isdir(directory) or os.path.islink(directory):
+    if not os.path.isdir(directory):
         raise VolsnapError('the share %s is not a directory: give the mount point of the NFS share (where Cinder '
                            'keeps volume-<id> files)' % directory)
     names = sorted(os.listdir(directory))
