@@ -87,6 +87,9 @@ notes:
   - Cleanup candidates are only ever the collection's own leftovers and overlays that nothing references. Volume files,
     C(.info) files, journals, held locks and anything not a regular file are never removed, whatever Cinder says;
     RV(cinder.findings) reports them for a human to decide.
+  - Removing an orphan overlay or a temporary file of a volume that still exists takes the volume's lock, which
+    creates its lock file C(.volsnap-nfs-<volume id>.lock) when it had none, as M(volsnap.openstack.volume_snapshot)
+    does; once Cinder deletes the volume, that file is a C(lock_stale) candidate of a later audit.
 seealso:
   - module: volsnap.openstack.volume_snapshot
     description: C(state=cleanup) removes the leftovers of one volume.

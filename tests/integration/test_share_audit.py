@@ -27,6 +27,15 @@ from openstack_helpers import unique
 MODULE = "volsnap.openstack.nfs_share_audit"
 
 
+HOLD_LOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
 def classes(result: Dict[str, Any]) -> Dict[str, str]:
     return {f["name"]: f["class"] for f in result["files"]}
 
@@ -84,10 +93,21 @@ def test_lab_nfs_share_against_cinder_and_cleanup(openstack_lab: Any, nfs_volume
     stale_lock = f".volsnap-nfs-{uuid.uuid4()}.lock"
     temp = f".{vol}.info.{uuid.uuid4().hex[:16]}.volsnap-tmp"
     unknown = f"volume-{uuid.uuid4()}"
-    planted = [orphan, stale_lock, temp, unknown]
+    busy = str(uuid.uuid4())
+    held_lock = f".volsnap-nfs-{busy}.lock"
+    busy_temp = f".volume-{busy}.info.{uuid.uuid4().hex[:16]}.volsnap-tmp"
+    link = f"volume-{uuid.uuid4()}.{uuid.uuid4()}"
+    planted = [orphan, stale_lock, temp, unknown, held_lock, busy_temp, link]
     leaks = sorted([orphan, stale_lock, temp])
     lock = f".volsnap-nfs-{nfs_volume.id}.lock"
+    holder = None
     try:
+        # a run holding a volume's lock (a POSIX record lock, as the collection and Cinder take it), with its temporary
+        holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(share / held_lock)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "held"
+        (share / busy_temp).write_text("{}")
+        os.symlink("/etc/passwd", share / link)  # never followed, never removed
         subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", "-b", vol, "-F", "raw", str(share / orphan)],
                        check=True)
         (share / stale_lock).write_text("")
@@ -111,6 +131,7 @@ def test_lab_nfs_share_against_cinder_and_cleanup(openstack_lab: Any, nfs_volume
         got = classes(found)
         assert (got[vol], got[orphan], got[stale_lock], got[temp], got[unknown]) == (
             "volume", "orphan_overlay", "lock_stale", "stale_temporary", "volume")
+        assert (got[held_lock], got[busy_temp], got[link]) == ("lock_held", "temporary_in_use", "foreign")
         assert found["cinder"]["volumes_on_backend"] >= 1
         findings = {(f["code"], f.get("volume_id")) for f in found["cinder"]["findings"]}
         assert ("volume_unknown_to_cinder", unknown[len("volume-"):]) in findings
@@ -125,9 +146,12 @@ def test_lab_nfs_share_against_cinder_and_cleanup(openstack_lab: Any, nfs_volume
         assert not any((share / name).exists() for name in leaks)
         assert (share / vol).is_file() and (share / unknown).is_file()
         assert res["again"]["changed"] is False and res["again"]["removed"] == [] and len(res["again"]["kept"]) == 3
+        assert (share / link).is_symlink() and (share / held_lock).exists() and (share / busy_temp).exists()
     finally:
+        if holder is not None:
+            holder.communicate("")
         for name in planted:
-            if (share / name).exists():
+            if (share / name).is_symlink() or (share / name).exists():
                 (share / name).unlink()
 
     # Cinder deletes its volume: its files go, the lock file the cleanup took stays behind, a stale lock
