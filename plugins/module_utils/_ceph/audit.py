@@ -467,7 +467,8 @@ def run_pool_audit(params: Mapping[str, Any], check_mode: bool, cluster: Any, rb
         name = str(cand['name'])
         if params['role'] == 'cinder' and cinder is not None:
             match = CINDER_IMAGE_RE.match(name)
-            if match and cinder.find_volume(match.group(1)) is not None:
+            # a clone_snap candidate sits on a volume Cinder has: only its clone must still be unknown
+            if cand['kind'] != 'snapshot' and match and cinder.find_volume(match.group(1)) is not None:
                 return 'Cinder has volume %s now' % match.group(1)
             clone = CLONE_SNAP_RE.match(str(cand.get('snapshot') or ''))
             if clone and cinder.find_volume(clone.group(2)) is not None:

@@ -285,3 +285,16 @@ def test_cleanup_keeps_what_changed_or_became_known(store):
                               cinder, None)
     assert result['removed'] == [] and store.removed == []
     assert len(result['kept']) == 3
+
+
+def test_clone_snap_whose_clone_is_gone_is_removed_alone():
+    store = Store()
+    gone_clone = 'abcdefab-1234-4234-8234-123456789abc'
+    store.add('volume-' + V1, 'aaa', [('snapshot-' + S1, True, ()), ('volume-%s.clone_snap' % gone_clone, True, ())])
+    lib, cinder = FakeLib(store), FakeCinder([V1], [S1])
+    audit = A.run_pool_audit(_params(), False, FakeCluster(), lib, cinder, None)
+    [cand] = audit['cleanup_candidates']
+    assert (cand['kind'], cand['snapshot']) == ('snapshot', 'volume-%s.clone_snap' % gone_clone)
+    done = A.run_pool_audit(_params(state='cleaned'), False, FakeCluster(), lib, cinder, None)
+    assert done['removed'] == ['volumes/volume-%s@volume-%s.clone_snap' % (V1, gone_clone)]
+    assert list(store.images['aaa']['snaps']) == ['snapshot-' + S1] and store.removed == []
