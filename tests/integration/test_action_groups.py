@@ -41,6 +41,27 @@ def test_nfs_group_sets_chain_bounds_for_every_chain_module(tmp_path: Path) -> N
     assert deep_enough["info"]["depth"] == 3
 
 
+def test_nfs_group_sets_share_and_bounds_for_the_share_audit(tmp_path: Path) -> None:
+    share = tmp_path / "share"
+    share.mkdir()
+    vol, s1, s2 = "volume-0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "11111111-2222-4333-8444-555555555555", \
+        "66666666-7777-4888-9999-aaaaaaaaaaaa"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(share / vol), "1M"], check=True)
+    for upper, lower, fmt in ((f"{vol}.{s1}", vol, "raw"), (f"{vol}.{s2}", f"{vol}.{s1}", "qcow2")):
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", lower, "-F", fmt, str(share / upper)],
+                       check=True)
+    (share / f"{vol}.info").write_text('{"active": "%s.%s", "%s": "%s.%s", "%s": "%s.%s"}'
+                                       % (vol, s2, s1, vol, s1, s2, vol, s2))
+    task = [{"name": "audit", "volsnap.openstack.nfs_share_audit": {}, "register": "audit"}]
+    bounded = run_tasks(tmp_path / "bounded", grouped("nfs", {"share": str(share), "max_depth": 2}, task), ["audit"])
+    assert bounded.rc == 0, bounded.output[-4000:]
+    [volume] = bounded["audit"]["volumes"]
+    assert volume["chain_safe"] is False and "chain_too_deep" in [p["code"] for p in volume["problems"]]
+    deep_enough = run_tasks(tmp_path / "deep", grouped("nfs", {"share": str(share), "max_depth": 3}, task), ["audit"])
+    assert deep_enough.rc == 0, deep_enough.output[-4000:]
+    assert deep_enough["audit"]["volumes"][0]["chain_safe"] is True
+
+
 def test_openstack_group_sets_the_cloud(tmp_path: Path, openstack_lab: Any) -> None:
     task = [{"name": "list", "volsnap.openstack.manageable_snapshot_info": {"host": openstack_lab.cinder_host},
              "register": "listing", "ignore_errors": True}]

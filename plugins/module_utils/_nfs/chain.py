@@ -293,6 +293,10 @@ class _Reads(object):
             raise error
         return value
 
+    def seed(self, kind: str, path: str, value: Any) -> None:
+        """Record a read the caller already made (as if this object had made it)."""
+        self._seen[(kind, path)] = (value, None)
+
     def realpath(self, path: str) -> str:
         return str(self._once('realpath', path, os.path.realpath))
 
@@ -317,7 +321,8 @@ class _Reads(object):
 
 def inspect_chain(path: str, share: Optional[str] = None, max_depth: int = DEFAULT_MAX_DEPTH,
                   expected_format: Optional[str] = None, follow_info: bool = True,
-                  declared: Optional[DeclaredChain] = None, volume_format: Optional[str] = None) -> ChainReport:
+                  declared: Optional[DeclaredChain] = None, volume_format: Optional[str] = None,
+                  listing: Optional[List[str]] = None) -> ChainReport:
     """Inspect the chain that starts at ``path`` (or at the active file named by the volume's .info).
 
     ``share`` bounds where backing files may live (default: the directory of ``path``).
@@ -325,9 +330,13 @@ def inspect_chain(path: str, share: Optional[str] = None, max_depth: int = DEFAU
     ``volume_format`` the format Cinder knows for the base volume file; ``declared`` the chain a running
     domain declares. Each layer's format comes from these and the overlays' declarations, never from its
     content alone (:class:`FormatTrust`); content with another format is the OSSA 2014-033 case.
-    Raises OSError only when ``path`` itself cannot be read.
+    Raises OSError only when ``path`` itself cannot be read. ``listing``: the names of the volume's directory when
+    the caller has just read them (a share audit: one ``listdir`` for every volume, not one per volume).
     """
-    return _inspect(_Reads(), os.path.abspath(path), share, max_depth, expected_format, follow_info, declared,
+    reads = _Reads()
+    if listing is not None:
+        reads.seed('listdir', os.path.dirname(os.path.abspath(path)), list(listing))
+    return _inspect(reads, os.path.abspath(path), share, max_depth, expected_format, follow_info, declared,
                     volume_format)
 
 
@@ -563,7 +572,8 @@ def _check_info(reads: _Reads, report: ChainReport, directory: str) -> None:
     except OSError:
         listing = []
     present = set(listing)
-    snapshot_like = set(entry for entry in listing if is_snapshot_like(entry, volume_name))
+    own_prefix = volume_name + '.'
+    snapshot_like = set(entry for entry in listing if entry.startswith(own_prefix) and is_snapshot_like(entry, volume_name))
 
     if info is not None:
         # Every entry names a regular file of this volume: never another volume's file, the .info itself, a lock,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import struct
 import time
 from typing import List, Optional, Tuple
 
@@ -110,6 +111,33 @@ class VolumeLock(object):
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
+
+
+# struct flock on Linux: l_type, l_whence (short), l_start, l_len (off_t), l_pid (pid_t), padded to 8 bytes
+_FLOCK = struct.Struct('hhqqi4x')
+
+
+def lock_held(directory: str, volume_id: str) -> Optional[bool]:
+    """Whether another process holds the lock of ``volume_id`` now: True, False, or None without a lock file.
+
+    Asked with ``F_GETLK`` on a read-only descriptor, so nothing is taken, created or waited for (NFS forwards the
+    test to the server). A symlink or anything but a regular file under the lock's name raises
+    :class:`._nfs.share.ShareFileError`. Never call it while this process holds the lock: closing the descriptor would
+    release it.
+    """
+    try:
+        fd = open_regular(lock_path_for(directory, volume_id), os.O_RDONLY)
+    except ShareFileError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+    try:
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+    finally:
+        os.close(fd)
+    return bool(_FLOCK.unpack(answer)[0] != fcntl.F_UNLCK)
 
 
 def remove_unused_lock(directory: str, volume_id: str, volume_name: str,

@@ -43,6 +43,7 @@ ACTIVE_KEY = 'active'
 VOLUME_NAME_RE = re.compile(r'^(%s(%s))(?:\.(.+))?\Z' % (re.escape(VOLUME_PREFIX), FILE_ID))
 # Cinder remotefs: (<basedir>/[0-9a-f]+/)?<volname>(.(tmp-snap-)?[0-9a-f-]+)?(.vhd|.vhdx)?$
 _BACKING_SUFFIX = r'(\.(tmp-snap-)?[0-9a-f-]+)?(\.vhd|\.vhdx)?\Z'
+_BACKING_SUFFIX_RE = re.compile(_BACKING_SUFFIX)
 # Cinder's temporary snapshots (create volume from an in-use volume): volume-<id>.tmp-snap-<uuid>
 _TMP_SNAP = 'tmp-snap-'
 
@@ -284,8 +285,14 @@ def backing_name_allowed(backing: str, volume_name: str, share: str) -> bool:
     Cinder accepts ``<volname>[.<snapshot id or tmp-snap-id>][.vhd|.vhdx]``, optionally prefixed
     with ``<mount point base>/<share hash>/``, which for us is the share directory itself.
     """
-    prefix = '(%s/)?' % re.escape(share.rstrip('/'))
-    return re.match('^%s%s%s' % (prefix, re.escape(volume_name), _BACKING_SUFFIX), backing) is not None
+    # One compiled suffix pattern for every volume (a pattern per volume name would be compiled per call: a share
+    # audit judges thousands of volumes).
+    names = [backing]
+    prefix = share.rstrip('/') + '/'
+    if backing.startswith(prefix):
+        names.append(backing[len(prefix):])
+    return any(name.startswith(volume_name) and _BACKING_SUFFIX_RE.match(name, len(volume_name)) is not None
+               for name in names)
 
 
 @dataclass

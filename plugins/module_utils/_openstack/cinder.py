@@ -43,6 +43,9 @@ POLICY_HINTS = {
     'delete': {403: 'deleting this snapshot record is not allowed to these credentials'},
 }
 
+ADMIN_LIST_HINT = {403: 'listing the volumes and snapshots of all projects is an admin-only API by default: use '
+                        'credentials with the admin role'}
+
 
 def _as_dict(raw: Any) -> Dict[str, Any]:
     """The API's JSON (a mapping) or an openstacksdk resource as a dict."""
@@ -140,6 +143,16 @@ class CinderApi(object):
     def volume_snapshots(self, volume_id: str) -> List[Dict[str, Any]]:
         with api_errors('listing the snapshots of volume %s' % volume_id):
             return [v for v in (snapshot_view(s) for s in self.proxy.snapshots(volume_id=volume_id)) if v]
+
+    def all_volumes(self) -> List[Dict[str, Any]]:
+        """Every volume these credentials see, in all projects (:func:`volume_view`; ``host`` needs an admin)."""
+        with api_errors('listing the volumes of all projects', ADMIN_LIST_HINT):
+            return [volume_view(v) for v in self.proxy.volumes(details=True, all_projects=True)]
+
+    def all_snapshots(self) -> List[Dict[str, Any]]:
+        """Every snapshot these credentials see, in all projects (:func:`snapshot_view`)."""
+        with api_errors('listing the snapshots of all projects', ADMIN_LIST_HINT):
+            return [v for v in (snapshot_view(s) for s in self.proxy.snapshots(details=True, all_projects=True)) if v]
 
     def get_snapshot(self, snapshot_id: str) -> Optional[Dict[str, Any]]:
         try:

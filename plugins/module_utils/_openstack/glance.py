@@ -207,6 +207,20 @@ class Glance(object):
                                  missing_ok=True)
         return self._json(response) if response is not None else None
 
+    def all_images(self) -> List[Dict[str, Any]]:
+        """Every image record these credentials see (an admin sees every project's), all pages."""
+        found: List[Dict[str, Any]] = []
+        url: Optional[str] = '/images'
+        params: Optional[Dict[str, Any]] = {'limit': 1000}
+        while url:
+            response = self._request('GET', url, 'listing Glance images', params=params)
+            body = self._json(response) or {}
+            found.extend(body.get('images', []))
+            following = body.get('next')
+            url = following[len('/v2'):] if following and following.startswith('/v2/') else following
+            params = None
+        return found
+
     def find_images(self, name: str, properties: Optional[Mapping[str, str]] = None) -> List[Dict[str, Any]]:
         """Images named ``name`` (all pages) whose properties include ``properties``."""
         found: List[Dict[str, Any]] = []

@@ -23,6 +23,8 @@ GUIDE_TOPICS = {
     'rbd_clone_upload': ['enable_clone_optimization', 'checksum', 'clone_snap', '.deleted', 'state=absent',
                          'state=cleanup', 'flatten_children', 'max_clone_depth', 'profile rbd'],
     'snapshot_manage': ['manageable_snapshot_info', 'state: absent', 'cleanup_on_error'],
+    'storage_audit': ['nfs_share_audit', 'rbd_pool_audit', 'cinder_host', 'state: cleaned', 'only:', 'min_age',
+                      'clone_snap', 'trash', 'check mode'],
     'roles_and_playbooks': ['cinder_nfs_snapshots', 'ceph_client_keyrings', 'cinder_rbd_clone_optimization',
                             '--check --diff', 'restart'],
     'module_defaults': ['group/volsnap.openstack.openstack', 'group/volsnap.openstack.ceph',
