@@ -148,7 +148,8 @@ operations:
       description:
         - What runs. V(snapshot_create), V(snapshot_delete), V(snapshot_resume), V(snapshot_abandon),
           V(snapshot_cleanup) (M(volsnap.openstack.volume_snapshot)); V(clone) (M(volsnap.openstack.volume_clone));
-          V(upload) (becomes V(upload_copy) once a copy upload starts copying), V(image_delete), V(upload_cleanup)
+          V(upload) (becomes V(upload_copy) once a copy through Glance starts copying, V(upload_ceph_copy) once a copy
+          inside the cluster does), V(image_delete), V(upload_cleanup)
           (M(volsnap.openstack.rbd_image_clone_upload)). A journal says V(snapshot_create) or V(snapshot_delete).
       type: str
       sample: upload_copy

@@ -59,8 +59,8 @@ KEEP_FINISHED = 300.0
 KEEP_INTERRUPTED = 86400.0
 MAX_RECORD_BYTES = 65536
 # the actions (of every feature's Actions table) whose steps move data and take most of the time
-DATA_ACTIONS = frozenset(('upload_data', 'flatten_clone', 'flatten_children', 'commit', 'rebase', 'block_commit',
-                          'block_rebase', 'convert'))
+DATA_ACTIONS = frozenset(('upload_data', 'copy_data', 'compute_hash', 'flatten_clone', 'flatten_children', 'commit',
+                          'rebase', 'block_commit', 'block_rebase', 'convert'))
 STATES = ('running', 'done', 'failed')
 TARGET_KEYS = ('volume_path', 'volume_id', 'snapshot_id', 'image_id', 'share', 'dest')
 

@@ -158,6 +158,11 @@ def _image_id(context: RunContext) -> str:
     return str(image_id)
 
 
+def _record_bytes(done: int, total: int) -> None:
+    """The current step's bytes, into the running operation's progress record."""
+    progress_record.current().bytes(done, total)
+
+
 class Upload(object):
     """One run of the module: ``run()`` returns the result dict (``changed``, ``path``, ``why``...)."""
 
@@ -177,8 +182,9 @@ class Upload(object):
         self.glance: Any = None
         self.cinder: Any = None
         self.fsid = ''
-        # ceph_copy path: called with (bytes done, bytes in all) while the data is copied and while it is hashed
-        self.copy_progress = copy_progress
+        # ceph_copy path: called with (bytes done, bytes in all) while the data is copied and while it is hashed;
+        # by default the operation's progress record (operation_info) gets them
+        self.copy_progress: Progress = copy_progress or _record_bytes
 
     # -- entry ----------------------------------------------------------------------------
 
@@ -542,6 +548,7 @@ class Upload(object):
         src = upload_snap(step.args, _image_id(context))
         dst = self._copy_ref(step, context)
         self.log('rbd_image_clone_upload: copying %s into %s inside the cluster' % (src, dst))
+        progress_record.current().set(kind='upload_ceph_copy', image_id=_image_id(context))
         written, size = self.rbd.copy_sparse(src, dst, progress=self.copy_progress)
         context.set('copied', {'bytes_written': written, 'size': size})
 

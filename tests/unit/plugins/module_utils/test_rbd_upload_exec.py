@@ -10,6 +10,8 @@ lab in tests/integration/test_rbd_image_clone_upload.py.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 
 import pytest
@@ -475,3 +477,28 @@ def test_absent_after_a_ceph_copy_run_killed_before_the_location_removes_the_cop
     assert gone['plan'] == planned['plan'] and 'images/%s' % image_id in gone['removed']
     assert world.cluster.pools['images'] == {} and world.snaps('volumes', 'volume-%s' % VOL) == []
     assert not world.run(state='absent', image_id=image_id, image_name=None)['changed']
+
+
+def test_ceph_copy_progress_reaches_the_operation_record(world, tmp_path):
+    """Without a copy_progress callback, the copy and the hash report their bytes into the running operation's
+    progress record (what operation_info reads): kind upload_ceph_copy, the image id, 100 % at the end."""
+    from ansible_collections.volsnap.openstack.plugins.module_utils._base import progress
+
+    seen = []
+    base = dict(volume='data', image_name='img', ceph_user='cinder', copy_in_cluster=True)
+    with progress.recording(str(tmp_path / 'progress'), 'upload', 'rbd_image_clone_upload', {'volume': 'data'}) as rec:
+        original = rec.bytes
+
+        def spy(done, total):
+            seen.append((rec.record['step_description'].split(':')[0], done, total))
+            original(done, total)
+
+        rec.bytes = spy
+        out = Upload(Options(**base), {}, False).execute(world.glance, world.cinder, world.cluster, world.cluster.lib)
+    (name,) = os.listdir(str(tmp_path / 'progress'))
+    with open(str(tmp_path / 'progress' / name)) as handle:
+        record = json.load(handle)
+    assert record['kind'] == 'upload_ceph_copy' and record['targets']['image_id'] == out['image_id']
+    assert record['state'] == 'done' and record['percent'] == 100.0
+    allocated = len(BLOCKS) * BLOCK
+    assert ('copy_data', allocated, allocated) in seen and ('compute_hash', SIZE, SIZE) in seen
