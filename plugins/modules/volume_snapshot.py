@@ -34,10 +34,12 @@ attributes:
     details:
       - Returns the planned steps in RV(plan) and changes nothing. With O(report_to_cinder=true) Cinder is only read,
         and RV(cinder_report) says what would be reported; a report that a real run could not make fails.
+      - With O(volumes), per volume, in RV(volumes).
   diff_mode:
     support: full
     details:
-      - Shows the C(.info) file before and after.
+      - Shows the C(.info) file before and after; with O(volumes), one diff per volume that changed (each headed by
+        its C(.info) file).
   idempotent:
     support: full
 options:
@@ -165,6 +167,60 @@ options:
         which do not know the snapshot beforehand.
     type: bool
     default: false
+  volumes:
+    description:
+      - Many volumes in one task, instead of O(volume_path)/O(volume_id), O(snapshot_id) and O(disk) (mutually
+        exclusive with them). Each item is one volume (O(volumes[].volume_path), or O(volumes[].volume_id) with the
+        top-level O(share)) and its O(volumes[].snapshot_id). O(state), O(mode), O(domain), O(quiesce),
+        O(lock_timeout), O(timeout), O(report_to_cinder), O(share), O(volume_format), O(max_depth) and the connection
+        options apply to every item.
+      - "With O(group=false) every item is the same independent operation a single-volume task makes: its own
+        per-volume lock, journal, C(.info) file and Cinder report, run O(parallel) at a time. What the items can
+        share is made once per task: the libvirt connection and the listing of the running domains (which decides
+        each volume's mode), the Cinder connection, the C(qemu-img) lookup. A volume is listed at most once per
+        task."
+      - "An item that fails does not stop the others: the task fails afterwards, C(msg) says how many and which
+        volumes failed (also in RV(failed_volumes)), the other volumes are committed, and each failed item in
+        RV(volumes) carries its own C(msg) (what is pending, what to do) and details. Running the same task again
+        converges: the volumes already done report no change, a pending operation is finished."
+      - With O(state=resumed), O(state=abandoned) and O(state=cleanup) the items need no snapshot id.
+      - An empty list does nothing (C(changed=false)).
+    type: list
+    elements: dict
+    version_added: 1.0.0
+    suboptions:
+      volume_path:
+        description:
+          - The volume file, C(<share>/volume-<volume id>). Mutually exclusive with O(volumes[].volume_id).
+        type: path
+      volume_id:
+        description:
+          - The Cinder volume id; the volume file is C(<share>/volume-<volume_id>) (needs the top-level O(share)).
+        type: str
+      snapshot_id:
+        description:
+          - The snapshot id of this volume (a UUID), as O(snapshot_id) for a single volume.
+        type: str
+      disk:
+        description:
+          - The domain's disk of this volume (target dev or serial), as O(disk) for a single volume; with
+            O(group=true) the disk of the group.
+        type: str
+  parallel:
+    description:
+      - With O(volumes) (and O(group=false)), how many volumes are worked on at once; V(1) runs them one after another.
+        Must be 1 or more. Each volume holds only its own lock, so independent volumes never wait for each other.
+    type: int
+    default: 4
+    version_added: 1.0.0
+  group:
+    description:
+      - With O(volumes), V(false) makes every item an independent operation (see O(volumes)).
+      - V(true) makes the items one group snapshot of disks of one running domain (create with O(state=present),
+        delete with O(state=absent)).
+    type: bool
+    default: false
+    version_added: 1.0.0
 notes:
   - The share must be the same directory Cinder mounts (for example C(/var/lib/cinder/mnt/<hash>)); the C(.info) and
     journal files live beside the volume file.
@@ -208,6 +264,17 @@ EXAMPLES = r'''
     volume_id: 0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f
     state: abandoned
   register: abandoned   # abandoned.abandoned.removed: the files removed (the journal last)
+
+- name: Snapshot many volumes of one share in one task, 8 at a time (each its own lock, journal and .info)
+  volsnap.openstack.volume_snapshot:
+    share: /var/lib/cinder/mnt/4f1e2c0d
+    volumes:
+      - volume_id: 0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f
+        snapshot_id: 9c3f6a2e-1d4b-4c5e-8f7a-6b5c4d3e2f1a
+      - volume_id: 5d2c7e1a-8b3f-4a6d-9e0c-1f2a3b4c5d6e
+        snapshot_id: 0e4d8b3a-2c1f-4e5d-8a9b-7c6d5e4f3a2b
+    parallel: 8
+  register: many   # many.volumes: one result per volume, in this order; many.failed_volumes on failure
 '''
 
 RETURN = r'''
@@ -333,6 +400,29 @@ lock_waited:
   description: Seconds spent waiting for the per-volume lock.
   returned: always
   type: float
+volumes:
+  description:
+    - With O(volumes), one result per item in the input order. Each is the dict a single-volume task returns (the
+      keys documented here: RV(snapshot_id), RV(state), RV(operation), RV(mode), RV(plan), RV(info), RV(chain),
+      RV(file_format), RV(compute_status), RV(cinder_report)...) plus C(volume_path); an item that failed has
+      C(failed=true), its C(msg) and the details of its error (such as C(pending)). The top-level result then has
+      only C(changed) (any item changed), RV(volumes) and RV(failed_volumes).
+    - Also returned in the failed result of a task where some volumes failed.
+  returned: when O(volumes) is given
+  type: list
+  elements: dict
+  version_added: 1.0.0
+  sample: [{"volume_path": "/var/lib/cinder/mnt/4f1e2c0d/volume-0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f",
+            "changed": true, "snapshot_id": "9c3f6a2e-1d4b-4c5e-8f7a-6b5c4d3e2f1a", "state": "present",
+            "operation": "create", "mode": "offline"},
+           {"volume_path": "/var/lib/cinder/mnt/4f1e2c0d/volume-5d2c7e1a-8b3f-4a6d-9e0c-1f2a3b4c5d6e",
+            "changed": false, "failed": true, "msg": "..."}]
+failed_volumes:
+  description: With O(volumes), the volume files whose operation failed (empty when none did).
+  returned: when O(volumes) is given
+  type: list
+  elements: str
+  version_added: 1.0.0
 cinder_report:
   description:
     - What was reported to Cinder with O(report_to_cinder=true). On failure (of the operation or of the report) it
@@ -381,7 +471,11 @@ cinder_report:
            "error": null, "reason": "Cinder is waiting for the compute side (status creating, progress 0%)"}
 '''
 
+import functools
+
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.batch import snapshot_many
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import DEFAULT_MAX_DEPTH, VOLUME_FORMATS
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.cinder import cinder_api
 from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.report import cinder_reporter, run_with_report
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import (
@@ -416,13 +510,23 @@ class VolumeSnapshotModule(VolsnapModule):
         lock_timeout=dict(type='int', default=60),
         timeout=dict(type='int', default=600),
         report_to_cinder=dict(type='bool', default=False),
+        volumes=dict(type='list', elements='dict', options=dict(
+            volume_path=dict(type='path'),
+            volume_id=dict(type='str'),
+            snapshot_id=dict(type='str'),
+            disk=dict(type='str'),
+        ), mutually_exclusive=[('volume_path', 'volume_id')], required_one_of=[('volume_path', 'volume_id')]),
+        parallel=dict(type='int', default=4),
+        group=dict(type='bool', default=False),
         **openstack_argument_spec(wait=False)
     )
     module_kwargs = dict(
-        mutually_exclusive=[('volume_path', 'volume_id')],
-        required_one_of=[('volume_path', 'volume_id')],
+        mutually_exclusive=[('volume_path', 'volume_id'), ('volumes', 'volume_path'), ('volumes', 'volume_id'),
+                            ('volumes', 'snapshot_id'), ('volumes', 'disk')],
+        required_one_of=[('volume_path', 'volume_id', 'volumes')],
         required_by={'volume_id': 'share'},
-        required_if=[('state', 'present', ('snapshot_id',)), ('state', 'absent', ('snapshot_id',))],
+        required_if=[('state', 'present', ('snapshot_id', 'volumes'), True),
+                     ('state', 'absent', ('snapshot_id', 'volumes'), True)],
     )
 
     def dependencies(self):
@@ -443,6 +547,11 @@ class VolumeSnapshotModule(VolsnapModule):
         if p['state'] in ('resumed', 'abandoned', 'cleanup') and p['report_to_cinder']:
             raise VolsnapError('report_to_cinder needs the snapshot it reports on: finish the interrupted operation '
                                'with state=resumed first, or run state=present/absent with its snapshot_id')
+        if p['volumes'] is not None:
+            return self.run_many()
+        if p['group']:
+            raise VolsnapError('group=true needs the volumes option: the list of the volumes (disks of one domain) '
+                               'of the group snapshot')
         path = p['volume_path'] or ShareVolume.in_share(p['share'], p['volume_id']).path
         request = Request(volume_path=path, snapshot_id=p['snapshot_id'], state=p['state'], mode=p['mode'],
                           domain=p['domain'], disk=p['disk'], quiesce=p['quiesce'], share=p['share'],
@@ -453,6 +562,19 @@ class VolumeSnapshotModule(VolsnapModule):
         if not p['report_to_cinder']:
             return snapshot.run()
         return run_with_report(snapshot.run, cinder_reporter(p, self.check_mode), request.operation)
+
+    def run_many(self):
+        p = self.params
+        if p['group']:
+            raise VolsnapError('group=true (one group snapshot of the listed disks of one domain) is not part of this '
+                               'build of volsnap.openstack.volume_snapshot; nothing was changed. Use group=false to '
+                               'snapshot the listed volumes independently (each its own operation), or a build of '
+                               'the collection that has group snapshots')
+        qemu = QemuImg(self.module.run_command, self.module.get_bin_path('qemu-img', required=True))
+        cinder = None
+        if p['report_to_cinder']:
+            cinder = functools.partial(cinder_api, p)
+        return snapshot_many(p, qemu, self.libvirt, self.check_mode, cinder, want_diff=self.module._diff)
 
 
 def main():

@@ -37,7 +37,7 @@ class VolsnapModule(object):
                                     **self.module_kwargs)
         self.params = self.module.params
         self.result: Dict[str, Any] = {'changed': False}
-        self.diff: Dict[str, Any] = {}
+        self.diff: Any = {}  # a before/after dict, or a list of them (one per item of a module working on many)
 
     @property
     def check_mode(self) -> bool:
@@ -85,7 +85,10 @@ class VolsnapModule(object):
         result = dict(result or {})
         diff = result.pop('diff', None)  # module_utils return their before/after diff in the result
         if diff and not self.diff:
-            self.set_diff(diff['before'], diff['after'])
+            if isinstance(diff, list):
+                self.diff = diff  # one before/after dict per item: Ansible shows each
+            else:
+                self.set_diff(diff['before'], diff['after'])
         self.result.update(result)
         if self.diff and self.module._diff and self.result.get('changed'):
             self.result['diff'] = self.diff
