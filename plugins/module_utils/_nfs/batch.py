@@ -144,7 +144,7 @@ def batch_result(outcomes: List[Dict[str, Any]], check_mode: bool, want_diff: bo
             '%d of %d volumes failed: %s. %s. Each failed volume is left as its own message in volumes[].msg says '
             '(what is pending, what to do): fix the cause and run the same task again; the volumes already done '
             'report no change and the failed ones are finished or retried'
-            % (len(failed), len(items), ', '.join(failed),
+            % (len(failed), len(items), _names(failed),
                'Check mode: nothing was changed, the %s would succeed' % others if check_mode
                else 'The %s succeeded and are committed' % others),
             changed=changed, volumes=items, failed_volumes=failed)
@@ -152,6 +152,13 @@ def batch_result(outcomes: List[Dict[str, Any]], check_mode: bool, want_diff: bo
     if diffs:
         result['diff'] = diffs
     return result
+
+
+def _names(paths: List[str], shown: int = 10) -> str:
+    """The first ``shown`` paths, then how many more (all of them are in ``failed_volumes``)."""
+    if len(paths) <= shown:
+        return ', '.join(paths)
+    return '%s and %d more (all in failed_volumes)' % (', '.join(paths[:shown]), len(paths) - shown)
 
 
 class SharedLibvirt(object):

@@ -563,7 +563,7 @@ def _check_info(reads: _Reads, report: ChainReport, directory: str) -> None:
     except OSError:
         listing = []
     present = set(listing)
-    snapshot_like = set(entry for entry in listing if is_snapshot_like(entry, volume_name))
+    snapshot_like = set(entry for entry in listing if volume_name in entry and is_snapshot_like(entry, volume_name))
 
     if info is not None:
         # Every entry names a regular file of this volume: never another volume's file, the .info itself, a lock,
