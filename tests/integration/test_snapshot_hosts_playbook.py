@@ -49,7 +49,7 @@ class Runner:
         self.workdir = workdir
         self.inventory = inventory
         self.env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_path(), ANSIBLE_NOCOLOR="1",
-                        ANSIBLE_RETRY_FILES_ENABLED="0", ANSIBLE_HOST_KEY_CHECKING="1",
+                        ANSIBLE_RETRY_FILES_ENABLED="0", ANSIBLE_HOST_KEY_CHECKING="1", ANSIBLE_PIPELINING="1",
                         ANSIBLE_LOCAL_TEMP=str(workdir / "ansible-tmp"), ANSIBLE_DEPRECATION_WARNINGS="0")
 
     def run(self, playbook: Any, *args: str, ok: bool = True) -> str:
