@@ -51,7 +51,7 @@ TARGET = 1.5
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--hosts', type=int, default=3, help='hosts of the many-hosts run (default 3)')
     parser.add_argument('--volumes', type=int, default=100, help='volumes per host (default 100)')
     parser.add_argument('--repeat', type=int, default=3, help='samples of each figure (default 3)')
@@ -138,13 +138,12 @@ class Bench(object):
     def prepare(self):
         self.write_inventory()
         play = os.path.join(self.workdir, 'prepare.yml')
+        make = ("cd {{ snapshot_hosts_share }} && for v in {{ snapshot_hosts_volumes | map(attribute='volume_id') "
+                "| join(' ') }}; do truncate -s 1G volume-$v; done")
+        tasks = [{'ansible.builtin.file': {'path': '{{ snapshot_hosts_share }}', 'state': 'directory'}},
+                 {'ansible.builtin.shell': {'cmd': make}}]
         with open(play, 'w') as handle:
-            json.dump([{'hosts': 'cinder_volume', 'become': True, 'gather_facts': False, 'tasks': [
-                {'ansible.builtin.file': {'path': '{{ snapshot_hosts_share }}', 'state': 'directory'}},
-                {'ansible.builtin.shell': {
-                    'cmd': 'cd {{ snapshot_hosts_share }} && for v in {{ snapshot_hosts_volumes | '
-                           "map(attribute='volume_id') | join(' ') }}; do truncate -s 1G volume-$v; done"}}]}],
-                      handle)
+            json.dump([{'hosts': 'cinder_volume', 'become': True, 'gather_facts': False, 'tasks': tasks}], handle)
         self.playbook(play, self.hosts.names)
 
     def sample(self, limit):

@@ -55,7 +55,7 @@ FLAT_TARGET = 1.25
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--counts', default='50,500', help='volume counts of one share (default 50,500)')
     parser.add_argument('--loop-count', type=int, default=50,
                         help='volumes of the per-item loop, measured once and extrapolated (default 50)')

@@ -402,11 +402,11 @@ lock_waited:
   type: float
 volumes:
   description:
-    - With O(volumes), one result per item in the input order. Each is the dict a single-volume task returns (the
-      keys documented here: RV(snapshot_id), RV(state), RV(operation), RV(mode), RV(plan), RV(info), RV(chain),
+    - "With O(volumes), one result per item in the input order. Each is the dict a single-volume task returns (the
+      keys documented here, RV(snapshot_id), RV(state), RV(operation), RV(mode), RV(plan), RV(info), RV(chain),
       RV(file_format), RV(compute_status), RV(cinder_report)...) plus C(volume_path); an item that failed has
       C(failed=true), its C(msg) and the details of its error (such as C(pending)). The top-level result then has
-      only C(changed) (any item changed), RV(volumes) and RV(failed_volumes).
+      only C(changed) (any item changed), RV(volumes) and RV(failed_volumes)."
     - Also returned in the failed result of a task where some volumes failed.
   returned: when O(volumes) is given
   type: list

@@ -20,7 +20,6 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import batc
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.batch import (
     BatchItem,
     LockedApi,
-    SharedLibvirt,
     batch_items,
     batch_result,
     run_batch,
@@ -264,8 +263,8 @@ def test_snapshot_many_reports_each_item_with_one_cinder_client(monkeypatch):
 
     monkeypatch.setattr(batch, 'VolumeSnapshot', Snapshot)
     monkeypatch.setattr(batch, 'run_with_report', fake_report)
-    params = {'volumes': [{'volume_id': V[0], 'snapshot_id': S[0]}, {'volume_path': '/s/volume-%s' % V[1],
-                                                                       'snapshot_id': S[1]}],
+    params = {'volumes': [{'volume_id': V[0], 'snapshot_id': S[0]},
+                          {'volume_path': '/s/volume-%s' % V[1], 'snapshot_id': S[1]}],
               'share': '/s', 'state': 'present', 'mode': 'auto', 'domain': None, 'quiesce': True, 'max_depth': 100,
               'lock_timeout': 60, 'timeout': 600, 'volume_format': None, 'parallel': 2}
     result = batch.snapshot_many(params, object(), lambda: None, False, lambda: made.append(1) or object())
