@@ -185,7 +185,7 @@ class Libvirt:
 
     def running_disks(self) -> List[Tuple[str, DiskInfo]]:
         """(domain name, disk) of every disk of every running domain, each domain's XML read once."""
-        found = []
+        found: List[Tuple[str, DiskInfo]] = []
         for dom in self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
             try:
                 name, xml = dom.name(), dom.XMLDesc(0)
