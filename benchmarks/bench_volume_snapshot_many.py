@@ -16,8 +16,10 @@ On one share of N thin volumes (sparse raw, 1 GiB each), for each N of --counts 
   for N volumes is extrapolated (per-volume cost x N) and said so.
 
 Every result is checked: each volume's ``.info`` names its new overlay and the overlay is a qcow2 file on the
-volume. Goals (reported, not enforced): one task <= 1.5x the shell loop, >= 20x faster than the per-item loop,
-and its cost per volume flat from the smallest to the largest N (ratio of the per-volume costs <= 1.25).
+volume. The fixed cost of one task (Ansible's start, the module's start: a task with an empty list) is measured
+too; the cost a volume adds is (one task - fixed cost) / N. Goals (reported, not enforced), the first two judged
+at the largest N (the issue states them for 500 volumes): one task <= 1.5x the shell loop, >= 20x faster than
+the per-item loop, and the cost a volume adds flat from the smallest to the largest N (ratio <= 1.25).
 
 Run: PYTHONPATH=<dir holding ansible_collections/> python benchmarks/bench_volume_snapshot_many.py
      [--counts 50,500] [--loop-count 50] [--parallel 4]
@@ -181,7 +183,14 @@ def main(argv=None):
         return 2
 
 
+def empty_task(workdir):
+    """The fixed cost of one task: ansible-playbook with volume_snapshot and an empty volumes list."""
+    task = {'name': 'Nothing', 'volsnap.openstack.volume_snapshot': {'volumes': []}}
+    return run_playbook(workdir, 'empty', [task])
+
+
 def report(args, qemu_img, version, workdir):
+    fixed_s = empty_task(workdir)
     loop_s = per_item_loop(workdir, qemu_img, args.loop_count)
     loop_per_volume = loop_s / args.loop_count
     counts = {}
@@ -192,36 +201,42 @@ def report(args, qemu_img, version, workdir):
         counts[str(count)] = {
             'one_task_s': round(task_s, 3), 'one_task_rerun_s': round(rerun_s, 3),
             'one_task_ms_per_volume': round(1000 * task_s / count, 2),
+            'one_task_marginal_ms_per_volume': round(1000 * (task_s - fixed_s) / count, 2),
             'shell_loop_s': round(shell_s, 3), 'shell_loop_ms_per_volume': round(1000 * shell_s / count, 2),
             'per_item_loop_s': round(loop_total, 3), 'per_item_loop_extrapolated': count != args.loop_count,
             'ratio_to_shell': round(task_s / shell_s, 3), 'speedup_over_loop': round(loop_total / task_s, 1),
         }
-    print('%s; %s; parallel=%d' % (version, load_text(), args.parallel))
+    print('%s; %s; parallel=%d; fixed cost of one task (empty list) %.2f s'
+          % (version, load_text(), args.parallel, fixed_s))
     rows = []
     for count, figures in counts.items():
-        rows.append((count, '%.2f' % figures['one_task_s'], '%.1f' % figures['one_task_ms_per_volume'],
+        rows.append((count, '%.2f' % figures['one_task_s'], '%.1f' % figures['one_task_marginal_ms_per_volume'],
                      '%.2f' % figures['shell_loop_s'], '%.1f' % figures['shell_loop_ms_per_volume'],
                      '%.1f%s' % (figures['per_item_loop_s'], '*' if figures['per_item_loop_extrapolated'] else ''),
                      '%.2f' % figures['ratio_to_shell'], '%.1f' % figures['speedup_over_loop'],
                      '%.2f' % figures['one_task_rerun_s']))
-    table([('volumes', 7), ('task s', 8), ('ms/vol', 7), ('shell s', 8), ('ms/vol', 7), ('loop s', 9),
+    table([('volumes', 7), ('task s', 8), ('+ms/vol', 7), ('shell s', 8), ('ms/vol', 7), ('loop s', 9),
            ('x shell', 8), ('loop/task', 9), ('rerun s', 8)], rows)
     print('* per-item loop extrapolated from %d volumes in %.2f s (%.0f ms per volume)'
           % (args.loop_count, loop_s, 1000 * loop_per_volume))
     largest = counts[str(max(args.counts))]
     smallest = counts[str(min(args.counts))]
-    shell_met = all(f['ratio_to_shell'] <= SHELL_TARGET for f in counts.values())
-    loop_met = all(f['speedup_over_loop'] >= LOOP_TARGET for f in counts.values())
-    flat = largest['one_task_ms_per_volume'] / smallest['one_task_ms_per_volume']
+    # the targets are stated for the largest share (500 volumes); the smaller one shows the fixed cost's weight
+    shell_met = largest['ratio_to_shell'] <= SHELL_TARGET
+    loop_met = largest['speedup_over_loop'] >= LOOP_TARGET
+    flat = largest['one_task_marginal_ms_per_volume'] / smallest['one_task_marginal_ms_per_volume']
     flat_met = flat <= FLAT_TARGET if len(counts) > 1 else None
-    print('target one task <= %.1fx the shell loop: %s' % (SHELL_TARGET, goal(shell_met)))
-    print('target one task >= %.0fx faster than the per-item loop: %s' % (LOOP_TARGET, goal(loop_met)))
-    print('target cost per volume flat (%s volumes / %s volumes = %.2f <= %.2f): %s'
+    print('target one task <= %.1fx the shell loop at %s volumes: %s' % (SHELL_TARGET, max(args.counts),
+                                                                         goal(shell_met)))
+    print('target one task >= %.0fx faster than the per-item loop at %s volumes: %s' % (LOOP_TARGET, max(args.counts),
+                                                                                     goal(loop_met)))
+    print('+ms/vol: (task - fixed cost) / volumes, the cost each volume adds')
+    print('target cost per volume flat (+ms/vol at %s volumes / at %s volumes = %.2f <= %.2f): %s'
           % (max(args.counts), min(args.counts), flat, FLAT_TARGET, goal(flat_met)))
     emit({'benchmark': 'volume_snapshot_many', 'qemu_img': version, 'parallel': args.parallel, 'counts': counts,
           'per_item_loop': {'volumes': args.loop_count, 'total_s': round(loop_s, 3),
                             'ms_per_volume': round(1000 * loop_per_volume, 2)},
-          'flat_ratio': round(flat, 3),
+          'fixed_cost_s': round(fixed_s, 3), 'flat_ratio': round(flat, 3),
           'targets': {'ratio_to_shell_max': SHELL_TARGET, 'ratio_to_shell_met': shell_met,
                       'speedup_over_loop_min': LOOP_TARGET, 'speedup_over_loop_met': loop_met,
                       'flat_ratio_max': FLAT_TARGET, 'flat_met': flat_met}})
