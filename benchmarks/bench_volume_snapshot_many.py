@@ -22,7 +22,7 @@ at the largest N (the issue states them for 500 volumes): one task <= 1.5x the s
 the per-item loop, and the cost a volume adds flat from the smallest to the largest N (ratio <= 1.25).
 
 Run: PYTHONPATH=<dir holding ansible_collections/> python benchmarks/bench_volume_snapshot_many.py
-     [--counts 50,500] [--loop-count 50] [--parallel 4]
+     [--counts 50,500] [--loop-count 50] [--parallel 4] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from ansible_collections.volsnap.openstack.benchmarks._common import (
     goal,
     int_list,
     load_text,
+    median,
     qemu_img_tool,
     run,
     table,
@@ -62,6 +63,8 @@ def parse_args(argv):
     parser.add_argument('--loop-count', type=int, default=50,
                         help='volumes of the per-item loop, measured once and extrapolated (default 50)')
     parser.add_argument('--parallel', type=int, default=4, help="volume_snapshot's parallel (default 4)")
+    parser.add_argument('--repeat', type=int, default=3,
+                        help='samples (medians) of the empty task, of each one task and shell loop (default 3)')
     args = parser.parse_args(argv)
     args.counts = int_list(parser, args.counts, '--counts')
     return args
@@ -133,18 +136,19 @@ def check_snapshots(qemu_img, volumes, with_info=True):
         raise BenchError('qemu-img info of the first overlay: %s' % out)
 
 
-def one_task(workdir, qemu_img, count, parallel):
-    volumes = make_share(workdir, 'task-%d' % count, count)
+def one_task(workdir, qemu_img, count, parallel, sample=0):
+    volumes = make_share(workdir, 'task-%d-%d' % (count, sample), count)
     task = {'name': 'Snapshot every volume', 'volsnap.openstack.volume_snapshot': {
         'volumes': [{'volume_path': p, 'snapshot_id': s} for p, s in volumes], 'parallel': parallel}}
-    seconds = run_playbook(workdir, 'task-%d' % count, [task])
+    seconds = run_playbook(workdir, 'task-%d-%d' % (count, sample), [task])
     check_snapshots(qemu_img, volumes)
-    rerun = run_playbook(workdir, 'task-%d-rerun' % count, [task])
+    rerun = run_playbook(workdir, 'task-%d-%d-rerun' % (count, sample), [task])
+    shutil.rmtree(os.path.dirname(volumes[0][0]))
     return seconds, rerun
 
 
-def shell_loop(workdir, qemu_img, count):
-    volumes = make_share(workdir, 'shell-%d' % count, count)
+def shell_loop(workdir, qemu_img, count, sample=0):
+    volumes = make_share(workdir, 'shell-%d-%d' % (count, sample), count)
     share = os.path.dirname(volumes[0][0])
     script = ('set -e; cd "$1"; shift; while [ $# -gt 0 ]; do "%s" create -q -f qcow2 -u -b "$1" -F raw "$1.$2" %d; '
               'shift 2; done' % (qemu_img, GIB))
@@ -153,6 +157,7 @@ def shell_loop(workdir, qemu_img, count):
         argv += [os.path.basename(path), snap_id]
     seconds, _out = timed(run, argv)
     check_snapshots(qemu_img, volumes, with_info=False)
+    shutil.rmtree(share)
     return seconds
 
 
@@ -183,20 +188,25 @@ def main(argv=None):
         return 2
 
 
-def empty_task(workdir):
+def empty_task(workdir, sample=0):
     """The fixed cost of one task: ansible-playbook with volume_snapshot and an empty volumes list."""
     task = {'name': 'Nothing', 'volsnap.openstack.volume_snapshot': {'volumes': []}}
-    return run_playbook(workdir, 'empty', [task])
+    return run_playbook(workdir, 'empty-%d' % sample, [task])
 
 
 def report(args, qemu_img, version, workdir):
-    fixed_s = empty_task(workdir)
+    fixed_s = median(empty_task(workdir, sample) for sample in range(args.repeat))
     loop_s = per_item_loop(workdir, qemu_img, args.loop_count)
     loop_per_volume = loop_s / args.loop_count
     counts = {}
     for count in args.counts:
-        task_s, rerun_s = one_task(workdir, qemu_img, count, args.parallel)
-        shell_s = shell_loop(workdir, qemu_img, count)
+        tasks, reruns, shells = [], [], []
+        for sample in range(args.repeat):  # alternating, so drift hits both
+            task_s, rerun_s = one_task(workdir, qemu_img, count, args.parallel, sample)
+            tasks.append(task_s)
+            reruns.append(rerun_s)
+            shells.append(shell_loop(workdir, qemu_img, count, sample))
+        task_s, rerun_s, shell_s = median(tasks), median(reruns), median(shells)
         loop_total = loop_s if count == args.loop_count else loop_per_volume * count
         counts[str(count)] = {
             'one_task_s': round(task_s, 3), 'one_task_rerun_s': round(rerun_s, 3),
@@ -206,8 +216,8 @@ def report(args, qemu_img, version, workdir):
             'per_item_loop_s': round(loop_total, 3), 'per_item_loop_extrapolated': count != args.loop_count,
             'ratio_to_shell': round(task_s / shell_s, 3), 'speedup_over_loop': round(loop_total / task_s, 1),
         }
-    print('%s; %s; parallel=%d; fixed cost of one task (empty list) %.2f s'
-          % (version, load_text(), args.parallel, fixed_s))
+    print('%s; %s; parallel=%d; medians of %d samples; fixed cost of one task (empty list) %.2f s'
+          % (version, load_text(), args.parallel, args.repeat, fixed_s))
     rows = []
     for count, figures in counts.items():
         rows.append((count, '%.2f' % figures['one_task_s'], '%.1f' % figures['one_task_marginal_ms_per_volume'],
@@ -233,7 +243,8 @@ def report(args, qemu_img, version, workdir):
     print('+ms/vol: (task - fixed cost) / volumes, the cost each volume adds')
     print('target cost per volume flat (+ms/vol at %s volumes / at %s volumes = %.2f <= %.2f): %s'
           % (max(args.counts), min(args.counts), flat, FLAT_TARGET, goal(flat_met)))
-    emit({'benchmark': 'volume_snapshot_many', 'qemu_img': version, 'parallel': args.parallel, 'counts': counts,
+    emit({'benchmark': 'volume_snapshot_many', 'qemu_img': version, 'parallel': args.parallel,
+          'repeat': args.repeat, 'counts': counts,
           'per_item_loop': {'volumes': args.loop_count, 'total_s': round(loop_s, 3),
                             'ms_per_volume': round(1000 * loop_per_volume, 2)},
           'fixed_cost_s': round(fixed_s, 3), 'flat_ratio': round(flat, 3),
