@@ -245,10 +245,10 @@ def report(args, qemu_img, version, workdir):
         flat_met = flat <= FLAT_TARGET
     else:  # the fixed cost's noise is larger than what the smallest share adds: nothing to judge
         flat, flat_met = float('nan'), None
-    print('target one task <= %.1fx the shell loop at %s volumes: %s' % (SHELL_TARGET, max(args.counts),
-                                                                         goal(shell_met)))
-    print('target one task >= %.0fx faster than the per-item loop at %s volumes: %s' % (LOOP_TARGET, max(args.counts),
-                                                                                     goal(loop_met)))
+    largest_n = max(args.counts)
+    print('target one task <= %.1fx the shell loop at %s volumes: %s' % (SHELL_TARGET, largest_n, goal(shell_met)))
+    print('target one task >= %.0fx faster than the per-item loop at %s volumes: %s'
+          % (LOOP_TARGET, largest_n, goal(loop_met)))
     n_small, n_large = min(args.counts), max(args.counts)
     incremental = (1000 * (largest['one_task_s'] - smallest['one_task_s']) / (n_large - n_small)
                    if n_large > n_small else None)
