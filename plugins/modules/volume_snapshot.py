@@ -139,12 +139,24 @@ options:
     default: auto
   volumes:
     description:
-      - Several volumes in one task, instead of O(volume_path)/O(volume_id), O(snapshot_id) and O(disk) (mutually
-        exclusive with them). Each item is one volume and its snapshot; O(state), O(mode), O(domain), O(quiesce),
-        O(lock_timeout), O(timeout), O(report_to_cinder), O(share) and the connection options apply to every item.
+      - Many volumes in one task, instead of O(volume_path)/O(volume_id), O(snapshot_id) and O(disk) (mutually
+        exclusive with them). Each item is one volume (O(volumes[].volume_path), or O(volumes[].volume_id) with the
+        top-level O(share)) and its O(volumes[].snapshot_id). O(state), O(mode), O(domain), O(quiesce),
+        O(lock_timeout), O(timeout), O(report_to_cinder), O(share), O(volume_format), O(max_depth) and the connection
+        options apply to every item.
+      - "With O(group=false) every item is the same independent operation a single-volume task makes: its own
+        per-volume lock, journal, C(.info) file and Cinder report, run O(parallel) at a time. What the items can
+        share is made once per task: the libvirt connection and the listing of the running domains (which decides
+        each volume's mode), the Cinder connection, the C(qemu-img) lookup. A volume is listed at most once per
+        task."
+      - "An item that fails does not stop the others: the task fails afterwards, C(msg) says how many and which
+        volumes failed (also in RV(failed_volumes)), the other volumes are committed, and each failed item in
+        RV(volumes) carries its own C(msg) (what is pending, what to do) and details. Running the same task again
+        converges: the volumes already done report no change, a pending operation is finished."
       - With O(group=true), the items are ONE group snapshot of one instance's volumes (see O(group)).
-      - The result lists each volume's outcome in RV(volumes) (in this order) and the failed ones in
-        RV(failed_volumes); any failed item fails the task.
+      - With O(state=resumed), O(state=abandoned) and O(state=cleanup) the items need no snapshot id (not with
+        O(group=true)).
+      - An empty list does nothing (C(changed=false)).
     type: list
     elements: dict
     suboptions:
@@ -168,8 +180,9 @@ options:
         type: str
   parallel:
     description:
-      - With O(volumes) and O(group=false), how many independent volumes run at once (V(1), one after another).
-        Must be at least 1.
+      - With O(volumes) and O(group=false), how many volumes are worked on at once; V(1) runs them one after
+        another. Must be 1 or more. Each volume holds only its own lock, so independent volumes never wait for each
+        other.
       - With O(group=true), how many of the group's overlays are created (and C(.info) files written) at once; the
         group itself is one operation, one libvirt call switches every disk.
     type: int
@@ -288,6 +301,17 @@ EXAMPLES = r'''
     volume_id: 0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f
     state: abandoned
   register: abandoned   # abandoned.abandoned.removed: the files removed (the journal last)
+
+- name: Snapshot many volumes of one share in one task, 8 at a time (each its own lock, journal and .info)
+  volsnap.openstack.volume_snapshot:
+    share: /var/lib/cinder/mnt/4f1e2c0d
+    volumes:
+      - volume_id: 0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f
+        snapshot_id: 9c3f6a2e-1d4b-4c5e-8f7a-6b5c4d3e2f1a
+      - volume_id: 5d2c7e1a-8b3f-4a6d-9e0c-1f2a3b4c5d6e
+        snapshot_id: 0e4d8b3a-2c1f-4e5d-8a9b-7c6d5e4f3a2b
+    parallel: 8
+  register: many   # many.volumes: one result per volume, in this order; many.failed_volumes on failure
 '''
 
 RETURN = r'''
@@ -398,19 +422,6 @@ quiesced:
       an unquiesced one when no agent answers); null offline, in check mode and when nothing was created.
   returned: always
   type: bool
-volumes:
-  description:
-    - With O(volumes), each volume's outcome in the order given, each the same dict a single-volume run returns
-      (RV(snapshot_id), RV(state), RV(operation), RV(mode), RV(plan), RV(info), RV(chain), ...) plus C(volume_path),
-      C(changed) and C(failed) (with C(msg) when it failed). Also returned in a failed result.
-  returned: with O(volumes)
-  type: list
-  elements: dict
-failed_volumes:
-  description: With O(volumes), the volume paths whose operation failed (empty on success).
-  returned: with O(volumes)
-  type: list
-  elements: str
 group:
   description: With O(group=true), what the group did.
   returned: with O(group=true)
@@ -481,6 +492,27 @@ lock_waited:
   description: Seconds spent waiting for the per-volume lock.
   returned: always
   type: float
+volumes:
+  description:
+    - "With O(volumes), one result per item in the input order. Each is the dict a single-volume task returns (the
+      keys documented here, RV(snapshot_id), RV(state), RV(operation), RV(mode), RV(plan), RV(info), RV(chain),
+      RV(file_format), RV(compute_status), RV(cinder_report)...) plus C(volume_path); an item that failed has
+      C(failed=true), its C(msg) and the details of its error (such as C(pending)). The top-level result then has
+      only C(changed) (any item changed), RV(volumes) and RV(failed_volumes) (and RV(group) with O(group=true))."
+    - Also returned in the failed result of a task where some volumes failed.
+  returned: when O(volumes) is given
+  type: list
+  elements: dict
+  sample: [{"volume_path": "/var/lib/cinder/mnt/4f1e2c0d/volume-0b1e5a04-7c2d-4f6e-9d8a-3a1b2c3d4e5f",
+            "changed": true, "snapshot_id": "9c3f6a2e-1d4b-4c5e-8f7a-6b5c4d3e2f1a", "state": "present",
+            "operation": "create", "mode": "offline"},
+           {"volume_path": "/var/lib/cinder/mnt/4f1e2c0d/volume-5d2c7e1a-8b3f-4a6d-9e0c-1f2a3b4c5d6e",
+            "changed": false, "failed": true, "msg": "..."}]
+failed_volumes:
+  description: With O(volumes), the volume files whose operation failed (empty when none did).
+  returned: when O(volumes) is given
+  type: list
+  elements: str
 cinder_report:
   description:
     - What was reported to Cinder with O(report_to_cinder=true). On failure (of the operation or of the report) it
@@ -529,7 +561,11 @@ cinder_report:
            "error": null, "reason": "Cinder is waiting for the compute side (status creating, progress 0%)"}
 '''
 
+import functools
+
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.batch import snapshot_many
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import DEFAULT_MAX_DEPTH, VOLUME_FORMATS
+from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.cinder import cinder_api
 from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.report import cinder_reporter, run_with_report
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import (
@@ -611,6 +647,9 @@ class VolumeSnapshotModule(VolsnapModule):
         if p['state'] in ('resumed', 'abandoned', 'cleanup') and p['report_to_cinder']:
             raise VolsnapError('report_to_cinder needs the snapshot it reports on: finish the interrupted operation '
                                'with state=resumed first, or run state=present/absent with its snapshot_id')
+        if p['group']:
+            raise VolsnapError('group=true needs the volumes option: the list of the volumes (disks of one domain) '
+                               'of the group snapshot')
         path = p['volume_path'] or ShareVolume.in_share(p['share'], p['volume_id']).path
         request = Request(volume_path=path, snapshot_id=p['snapshot_id'], state=p['state'], mode=p['mode'],
                           domain=p['domain'], disk=p['disk'], quiesce=p['quiesce'], share=p['share'],
@@ -631,9 +670,7 @@ class VolumeSnapshotModule(VolsnapModule):
             raise VolsnapError('parallel must be at least 1 (1 runs the volumes one after another), not %d'
                                % p['parallel'])
         if not p['group']:
-            raise VolsnapError('volumes with group=false (independent operations on many volumes, parallel at a '
-                               'time) is not part of this build of the collection; use group=true to snapshot the '
-                               'volumes of one instance at the same instant, or one task per volume (a loop)')
+            return self.run_many()
         if p['report_to_cinder']:
             raise VolsnapError('report_to_cinder is not available with group=true; report each snapshot with a '
                                'single-volume task afterwards (a rerun of the same snapshot reports without changing '
@@ -652,6 +689,14 @@ class VolumeSnapshotModule(VolsnapModule):
                                parallel=p['parallel'])
         qemu = QemuImg(self.module.run_command, self.module.get_bin_path('qemu-img', required=True))
         return GroupSnapshot(request, qemu, self.libvirt, self.check_mode).run()
+
+    def run_many(self):
+        p = self.params
+        qemu = QemuImg(self.module.run_command, self.module.get_bin_path('qemu-img', required=True))
+        cinder = None
+        if p['report_to_cinder']:
+            cinder = functools.partial(cinder_api, p)
+        return snapshot_many(p, qemu, self.libvirt, self.check_mode, cinder, want_diff=self.module._diff)
 
 
 def main():

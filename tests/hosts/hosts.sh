@@ -33,7 +33,7 @@ SSH_WAIT=${VOLSNAP_HOSTS_SSH_WAIT:-30}
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 # Bump when the rootfs customisation below changes in a way that needs a rebuild.
 ROOTFS_LAYOUT=4
-ROOTFS_PACKAGES=(python3 openssh-server socat ceph-common python3-rados python3-rbd sudo tini procps iproute2)
+ROOTFS_PACKAGES=(python3 openssh-server socat ceph-common python3-rados python3-rbd qemu-utils sudo tini procps iproute2)
 MACHINE_PACKAGES=(debootstrap socat iproute2 openssh-client util-linux)
 DEFAULT_USER=volsnap
 SUBNET_PREFIX=10.233

@@ -128,6 +128,13 @@ def find_disk(xml: str, disk: str) -> DiskInfo:
     return found
 
 
+def disks_using(running: List[Tuple[str, DiskInfo]], paths: List[str]) -> List[Tuple[str, DiskInfo]]:
+    """The (domain name, disk) pairs of ``running`` (:meth:`Libvirt.running_disks`) whose chain holds one of
+    ``paths`` (compared after resolving links)."""
+    wanted = set(os.path.realpath(p) for p in paths)
+    return [(name, disk) for name, disk in running if any(os.path.realpath(p) in wanted for p, _fmt in disk.chain)]
+
+
 class Libvirt:
     """A connection to libvirt, opened lazily. Needs the libvirt Python bindings."""
 
@@ -192,8 +199,11 @@ class Libvirt:
 
         Each running domain's XML is read once; the disk found carries the chain it declares.
         """
-        wanted = set(os.path.realpath(p) for p in paths)
-        found = []
+        return disks_using(self.running_disks(), paths)
+
+    def running_disks(self) -> List[Tuple[str, DiskInfo]]:
+        """(domain name, disk) of every disk of every running domain, each domain's XML read once."""
+        found: List[Tuple[str, DiskInfo]] = []
         for dom in self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
             try:
                 name, xml = dom.name(), dom.XMLDesc(0)
@@ -202,9 +212,7 @@ class Libvirt:
                     continue  # stopped and undefined between the listing and this read: it uses nothing now
                 raise VolsnapError('libvirt at %s cannot read the XML of a running domain: %s'
                                    % (self.uri, exc.get_error_message()))
-            for disk in parse_disks(xml):
-                if any(os.path.realpath(p) in wanted for p, _fmt in disk.chain):
-                    found.append((name, disk))
+            found.extend((name, disk) for disk in parse_disks(xml))
         return found
 
     def _disk(self, dom: Any, disk: str) -> DiskInfo:

@@ -101,6 +101,8 @@ def own_file_kind(filename: str, volume_name: str) -> Optional[str]:
 def is_snapshot_like(filename: str, volume_name: str) -> bool:
     """True for a snapshot file of ``volume_name``: its own (``<volume>.<uuid>``) or Cinder's temporary one
     (``<volume>.tmp-snap-<uuid>``)."""
+    if not filename.startswith(volume_name):
+        return False  # the cheap test first: a share may hold thousands of other volumes' files
     if own_file_kind(filename, volume_name) == 'snapshot':
         return True
     prefix = volume_name + '.' + _TMP_SNAP
@@ -140,6 +142,8 @@ def own_temporary_kind(name: str, volume_name: str) -> Optional[str]:
     ``'journal'``: the same for the journal; ``'overlay'``: ``.<volume>.<snapshot uuid>.volsnap-tmp`` (a new
     overlay being prepared). Names of earlier versions (``.<file>.<8 characters>.tmp``) count too.
     """
+    if volume_name not in name:
+        return None  # every one of them holds the volume's name: the cheap test first
     if is_temporary_name(name, volume_name + INFO_SUFFIX, TEMP_SUFFIX):
         return 'info'
     if is_temporary_name(name, journal_filename(volume_name), TEMP_SUFFIX):
@@ -157,7 +161,7 @@ def stale_temporaries(directory: str, volume_name: str) -> List[str]:
     a run that was killed.
     """
     found = []
-    for name in sorted(os.listdir(directory)):
+    for name in sorted(name for name in os.listdir(directory) if volume_name in name):
         if own_temporary_kind(name, volume_name) is None:
             continue
         path = os.path.join(directory, name)

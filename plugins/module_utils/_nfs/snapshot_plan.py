@@ -139,7 +139,8 @@ def _require_info(report: ChainReport) -> None:
         listing = os.listdir(directory)
     except OSError:
         listing = []
-    snapshot_files = [entry for entry in sorted(listing) if is_snapshot_like(entry, report.volume_name)]
+    volume_name = report.volume_name
+    snapshot_files = sorted(entry for entry in listing if volume_name in entry and is_snapshot_like(entry, volume_name))
     if snapshot_files:
         raise VolsnapError('%s does not exist but the volume has snapshot files (%s): which file is active is unknown, '
                            'so nothing was changed. Restore the .info file (from a backup, or rebuilt from '

@@ -199,3 +199,15 @@ def test_volsnap_error():
     assert exc.details == {'rc': 3}
     assert VolsnapError('x').details == {}
     assert isinstance(exc, Exception)
+
+
+def test_a_list_of_diffs_in_result_becomes_the_module_diff_as_is():
+    diffs = [{'before': '', 'after': 'a', 'before_header': 'v1.info', 'after_header': 'v1.info'},
+             {'before': 'b', 'after': 'c', 'before_header': 'v2.info', 'after_header': 'v2.info'}]
+
+    def run(self):
+        self.module._diff = True
+        return {'changed': True, 'diff': diffs}
+
+    _module_obj, exc = execute(make(run=run))
+    assert exc.kwargs == {'changed': True, 'diff': diffs}

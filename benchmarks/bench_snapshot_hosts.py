@@ -1,0 +1,200 @@
+# -*- coding: utf-8 -*-
+# Copyright: volsnap.openstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Benchmark: the operator playbook volsnap.openstack.snapshot_hosts over many hosts against one host.
+
+Hosts are network-namespace machines of tests/hosts/hosts.sh (each its own root filesystem, sshd and share,
+reached over real ssh; their rootfs has qemu-utils). Each host gets --volumes thin raw volumes (1 GiB, made on the
+host with its own qemu-img) in its own share; then, in the same run:
+
+* one host: ``ansible-playbook volsnap.openstack.snapshot_hosts`` limited to the first host (--volumes volumes);
+* many hosts: the same playbook on all --hosts hosts (--hosts x --volumes volumes), ``--forks`` = --hosts.
+
+Both create a snapshot of every volume (one volume_snapshot task per host, ``volumes``); the snapshots are then
+deleted again (state=absent, not timed) so that the next sample starts from the same share. Each figure is the
+median of --repeat samples (whole ansible-playbook runs). Every result is checked (the recap: one changed task per
+host, nothing failed). Goal (reported, not enforced): many hosts within 1.5x of one host.
+
+Needs root (namespaces) and the host rootfs (``bash tests/hosts/hosts.sh build-rootfs``, about 70 s once). The
+hosts are started as scenario ``bench-hosts-<pid>`` and stopped at the end.
+
+Run: PYTHONPATH=<dir holding ansible_collections/> python benchmarks/bench_snapshot_hosts.py
+     [--hosts 3] [--volumes 100] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+
+from ansible_collections.volsnap.openstack.benchmarks._common import (
+    EXIT_SETUP,
+    BenchError,
+    emit,
+    goal,
+    load_text,
+    median,
+    run,
+    table,
+    timed,
+)
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import chain as _chain
+
+TARGET = 1.5
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
+    parser.add_argument('--hosts', type=int, default=3, help='hosts of the many-hosts run (default 3)')
+    parser.add_argument('--volumes', type=int, default=100, help='volumes per host (default 100)')
+    parser.add_argument('--repeat', type=int, default=3, help='samples of each figure (default 3)')
+    args = parser.parse_args(argv)
+    if args.hosts < 2 or args.volumes < 1 or args.repeat < 1:
+        parser.error('--hosts must be 2 or more, --volumes and --repeat 1 or more')
+    return args
+
+
+def collection_root():
+    # <root>/ansible_collections/volsnap/openstack/plugins/module_utils/_nfs/chain.py
+    path = os.path.abspath(_chain.__file__)
+    for _level in range(4):
+        path = os.path.dirname(path)
+    return path
+
+
+def ansible_tool(name):
+    candidate = os.path.join(os.path.dirname(sys.executable), name)
+    if os.path.exists(candidate):
+        return candidate
+    found = shutil.which(name)
+    if not found:
+        raise BenchError('%s not found (make deps)' % name, EXIT_SETUP)
+    return found
+
+
+class Hosts(object):
+    def __init__(self, count):
+        self.script = os.path.join(collection_root(), 'tests', 'hosts', 'hosts.sh')
+        self.name = 'bench-hosts-%d' % os.getpid()
+        self.names = ['bh%d' % (index + 1) for index in range(count)]
+        self.inventory = None
+
+    def __enter__(self):
+        if not os.path.exists(self.script):
+            raise BenchError('%s is missing' % self.script, EXIT_SETUP)
+        try:
+            run(['bash', self.script, 'start', self.name, str(len(self.names)), '--names', ','.join(self.names)])
+            hosts_dir = os.environ.get('VOLSNAP_HOSTS_DIR', '/var/tmp/volsnap-hosts')
+            self.inventory = os.path.join(hosts_dir, 'scenarios', self.name, 'inventory.yml')
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        subprocess.run(['bash', self.script, 'stop', self.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       check=False)
+
+
+def recap(output):
+    return dict((host, dict((k, int(v)) for k, v in re.findall(r'(\w+)=(\d+)', counts)))
+                for host, counts in re.findall(r'^(\S+)\s+:\s+(ok=.*)$', output, re.M))
+
+
+class Bench(object):
+    def __init__(self, args, hosts, workdir):
+        self.args = args
+        self.hosts = hosts
+        self.workdir = workdir
+        self.vars = os.path.join(workdir, 'volumes.json')
+        self.volumes = dict((host, [{'volume_id': str(uuid.uuid4())} for _i in range(args.volumes)])
+                            for host in hosts.names)
+        self.env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.dirname(os.path.dirname(os.path.dirname(
+            collection_root()))), ANSIBLE_NOCOLOR='1', ANSIBLE_RETRY_FILES_ENABLED='0', ANSIBLE_PIPELINING='1',
+            ANSIBLE_LOCAL_TEMP=os.path.join(workdir, 'tmp'))
+
+    def write_inventory(self):
+        """Every volume a new snapshot id (each sample creates new snapshots)."""
+        hosts = {}
+        for host, volumes in self.volumes.items():
+            for volume in volumes:
+                volume['snapshot_id'] = str(uuid.uuid4())
+            hosts[host] = {'snapshot_hosts_share': '/srv/bench-share', 'snapshot_hosts_volumes': volumes}
+        with open(self.vars, 'w') as handle:
+            json.dump({'cinder_volume': {'hosts': hosts}}, handle)
+
+    def playbook(self, playbook, limit, *extra):
+        argv = [ansible_tool('ansible-playbook'), '-i', self.hosts.inventory, '-i', self.vars, playbook,
+                '--forks', str(len(self.hosts.names)), '--limit', ','.join(limit)] + list(extra)
+        return timed(run, argv, cwd=self.workdir, env=self.env)
+
+    def prepare(self):
+        self.write_inventory()
+        play = os.path.join(self.workdir, 'prepare.yml')
+        make = ("cd {{ snapshot_hosts_share }} && for v in {{ snapshot_hosts_volumes | map(attribute='volume_id') "
+                "| join(' ') }}; do truncate -s 1G volume-$v; done")
+        tasks = [{'ansible.builtin.file': {'path': '{{ snapshot_hosts_share }}', 'state': 'directory'}},
+                 {'ansible.builtin.shell': {'cmd': make}}]
+        with open(play, 'w') as handle:
+            json.dump([{'hosts': 'cinder_volume', 'become': True, 'gather_facts': False, 'tasks': tasks}], handle)
+        self.playbook(play, self.hosts.names)
+
+    def sample(self, limit):
+        self.write_inventory()
+        seconds, out = self.playbook('volsnap.openstack.snapshot_hosts', limit)
+        counts = recap(out)
+        if sorted(counts) != sorted(limit) or any(counts[h]['changed'] != 1 or counts[h]['failed'] for h in limit):
+            raise BenchError('unexpected recap: %s' % counts)
+        _s, out = self.playbook('volsnap.openstack.snapshot_hosts', limit, '-e', 'snapshot_hosts_state=absent')
+        if any(recap(out)[h]['failed'] for h in limit):
+            raise BenchError('the delete failed: %s' % out[-3000:])
+        return seconds
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        workdir = tempfile.mkdtemp(prefix='bench-hosts-')
+        try:
+            with Hosts(args.hosts) as hosts:
+                return report(args, Bench(args, hosts, workdir))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    except BenchError as exc:
+        print('error: %s' % exc, file=sys.stderr)
+        return exc.code
+
+
+def report(args, bench):
+    bench.prepare()
+    one, many = [], []
+    bench.sample(bench.hosts.names[:1])  # warm-up (ssh masters, caches)
+    for _index in range(args.repeat):  # alternate, so drift hits both
+        one.append(bench.sample(bench.hosts.names[:1]))
+        many.append(bench.sample(bench.hosts.names))
+    one_s, many_s = median(one), median(many)
+    ratio = many_s / one_s
+    print('%d hosts x %d volumes against 1 host x %d volumes, forks=%d; %s'
+          % (args.hosts, args.volumes, args.volumes, args.hosts, load_text()))
+    table([('run', 28), ('seconds', 8), ('ms/volume', 10)],
+          [('1 host x %d' % args.volumes, '%.2f' % one_s, '%.1f' % (1000 * one_s / args.volumes)),
+           ('%d hosts x %d' % (args.hosts, args.volumes), '%.2f' % many_s,
+            '%.1f' % (1000 * many_s / (args.hosts * args.volumes)))])
+    met = ratio <= TARGET
+    print('ratio many/one %.2f; target many hosts within %.1fx of one host: %s' % (ratio, TARGET, goal(met)))
+    emit({'benchmark': 'snapshot_hosts', 'hosts': args.hosts, 'volumes_per_host': args.volumes,
+          'one_host_s': round(one_s, 3), 'many_hosts_s': round(many_s, 3), 'ratio': round(ratio, 3),
+          'samples': {'one': [round(s, 3) for s in one], 'many': [round(s, 3) for s in many]},
+          'target': {'ratio_max': TARGET, 'met': met}})
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
