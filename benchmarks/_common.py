@@ -7,21 +7,28 @@ Imported as ``ansible_collections.volsnap.openstack.benchmarks._common``, found 
 ``PYTHONPATH`` as the collection. It holds what every ``bench_*.py`` needs: the error carrying
 the exit code (1 wrong result, 2 failed setup), running a command, finding qemu-img, timing and
 medians, the load average printed next to the figures, the text table, goal lines, and the JSON
-last line.
+last line. For the benchmarks that run ``ansible-playbook``: where the collection is, the Ansible
+tools, a localhost playbook run. For those that use the lab's Ceph and OpenStack: their options
+and default paths, and running the script again under the lab's interpreter.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 
 EXIT_WRONG = 1
 EXIT_SETUP = 2
+MIB = 1 << 20
+GIB = 1 << 30
+HOST_PYTHON = '/usr/bin/python3'  # the interpreter of a compute or storage node, which runs the modules
 
 
 class BenchError(Exception):
@@ -74,6 +81,11 @@ def median(values):
     return statistics.median(values)
 
 
+def argument_parser(doc):
+    """The script's argparse parser, described by the first paragraph of its docstring ``doc``."""
+    return argparse.ArgumentParser(description=doc.split('\n\n', maxsplit=1)[0])
+
+
 def int_list(parser, text, option, minimum=1, maximum=None):
     """Comma-separated integers of ``option`` (argparse error when they are not, or out of range)."""
     try:
@@ -123,3 +135,110 @@ def emit(figures):
     figures.setdefault('python', platform.python_version())
     figures.setdefault('load_average', load_average())
     print(json.dumps(figures))
+
+
+def failed(script, exc, refused=None):
+    """Print why ``script`` failed (``script: FAILED: ...`` on stderr) and return its exit code: a BenchError's
+    own, 1 for an error the module code raised (pass its class as ``refused``: it refused the request)."""
+    if refused is not None and isinstance(exc, refused):
+        print('%s: FAILED: the module code refused: %s' % (script, exc), file=sys.stderr)
+        return EXIT_WRONG
+    print('%s: FAILED: %s' % (script, exc), file=sys.stderr)
+    return getattr(exc, 'code', EXIT_WRONG)
+
+
+# ---------------------------------------------------------------- the collection and ansible-playbook
+
+
+def collection_dir():
+    """The collection's directory (``<root>/ansible_collections/volsnap/openstack``) these benchmarks are in."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def collections_root():
+    """The directory holding ``ansible_collections/`` (what ``ANSIBLE_COLLECTIONS_PATH`` names)."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(collection_dir())))
+
+
+def ansible_tool(name='ansible-playbook'):
+    """An Ansible command: the one beside this Python (the venv's) first, else the one on PATH."""
+    candidate = os.path.join(os.path.dirname(sys.executable), name)
+    if os.path.exists(candidate):
+        return candidate
+    found = shutil.which(name)
+    if not found:
+        raise BenchError('%s not found (make deps)' % name, EXIT_SETUP)
+    return found
+
+
+def run_playbook(workdir, name, tasks, host_python=HOST_PYTHON):
+    """Write a localhost playbook of ``tasks`` in ``<workdir>/playbook-<name>``, run it with this collection and
+    return its wall-clock seconds (the whole ansible-playbook run)."""
+    directory = os.path.join(workdir, 'playbook-%s' % name)
+    os.makedirs(directory, exist_ok=True)
+    playbook = os.path.join(directory, 'playbook.yml')
+    with open(playbook, 'w') as handle:
+        json.dump([{'name': name, 'hosts': 'localhost', 'gather_facts': False, 'tasks': tasks}], handle, indent=1)
+    inventory = os.path.join(directory, 'inventory.ini')
+    with open(inventory, 'w') as handle:
+        handle.write('localhost ansible_connection=local ansible_python_interpreter=%s\n' % host_python)
+    env = dict(os.environ)
+    env.update({'ANSIBLE_COLLECTIONS_PATH': collections_root(), 'ANSIBLE_NOCOLOR': '1',
+                'ANSIBLE_RETRY_FILES_ENABLED': '0', 'ANSIBLE_LOCAL_TEMP': os.path.join(directory, 'tmp')})
+    seconds, _out = timed(run, [ansible_tool(), '-i', inventory, playbook], cwd=directory, env=env)
+    return seconds
+
+
+# ---------------------------------------------------------------- the lab's Ceph and OpenStack
+
+
+def lab_dir():
+    """The lab's state directory: ``$VOLSNAP_LAB_DIR``, else ``/var/tmp/volsnap-lab``."""
+    return os.environ.get('VOLSNAP_LAB_DIR') or '/var/tmp/volsnap-lab'
+
+
+def add_lab_options(parser):
+    """--lab-dir, --python (the lab's interpreter, with the Ceph bindings and openstacksdk) and --clouds-yaml."""
+    parser.add_argument('--lab-dir', default=lab_dir(), help='the lab state directory (default %(default)s)')
+    parser.add_argument('--python', default=None, help='interpreter with rados/rbd and openstacksdk '
+                        '(default <lab-dir>/openstack/venv/bin/python)')
+    parser.add_argument('--clouds-yaml', default=None, help='default <lab-dir>/openstack/clouds.yaml')
+
+
+def add_ceph_options(parser):
+    """--ceph-conf, --ceph-user (the module's client), --keyring, --admin-keyring (the benchmark's own client)
+    and --volume-pool."""
+    parser.add_argument('--ceph-conf', default=None, help='default <lab-dir>/ceph/ceph.conf')
+    parser.add_argument('--ceph-user', default='cinder', help='client the module uses (default cinder)')
+    parser.add_argument('--keyring', default=None, help='default <lab-dir>/ceph/ceph.client.<ceph-user>.keyring')
+    parser.add_argument('--admin-keyring', default=None, help='default <lab-dir>/ceph/ceph.client.admin.keyring')
+    parser.add_argument('--volume-pool', default='volumes')
+
+
+def lab_defaults(args):
+    """Fill in the paths of add_lab_options/add_ceph_options left unset, from --lab-dir."""
+    args.python = args.python or os.path.join(args.lab_dir, 'openstack', 'venv', 'bin', 'python')
+    args.clouds_yaml = args.clouds_yaml or os.path.join(args.lab_dir, 'openstack', 'clouds.yaml')
+    args.ceph_conf = args.ceph_conf or os.path.join(args.lab_dir, 'ceph', 'ceph.conf')
+    args.keyring = args.keyring or os.path.join(args.lab_dir, 'ceph', 'ceph.client.%s.keyring' % args.ceph_user)
+    args.admin_keyring = args.admin_keyring or os.path.join(args.lab_dir, 'ceph', 'ceph.client.admin.keyring')
+
+
+def reexec_if_needed(python, script):
+    """Run ``script`` again under ``python`` (with the same arguments) when rados/rbd or openstacksdk cannot be
+    imported here; a BenchError (exit 2) when they cannot be imported there either."""
+    try:
+        import rados  # noqa: F401 pylint: disable=unused-import,import-outside-toplevel
+        import rbd  # noqa: F401 pylint: disable=unused-import,import-outside-toplevel
+        import openstack  # noqa: F401 pylint: disable=unused-import,import-outside-toplevel
+        return
+    except ImportError as exc:
+        if os.environ.get('VOLSNAP_BENCH_REEXEC') == '1':
+            raise BenchError('%s cannot import the Ceph bindings or openstacksdk: %s' % (sys.executable, exc),
+                             EXIT_SETUP)
+    if not os.path.exists(python):
+        raise BenchError('%s has no Ceph bindings; the lab interpreter %s does not exist either: start the lab '
+                         '(bash tests/lab/lab.sh start) or pass --python' % (sys.executable, python), EXIT_SETUP)
+    env = dict(os.environ, VOLSNAP_BENCH_REEXEC='1')
+    sys.stdout.flush()
+    os.execve(python, [python, os.path.abspath(script)] + sys.argv[1:], env)

@@ -39,17 +39,7 @@ import sys
 import tempfile
 import uuid
 
-from ansible_collections.volsnap.openstack.benchmarks._common import (
-    BenchError,
-    emit,
-    goal,
-    load_text,
-    median,
-    qemu_img_tool,
-    run,
-    table,
-    timed,
-)
+from ansible_collections.volsnap.openstack.benchmarks import _common
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.audit import audit_share
 
 BENCHMARK = 'storage_audit'
@@ -62,14 +52,14 @@ PLACEHOLDER = 'volume-00000000-0000-0000-0000-000000000000'
 def build_share(directory, volumes, qemu_img):
     """``volumes`` Cinder-style volumes with one snapshot each, plus planted leaks; returns the leak names."""
     template_dir = tempfile.mkdtemp(prefix='tmpl-', dir=directory)
-    run([qemu_img, 'create', '-f', 'raw', os.path.join(template_dir, PLACEHOLDER), '1M'])
-    run([qemu_img, 'create', '-f', 'qcow2', '-b', PLACEHOLDER, '-F', 'raw',
-         os.path.join(template_dir, 'overlay'), '1M'])
+    _common.run([qemu_img, 'create', '-f', 'raw', os.path.join(template_dir, PLACEHOLDER), '1M'])
+    _common.run([qemu_img, 'create', '-f', 'qcow2', '-b', PLACEHOLDER, '-F', 'raw',
+                 os.path.join(template_dir, 'overlay'), '1M'])
     with open(os.path.join(template_dir, 'overlay'), 'rb') as handle:
         overlay = handle.read()
     shutil.rmtree(template_dir)
     if overlay.count(PLACEHOLDER.encode()) != 1:
-        raise BenchError('the overlay template does not hold its backing name once', 2)
+        raise _common.BenchError('the overlay template does not hold its backing name once', 2)
     for _index in range(volumes):
         vid, sid = str(uuid.uuid4()), str(uuid.uuid4())
         name = 'volume-%s' % vid
@@ -95,29 +85,30 @@ def bench_share(args, qemu_img):
     try:
         leaks = build_share(directory, args.volumes, qemu_img)
         files = sorted(os.listdir(directory))
-        timed(audit_share, directory)  # warm-up
+        _common.timed(audit_share, directory)  # warm-up
         samples, found = [], None
         for _run in range(args.repeat):
-            seconds, audit = timed(audit_share, directory)
+            seconds, audit = _common.timed(audit_share, directory)
             samples.append(seconds)
             found = sorted(c['name'] for c in audit['cleanup_candidates'])
             if found != leaks or len(audit['files']) != len(files):
-                raise BenchError('the audit found %s as leaks (planted: %s) over %d of %d files'
-                                 % (found, leaks, len(audit['files']), len(files)))
+                raise _common.BenchError('the audit found %s as leaks (planted: %s) over %d of %d files'
+                                         % (found, leaks, len(audit['files']), len(files)))
             if any(not v['chain_safe'] for v in audit['volumes'] if v['exists']):
-                raise BenchError('the audit judged a healthy chain unsafe')
+                raise _common.BenchError('the audit judged a healthy chain unsafe')
         images = [f for f in files if f.startswith('volume-') and not f.endswith('.info')]
         sample = images[:args.sample]
         naive = 0.0
         for name in sample:
-            seconds, out = timed(run, [qemu_img, 'info', '--output=json', '-U', os.path.join(directory, name)])
+            seconds, out = _common.timed(_common.run, [qemu_img, 'info', '--output=json', '-U',
+                                                       os.path.join(directory, name)])
             json.loads(out)
             naive += seconds
         naive_all = naive / len(sample) * len(images)
-        return {'files': len(files), 'volumes': args.volumes, 'audit_seconds': round(median(samples), 3),
+        return {'files': len(files), 'volumes': args.volumes, 'audit_seconds': round(_common.median(samples), 3),
                 'naive_sampled_files': len(sample), 'naive_image_files': len(images),
                 'naive_seconds_extrapolated': round(naive_all, 2),
-                'ratio': round(naive_all / median(samples), 1)}
+                'ratio': round(naive_all / _common.median(samples), 1)}
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -130,11 +121,11 @@ def bench_pool(args):
     except ImportError:
         here = args.pool_python
         if not os.path.exists(here):
-            raise BenchError('no rados bindings here and no %s: pass --pool-python' % here, 2)
+            raise _common.BenchError('no rados bindings here and no %s: pass --pool-python' % here, 2)
     env = dict(os.environ)
     argv = [here, os.path.abspath(__file__), '--pool-only', '--ceph-conf', args.ceph_conf, '--keyring', args.keyring,
             '--images', str(args.images), '--sample', str(args.sample), '--repeat', str(args.repeat)]
-    out = run(argv, env=env)
+    out = _common.run(argv, env=env)
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -171,27 +162,28 @@ def pool_only(args):
                 rbd.RBD().create(ioctx, name, 1 << 30, old_format=False, features=rbd.RBD_FEATURE_LAYERING)
             known.append(vid)
         leaked = known.pop()  # an image of a volume Cinder no longer has
-        timed(read_pool, cluster, rbd, pool)  # warm-up
+        _common.timed(read_pool, cluster, rbd, pool)  # warm-up
         samples = []
         for _run in range(args.repeat):
-            seconds, images = timed(read_pool, cluster, rbd, pool)
+            seconds, images = _common.timed(read_pool, cluster, rbd, pool)
             samples.append(seconds)
             audit = judge_cinder_pool(images, known, [], pool)
             found = [c['name'] for c in audit['cleanup_candidates']]
             if found != ['volume-%s' % leaked] or len(audit['images']) != args.images:
-                raise BenchError('the pool audit found %s as leaks (planted: volume-%s) over %d images'
-                                 % (found, leaked, len(audit['images'])))
+                raise _common.BenchError('the pool audit found %s as leaks (planted: volume-%s) over %d images'
+                                         % (found, leaked, len(audit['images'])))
         names = ['volume-%s' % vid for vid in known][:args.sample]
         naive = 0.0
         for name in names:
-            seconds, out = timed(run, ['rbd', '--conf', args.ceph_conf, '--id', 'admin', '--keyring', args.keyring,
-                                       'info', '--format', 'json', '%s/%s' % (pool, name)])
+            seconds, out = _common.timed(_common.run, ['rbd', '--conf', args.ceph_conf, '--id', 'admin',
+                                                       '--keyring', args.keyring, 'info', '--format', 'json',
+                                                       '%s/%s' % (pool, name)])
             json.loads(out)
             naive += seconds
         naive_all = naive / len(names) * args.images
-        print(json.dumps({'images': args.images, 'audit_seconds': round(median(samples), 3),
+        print(json.dumps({'images': args.images, 'audit_seconds': round(_common.median(samples), 3),
                           'naive_sampled_images': len(names), 'naive_seconds_extrapolated': round(naive_all, 2),
-                          'ratio': round(naive_all / median(samples), 1)}))
+                          'ratio': round(naive_all / _common.median(samples), 1)}))
     finally:
         with contextlib.suppress(Exception):
             ioctx.close()
@@ -200,7 +192,7 @@ def pool_only(args):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _common.argument_parser(__doc__)
     parser.add_argument('--volumes', type=int, default=1000)
     parser.add_argument('--repeat', type=int, default=5)
     parser.add_argument('--sample', type=int, default=100)
@@ -218,32 +210,32 @@ def main():
     if args.pool_only:
         try:
             pool_only(args)
-        except BenchError as exc:
+        except _common.BenchError as exc:
             print('error: %s' % exc, file=sys.stderr)
             return exc.code
         return 0
     try:
-        qemu_img, version = qemu_img_tool(args.qemu_img)
+        qemu_img, version = _common.qemu_img_tool(args.qemu_img)
         share = bench_share(args, qemu_img)
         pool = bench_pool(args) if args.ceph_conf else None
-    except BenchError as exc:
+    except _common.BenchError as exc:
         print('error: %s' % exc, file=sys.stderr)
         return exc.code
-    print('%s, %s' % (version, load_text()))
+    print('%s, %s' % (version, _common.load_text()))
     rows = [['share', '%d files' % share['files'], '%.3f' % share['audit_seconds'],
              '%.2f' % share['naive_seconds_extrapolated'], '%.1fx' % share['ratio']]]
     if pool is not None:
         rows.append(['pool', '%d images' % pool['images'], '%.3f' % pool['audit_seconds'],
                      '%.2f' % pool['naive_seconds_extrapolated'], '%.1fx' % pool['ratio']])
-    table([('what', 6), ('size', 12), ('audit s', 9), ('naive s', 9), ('ratio', 8)], rows)
+    _common.table([('what', 6), ('size', 12), ('audit s', 9), ('naive s', 9), ('ratio', 8)], rows)
     print('naive = qemu-img info per image file / rbd info per image, measured on %d of them and extrapolated'
           % args.sample)
     share_met = share['audit_seconds'] < SHARE_GOAL_SECONDS if share['files'] >= 3000 else None
-    print('goal: share of 3000 files in < %.0f s: %s' % (SHARE_GOAL_SECONDS, goal(share_met)))
+    print('goal: share of 3000 files in < %.0f s: %s' % (SHARE_GOAL_SECONDS, _common.goal(share_met)))
     pool_met = None if pool is None else pool['audit_seconds'] < POOL_GOAL_SECONDS
-    print('goal: pool of 1000 images in < %.0f s: %s' % (POOL_GOAL_SECONDS, goal(pool_met)))
-    emit({'benchmark': BENCHMARK, 'share': share, 'pool': pool, 'share_goal': goal(share_met),
-          'pool_goal': goal(pool_met)})
+    print('goal: pool of 1000 images in < %.0f s: %s' % (POOL_GOAL_SECONDS, _common.goal(pool_met)))
+    _common.emit({'benchmark': BENCHMARK, 'share': share, 'pool': pool, 'share_goal': _common.goal(share_met),
+                  'pool_goal': _common.goal(pool_met)})
     return 0
 
 

@@ -27,7 +27,6 @@ Run: PYTHONPATH=<dir holding ansible_collections/> python benchmarks/bench_chain
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -36,18 +35,7 @@ import sys
 import tempfile
 import time
 
-from ansible_collections.volsnap.openstack.benchmarks._common import (
-    BenchError,
-    emit,
-    goal,
-    int_list,
-    load_text,
-    median,
-    qemu_img_tool,
-    run,
-    table,
-    timed,
-)
+from ansible_collections.volsnap.openstack.benchmarks import _common
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import inspect_chain
 
 BENCHMARK = 'qcow2_chain_info'
@@ -60,7 +48,7 @@ MAX_DEPTH = 1000
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
+    parser = _common.argument_parser(__doc__)
     parser.add_argument('--depths', default='1,10,50,200',
                         help='comma-separated overlay counts to measure (default: %(default)s)')
     parser.add_argument('--repeat', type=int, default=9,
@@ -72,7 +60,7 @@ def parse_args(argv):
                         help='virtual size of the base image in MiB (default: %(default)s)')
     parser.add_argument('--qemu-img', default=None, help='qemu-img binary (default: qemu-img on PATH)')
     args = parser.parse_args(argv)
-    depths = sorted(set(int_list(parser, args.depths, '--depths', 1, MAX_DEPTH - 1)))
+    depths = sorted(set(_common.int_list(parser, args.depths, '--depths', 1, MAX_DEPTH - 1)))
     if args.repeat < 1:
         parser.error('--repeat must be at least 1')
     if args.base_size_mib < 1:
@@ -88,12 +76,12 @@ def overlay_name(index):
 def build_chain(qemu_img, directory, depth, base_format, base_size_mib):
     """Create base + ``depth`` overlays in ``directory``; return the file names, base first."""
     base = 'base.%s' % base_format
-    run([qemu_img, 'create', '-q', '-f', base_format, base, '%dM' % base_size_mib], cwd=directory)
+    _common.run([qemu_img, 'create', '-q', '-f', base_format, base, '%dM' % base_size_mib], cwd=directory)
     names = [base]
     prev_format = base_format
     for index in range(1, depth + 1):
         name = overlay_name(index)
-        run([qemu_img, 'create', '-q', '-f', 'qcow2', '-b', names[-1], '-F', prev_format, name], cwd=directory)
+        _common.run([qemu_img, 'create', '-q', '-f', 'qcow2', '-b', names[-1], '-F', prev_format, name], cwd=directory)
         names.append(name)
         prev_format = 'qcow2'
     return names
@@ -102,22 +90,22 @@ def build_chain(qemu_img, directory, depth, base_format, base_size_mib):
 def check_native(report, expected):
     """``expected``: the file names of the chain, top first."""
     if not report.safe:
-        raise BenchError('native report of %s is not safe: %s' % (report.path, report.summary()))
+        raise _common.BenchError('native report of %s is not safe: %s' % (report.path, report.summary()))
     got = [layer.image.filename for layer in report.layers]
     if got != expected:
-        raise BenchError('native report of %s has %d layers %s..., expected %d %s...'
-                         % (report.path, len(got), got[:3], len(expected), expected[:3]))
+        raise _common.BenchError('native report of %s has %d layers %s..., expected %d %s...'
+                                 % (report.path, len(got), got[:3], len(expected), expected[:3]))
 
 
 def check_qemu(output, top, expected):
     try:
         chain = json.loads(output)
     except ValueError as exc:
-        raise BenchError('qemu-img info of %s did not print JSON: %s' % (top, exc))
+        raise _common.BenchError('qemu-img info of %s did not print JSON: %s' % (top, exc))
     got = [os.path.basename(image.get('filename', '')) for image in chain] if isinstance(chain, list) else None
     if got != expected:
-        raise BenchError('qemu-img info --backing-chain of %s listed %s images, expected %d'
-                         % (top, 'no list of' if got is None else len(got), len(expected)))
+        raise _common.BenchError('qemu-img info --backing-chain of %s listed %s images, expected %d'
+                                 % (top, 'no list of' if got is None else len(got), len(expected)))
 
 
 def time_native(top, expected, repeat):
@@ -135,19 +123,19 @@ def time_native(top, expected, repeat):
             report = inspect_chain(top, max_depth=MAX_DEPTH)
         samples.append((time.perf_counter() - start) / batch)
         check_native(report, expected)
-    return median(samples), batch
+    return _common.median(samples), batch
 
 
 def time_qemu(qemu_img, top, expected, repeat):
     """Median seconds of one ``qemu-img info --backing-chain`` subprocess."""
     cmd = [qemu_img, 'info', '--backing-chain', '--output=json', '-U', top]
-    check_qemu(run(cmd), top, expected)  # warm-up and correctness
+    check_qemu(_common.run(cmd), top, expected)  # warm-up and correctness
     samples = []
     for dummy in range(max(repeat, MIN_QEMU_RUNS)):
-        seconds, output = timed(run, cmd)
+        seconds, output = _common.timed(_common.run, cmd)
         samples.append(seconds)
         check_qemu(output, top, expected)
-    return median(samples)
+    return _common.median(samples)
 
 
 def per_layer_us(seconds, depth):
@@ -157,10 +145,9 @@ def per_layer_us(seconds, depth):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        qemu_img, version = qemu_img_tool(args.qemu_img)
-    except BenchError as exc:
-        print('bench_chain_info: FAILED: %s' % exc, file=sys.stderr)
-        return exc.code
+        qemu_img, version = _common.qemu_img_tool(args.qemu_img)
+    except _common.BenchError as exc:
+        return _common.failed('bench_chain_info', exc)
 
     workdir = tempfile.mkdtemp(prefix='volsnap-bench-chain-')
     try:
@@ -188,19 +175,19 @@ def main(argv=None):
                 'ratio': qemu_s / native_s,
                 'native_us_per_layer': per_layer_us(native_s, depth),
             }
-    except BenchError as exc:
-        print('bench_chain_info: FAILED: %s' % exc, file=sys.stderr)
-        return exc.code
+    except _common.BenchError as exc:
+        return _common.failed('bench_chain_info', exc)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
     print()
-    table([('depth', 6), ('layers', 7), ('native ms', 12), ('qemu-img ms', 13), ('ratio', 9), ('native us/layer', 16)],
-          [[str(depth), str(results[depth]['layers']), '%.3f' % (results[depth]['native_s'] * 1e3),
-            '%.3f' % (results[depth]['qemu_img_s'] * 1e3), '%.1fx' % results[depth]['ratio'],
-            '%.1f' % results[depth]['native_us_per_layer']] for depth in args.depths])
+    _common.table([('depth', 6), ('layers', 7), ('native ms', 12), ('qemu-img ms', 13), ('ratio', 9),
+                   ('native us/layer', 16)],
+                  [[str(depth), str(results[depth]['layers']), '%.3f' % (results[depth]['native_s'] * 1e3),
+                    '%.3f' % (results[depth]['qemu_img_s'] * 1e3), '%.1fx' % results[depth]['ratio'],
+                    '%.1f' % results[depth]['native_us_per_layer']] for depth in args.depths])
     print('(depth = overlays above the base; layers = depth + 1; ratio = qemu_img_s / native_s)')
-    print('(%s at the end of the run)' % load_text())
+    print('(%s at the end of the run)' % _common.load_text())
 
     target = results.get(TARGET_DEPTH)
     if target is None:
@@ -210,7 +197,7 @@ def main(argv=None):
     else:
         met = target['ratio'] >= TARGET_RATIO
         print('target ratio>=%dx at depth %d: %s (%.1fx)'
-              % (TARGET_RATIO, TARGET_DEPTH, goal(met), target['ratio']))
+              % (TARGET_RATIO, TARGET_DEPTH, _common.goal(met), target['ratio']))
 
     linear = {'us_per_layer_depth%d' % d: (results[d]['native_us_per_layer'] if d in results else None)
               for d in (50, 200)}
@@ -234,7 +221,7 @@ def main(argv=None):
         'qemu_img_version': version,
         'python': platform.python_version(),
     }
-    emit(figures)
+    _common.emit(figures)
     return 0
 
 

@@ -26,7 +26,6 @@ Run: PYTHONPATH=<dir holding ansible_collections/> python benchmarks/bench_group
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import shutil
@@ -36,18 +35,7 @@ import tempfile
 import uuid
 import xml.etree.ElementTree as ET
 
-from ansible_collections.volsnap.openstack.benchmarks._common import (
-    BenchError,
-    EXIT_SETUP,
-    emit,
-    goal,
-    load_text,
-    median,
-    qemu_img_tool,
-    run,
-    table,
-    timed,
-)
+from ansible_collections.volsnap.openstack.benchmarks import _common
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.group import GroupRequest, GroupSnapshot, Member
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import DEFAULT_URI, LIBVIRT_IMPORT_ERROR, Libvirt
@@ -60,7 +48,7 @@ TARGET_RATIO = 2.0  # the group's time at most 2x one single-disk snapshot
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', 1)[0])
+    parser = _common.argument_parser(__doc__)
     parser.add_argument('--disks', type=int, default=8, help='disks of the domain in the group (default: %(default)s)')
     parser.add_argument('--repeat', type=int, default=5, help='samples after a warm-up (default: %(default)s)')
     parser.add_argument('--libvirt-uri', default=DEFAULT_URI, help='libvirt URI (default: %(default)s)')
@@ -105,18 +93,19 @@ def check_top(lv, dom, target, volume, snap_id):
     chain = lv.disk_chain_paths(dom, target)
     info = load_info(volume + '.info')
     if os.path.basename(chain[0]) != overlay or info is None or info.active != overlay:
-        raise BenchError('disk %s: libvirt chain %s, .info %s; expected %s on top' % (target, chain, info, overlay))
+        raise _common.BenchError('disk %s: libvirt chain %s, .info %s; expected %s on top'
+                                 % (target, chain, info, overlay))
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        qemu_img, version = qemu_img_tool(args.qemu_img)
+        qemu_img, version = _common.qemu_img_tool(args.qemu_img)
         if LIBVIRT_IMPORT_ERROR is not None:
-            raise BenchError('the libvirt Python bindings are missing (pip install libvirt-python)', EXIT_SETUP)
-    except BenchError as exc:
-        print('bench_group_snapshot: FAILED: %s' % exc, file=sys.stderr)
-        return exc.code
+            raise _common.BenchError('the libvirt Python bindings are missing (pip install libvirt-python)',
+                                     _common.EXIT_SETUP)
+    except _common.BenchError as exc:
+        return _common.failed('bench_group_snapshot', exc)
     workdir = tempfile.mkdtemp(prefix='volsnap-bench-group-', dir='/var/tmp' if os.path.isdir('/var/tmp') else None)
     os.chmod(workdir, 0o777)  # QEMU run by libvirt (libvirt-qemu) writes the overlays
     lv = Libvirt(args.libvirt_uri)
@@ -129,29 +118,29 @@ def main(argv=None):
         for _index in range(args.disks):
             volume_id = str(uuid.uuid4())
             path = os.path.join(workdir, 'volume-%s' % volume_id)
-            run([qemu_img, 'create', '-q', '-f', 'raw', path, '16M'])
+            _common.run([qemu_img, 'create', '-q', '-f', 'raw', path, '16M'])
             os.chmod(path, 0o666)
             volumes.append((path, volume_id))
         try:
             dom = lv.conn.createXML(domain_xml('volsnap-bench-group-%s' % uuid.uuid4().hex[:8], volumes), 0)
         except Exception as exc:  # libvirt.libvirtError, whatever the bindings raise
-            raise BenchError('cannot start the benchmark domain at %s: %s (bash tests/lab/lab.sh start libvirt)'
-                             % (args.libvirt_uri, exc), EXIT_SETUP)
+            raise _common.BenchError('cannot start the benchmark domain at %s: %s (bash tests/lab/lab.sh start libvirt)'
+                                     % (args.libvirt_uri, exc), _common.EXIT_SETUP)
         qemu = QemuImg(runner, qemu_img)
         group_s, singles_total_s, single_s = [], [], []
         for sample in range(args.repeat + 1):
             members = [Member(path, str(uuid.uuid4())) for path, _id in volumes]
-            seconds, result = timed(GroupSnapshot(GroupRequest(members), qemu, lambda: lv, False).run)
+            seconds, result = _common.timed(GroupSnapshot(GroupRequest(members), qemu, lambda: lv, False).run)
             if not result['changed'] or result['group']['mode'] != 'online' or not result['group']['atomic']:
-                raise BenchError('the group snapshot did not run online and atomic: %s' % result['group'])
+                raise _common.BenchError('the group snapshot did not run online and atomic: %s' % result['group'])
             for index, member in enumerate(members):
                 check_top(lv, dom, 'vd' + chr(ord('b') + index), member.volume_path, member.snapshot_id)
             total, each = 0.0, []
             for index, (path, _id) in enumerate(volumes):
                 snap = str(uuid.uuid4())
-                one, single = timed(VolumeSnapshot(Request(path, snap), qemu, lambda: lv, False).run)
+                one, single = _common.timed(VolumeSnapshot(Request(path, snap), qemu, lambda: lv, False).run)
                 if not single['changed'] or single['mode'] != 'online':
-                    raise BenchError('a single-disk snapshot did not run online: %s' % single['plan'])
+                    raise _common.BenchError('a single-disk snapshot did not run online: %s' % single['plan'])
                 check_top(lv, dom, 'vd' + chr(ord('b') + index), path, snap)
                 total += one
                 each.append(one)
@@ -159,12 +148,8 @@ def main(argv=None):
                 group_s.append(seconds)
                 singles_total_s.append(total)
                 single_s.extend(each)
-    except BenchError as exc:
-        print('bench_group_snapshot: FAILED: %s' % exc, file=sys.stderr)
-        return exc.code
-    except VolsnapError as exc:
-        print('bench_group_snapshot: FAILED: the module code refused: %s' % exc, file=sys.stderr)
-        return 1
+    except (_common.BenchError, VolsnapError) as exc:
+        return _common.failed('bench_group_snapshot', exc, VolsnapError)
     finally:
         if dom is not None:
             try:
@@ -174,12 +159,12 @@ def main(argv=None):
         lv.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    group, one, singles = median(group_s), median(single_s), median(singles_total_s)
+    group, one, singles = _common.median(group_s), _common.median(single_s), _common.median(singles_total_s)
     figures.update({'group_s': group, 'single_disk_s': one, 'singles_total_s': singles,
                     'ratio_group_vs_one_single': group / one, 'ratio_singles_vs_group': singles / group,
                     'target': {'ratio_group_vs_one_single_max': TARGET_RATIO, 'met': group / one <= TARGET_RATIO}})
     print()
-    table([('', -58), ('seconds', 10)], [
+    _common.table([('', -58), ('seconds', 10)], [
         ['group: %d disks, one atomic libvirt call' % args.disks, '%.3f' % group],
         ['one single-disk online snapshot (median of all)', '%.3f' % one],
         ['%d single-disk online snapshots, one after the other' % args.disks, '%.3f' % singles],
@@ -187,9 +172,9 @@ def main(argv=None):
     print('group / one single-disk snapshot: %.2fx; %d singles / group: %.2fx'
           % (group / one, args.disks, singles / group))
     print('target group <= %.0fx one single-disk snapshot: %s (%.2fx)'
-          % (TARGET_RATIO, goal(figures['target']['met']), group / one))
-    print('(%s at the end of the run)' % load_text())
-    emit(figures)
+          % (TARGET_RATIO, _common.goal(figures['target']['met']), group / one))
+    print('(%s at the end of the run)' % _common.load_text())
+    _common.emit(figures)
     return 0
 
 

@@ -44,7 +44,6 @@ Run: PYTHONPATH=<dir holding ansible_collections/> python benchmarks/bench_rbd_i
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import platform
@@ -52,18 +51,7 @@ import sys
 import time
 import uuid
 
-from ansible_collections.volsnap.openstack.benchmarks._common import (
-    EXIT_SETUP,
-    BenchError,
-    emit,
-    goal,
-    int_list,
-    load_average,
-    load_text,
-    median,
-    table,
-    timed,
-)
+from ansible_collections.volsnap.openstack.benchmarks import _common
 from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.connection import connect as ceph_connect
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.cinder import CinderApi
@@ -71,33 +59,23 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.glanc
 from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.upload import Options, Upload
 
 BENCHMARK = 'rbd_image_clone_upload'
-GIB = 1 << 30
-MIB = 1 << 20
 TARGET_CEPH_SECONDS = 1.0
 TARGET_RATIO_1GIB = 50.0
 HASH_WAIT_SECONDS = 900
 
 
 def parse_args(argv):
-    lab = os.environ.get('VOLSNAP_LAB_DIR') or '/var/tmp/volsnap-lab'
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
+    p = _common.argument_parser(__doc__)
     p.add_argument('--sizes-gib', default='1,10,100', help='volume sizes in GiB (default 1,10,100)')
     p.add_argument('--data-mib', type=int, default=256, help='MiB of data in the 1 GiB volume (default 256)')
     p.add_argument('--repeat-clone', type=int, default=5, help='clone runs per size (median; default 5)')
     p.add_argument('--repeat-copy', type=int, default=3, help='copy runs for sizes <= 1 GiB (default 3)')
     p.add_argument('--copy-max-gib-fat', type=int, default=2,
                    help='largest copy when the Glance store is not thin-provisioned (default 2)')
-    p.add_argument('--lab-dir', default=lab, help='the lab state directory (default %(default)s)')
-    p.add_argument('--python', default=None, help='interpreter with rados/rbd and openstacksdk '
-                   '(default <lab-dir>/openstack/venv/bin/python)')
-    p.add_argument('--clouds-yaml', default=None, help='default <lab-dir>/openstack/clouds.yaml')
+    _common.add_lab_options(p)
     p.add_argument('--cloud', default=os.environ.get('VOLSNAP_BENCH_CLOUD', 'volsnap-lab'),
                    help='cloud of clouds.yaml; it must be allowed to register rbd locations (default %(default)s)')
-    p.add_argument('--ceph-conf', default=None, help='default <lab-dir>/ceph/ceph.conf')
-    p.add_argument('--ceph-user', default='cinder', help='client the module uses (default cinder)')
-    p.add_argument('--keyring', default=None, help='default <lab-dir>/ceph/ceph.client.<ceph-user>.keyring')
-    p.add_argument('--admin-keyring', default=None, help='default <lab-dir>/ceph/ceph.client.admin.keyring')
-    p.add_argument('--volume-pool', default='volumes')
+    _common.add_ceph_options(p)
     p.add_argument('--copy-sizes-gib', default=None,
                    help='sizes (GiB, among --sizes-gib) whose copy path is measured; "none" for no copy '
                         '(default: every size)')
@@ -107,41 +85,17 @@ def parse_args(argv):
     p.add_argument('--locations-cloud', default=os.environ.get('VOLSNAP_BENCH_SERVICE_CLOUD', 'volsnap-lab-service'),
                    help='cloud of a user with the service role, for those runs (default %(default)s)')
     args = p.parse_args(argv)
-    args.python = args.python or os.path.join(args.lab_dir, 'openstack', 'venv', 'bin', 'python')
-    args.clouds_yaml = args.clouds_yaml or os.path.join(args.lab_dir, 'openstack', 'clouds.yaml')
-    args.ceph_conf = args.ceph_conf or os.path.join(args.lab_dir, 'ceph', 'ceph.conf')
-    args.keyring = args.keyring or os.path.join(args.lab_dir, 'ceph', 'ceph.client.%s.keyring' % args.ceph_user)
-    args.admin_keyring = args.admin_keyring or os.path.join(args.lab_dir, 'ceph', 'ceph.client.admin.keyring')
-    args.sizes = int_list(p, args.sizes_gib, '--sizes-gib')
+    _common.lab_defaults(args)
+    args.sizes = _common.int_list(p, args.sizes_gib, '--sizes-gib')
     copy_sizes = args.copy_sizes_gib if args.copy_sizes_gib is not None else args.sizes_gib
-    args.copy_sizes = [] if copy_sizes.strip().lower() == 'none' else int_list(p, copy_sizes, '--copy-sizes-gib')
+    args.copy_sizes = [] if copy_sizes.strip().lower() == 'none' else _common.int_list(p, copy_sizes, '--copy-sizes-gib')
     args.locations_sizes = ([] if args.locations_sizes.strip().lower() == 'none'
-                            else int_list(p, args.locations_sizes, '--locations-sizes'))
+                            else _common.int_list(p, args.locations_sizes, '--locations-sizes'))
     if args.data_mib < 0 or args.data_mib > 1024:
         p.error('--data-mib must be between 0 and 1024')
     if args.repeat_clone < 1 or args.repeat_copy < 1:
         p.error('--repeat-* must be >= 1')
     return args
-
-
-def reexec_if_needed(args):
-    """Run again under --python when rados/rbd or openstacksdk cannot be imported here."""
-    try:
-        import rados  # noqa: F401 pylint: disable=unused-import,import-outside-toplevel
-        import rbd  # noqa: F401 pylint: disable=unused-import,import-outside-toplevel
-        import openstack  # noqa: F401 pylint: disable=unused-import,import-outside-toplevel
-        return
-    except ImportError as exc:
-        if os.environ.get('VOLSNAP_BENCH_REEXEC') == '1':
-            raise BenchError('%s cannot import the Ceph bindings or openstacksdk: %s' % (sys.executable, exc),
-                             EXIT_SETUP)
-    if not os.path.exists(args.python):
-        raise BenchError('%s has no Ceph bindings; the lab interpreter %s does not exist either: start the lab '
-                         '(bash tests/lab/lab.sh start) or pass --python' % (sys.executable, args.python),
-                         EXIT_SETUP)
-    env = dict(os.environ, VOLSNAP_BENCH_REEXEC='1')
-    sys.stdout.flush()
-    os.execve(args.python, [args.python, os.path.abspath(__file__)] + sys.argv[1:], env)
 
 
 def chunk_data(length, seed, offset):
@@ -171,15 +125,15 @@ class Md5Of(object):
 def md5_of(size, writes):
     """md5 of a ``size``-byte volume that is zero except for ``writes`` (what Glance's checksum must be)."""
     md5 = hashlib.md5()
-    zeros = bytes(8 * MIB)
+    zeros = bytes(8 * _common.MIB)
     pos = 0
     for off, length, seed in sorted(writes):
         while pos < off:
             n = min(len(zeros), off - pos)
             md5.update(zeros[:n])
             pos += n
-        for done in range(0, length, 8 * MIB):
-            md5.update(chunk_data(min(8 * MIB, length - done), seed, done))
+        for done in range(0, length, 8 * _common.MIB):
+            md5.update(chunk_data(min(8 * _common.MIB, length - done), seed, done))
         pos = off + length
     while pos < size:
         n = min(len(zeros), size - pos)
@@ -188,49 +142,42 @@ def md5_of(size, writes):
     return md5.hexdigest()
 
 
-class Bench(object):
+class LabBench(object):
+    """The lab's side of a benchmark of ``Upload.execute``: the OpenStack connection of --cloud (``conn``,
+    ``glance``, ``cinder``), client.admin's Ceph connection (``cluster``, ``ioctx`` of --volume-pool) that makes
+    the volumes (``made``, removed with their snapshots by ``remove_volumes``), and the module's executor."""
+
     def __init__(self, args):
         import openstack  # pylint: disable=import-outside-toplevel
         import rados  # pylint: disable=import-outside-toplevel
         import rbd  # pylint: disable=import-outside-toplevel
         self.args = args
+        self.openstack = openstack
         self.rbd = rbd
         os.environ['OS_CLIENT_CONFIG_FILE'] = args.clouds_yaml
         self.conn = openstack.connect(cloud=args.cloud)
+        self.glance = Glance(self.conn)
+        self.cinder = CinderApi(self.conn)
         self.cluster = rados.Rados(conffile=args.ceph_conf, rados_id='admin', conf={'keyring': args.admin_keyring})
         self.cluster.connect(timeout=30)
         self.ioctx = self.cluster.open_ioctx(args.volume_pool)
         self.tag = uuid.uuid4().hex[:8]
         self.made = []
         self.images = []
-        self.glance = Glance(self.conn)
-        self.cinder = CinderApi(self.conn)
-        self.service_glance = None
-        if args.locations_sizes:
-            self.service_conn = openstack.connect(cloud=args.locations_cloud)
-            self.service_glance = Glance(self.service_conn)
-        # Warm the token caches of every API worker (keystonemiddleware validates a new token once per worker),
-        # so the figures measure the upload paths, not the lab Keystone's queue.
-        for attempt in range(6):  # noqa: B007
-            self.glance.stores()
-            self.conn.block_storage.get('/volumes?limit=1')
-            if self.service_glance is not None:
-                self.service_glance.stores()
 
     def _execute(self, opts, glance=None):
         with ceph_connect(self.args.ceph_conf, self.args.ceph_user, self.args.keyring, 30) as cluster:
             return Upload(opts, {}, False).execute(glance or self.glance, self.cinder, cluster, self.rbd)
 
-    def close(self):
-        # also images whose run failed before returning their id (the module's rollback may fail as well when
-        # Glance went away under it)
-        listed = self.conn.image.get('/images?limit=1000', raise_exc=False)
-        if listed.status_code == 200:
-            prefix = 'volsnap-bench-%s-' % self.tag
-            self.images += [i['id'] for i in listed.json().get('images', [])
-                            if str(i.get('name', '')).startswith(prefix) and i['id'] not in self.images]
-        for image_id in self.images:
-            self.conn.image.delete('/images/%s' % image_id, raise_exc=False)
+    def write(self, name, writes):
+        """Write ``writes`` ((offset, length, seed): chunk_data pieces) into the volume ``name``."""
+        with self.rbd.Image(self.ioctx, name) as img:
+            for off, length, seed in writes:
+                for done in range(0, length, 8 * _common.MIB):
+                    img.write(chunk_data(min(8 * _common.MIB, length - done), seed, done), off + done)
+
+    def remove_volumes(self):
+        """Remove every volume made (and its snapshots), then close the Ceph connection."""
         for name in self.made:
             try:
                 with self.rbd.Image(self.ioctx, name) as img:
@@ -244,27 +191,61 @@ class Bench(object):
         self.ioctx.close()
         self.cluster.shutdown()
 
+
+def upload_failed(exc):
+    """Print why the run stopped (a VolsnapError: the module could not upload) and return the exit code."""
+    if isinstance(exc, VolsnapError):
+        print('setup failed: the module could not upload: %s' % exc, file=sys.stderr)
+        return _common.EXIT_SETUP
+    print('%s: %s' % ('error' if exc.code == 1 else 'setup failed', exc), file=sys.stderr)
+    return exc.code
+
+
+class Bench(LabBench):
+    def __init__(self, args):
+        super().__init__(args)
+        self.service_glance = None
+        if args.locations_sizes:
+            self.service_conn = self.openstack.connect(cloud=args.locations_cloud)
+            self.service_glance = Glance(self.service_conn)
+        # Warm the token caches of every API worker (keystonemiddleware validates a new token once per worker),
+        # so the figures measure the upload paths, not the lab Keystone's queue.
+        for attempt in range(6):  # noqa: B007
+            self.glance.stores()
+            self.conn.block_storage.get('/volumes?limit=1')
+            if self.service_glance is not None:
+                self.service_glance.stores()
+
+    def close(self):
+        # also images whose run failed before returning their id (the module's rollback may fail as well when
+        # Glance went away under it)
+        listed = self.conn.image.get('/images?limit=1000', raise_exc=False)
+        if listed.status_code == 200:
+            prefix = 'volsnap-bench-%s-' % self.tag
+            self.images += [i['id'] for i in listed.json().get('images', [])
+                            if str(i.get('name', '')).startswith(prefix) and i['id'] not in self.images]
+        for image_id in self.images:
+            self.conn.image.delete('/images/%s' % image_id, raise_exc=False)
+        self.remove_volumes()
+
     def make_volume(self, size_gib):
         """An RBD image with its data; returns (name, size, writes)."""
         name = 'volsnap-bench-%s-%dg' % (self.tag, size_gib)
-        size = size_gib * GIB
+        size = size_gib * _common.GIB
         self.rbd.RBD().create(self.ioctx, name, size, old_format=False, features=self.rbd.RBD_FEATURE_LAYERING)
         self.made.append(name)
         if size_gib == 1:
-            writes = [(0, self.args.data_mib * MIB, 1)] if self.args.data_mib else []
+            writes = [(0, self.args.data_mib * _common.MIB, 1)] if self.args.data_mib else []
         else:
-            writes = [(0, 4 * MIB, 2), (size - 4 * MIB, 4 * MIB, 3)]
-        with self.rbd.Image(self.ioctx, name) as img:
-            for off, length, seed in writes:
-                for done in range(0, length, 8 * MIB):
-                    img.write(chunk_data(min(8 * MIB, length - done), seed, done), off + done)
+            writes = [(0, 4 * _common.MIB, 2), (size - 4 * _common.MIB, 4 * _common.MIB, 3)]
+        self.write(name, writes)
         return name, size, writes
 
     def upload(self, name, clone, location_api='auto', glance=None):
         opts = Options(rbd_image=name, volume_pool=self.args.volume_pool, image_name='%s-%s' % (
             name, uuid.uuid4().hex[:6]), enable_clone_optimization=clone, ceph_conf=self.args.ceph_conf,
             ceph_user=self.args.ceph_user, keyring=self.args.keyring, timeout=600, location_api=location_api)
-        wall, result = timed(self._execute, opts, glance)
+        wall, result = _common.timed(self._execute, opts, glance)
         if result.get('image_id'):
             self.images.append(result['image_id'])
         return result, wall
@@ -292,16 +273,16 @@ class Bench(object):
         pool = (result.get('store') or {}).get('pool')
         want = 'rbd://%s/%s/%s/snap' % (result['source']['fsid'], pool, result['image_id'])
         if result.get('path') != 'clone' or image.get('status') != 'active' or result.get('location') != want:
-            raise BenchError('clone path of %s gave path=%s status=%s location=%s (expected %s): %s'
-                             % (name, result.get('path'), image.get('status'), result.get('location'), want,
-                                result.get('why')))
+            raise _common.BenchError('clone path of %s gave path=%s status=%s location=%s (expected %s): %s'
+                                     % (name, result.get('path'), image.get('status'), result.get('location'), want,
+                                        result.get('why')))
 
     def check_copy(self, result, name, md5_fn):
         image = self.conn.image.get('/images/%s' % result['image_id']).json()
         md5 = md5_fn()
         if result.get('path') != 'copy' or image.get('status') != 'active' or image.get('checksum') != md5:
-            raise BenchError('copy path of %s gave path=%s status=%s checksum=%s (expected md5 %s)'
-                             % (name, result.get('path'), image.get('status'), image.get('checksum'), md5))
+            raise _common.BenchError('copy path of %s gave path=%s status=%s checksum=%s (expected md5 %s)'
+                                     % (name, result.get('path'), image.get('status'), image.get('checksum'), md5))
 
 
 def clone_runs(bench, name, repeat, location_api='auto', glance=None, hash_wait=False):
@@ -320,13 +301,13 @@ def clone_runs(bench, name, repeat, location_api='auto', glance=None, hash_wait=
             hashes.append(bench.wait_hash(glance or bench.glance, result['image_id']))
         bench.absent(result['image_id'], glance)
     names = list(phases[-1])
-    figures = {'total_s': median(totals[1:]), 'ceph_s': median(cephs[1:]), 'runs': len(totals) - 1,
-               'cold_s': totals[0], 'wall_s': median(walls[1:]), 'location_api': result.get('location_api'),
-               'phases': {key: round(median([p.get(key, 0.0) for p in phases[1:]]), 6) for key in names},
-               'load_average_1m': (load_average() or [None])[0]}
+    figures = {'total_s': _common.median(totals[1:]), 'ceph_s': _common.median(cephs[1:]), 'runs': len(totals) - 1,
+               'cold_s': totals[0], 'wall_s': _common.median(walls[1:]), 'location_api': result.get('location_api'),
+               'phases': {key: round(_common.median([p.get(key, 0.0) for p in phases[1:]]), 6) for key in names},
+               'load_average_1m': (_common.load_average() or [None])[0]}
     if hash_wait:
         done = [h for h in hashes if h is not None]
-        figures['glance_hash_after_s'] = round(median(done), 3) if done else None
+        figures['glance_hash_after_s'] = round(_common.median(done), 3) if done else None
         figures['glance_hash_runs'] = len(done)
     return figures, store_info
 
@@ -370,9 +351,9 @@ def run(args, errors):
                     entry['copy_error'] = str(exc)
                     errors.append('%d GiB copy: %s' % (size_gib, exc))
                 else:
-                    entry['copy'] = {'total_s': median(totals), 'runs': repeat, 'wall_s': median(walls),
+                    entry['copy'] = {'total_s': _common.median(totals), 'runs': repeat, 'wall_s': _common.median(walls),
                                      'upload_s': result['seconds']['phases'].get('upload_data'),
-                                     'load_average_1m': (load_average() or [None])[0]}
+                                     'load_average_1m': (_common.load_average() or [None])[0]}
             if entry['copy']:
                 entry['ratio'] = round(entry['copy']['total_s'] / entry['clone']['total_s'], 1)
             sizes[str(size_gib)] = entry
@@ -387,12 +368,12 @@ def report(args, sizes, store_info):
     rows = []
     for key, e in sizes.items():
         copy = e.get('copy')
-        rows.append(['%s G' % key, '%.0f' % (e['data_bytes'] / MIB), '%.3f' % e['clone']['total_s'],
+        rows.append(['%s G' % key, '%.0f' % (e['data_bytes'] / _common.MIB), '%.3f' % e['clone']['total_s'],
                      '%.3f' % e['clone']['ceph_s'], '%.2f' % copy['total_s'] if copy else 'skipped',
                      '%.1fx' % e['ratio'] if e.get('ratio') else '-',
                      '%s / %s' % (e['clone']['load_average_1m'], copy['load_average_1m'] if copy else '-')])
-    table([('size', 8), ('data MiB', 9), ('clone s', 9), ('clone ceph s', 13), ('copy s', 9), ('ratio', 7),
-           ('load clone / copy', 18)], rows)
+    _common.table([('size', 8), ('data MiB', 9), ('clone s', 9), ('clone ceph s', 13), ('copy s', 9), ('ratio', 7),
+                   ('load clone / copy', 18)], rows)
     for key, e in sizes.items():
         if e.get('copy_skipped'):
             print('%s GiB: copy skipped: %s' % (key, e['copy_skipped']))
@@ -419,34 +400,30 @@ def report(args, sizes, store_info):
         'clone_max_over_min': round(flat, 2) if flat else None,
     }
     print('clone path Ceph work, largest median: %.3f s (target < %.1f s: %s)'
-          % (ceph_max, TARGET_CEPH_SECONDS, goal(target['clone_ceph_met'])))
+          % (ceph_max, TARGET_CEPH_SECONDS, _common.goal(target['clone_ceph_met'])))
     print('clone path total across sizes: max/min = %s (does not grow with size when close to 1)'
           % target['clone_max_over_min'])
     if one:
         print('ratio at 1 GiB: %s (target >= %.0fx: %s)'
-              % (one.get('ratio'), TARGET_RATIO_1GIB, goal(target['ratio_1gib_met'])))
-    print('(%s at the end of the run)' % load_text())
-    emit({'benchmark': BENCHMARK, 'sizes': sizes, 'target': target, 'store': store_info,
-          'repeat': {'clone': args.repeat_clone, 'copy': args.repeat_copy}, 'data_mib': args.data_mib,
-          'python': platform.python_version()})
+              % (one.get('ratio'), TARGET_RATIO_1GIB, _common.goal(target['ratio_1gib_met'])))
+    print('(%s at the end of the run)' % _common.load_text())
+    _common.emit({'benchmark': BENCHMARK, 'sizes': sizes, 'target': target, 'store': store_info,
+                  'repeat': {'clone': args.repeat_clone, 'copy': args.repeat_copy}, 'data_mib': args.data_mib,
+                  'python': platform.python_version()})
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     errors = []
     try:
-        reexec_if_needed(args)
+        _common.reexec_if_needed(args.python, __file__)
         sizes, store_info = run(args, errors)
-    except VolsnapError as exc:
-        print('setup failed: the module could not upload: %s' % exc, file=sys.stderr)
-        return EXIT_SETUP
-    except BenchError as exc:
-        print('%s: %s' % ('error' if exc.code == 1 else 'setup failed', exc), file=sys.stderr)
-        return exc.code
+    except (VolsnapError, _common.BenchError) as exc:
+        return upload_failed(exc)
     report(args, sizes, store_info)
     for error in errors:
         print('setup failed: the module could not upload: %s' % error, file=sys.stderr)
-    return EXIT_SETUP if errors else 0
+    return _common.EXIT_SETUP if errors else 0
 
 
 if __name__ == '__main__':

@@ -24,7 +24,6 @@ Run: PYTHONPATH=<dir holding ansible_collections/> python benchmarks/bench_snaps
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -34,24 +33,13 @@ import sys
 import tempfile
 import uuid
 
-from ansible_collections.volsnap.openstack.benchmarks._common import (
-    EXIT_SETUP,
-    BenchError,
-    emit,
-    goal,
-    load_text,
-    median,
-    run,
-    table,
-    timed,
-)
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import chain as _chain
+from ansible_collections.volsnap.openstack.benchmarks import _common
 
 TARGET = 1.5
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
+    parser = _common.argument_parser(__doc__)
     parser.add_argument('--hosts', type=int, default=3, help='hosts of the many-hosts run (default 3)')
     parser.add_argument('--volumes', type=int, default=100, help='volumes per host (default 100)')
     parser.add_argument('--repeat', type=int, default=3, help='samples of each figure (default 3)')
@@ -61,36 +49,18 @@ def parse_args(argv):
     return args
 
 
-def collection_root():
-    # <root>/ansible_collections/volsnap/openstack/plugins/module_utils/_nfs/chain.py
-    path = os.path.abspath(_chain.__file__)
-    for _level in range(4):
-        path = os.path.dirname(path)
-    return path
-
-
-def ansible_tool(name):
-    candidate = os.path.join(os.path.dirname(sys.executable), name)
-    if os.path.exists(candidate):
-        return candidate
-    found = shutil.which(name)
-    if not found:
-        raise BenchError('%s not found (make deps)' % name, EXIT_SETUP)
-    return found
-
-
 class Hosts(object):
     def __init__(self, count):
-        self.script = os.path.join(collection_root(), 'tests', 'hosts', 'hosts.sh')
+        self.script = os.path.join(_common.collection_dir(), 'tests', 'hosts', 'hosts.sh')
         self.name = 'bench-hosts-%d' % os.getpid()
         self.names = ['bh%d' % (index + 1) for index in range(count)]
         self.inventory = None
 
     def __enter__(self):
         if not os.path.exists(self.script):
-            raise BenchError('%s is missing' % self.script, EXIT_SETUP)
+            raise _common.BenchError('%s is missing' % self.script, _common.EXIT_SETUP)
         try:
-            run(['bash', self.script, 'start', self.name, str(len(self.names)), '--names', ','.join(self.names)])
+            _common.run(['bash', self.script, 'start', self.name, str(len(self.names)), '--names', ','.join(self.names)])
             hosts_dir = os.environ.get('VOLSNAP_HOSTS_DIR', '/var/tmp/volsnap-hosts')
             self.inventory = os.path.join(hosts_dir, 'scenarios', self.name, 'inventory.yml')
         except BaseException:
@@ -116,9 +86,9 @@ class Bench(object):
         self.vars = os.path.join(workdir, 'volumes.json')
         self.volumes = dict((host, [{'volume_id': str(uuid.uuid4())} for _i in range(args.volumes)])
                             for host in hosts.names)
-        self.env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.dirname(os.path.dirname(os.path.dirname(
-            collection_root()))), ANSIBLE_NOCOLOR='1', ANSIBLE_RETRY_FILES_ENABLED='0', ANSIBLE_PIPELINING='1',
-            ANSIBLE_LOCAL_TEMP=os.path.join(workdir, 'tmp'))
+        self.env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=_common.collections_root(), ANSIBLE_NOCOLOR='1',
+                        ANSIBLE_RETRY_FILES_ENABLED='0', ANSIBLE_PIPELINING='1',
+                        ANSIBLE_LOCAL_TEMP=os.path.join(workdir, 'tmp'))
 
     def write_inventory(self):
         """Every volume a new snapshot id (each sample creates new snapshots)."""
@@ -131,9 +101,9 @@ class Bench(object):
             json.dump({'cinder_volume': {'hosts': hosts}}, handle)
 
     def playbook(self, playbook, limit, *extra):
-        argv = [ansible_tool('ansible-playbook'), '-i', self.hosts.inventory, '-i', self.vars, playbook,
+        argv = [_common.ansible_tool('ansible-playbook'), '-i', self.hosts.inventory, '-i', self.vars, playbook,
                 '--forks', str(len(self.hosts.names)), '--limit', ','.join(limit)] + list(extra)
-        return timed(run, argv, cwd=self.workdir, env=self.env)
+        return _common.timed(_common.run, argv, cwd=self.workdir, env=self.env)
 
     def prepare(self):
         self.write_inventory()
@@ -151,10 +121,10 @@ class Bench(object):
         seconds, out = self.playbook('volsnap.openstack.snapshot_hosts', limit)
         counts = recap(out)
         if sorted(counts) != sorted(limit) or any(counts[h]['changed'] != 1 or counts[h]['failed'] for h in limit):
-            raise BenchError('unexpected recap: %s' % counts)
+            raise _common.BenchError('unexpected recap: %s' % counts)
         _s, out = self.playbook('volsnap.openstack.snapshot_hosts', limit, '-e', 'snapshot_hosts_state=absent')
         if any(recap(out)[h]['failed'] for h in limit):
-            raise BenchError('the delete failed: %s' % out[-3000:])
+            raise _common.BenchError('the delete failed: %s' % out[-3000:])
         return seconds
 
 
@@ -167,7 +137,7 @@ def main(argv=None):
                 return report(args, Bench(args, hosts, workdir))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-    except BenchError as exc:
+    except _common.BenchError as exc:
         print('error: %s' % exc, file=sys.stderr)
         return exc.code
 
@@ -179,20 +149,20 @@ def report(args, bench):
     for _index in range(args.repeat):  # alternate, so drift hits both
         one.append(bench.sample(bench.hosts.names[:1]))
         many.append(bench.sample(bench.hosts.names))
-    one_s, many_s = median(one), median(many)
+    one_s, many_s = _common.median(one), _common.median(many)
     ratio = many_s / one_s
     print('%d hosts x %d volumes against 1 host x %d volumes, forks=%d; %s'
-          % (args.hosts, args.volumes, args.volumes, args.hosts, load_text()))
-    table([('run', 28), ('seconds', 8), ('ms/volume', 10)],
-          [('1 host x %d' % args.volumes, '%.2f' % one_s, '%.1f' % (1000 * one_s / args.volumes)),
-           ('%d hosts x %d' % (args.hosts, args.volumes), '%.2f' % many_s,
-            '%.1f' % (1000 * many_s / (args.hosts * args.volumes)))])
+          % (args.hosts, args.volumes, args.volumes, args.hosts, _common.load_text()))
+    _common.table([('run', 28), ('seconds', 8), ('ms/volume', 10)],
+                  [('1 host x %d' % args.volumes, '%.2f' % one_s, '%.1f' % (1000 * one_s / args.volumes)),
+                   ('%d hosts x %d' % (args.hosts, args.volumes), '%.2f' % many_s,
+                    '%.1f' % (1000 * many_s / (args.hosts * args.volumes)))])
     met = ratio <= TARGET
-    print('ratio many/one %.2f; target many hosts within %.1fx of one host: %s' % (ratio, TARGET, goal(met)))
-    emit({'benchmark': 'snapshot_hosts', 'hosts': args.hosts, 'volumes_per_host': args.volumes,
-          'one_host_s': round(one_s, 3), 'many_hosts_s': round(many_s, 3), 'ratio': round(ratio, 3),
-          'samples': {'one': [round(s, 3) for s in one], 'many': [round(s, 3) for s in many]},
-          'target': {'ratio_max': TARGET, 'met': met}})
+    print('ratio many/one %.2f; target many hosts within %.1fx of one host: %s' % (ratio, TARGET, _common.goal(met)))
+    _common.emit({'benchmark': 'snapshot_hosts', 'hosts': args.hosts, 'volumes_per_host': args.volumes,
+                  'one_host_s': round(one_s, 3), 'many_hosts_s': round(many_s, 3), 'ratio': round(ratio, 3),
+                  'samples': {'one': [round(s, 3) for s in one], 'many': [round(s, 3) for s in many]},
+                  'target': {'ratio_max': TARGET, 'met': met}})
     return 0
 
 

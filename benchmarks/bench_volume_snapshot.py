@@ -29,7 +29,6 @@ Run: PYTHONPATH=<dir holding ansible_collections/> python benchmarks/bench_volum
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -40,19 +39,7 @@ import tempfile
 import time
 import uuid
 
-from ansible_collections.volsnap.openstack.benchmarks._common import (
-    BenchError,
-    emit,
-    goal,
-    int_list,
-    load_text,
-    median,
-    qemu_img_tool,
-    run,
-    table,
-    timed,
-)
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import chain as _chain
+from ansible_collections.volsnap.openstack.benchmarks import _common
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import inspect_chain
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import DEFAULT_URI, LIBVIRT_IMPORT_ERROR, Libvirt
@@ -60,16 +47,13 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img im
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
 
 BENCHMARK = 'volume_snapshot'
-GIB = 1024 ** 3
-MIB = 1024 ** 2
 TARGET_OVERHEAD_PCT = 10.0
 TARGET_SIZE_GROWTH = 1.5  # create time at the largest size / at the smallest
 MIN_RUNS = 3
-HOST_PYTHON = '/usr/bin/python3'
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
+    parser = _common.argument_parser(__doc__)
     parser.add_argument('--repeat', type=int, default=5,
                         help='timed samples per measurement, at least %d (default: %%(default)s)' % MIN_RUNS)
     parser.add_argument('--sizes-gib', default='1,100',
@@ -85,7 +69,7 @@ def parse_args(argv):
                         help='libvirt URI the module code asks for running domains (default: %(default)s)')
     parser.add_argument('--qemu-img', default=None, help='qemu-img binary (default: qemu-img on PATH)')
     args = parser.parse_args(argv)
-    args.sizes = sorted(set(int_list(parser, args.sizes_gib, '--sizes-gib')))
+    args.sizes = sorted(set(_common.int_list(parser, args.sizes_gib, '--sizes-gib')))
     if args.delete_mib < 1 or args.volumes < 1 or args.repeat < 1:
         parser.error('--delete-mib, --volumes and --repeat must be at least 1')
     args.repeat = max(args.repeat, MIN_RUNS)
@@ -127,24 +111,24 @@ def snapshot(args, qemu_img, volume, snap_id, state):
     """One volume_snapshot request through the module's code path; returns (seconds, qemu-img seconds, result)."""
     runner = TimedRunner()
     request = Request(volume_path=volume, snapshot_id=snap_id, state=state)
-    seconds, result = timed(VolumeSnapshot(request, QemuImg(runner, qemu_img), libvirt_factory(args.libvirt_uri),
-                                           False).run)
+    seconds, result = _common.timed(VolumeSnapshot(request, QemuImg(runner, qemu_img), libvirt_factory(args.libvirt_uri),
+                                                   False).run)
     return seconds, runner.seconds, result
 
 
 def new_volume(qemu_img, directory, size_bytes):
     volume = os.path.join(directory, 'volume-%s' % uuid.uuid4())
-    run([qemu_img, 'create', '-q', '-f', 'raw', volume, str(size_bytes)])
+    _common.run([qemu_img, 'create', '-q', '-f', 'raw', volume, str(size_bytes)])
     return volume
 
 
 def check_created(result, volume, snap_id):
     overlay = '%s.%s' % (os.path.basename(volume), snap_id)
     if not result['changed'] or result['active'] != overlay or result['info'].get(snap_id) != overlay:
-        raise BenchError('the create of %s on %s returned %s' % (snap_id, volume, result))
+        raise _common.BenchError('the create of %s on %s returned %s' % (snap_id, volume, result))
     report = inspect_chain(volume)
     if not report.safe or report.active != overlay or len(report.layers) != 2:
-        raise BenchError('after the create of %s the chain of %s is %s' % (snap_id, volume, report.summary()))
+        raise _common.BenchError('after the create of %s the chain of %s is %s' % (snap_id, volume, report.summary()))
 
 
 # ---------------------------------------------------------------- create
@@ -155,7 +139,7 @@ def bench_create(args, qemu_img, workdir):
     for size in args.sizes:
         directory = os.path.join(workdir, 'create-%dg' % size)
         os.mkdir(directory)
-        volume = new_volume(qemu_img, directory, size * GIB)
+        volume = new_volume(qemu_img, directory, size * _common.GIB)
         module_s, bare_s = [], []
         for index in range(args.repeat + 1):  # the first round is the warm-up
             snap_id = str(uuid.uuid4())
@@ -164,13 +148,13 @@ def bench_create(args, qemu_img, workdir):
             os.unlink('%s.%s' % (volume, snap_id))
             os.unlink(volume + '.info')
             overlay = os.path.join(directory, 'bare.qcow2')
-            bare, _out = timed(run, [qemu_img, 'create', '-q', '-f', 'qcow2', '-b', os.path.basename(volume), '-F',
-                                     'raw', overlay])
+            bare, _out = _common.timed(_common.run, [qemu_img, 'create', '-q', '-f', 'qcow2', '-b',
+                                                     os.path.basename(volume), '-F', 'raw', overlay])
             os.unlink(overlay)
             if index:
                 module_s.append(seconds)
                 bare_s.append(bare)
-        module, bare = median(module_s), median(bare_s)
+        module, bare = _common.median(module_s), _common.median(bare_s)
         results[size] = {'module_s': module, 'qemu_img_s': bare, 'ratio': module / bare}
     smallest, largest = results[args.sizes[0]], results[args.sizes[-1]]
     growth = largest['module_s'] / smallest['module_s']
@@ -188,23 +172,24 @@ def bench_create(args, qemu_img, workdir):
 def prepare_delete(args, qemu_img, directory):
     """A 1 GiB thin volume with one snapshot whose overlay holds --delete-mib MiB; returns (volume, id, overlay)."""
     os.mkdir(directory)
-    volume = new_volume(qemu_img, directory, GIB)
+    volume = new_volume(qemu_img, directory, _common.GIB)
     snap_id = str(uuid.uuid4())
     _seconds, _qemu_s, result = snapshot(args, qemu_img, volume, snap_id, 'present')
     check_created(result, volume, snap_id)
     overlay = '%s.%s' % (volume, snap_id)
-    run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 0xa5 0 %dM' % args.delete_mib, overlay])
+    _common.run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 0xa5 0 %dM' % args.delete_mib, overlay])
     os.sync()
     return volume, snap_id, overlay
 
 
 def check_merged(args, volume, overlay):
     if os.path.exists(overlay):
-        raise BenchError('%s still exists after the delete' % overlay)
-    last = (args.delete_mib - 1) * MIB
-    out = run(['qemu-io', '-r', '-f', 'raw', '-c', 'read -P 0xa5 0 1M', '-c', 'read -P 0xa5 %d 1M' % last, volume])
+        raise _common.BenchError('%s still exists after the delete' % overlay)
+    last = (args.delete_mib - 1) * _common.MIB
+    out = _common.run(['qemu-io', '-r', '-f', 'raw', '-c', 'read -P 0xa5 0 1M', '-c', 'read -P 0xa5 %d 1M' % last,
+                       volume])
     if 'Pattern verification failed' in out:
-        raise BenchError('the data of the deleted snapshot did not reach %s' % volume)
+        raise _common.BenchError('the data of the deleted snapshot did not reach %s' % volume)
 
 
 def bench_delete(args, qemu_img, workdir):
@@ -214,13 +199,13 @@ def bench_delete(args, qemu_img, workdir):
         volume, snap_id, overlay = prepare_delete(args, qemu_img, os.path.join(workdir, 'delete-m%d' % index))
         seconds, qemu_s, result = snapshot(args, qemu_img, volume, snap_id, 'absent')
         if not result['changed'] or result['mode'] != 'offline' or result['active'] != os.path.basename(volume):
-            raise BenchError('the delete of %s returned %s' % (snap_id, result))
+            raise _common.BenchError('the delete of %s returned %s' % (snap_id, result))
         check_merged(args, volume, overlay)
         shutil.rmtree(os.path.dirname(volume))
 
         volume, snap_id, overlay = prepare_delete(args, qemu_img, os.path.join(workdir, 'delete-p%d' % index))
         start = time.perf_counter()
-        run(commit + [overlay])
+        _common.run(commit + [overlay])
         committed = time.perf_counter()
         os.unlink(overlay)
         plain = time.perf_counter() - start
@@ -231,11 +216,11 @@ def bench_delete(args, qemu_img, workdir):
             module_s.append(seconds)
             module_qemu_s.append(qemu_s)
             plain_s.append(plain)
-    module, plain = median(module_s), median(plain_s)
+    module, plain = _common.median(module_s), _common.median(plain_s)
     # Outside its qemu-img calls the module also removes the overlay, which the plain run does too: take
     # the plain run's rm time out to leave the module's own work (lock, journal, checks, .info, fsyncs).
-    rm = median(rm_s)
-    own = median([m - q for m, q in zip(module_s, module_qemu_s)]) - rm
+    rm = _common.median(rm_s)
+    own = _common.median([m - q for m, q in zip(module_s, module_qemu_s)]) - rm
     overhead_pct = (module - plain) / plain * 100.0
     return {
         'data_mib': args.delete_mib,
@@ -253,58 +238,23 @@ def bench_delete(args, qemu_img, workdir):
 # ---------------------------------------------------------------- through ansible-playbook
 
 
-def collections_root():
-    # <root>/ansible_collections/volsnap/openstack/plugins/module_utils/_nfs/chain.py
-    path = os.path.abspath(_chain.__file__)
-    for _level in range(6):
-        path = os.path.dirname(path)
-    return path
-
-
-def ansible_playbook():
-    candidate = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')
-    if os.path.exists(candidate):
-        return candidate
-    found = shutil.which('ansible-playbook')
-    if not found:
-        raise BenchError('ansible-playbook not found (make deps)', 2)
-    return found
-
-
-def run_playbook(workdir, name, tasks):
-    """Write and run a localhost playbook; return its wall-clock seconds."""
-    directory = os.path.join(workdir, 'playbook-%s' % name)
-    os.makedirs(directory, exist_ok=True)
-    playbook = os.path.join(directory, 'playbook.yml')
-    with open(playbook, 'w') as handle:
-        json.dump([{'name': name, 'hosts': 'localhost', 'gather_facts': False, 'tasks': tasks}], handle, indent=1)
-    inventory = os.path.join(directory, 'inventory.ini')
-    with open(inventory, 'w') as handle:
-        handle.write('localhost ansible_connection=local ansible_python_interpreter=%s\n' % HOST_PYTHON)
-    env = dict(os.environ)
-    env.update({'ANSIBLE_COLLECTIONS_PATH': collections_root(), 'ANSIBLE_NOCOLOR': '1',
-                'ANSIBLE_RETRY_FILES_ENABLED': '0', 'ANSIBLE_LOCAL_TEMP': os.path.join(directory, 'tmp')})
-    seconds, _out = timed(run, [ansible_playbook(), '-i', inventory, playbook], cwd=directory, env=env)
-    return seconds
-
-
 def bench_delete_ansible(args, qemu_img, workdir):
     totals, fixed = [], []
     for index in range(MIN_RUNS):
         volume, snap_id, overlay = prepare_delete(args, qemu_img, os.path.join(workdir, 'delete-a%d' % index))
         task = {'name': 'Delete the snapshot', 'volsnap.openstack.volume_snapshot': {
             'volume_path': volume, 'snapshot_id': snap_id, 'state': 'absent'}}
-        totals.append(run_playbook(workdir, 'delete-%d' % index, [task]))
+        totals.append(_common.run_playbook(workdir, 'delete-%d' % index, [task]))
         check_merged(args, volume, overlay)
-        fixed.append(run_playbook(workdir, 'noop-%d' % index, [task]))  # deleted already: no change
+        fixed.append(_common.run_playbook(workdir, 'noop-%d' % index, [task]))  # deleted already: no change
         shutil.rmtree(os.path.dirname(volume))
-    return {'total_s': median(totals), 'fixed_cost_s': median(fixed), 'runs': MIN_RUNS}
+    return {'total_s': _common.median(totals), 'fixed_cost_s': _common.median(fixed), 'runs': MIN_RUNS}
 
 
 def bench_playbook(args, qemu_img, workdir):
     share = os.path.join(workdir, 'share50')
     os.mkdir(share)
-    volumes = [new_volume(qemu_img, share, GIB) for _index in range(args.volumes)]
+    volumes = [new_volume(qemu_img, share, _common.GIB) for _index in range(args.volumes)]
     snaps = [str(uuid.uuid4()) for _volume in volumes]
     items = [{'volume': v, 'snapshot': s} for v, s in zip(volumes, snaps)]
     module_task = {'name': 'Snapshot every volume', 'volsnap.openstack.volume_snapshot': {
@@ -316,14 +266,14 @@ def bench_playbook(args, qemu_img, workdir):
         'creates': '{{ item.volume }}.bare'}, 'loop': items, 'loop_control': {'label': '{{ item.snapshot }}'}}
     empty = {'name': 'Nothing', 'volsnap.openstack.volume_snapshot': {'volume_path': '{{ item }}',
                                                                       'snapshot_id': '{{ item }}'}, 'loop': []}
-    startup = run_playbook(workdir, 'empty', [empty])
-    module = run_playbook(workdir, 'module', [module_task])
-    bare = run_playbook(workdir, 'bare', [bare_task])
+    startup = _common.run_playbook(workdir, 'empty', [empty])
+    module = _common.run_playbook(workdir, 'module', [module_task])
+    bare = _common.run_playbook(workdir, 'bare', [bare_task])
     for volume, snap_id in zip(volumes, snaps):
         with open(volume + '.info') as handle:
             info = json.load(handle)
         if info.get(snap_id) != '%s.%s' % (os.path.basename(volume), snap_id) or not os.path.exists(volume + '.bare'):
-            raise BenchError('after the playbooks %s has .info %s' % (volume, info))
+            raise _common.BenchError('after the playbooks %s has .info %s' % (volume, info))
     n = float(args.volumes)
     return {
         'volumes': args.volumes,
@@ -341,10 +291,9 @@ def bench_playbook(args, qemu_img, workdir):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        qemu_img, version = qemu_img_tool(args.qemu_img, also=('qemu-io',))
-    except BenchError as exc:
-        print('bench_volume_snapshot: FAILED: %s' % exc, file=sys.stderr)
-        return exc.code
+        qemu_img, version = _common.qemu_img_tool(args.qemu_img, also=('qemu-io',))
+    except _common.BenchError as exc:
+        return _common.failed('bench_volume_snapshot', exc)
     lv_state = libvirt_state(args.libvirt_uri)
     # /var/tmp rather than /tmp: real disk, never tmpfs, like an NFS share's backing store
     workdir = tempfile.mkdtemp(prefix='volsnap-bench-snap-', dir='/var/tmp' if os.path.isdir('/var/tmp') else None)
@@ -358,12 +307,8 @@ def main(argv=None):
         if not args.skip_playbook:
             figures['delete']['ansible'] = bench_delete_ansible(args, qemu_img, workdir)
             figures['playbook'] = bench_playbook(args, qemu_img, workdir)
-    except BenchError as exc:
-        print('bench_volume_snapshot: FAILED: %s' % exc, file=sys.stderr)
-        return exc.code
-    except VolsnapError as exc:
-        print('bench_volume_snapshot: FAILED: the module code refused: %s' % exc, file=sys.stderr)
-        return 1
+    except (_common.BenchError, VolsnapError) as exc:
+        return _common.failed('bench_volume_snapshot', exc, VolsnapError)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -375,9 +320,9 @@ def main(argv=None):
         r = create['sizes_gib'][str(size)]
         rows.append(['%d G' % size, '%.1f' % (r['module_s'] * 1e3), '%.1f' % (r['qemu_img_s'] * 1e3),
                      '%.1fx' % r['ratio']])
-    table([('size', 10), ('module ms', 12), ('qemu-img ms', 14), ('ratio', 9)], rows)
+    _common.table([('size', 10), ('module ms', 12), ('qemu-img ms', 14), ('ratio', 9)], rows)
     print('target module create time at %d GiB <= %.1fx the time at %d GiB: %s (%.2fx)'
-          % (args.sizes[-1], TARGET_SIZE_GROWTH, args.sizes[0], goal(create['target']['met']),
+          % (args.sizes[-1], TARGET_SIZE_GROWTH, args.sizes[0], _common.goal(create['target']['met']),
              create['growth_largest_vs_smallest']))
 
     delete = figures['delete']
@@ -390,23 +335,25 @@ def main(argv=None):
     if 'ansible' in delete:
         rows += [('through ansible-playbook (whole run)', delete['ansible']['total_s']),
                  ('  of which the playbook fixed cost (no-change run)', delete['ansible']['fixed_cost_s'])]
-    table([('', -52), ('seconds', 10)], [[label, '%.3f' % value] for label, value in rows])
+    _common.table([('', -52), ('seconds', 10)], [[label, '%.3f' % value] for label, value in rows])
     print('target module overhead < %.0f%%: %s (%+.1f%% vs plain commit; own work %.1f%%)'
-          % (TARGET_OVERHEAD_PCT, goal(delete['target']['met']), delete['overhead_pct'], delete['module_own_pct']))
+          % (TARGET_OVERHEAD_PCT, _common.goal(delete['target']['met']), delete['overhead_pct'],
+             delete['module_own_pct']))
 
     if 'playbook' in figures:
         p = figures['playbook']
         print()
         print('one ansible-playbook run snapshotting %d volumes on one host (loop over one task)' % p['volumes'])
-        table([('', -40), ('total s', 9), ('s/volume', 12), ('s/volume after start', 22)],
-              [['volsnap.openstack.volume_snapshot', '%.2f' % p['module_s'], '%.3f' % p['module_s_per_volume'],
-                '%.3f' % p['module_s_per_volume_after_startup']],
-               ['ansible.builtin.command: qemu-img create', '%.2f' % p['qemu_img_command_s'],
-                '%.3f' % p['qemu_img_command_s_per_volume'], '%.3f' % p['qemu_img_command_s_per_volume_after_startup']]])
+        _common.table([('', -40), ('total s', 9), ('s/volume', 12), ('s/volume after start', 22)],
+                      [['volsnap.openstack.volume_snapshot', '%.2f' % p['module_s'], '%.3f' % p['module_s_per_volume'],
+                        '%.3f' % p['module_s_per_volume_after_startup']],
+                       ['ansible.builtin.command: qemu-img create', '%.2f' % p['qemu_img_command_s'],
+                        '%.3f' % p['qemu_img_command_s_per_volume'],
+                        '%.3f' % p['qemu_img_command_s_per_volume_after_startup']]])
         print('(start = a run of the same playbook with an empty loop: %.2f s; ratio module/command %.2fx)'
               % (p['startup_s'], p['ratio']))
-    print('(%s at the end of the run)' % load_text())
-    emit(figures)
+    print('(%s at the end of the run)' % _common.load_text())
+    _common.emit(figures)
     return 0
 
 

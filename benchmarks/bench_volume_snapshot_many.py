@@ -27,7 +27,6 @@ Run: PYTHONPATH=<dir holding ansible_collections/> python benchmarks/bench_volum
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -36,29 +35,15 @@ import sys
 import tempfile
 import uuid
 
-from ansible_collections.volsnap.openstack.benchmarks._common import (
-    BenchError,
-    emit,
-    goal,
-    int_list,
-    load_text,
-    median,
-    qemu_img_tool,
-    run,
-    table,
-    timed,
-)
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import chain as _chain
+from ansible_collections.volsnap.openstack.benchmarks import _common
 
-GIB = 1024 ** 3
-HOST_PYTHON = '/usr/bin/python3'
 SHELL_TARGET = 1.5
 LOOP_TARGET = 20.0
 FLAT_TARGET = 1.25
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
+    parser = _common.argument_parser(__doc__)
     parser.add_argument('--counts', default='50,500', help='volume counts of one share (default 50,500)')
     parser.add_argument('--loop-count', type=int, default=50,
                         help='volumes of the per-item loop, measured once and extrapolated (default 50)')
@@ -66,43 +51,8 @@ def parse_args(argv):
     parser.add_argument('--repeat', type=int, default=3,
                         help='samples (medians) of the empty task, of each one task and shell loop (default 3)')
     args = parser.parse_args(argv)
-    args.counts = int_list(parser, args.counts, '--counts')
+    args.counts = _common.int_list(parser, args.counts, '--counts')
     return args
-
-
-def collections_root():
-    # <root>/ansible_collections/volsnap/openstack/plugins/module_utils/_nfs/chain.py
-    path = os.path.abspath(_chain.__file__)
-    for _level in range(6):
-        path = os.path.dirname(path)
-    return path
-
-
-def ansible_playbook():
-    candidate = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')
-    if os.path.exists(candidate):
-        return candidate
-    found = shutil.which('ansible-playbook')
-    if not found:
-        raise BenchError('ansible-playbook not found (make deps)', 2)
-    return found
-
-
-def run_playbook(workdir, name, tasks):
-    """Write and run a localhost playbook; its wall-clock seconds."""
-    directory = os.path.join(workdir, 'playbook-%s' % name)
-    os.makedirs(directory, exist_ok=True)
-    playbook = os.path.join(directory, 'playbook.yml')
-    with open(playbook, 'w') as handle:
-        json.dump([{'name': name, 'hosts': 'localhost', 'gather_facts': False, 'tasks': tasks}], handle, indent=1)
-    inventory = os.path.join(directory, 'inventory.ini')
-    with open(inventory, 'w') as handle:
-        handle.write('localhost ansible_connection=local ansible_python_interpreter=%s\n' % HOST_PYTHON)
-    env = dict(os.environ)
-    env.update({'ANSIBLE_COLLECTIONS_PATH': collections_root(), 'ANSIBLE_NOCOLOR': '1',
-                'ANSIBLE_RETRY_FILES_ENABLED': '0', 'ANSIBLE_LOCAL_TEMP': os.path.join(directory, 'tmp')})
-    seconds, _out = timed(run, [ansible_playbook(), '-i', inventory, playbook], cwd=directory, env=env)
-    return seconds
 
 
 def make_share(workdir, name, count):
@@ -113,7 +63,7 @@ def make_share(workdir, name, count):
     for _index in range(count):
         path = os.path.join(share, 'volume-%s' % uuid.uuid4())
         with open(path, 'wb') as handle:
-            handle.truncate(GIB)
+            handle.truncate(_common.GIB)
         volumes.append((path, str(uuid.uuid4())))
     return volumes
 
@@ -124,25 +74,25 @@ def check_snapshots(qemu_img, volumes, with_info=True):
         overlay = '%s.%s' % (path, snap_id)
         with open(overlay, 'rb') as handle:
             if handle.read(4) != b'QFI\xfb':
-                raise BenchError('%s is not a qcow2 file' % overlay)
+                raise _common.BenchError('%s is not a qcow2 file' % overlay)
         if with_info:
             with open(path + '.info') as handle:
                 info = json.load(handle)
             if info.get('active') != os.path.basename(overlay) or info.get(snap_id) != os.path.basename(overlay):
-                raise BenchError('%s.info is %s' % (path, info))
+                raise _common.BenchError('%s.info is %s' % (path, info))
     # one overlay fully checked by qemu-img itself
-    out = json.loads(run([qemu_img, 'info', '--output=json', '-U', '%s.%s' % volumes[0]]))
+    out = json.loads(_common.run([qemu_img, 'info', '--output=json', '-U', '%s.%s' % volumes[0]]))
     if out.get('backing-filename') != os.path.basename(volumes[0][0]) or out.get('format') != 'qcow2':
-        raise BenchError('qemu-img info of the first overlay: %s' % out)
+        raise _common.BenchError('qemu-img info of the first overlay: %s' % out)
 
 
 def one_task(workdir, qemu_img, count, parallel, sample=0):
     volumes = make_share(workdir, 'task-%d-%d' % (count, sample), count)
     task = {'name': 'Snapshot every volume', 'volsnap.openstack.volume_snapshot': {
         'volumes': [{'volume_path': p, 'snapshot_id': s} for p, s in volumes], 'parallel': parallel}}
-    seconds = run_playbook(workdir, 'task-%d-%d' % (count, sample), [task])
+    seconds = _common.run_playbook(workdir, 'task-%d-%d' % (count, sample), [task])
     check_snapshots(qemu_img, volumes)
-    rerun = run_playbook(workdir, 'task-%d-%d-rerun' % (count, sample), [task])
+    rerun = _common.run_playbook(workdir, 'task-%d-%d-rerun' % (count, sample), [task])
     shutil.rmtree(os.path.dirname(volumes[0][0]))
     return seconds, rerun
 
@@ -151,11 +101,11 @@ def shell_loop(workdir, qemu_img, count, sample=0):
     volumes = make_share(workdir, 'shell-%d-%d' % (count, sample), count)
     share = os.path.dirname(volumes[0][0])
     script = ('set -e; cd "$1"; shift; while [ $# -gt 0 ]; do "%s" create -q -f qcow2 -u -b "$1" -F raw "$1.$2" %d; '
-              'shift 2; done' % (qemu_img, GIB))
+              'shift 2; done' % (qemu_img, _common.GIB))
     argv = ['bash', '-c', script, 'loop', share]
     for path, snap_id in volumes:
         argv += [os.path.basename(path), snap_id]
-    seconds, _out = timed(run, argv)
+    seconds, _out = _common.timed(_common.run, argv)
     check_snapshots(qemu_img, volumes, with_info=False)
     shutil.rmtree(share)
     return seconds
@@ -166,7 +116,7 @@ def per_item_loop(workdir, qemu_img, count):
     task = {'name': 'Snapshot every volume, one module run each', 'volsnap.openstack.volume_snapshot': {
         'volume_path': '{{ item.volume }}', 'snapshot_id': '{{ item.snapshot }}'},
         'loop': [{'volume': p, 'snapshot': s} for p, s in volumes], 'loop_control': {'label': '{{ item.snapshot }}'}}
-    seconds = run_playbook(workdir, 'loop-%d' % count, [task])
+    seconds = _common.run_playbook(workdir, 'loop-%d' % count, [task])
     check_snapshots(qemu_img, volumes)
     return seconds
 
@@ -174,13 +124,13 @@ def per_item_loop(workdir, qemu_img, count):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        qemu_img, version = qemu_img_tool()
+        qemu_img, version = _common.qemu_img_tool()
         workdir = tempfile.mkdtemp(prefix='bench-many-')
         try:
             return report(args, qemu_img, version, workdir)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-    except BenchError as exc:
+    except _common.BenchError as exc:
         print('error: %s' % exc, file=sys.stderr)
         return exc.code
     except subprocess.SubprocessError as exc:
@@ -191,7 +141,7 @@ def main(argv=None):
 def empty_task(workdir, sample=0):
     """The fixed cost of one task: ansible-playbook with volume_snapshot and an empty volumes list."""
     task = {'name': 'Nothing', 'volsnap.openstack.volume_snapshot': {'volumes': []}}
-    return run_playbook(workdir, 'empty-%d' % sample, [task])
+    return _common.run_playbook(workdir, 'empty-%d' % sample, [task])
 
 
 def report(args, qemu_img, version, workdir):
@@ -207,8 +157,8 @@ def report(args, qemu_img, version, workdir):
             tasks.append(task_s)
             reruns.append(rerun_s)
             shells.append(shell_loop(workdir, qemu_img, count, sample))
-        samples[count] = (median(tasks), median(reruns), median(shells))
-    fixed_s = median(fixed)
+        samples[count] = (_common.median(tasks), _common.median(reruns), _common.median(shells))
+    fixed_s = _common.median(fixed)
     counts = {}
     for count in args.counts:
         task_s, rerun_s, shell_s = samples[count]
@@ -222,7 +172,7 @@ def report(args, qemu_img, version, workdir):
             'ratio_to_shell': round(task_s / shell_s, 3), 'speedup_over_loop': round(loop_total / task_s, 1),
         }
     print('%s; %s; parallel=%d; medians of %d samples; fixed cost of one task (empty list) %.2f s'
-          % (version, load_text(), args.parallel, args.repeat, fixed_s))
+          % (version, _common.load_text(), args.parallel, args.repeat, fixed_s))
     rows = []
     for count, figures in counts.items():
         rows.append((count, '%.2f' % figures['one_task_s'], '%.1f' % figures['one_task_marginal_ms_per_volume'],
@@ -230,8 +180,8 @@ def report(args, qemu_img, version, workdir):
                      '%.1f%s' % (figures['per_item_loop_s'], '*' if figures['per_item_loop_extrapolated'] else ''),
                      '%.2f' % figures['ratio_to_shell'], '%.1f' % figures['speedup_over_loop'],
                      '%.2f' % figures['one_task_rerun_s']))
-    table([('volumes', 7), ('task s', 8), ('+ms/vol', 7), ('shell s', 8), ('ms/vol', 7), ('loop s', 9),
-           ('x shell', 8), ('loop/task', 9), ('rerun s', 8)], rows)
+    _common.table([('volumes', 7), ('task s', 8), ('+ms/vol', 7), ('shell s', 8), ('ms/vol', 7), ('loop s', 9),
+                   ('x shell', 8), ('loop/task', 9), ('rerun s', 8)], rows)
     print('* per-item loop extrapolated from %d volumes in %.2f s (%.0f ms per volume)'
           % (args.loop_count, loop_s, 1000 * loop_per_volume))
     largest = counts[str(max(args.counts))]
@@ -246,9 +196,10 @@ def report(args, qemu_img, version, workdir):
     else:  # the fixed cost's noise is larger than what the smallest share adds: nothing to judge
         flat, flat_met = float('nan'), None
     largest_n = max(args.counts)
-    print('target one task <= %.1fx the shell loop at %s volumes: %s' % (SHELL_TARGET, largest_n, goal(shell_met)))
+    print('target one task <= %.1fx the shell loop at %s volumes: %s'
+          % (SHELL_TARGET, largest_n, _common.goal(shell_met)))
     print('target one task >= %.0fx faster than the per-item loop at %s volumes: %s'
-          % (LOOP_TARGET, largest_n, goal(loop_met)))
+          % (LOOP_TARGET, largest_n, _common.goal(loop_met)))
     n_small, n_large = min(args.counts), max(args.counts)
     incremental = (1000 * (largest['one_task_s'] - smallest['one_task_s']) / (n_large - n_small)
                    if n_large > n_small else None)
@@ -257,16 +208,16 @@ def report(args, qemu_img, version, workdir):
         print('incremental cost from %d to %d volumes (no fixed cost in it): %.1f ms per volume; shell loop %.1f'
               % (n_small, n_large, incremental, largest['shell_loop_ms_per_volume']))
     print('target cost per volume flat (+ms/vol at %s volumes / at %s volumes = %.2f <= %.2f): %s'
-          % (max(args.counts), min(args.counts), flat, FLAT_TARGET, goal(flat_met)))
-    emit({'benchmark': 'volume_snapshot_many', 'qemu_img': version, 'parallel': args.parallel,
-          'repeat': args.repeat, 'counts': counts,
-          'per_item_loop': {'volumes': args.loop_count, 'total_s': round(loop_s, 3),
-                            'ms_per_volume': round(1000 * loop_per_volume, 2)},
-          'incremental_ms_per_volume': round(incremental, 2) if incremental is not None else None,
-          'fixed_cost_s': round(fixed_s, 3), 'flat_ratio': round(flat, 3) if flat_met is not None else None,
-          'targets': {'ratio_to_shell_max': SHELL_TARGET, 'ratio_to_shell_met': shell_met,
-                      'speedup_over_loop_min': LOOP_TARGET, 'speedup_over_loop_met': loop_met,
-                      'flat_ratio_max': FLAT_TARGET, 'flat_met': flat_met}})
+          % (max(args.counts), min(args.counts), flat, FLAT_TARGET, _common.goal(flat_met)))
+    _common.emit({'benchmark': 'volume_snapshot_many', 'qemu_img': version, 'parallel': args.parallel,
+                  'repeat': args.repeat, 'counts': counts,
+                  'per_item_loop': {'volumes': args.loop_count, 'total_s': round(loop_s, 3),
+                                    'ms_per_volume': round(1000 * loop_per_volume, 2)},
+                  'incremental_ms_per_volume': round(incremental, 2) if incremental is not None else None,
+                  'fixed_cost_s': round(fixed_s, 3), 'flat_ratio': round(flat, 3) if flat_met is not None else None,
+                  'targets': {'ratio_to_shell_max': SHELL_TARGET, 'ratio_to_shell_met': shell_met,
+                              'speedup_over_loop_min': LOOP_TARGET, 'speedup_over_loop_met': loop_met,
+                              'flat_ratio_max': FLAT_TARGET, 'flat_met': flat_met}})
     return 0
 
 
