@@ -253,14 +253,14 @@ def report(args, sizes):
     _common.table([('size', 7), ('ceph_copy s', 12), ('glance hash s', 14), ('module-hash s', 14), ('glance copy s', 16),
                    ('ratio', 8), ('copy_sparse / librbd copy s', 28), ('load', 6)], rows)
     for key, e in sizes.items():
-        if e['glance_copy'].get('estimated'):
+        if (e.get('glance_copy') or {}).get('estimated'):
             print('%s GiB: the Glance copy is estimated from the %s GiB rate (not measured)'
                   % (key, e['glance_copy']['from_size_gib']))
     totals = [e['ceph_copy']['total_s'] for e in sizes.values()]
     flat = round(max(totals) / min(totals), 2) if min(totals) > 0 else None
     one = sizes.get('1', {})
     target = {'ratio_1gib_min': TARGET_RATIO_1GIB,
-              'ratio_1gib_met': (one.get('ratio') or 0) >= TARGET_RATIO_1GIB if one else None,
+              'ratio_1gib_met': one['ratio'] >= TARGET_RATIO_1GIB if one.get('ratio') is not None else None,
               'ceph_copy_max_over_min': flat, 'flat_max': TARGET_FLAT,
               'flat_met': flat is not None and flat <= TARGET_FLAT}
     if one:

@@ -396,7 +396,7 @@ def report(args, sizes, store_info):
     target = {
         'clone_ceph_under_s': TARGET_CEPH_SECONDS, 'clone_ceph_met': ceph_max < TARGET_CEPH_SECONDS,
         'ratio_1gib_min': TARGET_RATIO_1GIB,
-        'ratio_1gib_met': (one.get('ratio') or 0) >= TARGET_RATIO_1GIB if one else None,
+        'ratio_1gib_met': one['ratio'] >= TARGET_RATIO_1GIB if one.get('ratio') is not None else None,
         'clone_max_over_min': round(flat, 2) if flat else None,
     }
     print('clone path Ceph work, largest median: %.3f s (target < %.1f s: %s)'
