@@ -667,7 +667,7 @@ class VolumeSnapshotModule(VolsnapModule):
     def run_volumes(self):
         p = self.params
         if p['parallel'] < 1:
-            raise VolsnapError('parallel must be at least 1 (1 runs the volumes one after another), not %d'
+            raise VolsnapError('parallel must be 1 or more (it is %d): how many volumes are worked on at once'
                                % p['parallel'])
         if not p['group']:
             return self.run_many()
