@@ -36,8 +36,11 @@ import pytest
 
 from ansible_run import run_tasks
 from openstack_helpers import unique
-# lab_state: the lab configuration reset before and restored (cinder-volume restarted) after the test
-from test_operator_playbooks_lab import cinder_services_up, lab_state, playbook, wait  # noqa: F401
+import test_operator_playbooks_lab as playbooks_lab
+from test_operator_playbooks_lab import cinder_services_up, playbook, wait
+
+# the fixture that resets the lab configuration before the test and restores it (restarting cinder-volume) after
+lab_state = playbooks_lab.lab_state
 
 MODULE = "volsnap.openstack.nfs_share_audit"
 WAIT = 180
