@@ -240,7 +240,14 @@ cinder:
       description:
         - Each difference, with C(code) (V(volume_unknown_to_cinder), V(volume_on_other_backend),
           V(volume_file_of_deleted_volume), V(volume_file_missing), V(snapshot_file_missing), V(snapshot_file_present),
-          V(snapshot_unknown_to_cinder)), C(message) and the ids.
+          V(snapshot_unknown_to_cinder)), C(message) and the ids (C(volume_id), C(snapshot_id); C(cinder_status) when
+          Cinder has the object; C(file), the file of the share, for V(snapshot_file_present) and
+          V(snapshot_unknown_to_cinder)).
+        - V(snapshot_file_missing) - Cinder holds the snapshot as C(available) but its file is gone or the C(.info)
+          file does not name it. V(snapshot_file_present) - Cinder holds it as C(error_deleting) or C(deleted) but
+          the file the C(.info) file names, or the C(volume-<id>.<snapshot id>) file, is still in the share.
+          V(snapshot_unknown_to_cinder) - the C(.info) file names a snapshot Cinder does not have, or a
+          C(volume-<id>.<snapshot id>) file is named after one and no C(.info) entry names it.
       type: list
       elements: dict
 removed:

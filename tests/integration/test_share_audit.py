@@ -135,7 +135,10 @@ def test_lab_nfs_share_against_cinder_and_cleanup(openstack_lab: Any, nfs_volume
         assert found["cinder"]["volumes_on_backend"] >= 1
         findings = {(f["code"], f.get("volume_id")) for f in found["cinder"]["findings"]}
         assert ("volume_unknown_to_cinder", unknown[len("volume-"):]) in findings
-        assert not [f for f in findings if f[1] == nfs_volume.id]  # Cinder's own volume agrees with its file
+        # Cinder's own volume agrees with its file; the planted overlay is named after a snapshot Cinder lacks
+        assert [f for f in findings if f[1] == nfs_volume.id] == [("snapshot_unknown_to_cinder", nfs_volume.id)]
+        [unknown_snap] = [f for f in found["cinder"]["findings"] if f.get("volume_id") == nfs_volume.id]
+        assert (unknown_snap["snapshot_id"], unknown_snap["file"]) == (orphan[len(vol) + 1:], orphan)
         mine = [c["name"] for c in found["cleanup_candidates"] if c["name"] in planted]
         assert sorted(mine) == leaks  # never the volume file, known or not
 

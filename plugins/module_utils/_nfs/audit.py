@@ -398,6 +398,7 @@ def compare_with_cinder(audit: Mapping[str, Any], cinder_volumes: Sequence[Mappi
             add('volume_file_missing', 'Cinder holds volume %s as %s on %s but the share has no volume-%s file'
                 % (vid, known.get('status'), cinder_host, vid), volume_id=vid, cinder_status=known.get('status'))
     known_snapshots = set()
+    all_snapshot_ids = set(s.get('id') for s in cinder_snapshots)
     for snap in cinder_snapshots:
         vid = snap.get('volume_id')
         if vid not in on_backend:
@@ -412,16 +413,29 @@ def compare_with_cinder(audit: Mapping[str, Any], cinder_volumes: Sequence[Mappi
             add('snapshot_file_missing', 'Cinder holds snapshot %s of volume %s as available but %s' % (
                 sid, vid, 'the .info file does not name it' if fname is None else 'its file %s is gone' % fname),
                 volume_id=vid, snapshot_id=sid, cinder_status=status)
-        elif status in ('error_deleting', 'deleted') and present:
-            add('snapshot_file_present', 'Cinder holds snapshot %s of volume %s as %s but its file %s is still in the '
-                'share' % (sid, vid, status, fname), volume_id=vid, snapshot_id=sid, cinder_status=status)
+        elif status in ('error_deleting', 'deleted'):
+            # the file the .info names, else the file named after the snapshot (its .info entry already dropped)
+            by_name = 'volume-%s.%s' % (vid, sid)
+            left = fname if present else (by_name if by_name in vol['files'] else None)
+            if left is not None:
+                add('snapshot_file_present', 'Cinder holds snapshot %s of volume %s as %s but its file %s is still '
+                    'in the share' % (sid, vid, status, left), volume_id=vid, snapshot_id=sid, cinder_status=status,
+                    file=left)
     for vid, vol in sorted(share_volumes.items()):
         if vid not in on_backend:
             continue
+        named = set(vol['snapshots'].values())
         for sid, fname in sorted(vol['snapshots'].items()):
             if sid not in known_snapshots:
                 add('snapshot_unknown_to_cinder', 'the .info file of volume %s names snapshot %s (%s) but Cinder has '
-                    'no such snapshot' % (vid, sid, fname), volume_id=vid, snapshot_id=sid)
+                    'no such snapshot' % (vid, sid, fname), volume_id=vid, snapshot_id=sid, file=fname)
+        for name in vol['files']:
+            cls = classify_name(name)
+            if (cls.kind == 'snapshot' and cls.volume_id == vid and cls.detail is None and name not in named
+                    and cls.snapshot_id not in all_snapshot_ids):
+                add('snapshot_unknown_to_cinder', '%s is named after snapshot %s of volume %s, which Cinder does not '
+                    'have and no .info entry names' % (name, cls.snapshot_id, vid), volume_id=vid,
+                    snapshot_id=cls.snapshot_id, file=name)
     return {'host': cinder_host, 'findings': findings, 'volumes_on_backend': len(on_backend),
             'snapshots_on_backend': len(known_snapshots),
             'known_volume_ids': sorted(by_id), 'known_snapshot_ids': sorted(s.get('id') for s in cinder_snapshots)}

@@ -280,6 +280,8 @@ def test_compare_with_cinder_every_finding(share):
         ('volume_file_missing', missing, None),
         ('snapshot_file_missing', VID, 'abcdefab-1234-4234-8234-123456789abc'),
         ('snapshot_unknown_to_cinder', VID, SID),
+        # Cinder holds SID2 as error_deleting: no .info entry names it, but its file is still there
+        ('snapshot_file_present', VID, SID2),
     ])
     # the orphan overlay is named after a snapshot Cinder has: never a candidate
     assert audit['cleanup_candidates'] == [] and _classes(audit)[orphan] == 'overlay_in_chain'
@@ -289,6 +291,31 @@ def test_compare_with_cinder_error_deleting_file_present(share):
     _healthy(share)
     audit = A.audit_share(str(share), cinder_data=([_vol(VID)], [_snap(SID, VID, 'error_deleting')], HOST))
     assert [f['code'] for f in audit['cinder']['findings']] == ['snapshot_file_present']
+
+
+def test_compare_with_cinder_snapshot_file_unknown_to_cinder(share):
+    _healthy(share)
+    orphan = '%s.%s' % (VOL, SID2)
+    B.write_qcow2(share, orphan, backing=VOL, backing_fmt='raw', size=4096)
+    temporary = '%s.tmp-snap-%s' % (VOL, GONE)  # Cinder's own temporary snapshot of a clone: not a snapshot id
+    B.write_qcow2(share, temporary, backing=VOL, backing_fmt='raw', size=4096)
+    audit = A.audit_share(str(share), cinder_data=([_vol(VID)], [_snap(SID, VID)], HOST))
+    assert [(f['code'], f['snapshot_id'], f['file']) for f in audit['cinder']['findings']] == [
+        ('snapshot_unknown_to_cinder', SID2, orphan)]
+    assert 'no .info entry names' in audit['cinder']['findings'][0]['message']
+    assert [c['name'] for c in audit['cleanup_candidates']] == sorted([orphan, temporary])
+    # a file named after a snapshot Cinder has (of any volume) is no such finding, and never a candidate
+    audit = A.audit_share(str(share), cinder_data=([_vol(VID)], [_snap(SID, VID), _snap(SID2, GONE)], HOST))
+    assert audit['cinder']['findings'] == []
+    assert [c['name'] for c in audit['cleanup_candidates']] == [temporary]
+
+
+def test_compare_with_cinder_error_deleting_file_named_by_info_first(share):
+    _healthy(share)
+    audit = A.audit_share(str(share), cinder_data=([_vol(VID)], [_snap(SID, VID, 'deleted')], HOST))
+    [finding] = audit['cinder']['findings']
+    assert (finding['code'], finding['file'], finding['cinder_status']) == (
+        'snapshot_file_present', '%s.%s' % (VOL, SID), 'deleted')
 
 
 def test_healthy_share_agrees_with_cinder(share):
