@@ -37,6 +37,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.lock import
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import (
     INFO_SUFFIX,
     TEMP_SUFFIX,
+    TMP_SNAP,
     VOLUME_PREFIX,
     ShareFileError,
     journal_filename,
@@ -46,7 +47,6 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share impor
 )
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.volume import ShareVolume
 
-TMP_SNAP = 'tmp-snap-'
 # Final classes of a file (RV files[].class). Only the last four may be cleanup candidates.
 CLASSES = ('volume', 'info', 'snapshot_overlay', 'overlay_in_chain', 'pending_journal', 'lock_held', 'lock_idle',
            'clone_record', 'temporary_in_use', 'foreign',

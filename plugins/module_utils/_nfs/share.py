@@ -45,7 +45,7 @@ VOLUME_NAME_RE = re.compile(r'^(%s(%s))(?:\.(.+))?\Z' % (re.escape(VOLUME_PREFIX
 _BACKING_SUFFIX = r'(\.(tmp-snap-)?[0-9a-f-]+)?(\.vhd|\.vhdx)?\Z'
 _BACKING_SUFFIX_RE = re.compile(_BACKING_SUFFIX)
 # Cinder's temporary snapshots (create volume from an in-use volume): volume-<id>.tmp-snap-<uuid>
-_TMP_SNAP = 'tmp-snap-'
+TMP_SNAP = 'tmp-snap-'
 
 # The collection's own files in a share. Their temporary files end with TEMP_SUFFIX.
 TEMP_SUFFIX = '.volsnap-tmp'
@@ -105,7 +105,7 @@ def is_snapshot_like(filename: str, volume_name: str) -> bool:
         return False  # the cheap test first: a share may hold thousands of other volumes' files
     if own_file_kind(filename, volume_name) == 'snapshot':
         return True
-    prefix = volume_name + '.' + _TMP_SNAP
+    prefix = volume_name + '.' + TMP_SNAP
     return filename.startswith(prefix) and is_file_id(filename[len(prefix):])
 
 
