@@ -580,7 +580,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.conne
 )
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.progress import DEFAULT_DIR as PROGRESS_DIR
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.progress import recording, volume_targets
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg, progress_runner_of, spawn_runner
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.group import GroupRequest, GroupSnapshot, Member
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.volume import ShareVolume
@@ -692,11 +692,7 @@ class VolumeSnapshotModule(VolsnapModule):
 
     def run_many(self):
         p = self.params
-        # the items' threads start qemu-img without forking the whole module (spawn_runner); the long commands
-        # that report progress still go through run_command
-        qemu = QemuImg(spawn_runner(self.module.run_command_environ_update),
-                       self.module.get_bin_path('qemu-img', required=True),
-                       progress_runner=progress_runner_of(self.module.run_command))
+        qemu = QemuImg(self.module.run_command, self.module.get_bin_path('qemu-img', required=True))
         cinder = None
         if p['report_to_cinder']:
             cinder = functools.partial(cinder_api, p)

@@ -5,9 +5,8 @@
 
 ``*_args`` functions build the arguments of each qemu-img command the collection runs (never format
 probing: every image and backing file is given its format); :func:`argv` puts the binary in front.
-:class:`QemuImg` runs them through an injected runner: in a module it is ``AnsibleModule.run_command``, or
-:func:`spawn_runner` where several threads run qemu-img at once (a task with many volumes: no ``preexec_fn``, so
-no fork of the whole process per command); tests pass a runner of their own. While an operation records its progress (:func:`._base.progress.current`), the
+:class:`QemuImg` runs them through an injected runner: in a module it is ``AnsibleModule.run_command``;
+tests pass a runner of their own. While an operation records its progress (:func:`._base.progress.current`), the
 long commands (commit, convert, safe rebase) run with ``-p`` instead of ``-q``: ``run_command``'s
 ``before_communicate_callback`` (:func:`progress_runner_of`, :func:`pump`) reads qemu-img's own ``(NN.NN/100%)``
 as it comes and hands it to the record; errors are captured as before. :func:`cross_check` compares the native
@@ -23,8 +22,7 @@ import os
 import re
 import selectors
 import struct
-import subprocess
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, cast
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import (
     ChainReport,
@@ -162,34 +160,6 @@ def pump(proc: Any, on_fraction: Callable[[float], None]) -> Tuple[bytes, bytes]
                         except Exception:  # pylint: disable=broad-except
                             pass
     return b''.join(out_chunks), b''.join(err_chunks)
-
-
-def spawn_runner(environ_update: Optional[Mapping[str, str]] = None) -> Runner:
-    """A :data:`Runner` for the threads of one task: what ``AnsibleModule.run_command`` does for an argv list (the
-    environment with ``environ_update``, Ansible's own ``PYTHONPATH`` entries left out, output decoded as UTF-8 with
-    surrogate escapes), without its ``preexec_fn``. A ``preexec_fn`` makes Python fork the whole process and run
-    Python code in the child, which costs a fork of every mapped page per command and is not safe while other
-    threads run (Python's subprocess documentation); without it the child is started with vfork/posix_spawn. The
-    child gets no stdin (``/dev/null``): qemu-img never reads it."""
-    env = dict(os.environ)
-    env.update(environ_update or {})
-    if 'PYTHONPATH' in env:
-        paths = [p for p in env['PYTHONPATH'].split(':')
-                 if p and not p.endswith('/ansible_modlib.zip') and not p.endswith('/debug_dir')]
-        if paths:
-            env['PYTHONPATH'] = ':'.join(paths)
-        else:
-            del env['PYTHONPATH']
-
-    def run(command: List[str]) -> Tuple[int, str, str]:
-        try:
-            proc = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  close_fds=True, env=env, check=False)
-        except OSError as exc:
-            raise VolsnapError('cannot run %s: %s' % (command[0], exc.strerror or exc), command=command)
-        return (proc.returncode, proc.stdout.decode('utf-8', 'surrogateescape'),
-                proc.stderr.decode('utf-8', 'surrogateescape'))
-    return run
 
 
 def progress_runner_of(runner: Runner) -> Optional[ProgressRunner]:
