@@ -9,8 +9,10 @@ collects the outcomes in the input order. What the items can share is made once 
 and one listing of the running domains (:class:`SharedLibvirt`), one Cinder connection (:class:`LockedApi`), one
 ``qemu-img`` runner, and the listings of the share (:class:`ShareListings`): one read when the task starts, for
 every item's decision before its lock exists, and the listings read under the items' locks shared between the
-items that ask at the same time (each one started after the item asked). An item that fails does not stop the others: the task fails afterwards naming the failed
-volumes (:func:`batch_result`), the others stay committed, and a rerun converges (done items report no change).
+items that ask at the same time (each one started after the item asked), and the fsyncs of the share's directory
+(:func:`._base.atomic.shared_directory_syncs`). An item that fails does not stop the others: the task fails
+afterwards naming the failed volumes (:func:`batch_result`), the others stay committed, and a rerun converges (done
+items report no change).
 """
 
 from __future__ import annotations
