@@ -13,7 +13,9 @@
 2. it gets the owner and group of the :class:`FileAttributes`, then their mode, *before* the
    data is written: at no moment does the new content sit in a file looser than asked;
 3. the data is written, fsynced, the file closed and renamed over the target;
-4. the directory is fsynced, so the rename survives a crash.
+4. the directory is fsynced, so the rename survives a crash (:func:`fsync_dir`; inside
+   :func:`shared_directory_syncs`, the threads of one task share the fsyncs of a directory, each waiting for one
+   that started after it asked).
 
 On any error (including an interrupt) the temporary file is removed and the target is left
 as it was; the error propagates unchanged.
@@ -29,12 +31,16 @@ granting, even for a moment, an access that neither the old nor the new attribut
 from __future__ import annotations
 
 import binascii
+import contextlib
 import errno
 import os
 import re
 import stat
+import threading
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.fresh import FreshCall
 
 
 @dataclass(frozen=True)
@@ -78,13 +84,62 @@ def attributes_like(reference: str, group_when_unprivileged: bool = True) -> Fil
     return FileAttributes(mode)
 
 
-def fsync_dir(directory: str) -> None:
-    """Make the entries of ``directory`` (a rename, a new or removed file) durable."""
+def _fsync_dir_now(directory: str) -> None:
     dir_fd = os.open(directory, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0))
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+# directory (absolute path) -> (its shared fsync, how many shared_directory_syncs hold it)
+_SHARED_SYNCS: Dict[str, Tuple[FreshCall[None], int]] = {}
+_SHARED_SYNCS_LOCK = threading.Lock()
+
+
+def fsync_dir(directory: str) -> None:
+    """Make the entries of ``directory`` (a rename, a new or removed file) durable.
+
+    Every change made to the directory before the call is durable when it returns: an fsync of the directory
+    that started after the call covers them. Inside :func:`shared_directory_syncs` such an fsync is shared by the
+    threads that ask at the same time (:class:`._base.fresh.FreshCall`: one runs at a time, the threads that ask
+    meanwhile wait for the next one, which starts after all of them asked, and each gets its outcome, an error
+    included)."""
+    shared = _SHARED_SYNCS.get(os.path.abspath(directory)) if _SHARED_SYNCS else None
+    if shared is not None:
+        shared[0].fresh()
+    else:
+        _fsync_dir_now(directory)
+
+
+@contextlib.contextmanager
+def shared_directory_syncs(directories: Iterable[str]) -> Iterator[None]:
+    """While inside, the :func:`fsync_dir` calls of these directories made by this process's threads are shared.
+
+    For the threads of one task working in one directory (the volumes of a share): several renames of
+    different threads become durable with one fsync of the directory, never one that started before a thread
+    asked (that one could miss its rename)."""
+    keys = sorted(set(os.path.abspath(directory) for directory in directories))
+    with _SHARED_SYNCS_LOCK:
+        for key in keys:
+            shared, users = _SHARED_SYNCS.get(key) or (FreshCall(lambda key=key: _fsync_dir_now(key)), 0)  # type: ignore[misc]
+            _SHARED_SYNCS[key] = (shared, users + 1)
+    try:
+        yield
+    finally:
+        with _SHARED_SYNCS_LOCK:
+            for key in keys:
+                shared, users = _SHARED_SYNCS[key]
+                if users > 1:
+                    _SHARED_SYNCS[key] = (shared, users - 1)
+                else:
+                    del _SHARED_SYNCS[key]
+
+
+def shared_sync_calls(directory: str) -> Optional[int]:
+    """How many fsyncs of ``directory`` its shared fsync made so far (None: not shared now); for tests."""
+    shared = _SHARED_SYNCS.get(os.path.abspath(directory))
+    return shared[0].calls if shared is not None else None
 
 
 def apply_attributes(fd: int, attributes: FileAttributes) -> None:

@@ -7,8 +7,12 @@ Every item is the same independent request a single-volume run makes (:class:`._
 its own lock, journal, ``.info`` file and Cinder report); :func:`run_batch` runs them ``parallel`` at a time and
 collects the outcomes in the input order. What the items can share is made once per task: one libvirt connection
 and one listing of the running domains (:class:`SharedLibvirt`), one Cinder connection (:class:`LockedApi`), one
-``qemu-img`` runner. An item that fails does not stop the others: the task fails afterwards naming the failed
-volumes (:func:`batch_result`), the others stay committed, and a rerun converges (done items report no change).
+``qemu-img`` runner, and the listings of the share (:class:`ShareListings`): one read when the task starts, for
+every item's decision before its lock exists, and the listings read under the items' locks shared between the
+items that ask at the same time (each one started after the item asked), and the fsyncs of the share's directory
+(:func:`._base.atomic.shared_directory_syncs`). An item that fails does not stop the others: the task fails
+afterwards naming the failed volumes (:func:`batch_result`), the others stay committed, and a rerun converges (done
+items report no change).
 """
 
 from __future__ import annotations
@@ -19,8 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import shared_directory_syncs
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.fresh import FreshCall
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import DiskInfo, disks_using
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import DirListing
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.volume import ShareVolume
 from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.report import (
@@ -204,6 +211,49 @@ def shared_factory(factory: Callable[[], Any]) -> Callable[[], Any]:
     return get
 
 
+class ShareListings(object):
+    """The listings of the items' directories (usually one share) for a batch.
+
+    :meth:`before_lock`: the names read once when the task starts, for what an item decides before its lock exists
+    (it changes nothing then; whatever would change something is decided again under the lock). :meth:`fresh`: a
+    listing that started after the call (:class:`._base.fresh.FreshCall`): an item holding its lock asks for one,
+    and the items that ask while one is being read share the next one, which is exactly as fresh for each of them as
+    its own would be.
+    """
+
+    def __init__(self, directories: Sequence[str]) -> None:
+        self._before: Dict[str, Optional[DirListing]] = {}
+        self._fresh: Dict[str, FreshCall[DirListing]] = {}
+        for directory in directories:
+            if directory in self._before:
+                continue
+            try:
+                self._before[directory] = DirListing.read(directory)
+            except OSError:
+                self._before[directory] = None  # each item reads it itself, and reports what is wrong
+            self._fresh[directory] = FreshCall(lambda d=directory: DirListing.read(d))  # type: ignore[misc]
+
+    def before_lock(self, directory: str) -> Optional[DirListing]:
+        return self._before.get(directory)
+
+    def fresh(self, directory: str) -> DirListing:
+        shared = self._fresh.get(directory)
+        return shared.fresh() if shared is not None else DirListing.read(directory)
+
+    @property
+    def reads(self) -> int:
+        """How many listings were read (for tests and benchmarks)."""
+        return sum(1 for listing in self._before.values() if listing is not None) + sum(
+            shared.calls for shared in self._fresh.values())
+
+
+def _directory_of(item: BatchItem) -> Optional[str]:
+    try:
+        return ShareVolume.from_path(item.volume_path).directory
+    except VolsnapError:
+        return None  # the item fails on its own
+
+
 class LockedApi(object):
     """One Cinder client for every item of a batch, its calls made one at a time (the items' threads share the
     openstacksdk connection, which is not meant to be used by several threads at once)."""
@@ -241,14 +291,20 @@ def snapshot_many(params: Mapping[str, Any], qemu: Any, libvirt_factory: Callabl
     items = batch_items(params['volumes'], params.get('share'), params['state'])
     libvirt = shared_factory(libvirt_factory)
     api = LockedApi(cinder_factory()) if cinder_factory is not None and items else None
+    directories = [d for d in (_directory_of(item) for item in items) if d is not None]
+    listings = ShareListings(directories)
 
     def run_one(item: BatchItem) -> Dict[str, Any]:
         request = snapshot_request(params, item)
-        snapshot = VolumeSnapshot(request, qemu, libvirt, check_mode)
+        snapshot = VolumeSnapshot(request, qemu, libvirt, check_mode, lister=listings.fresh,
+                                  listing=listings.before_lock(_directory_of(item) or ''))
         if api is None:
             return snapshot.run()
         volume_id = volume_id_of({'volume_id': item.volume_id, 'volume_path': item.volume_path})
         reporter = CinderReporter(api, str(item.snapshot_id), check_mode, volume_id)
         return run_with_report(snapshot.run, reporter, str(request.operation))
 
-    return batch_result(run_batch(items, run_one, params['parallel']), check_mode, want_diff)
+    # the items' renames in one directory made durable by shared fsyncs of it (each one started after its item asked)
+    with shared_directory_syncs(directories if not check_mode else []):
+        outcomes = run_batch(items, run_one, params['parallel'])
+    return batch_result(outcomes, check_mode, want_diff)

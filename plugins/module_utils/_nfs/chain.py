@@ -20,7 +20,7 @@ import copy
 import errno
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.image_format import (
     ERROR,
@@ -30,6 +30,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.image_forma
     inspect_image,
 )
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import (
+    DirListing,
     InfoFileError,
     SnapshotInfo,
     backing_name_allowed,
@@ -146,6 +147,8 @@ class ChainReport:
     info_file: Optional[str] = None
     info: Optional[SnapshotInfo] = None
     followed_info: bool = False
+    # The names of the volume's directory this inspection read (the same read serves the plan's checks).
+    listing: Optional[DirListing] = field(default=None, repr=False, compare=False)
     # The same inspection judged against another declared chain, from what this one read (see judge_declared).
     rejudge: Optional[Callable[[Optional[DeclaredChain]], ChainReport]] = field(
         default=None, init=False, repr=False, compare=False)
@@ -303,8 +306,9 @@ class _Reads(object):
     def lexists(self, path: str) -> bool:
         return bool(self._once('lexists', path, os.path.lexists))
 
-    def listdir(self, directory: str) -> List[str]:
-        return list(self._once('listdir', directory, os.listdir))
+    def listing(self, directory: str) -> DirListing:
+        listing: DirListing = self._once('listdir', directory, DirListing.read)
+        return listing
 
     def lstat_regular(self, path: str) -> None:
         self._once('lstat_regular', path, lstat_regular)
@@ -322,7 +326,7 @@ class _Reads(object):
 def inspect_chain(path: str, share: Optional[str] = None, max_depth: int = DEFAULT_MAX_DEPTH,
                   expected_format: Optional[str] = None, follow_info: bool = True,
                   declared: Optional[DeclaredChain] = None, volume_format: Optional[str] = None,
-                  listing: Optional[List[str]] = None) -> ChainReport:
+                  listing: Optional[Union[List[str], DirListing]] = None) -> ChainReport:
     """Inspect the chain that starts at ``path`` (or at the active file named by the volume's .info).
 
     ``share`` bounds where backing files may live (default: the directory of ``path``).
@@ -331,11 +335,13 @@ def inspect_chain(path: str, share: Optional[str] = None, max_depth: int = DEFAU
     domain declares. Each layer's format comes from these and the overlays' declarations, never from its
     content alone (:class:`FormatTrust`); content with another format is the OSSA 2014-033 case.
     Raises OSError only when ``path`` itself cannot be read. ``listing``: the names of the volume's directory when
-    the caller has just read them (a share audit: one ``listdir`` for every volume, not one per volume).
+    the caller has just read them (a share audit: one ``listdir`` for every volume, not one per volume; a request
+    holding the volume's lock: one listing read after it took the lock for every check of that phase).
     """
     reads = _Reads()
     if listing is not None:
-        reads.seed('listdir', os.path.dirname(os.path.abspath(path)), list(listing))
+        reads.seed('listdir', os.path.dirname(os.path.abspath(path)),
+                   listing if isinstance(listing, DirListing) else DirListing(listing))
     return _inspect(reads, os.path.abspath(path), share, max_depth, expected_format, follow_info, declared,
                     volume_format)
 
@@ -568,12 +574,15 @@ def _check_info(reads: _Reads, report: ChainReport, directory: str) -> None:
     chain_files = [layer.image.filename for layer in report.layers]
     chain_set = set(chain_files)
     try:
-        listing = reads.listdir(directory)
+        listing = reads.listing(directory)
     except OSError:
-        listing = []
-    present = set(listing)
+        listing = DirListing(())
+    else:
+        report.listing = listing
+    present = listing.names
     own_prefix = volume_name + '.'
-    snapshot_like = set(entry for entry in listing if entry.startswith(own_prefix) and is_snapshot_like(entry, volume_name))
+    snapshot_like = set(entry for entry in listing.of_volume(volume_name)
+                        if entry.startswith(own_prefix) and is_snapshot_like(entry, volume_name))
 
     if info is not None:
         # Every entry names a regular file of this volume: never another volume's file, the .info itself, a lock,

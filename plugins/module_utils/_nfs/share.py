@@ -22,7 +22,7 @@ import os
 import re
 import stat
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import (
     FileAttributes,
@@ -154,14 +154,47 @@ def own_temporary_kind(name: str, volume_name: str) -> Optional[str]:
     return None
 
 
-def stale_temporaries(directory: str, volume_name: str) -> List[str]:
+class DirListing(object):
+    """The names of a directory read once (``os.listdir``), for every check one phase of a request makes.
+
+    What was decided from a listing is only as fresh as the listing: a request takes its own after it took the
+    volume's lock (:meth:`._nfs.snapshot.VolumeSnapshot`), or shares one that started after that
+    (:class:`._base.fresh.FreshCall`). :meth:`of_volume` gives the names that contain a volume's name (every file
+    of a volume does: data, ``.info``, journal, temporaries), so a share of thousands of files is scanned once per
+    volume and listing, not once per check.
+    """
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names: FrozenSet[str] = frozenset(names)
+        self._of_volume: Dict[str, List[str]] = {}
+
+    @classmethod
+    def read(cls, directory: str) -> 'DirListing':
+        return cls(os.listdir(directory))
+
+    def of_volume(self, volume_name: str) -> List[str]:
+        """The names that contain ``volume_name`` (sorted)."""
+        found = self._of_volume.get(volume_name)
+        if found is None:
+            found = self._of_volume[volume_name] = sorted(name for name in self.names if volume_name in name)
+        return list(found)
+
+    def without(self, names: Iterable[str]) -> 'DirListing':
+        """The same listing less ``names`` (base names): what it says after this run removed them."""
+        gone = set(names)
+        return DirListing(self.names - gone) if gone & self.names else self
+
+
+def stale_temporaries(directory: str, volume_name: str, listing: Optional[DirListing] = None) -> List[str]:
     """The temporary files of ``volume_name`` in ``directory`` (regular files only, links never followed).
 
     Call it holding the volume's lock: only a run holding it makes them, so any found then is a leftover of
-    a run that was killed.
+    a run that was killed. ``listing``: the directory's names read after the lock was taken (default: read now).
     """
     found = []
-    for name in sorted(name for name in os.listdir(directory) if volume_name in name):
+    if listing is None:
+        listing = DirListing.read(directory)
+    for name in listing.of_volume(volume_name):
         if own_temporary_kind(name, volume_name) is None:
             continue
         path = os.path.join(directory, name)
@@ -173,9 +206,10 @@ def stale_temporaries(directory: str, volume_name: str) -> List[str]:
     return found
 
 
-def remove_stale_temporaries(directory: str, volume_name: str, check_mode: bool = False) -> List[str]:
+def remove_stale_temporaries(directory: str, volume_name: str, check_mode: bool = False,
+                             listing: Optional[DirListing] = None) -> List[str]:
     """Remove (unless ``check_mode``) the :func:`stale_temporaries` of ``volume_name``; returns their paths."""
-    found = stale_temporaries(directory, volume_name)
+    found = stale_temporaries(directory, volume_name, listing)
     if not check_mode and found:
         for path in found:
             remove_if_exists(path)

@@ -17,7 +17,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain impor
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.cleanup import cleanup_volume
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import find_disk
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg, opened_for_write_by_qemu
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import SnapshotInfo, os_error_text
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import DirListing, SnapshotInfo, os_error_text
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_exec import FIX_AND_RERUN, Executor
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_plan import (
     OFFLINE,
@@ -136,15 +136,28 @@ class VolumeSnapshot(object):
 
     ``libvirt_factory()`` returns a :class:`._nfs.libvirt.Libvirt`, or None when the bindings are missing. A request
     reads the chain once before it acts (a running domain's declared chain is judged on that same read) and once after.
+
+    The volume's directory is listed once per phase, and every check of that phase uses that listing: before the
+    lock (stale temporaries, the judgement while no lock file exists), under the lock (read after the lock was
+    taken: stale temporaries, the chain's checks, the plan), and after the steps ran (read after the last one).
+    ``lister(directory)`` returns a listing that started after it was called (default: ``os.listdir`` now; a
+    batch shares one between its items, :class:`._base.fresh.FreshCall`). ``listing``: the directory's names read
+    earlier in the task, used only before the lock exists, where nothing is changed (what would change something is
+    decided again under the lock from a listing read then).
     """
 
-    def __init__(self, request: Request, qemu: QemuImg, libvirt_factory: Callable[[], Any], check_mode: bool) -> None:
+    def __init__(self, request: Request, qemu: QemuImg, libvirt_factory: Callable[[], Any], check_mode: bool,
+                 lister: Optional[Callable[[str], DirListing]] = None, listing: Optional[DirListing] = None) -> None:
         self.req = request
         self.qemu = qemu
         self.libvirt_factory = libvirt_factory
         self.check_mode = check_mode
         self._libvirt: Any = None
         self.volume: Optional[ShareVolume] = None
+        self.lister: Callable[[str], DirListing] = lister if lister is not None else DirListing.read
+        self.unlocked_listing = listing
+        # the listing of the current phase (None: the next inspection reads one, started after the steps ran)
+        self._listing: Optional[DirListing] = None
 
     def libvirt(self, needed: bool) -> Any:
         if self._libvirt is None:
@@ -172,18 +185,29 @@ class VolumeSnapshot(object):
             return self._cleanup(volume)
         if not volume.exists():
             raise VolsnapError('the volume file %s does not exist (nor its .info file)' % volume.path)
-        if not volume.stale_temporaries():
+        before = self.unlocked_listing if self.unlocked_listing is not None else volume.listing()
+        if not volume.stale_temporaries(before):
             # So check mode, a request that changes nothing and a refused request leave nothing in the share.
-            probed = volume.judge_unlocked(self._judge, lambda result: self.check_mode or not result['changed'])
+            self._listing = before
+            try:
+                probed = volume.judge_unlocked(self._judge, lambda result: self.check_mode or not result['changed'])
+            finally:
+                self._listing = None
             if probed is not None:
                 probed.update(lock_waited=0.0, removed_temporaries=[])
                 return probed
         lock = volume.lock(req.lock_timeout)
         with lock:
+            # One listing read after the lock was taken serves every check made under it.
+            listing = self.lister(volume.directory)
             # Temporary files of this volume found while we hold its lock were left by a killed run: removed (check
             # mode: listed) before anything else, so they never pile up.
-            removed = volume.remove_stale_temporaries(self.check_mode)
-            result = self._decide(volume)
+            removed = volume.remove_stale_temporaries(self.check_mode, listing)
+            self._listing = listing if self.check_mode else listing.without(os.path.basename(p) for p in removed)
+            try:
+                result = self._decide(volume)
+            finally:
+                self._listing = None
         result['lock_waited'] = round(lock.waited, 3)
         result['removed_temporaries'] = removed
         return result
@@ -225,9 +249,16 @@ class VolumeSnapshot(object):
         return self._fresh(journal, volume.path, volume.volume_id)
 
     def _inspect(self, path: str, declared: Any = None, planned_format: Optional[str] = None) -> ChainReport:
+        # The phase's listing; after steps ran (no phase listing), one read now.
+        listing = self._listing if self._listing is not None else self.lister(os.path.dirname(os.path.abspath(path)))
         # Without a share, the volume's own directory (a volume file that is a symlink must not move it elsewhere).
         return inspect_chain(path, share=self.req.share or os.path.dirname(path), max_depth=self.req.max_depth,
-                             declared=declared, volume_format=self.req.volume_format or planned_format)
+                             declared=declared, volume_format=self.req.volume_format or planned_format,
+                             listing=listing)
+
+    def _steps_ran(self) -> None:
+        """Steps changed the directory: the next inspection reads a listing of its own."""
+        self._listing = None
 
     def _executor(self, mode: str) -> Executor:
         return Executor(self.qemu, self.libvirt(mode == ONLINE), self.req.timeout)
@@ -248,6 +279,7 @@ class VolumeSnapshot(object):
         remaining = plan.steps[journal.done:]
         quiesced = None
         if not self.check_mode:
+            self._steps_ran()
             quiesced = self._executor(plan.mode).run(journal).get('quiesced')
         result = self._result(plan, path, changed=True, resumed=True, steps=[s.description for s in remaining])
         result['quiesced'] = quiesced
@@ -270,6 +302,7 @@ class VolumeSnapshot(object):
                                % (plan.operation, plan.snapshot_id, refusal.rstrip('.'), journal.pending_text()),
                                pending=pending, abandoned=None)
         if not self.check_mode:
+            self._steps_ran()
             try:
                 executor.undo(journal, files)
             except OSError as exc:
@@ -313,6 +346,7 @@ class VolumeSnapshot(object):
                 journal.begin(plan)
             except OSError as exc:
                 raise _begin_failed(journal, exc)
+            self._steps_ran()
             quiesced = executor.run(journal).get('quiesced')
         result = self._result(plan, path, changed=True, steps=plan.describe())
         result['quiesced'] = quiesced

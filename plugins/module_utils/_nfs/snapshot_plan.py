@@ -30,6 +30,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._base.ids import
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.steps import Actions, Step, describe_steps
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import ChainReport
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import (
+    DirListing,
     SnapshotInfo,
     is_snapshot_like,
     snapshot_filename,
@@ -134,13 +135,14 @@ def _require_info(report: ChainReport) -> None:
     """Without its .info file a volume that has snapshot files cannot be told where its data goes on."""
     if report.info is not None or report.volume_name is None or any(p.code == 'info_invalid' for p in report.problems):
         return  # an unreadable .info file makes the chain unsafe: _require_safe refuses it
-    directory = os.path.dirname(report.path)
-    try:
-        listing = os.listdir(directory)
-    except OSError:
-        listing = []
     volume_name = report.volume_name
-    snapshot_files = sorted(entry for entry in listing if volume_name in entry and is_snapshot_like(entry, volume_name))
+    listing = report.listing  # the names the chain's inspection read (its phase's one listing)
+    if listing is None:
+        try:
+            listing = DirListing.read(os.path.dirname(report.path))
+        except OSError:
+            listing = DirListing(())
+    snapshot_files = [entry for entry in listing.of_volume(volume_name) if is_snapshot_like(entry, volume_name)]
     if snapshot_files:
         raise VolsnapError('%s does not exist but the volume has snapshot files (%s): which file is active is unknown, '
                            'so nothing was changed. Restore the .info file (from a backup, or rebuilt from '

@@ -33,6 +33,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.lock import
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import (
     INFO_SUFFIX,
     VOLUME_PREFIX,
+    DirListing,
     ShareFileError,
     info_entry_problem,
     is_snapshot_like,
@@ -115,12 +116,17 @@ class ShareVolume(object):
     def lock(self, timeout: float) -> VolumeLock:
         return VolumeLock(self.directory, self.volume_id, timeout)
 
-    def stale_temporaries(self) -> List[str]:
-        return stale_temporaries(self.directory, self.name)
+    def listing(self) -> DirListing:
+        """The names of the volume's directory, read now."""
+        return DirListing.read(self.directory)
 
-    def remove_stale_temporaries(self, check_mode: bool) -> List[str]:
-        """Temporary files of the volume left by a killed run: call it holding the lock."""
-        return remove_stale_temporaries(self.directory, self.name, check_mode)
+    def stale_temporaries(self, listing: Optional[DirListing] = None) -> List[str]:
+        return stale_temporaries(self.directory, self.name, listing)
+
+    def remove_stale_temporaries(self, check_mode: bool, listing: Optional[DirListing] = None) -> List[str]:
+        """Temporary files of the volume left by a killed run: call it holding the lock (``listing``: the
+        directory's names read after the lock was taken)."""
+        return remove_stale_temporaries(self.directory, self.name, check_mode, listing)
 
     def judge_unlocked(self, judge: Callable[[], Judged], final: Callable[[Judged], bool]) -> Optional[Judged]:
         """Decide without the lock while no run has ever locked this volume (its lock file does not exist).

@@ -251,7 +251,7 @@ def test_snapshot_many_reports_each_item_with_one_cinder_client(monkeypatch):
     reported = []
 
     class Snapshot(object):
-        def __init__(self, request, qemu, libvirt, check_mode):
+        def __init__(self, request, qemu, libvirt, check_mode, **shared):
             self.request = request
 
         def run(self):

@@ -1,0 +1,217 @@
+# -*- coding: utf-8 -*-
+# Copyright: volsnap.openstack contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Unit tests of what many volumes in one task share: _base/fresh.py (FreshCall), the shared directory fsyncs of
+_base/atomic.py, _nfs/share.py's DirListing, and the one listing per phase of a
+VolumeSnapshot. The integration tests (tests/integration/test_volume_snapshot_many.py) run real qemu-img."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+
+import pytest
+
+from ansible_collections.volsnap.openstack.plugins.module_utils._base import atomic
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.fresh import FreshCall
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import batch
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import DirListing, stale_temporaries
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
+from ansible_collections.volsnap.openstack.tests.unit.plugins.module_utils import image_builders as B
+
+
+class Gate(object):
+    """A function whose calls are numbered; the first one blocks until released (a call in flight)."""
+
+    def __init__(self, fail_first=False):
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.number = 0
+        self.fail_first = fail_first
+
+    def __call__(self):
+        self.number += 1
+        number = self.number
+        if number == 1:
+            self.started.set()
+            assert self.release.wait(10)
+            if self.fail_first:
+                raise OSError(5, 'Input/output error')
+        return number
+
+
+def _ask(shared, into):
+    try:
+        into.append(shared.fresh())
+    except OSError as exc:
+        into.append(exc)
+
+
+def test_a_caller_that_asks_while_a_call_runs_gets_the_next_call_shared_with_the_others():
+    gate = Gate()
+    shared = FreshCall(gate)
+    first, later = [], []
+    runner = threading.Thread(target=_ask, args=(shared, first))
+    runner.start()
+    assert gate.started.wait(10)
+    # three threads ask while call 1 runs: call 1 started before they asked, so it answers none of them
+    waiters = [threading.Thread(target=_ask, args=(shared, later)) for _thread in range(3)]
+    for thread in waiters:
+        thread.start()
+    time.sleep(0.2)  # let them all wait (the outcome is the same if some ask later: they share call 2 or get 3)
+    gate.release.set()
+    for thread in [runner] + waiters:
+        thread.join(10)
+    assert first == [1]
+    assert len(later) == 3 and all(number >= 2 for number in later)
+    assert shared.calls == gate.number <= 3
+    # a caller alone gets a call of its own
+    assert shared.fresh() == gate.number
+    assert shared.calls == gate.number
+
+
+def test_an_error_of_a_shared_call_is_raised_in_every_caller_of_it_and_the_next_call_is_new():
+    gate = Gate(fail_first=True)
+    shared = FreshCall(gate)
+    first = []
+    runner = threading.Thread(target=_ask, args=(shared, first))
+    runner.start()
+    assert gate.started.wait(10)
+    gate.release.set()
+    runner.join(10)
+    assert isinstance(first[0], OSError) and first[0].errno == 5
+    assert shared.fresh() == 2
+
+
+def test_fsync_dir_is_shared_inside_shared_directory_syncs_and_direct_outside(tmp_path, monkeypatch):
+    calls = []
+    gate = threading.Event()
+
+    blocking = []
+
+    def now(directory):
+        calls.append(directory)
+        if blocking and len(calls) == 1:
+            assert gate.wait(10)
+
+    monkeypatch.setattr(atomic, '_fsync_dir_now', now)
+    directory = str(tmp_path)
+    atomic.fsync_dir(directory)
+    assert calls == [directory] and atomic.shared_sync_calls(directory) is None
+    del calls[:]
+    blocking.append(True)
+    with atomic.shared_directory_syncs([directory, directory + '/']):
+        assert atomic.shared_sync_calls(directory) == 0
+        first = threading.Thread(target=atomic.fsync_dir, args=(directory,))
+        first.start()
+        while not calls:
+            time.sleep(0.01)
+        others = [threading.Thread(target=atomic.fsync_dir, args=(directory,)) for _thread in range(4)]
+        for thread in others:
+            thread.start()
+        time.sleep(0.2)
+        gate.set()
+        for thread in [first] + others:
+            thread.join(10)
+        # the first call, then at most one more per asker; with all four waiting: exactly one more
+        assert 2 <= len(calls) <= 5
+        assert atomic.shared_sync_calls(directory) == len(calls)
+    assert atomic.shared_sync_calls(directory) is None
+
+
+def test_dir_listing_of_volume_and_without():
+    name = 'volume-%s' % uuid.uuid4()
+    other = 'volume-%s' % uuid.uuid4()
+    listing = DirListing([name, name + '.info', '.%s.info.1234567890abcdef.volsnap-tmp' % name, other,
+                          other + '.' + str(uuid.uuid4()), 'x-%s-y' % name])
+    assert listing.of_volume(name) == sorted([name, name + '.info', '.%s.info.1234567890abcdef.volsnap-tmp' % name,
+                                              'x-%s-y' % name])
+    smaller = listing.without([name + '.info', 'not-there'])
+    assert name + '.info' not in smaller.names and name + '.info' in listing.names
+    assert listing.without(['not-there']) is listing
+
+
+def test_stale_temporaries_from_a_given_listing_never_reads_the_directory(tmp_path, monkeypatch):
+    name = 'volume-%s' % uuid.uuid4()
+    temporary = tmp_path / ('.%s.info.1234567890abcdef.volsnap-tmp' % name)
+    temporary.write_text('{}')
+    listing = DirListing.read(str(tmp_path))
+    monkeypatch.setattr(os, 'listdir', lambda path: pytest.fail('listed %s again' % path))
+    assert stale_temporaries(str(tmp_path), name, listing) == [str(temporary)]
+
+
+def fake_qemu():
+    """A qemu-img runner that writes the overlay's qcow2 header where ``create`` says (the descriptor's path)."""
+    def run(command):
+        assert command[1] == 'create', command
+        backing, fmt, output = command[command.index('-b') + 1], command[command.index('-F') + 1], command[-2]
+        with open(output, 'r+b') as handle:
+            handle.write(B.qcow2(backing=backing, backing_fmt=fmt))
+        return 0, '', ''
+    return QemuImg(run, binary='qemu-img')
+
+
+def test_a_snapshot_lists_its_directory_once_per_phase(tmp_path, monkeypatch):
+    volume = B.write(str(tmp_path / ('volume-%s' % uuid.uuid4())), b'', 1 << 20)
+    real_listdir = os.listdir
+    listed = []
+
+    def listdir(path):
+        listed.append(path)
+        return real_listdir(path)
+
+    monkeypatch.setattr(os, 'listdir', listdir)
+    asked = []
+
+    def lister(directory):
+        asked.append(directory)
+        return DirListing.read(directory)
+
+    request = Request(volume_path=volume, snapshot_id=str(uuid.uuid4()))
+    result = VolumeSnapshot(request, fake_qemu(), lambda: None, False, lister=lister).run()
+    assert result['changed'] and result['active'] == os.path.basename(volume) + '.' + request.snapshot_id
+    # before the lock: one listing; under the lock: one read after taking it; after the steps: one
+    assert asked == [str(tmp_path)] * 2
+    assert listed == [str(tmp_path)] * 3
+    # a rerun changes nothing and decides before the lock exists... which it does now: under it, one listing
+    del listed[:], asked[:]
+    again = VolumeSnapshot(request, fake_qemu(), lambda: None, False, lister=lister).run()
+    assert not again['changed']
+    assert len(listed) == 2 and asked == [str(tmp_path)]
+    # given the task's listing, the request reads none before the lock
+    del listed[:], asked[:]
+    VolumeSnapshot(request, fake_qemu(), lambda: None, True, lister=lister,
+                   listing=DirListing.read(str(tmp_path))).run()
+    assert len(listed) == 2  # the one given (read here), the one under the lock
+    assert asked == [str(tmp_path)]
+
+
+def test_a_batch_reads_the_share_once_before_the_locks_and_shares_fsyncs(tmp_path, monkeypatch):
+    volumes = [B.write(str(tmp_path / ('volume-%s' % uuid.uuid4())), b'', 1 << 20) for _volume in range(6)]
+    made = []
+    real = batch.ShareListings
+
+    def listings(directories):
+        made.append(real(directories))
+        return made[-1]
+
+    monkeypatch.setattr(batch, 'ShareListings', listings)
+    synced = []
+    real_sync = atomic._fsync_dir_now
+    monkeypatch.setattr(atomic, '_fsync_dir_now', lambda d: synced.append(d) or real_sync(d))
+    params = {'volumes': [{'volume_path': v, 'snapshot_id': str(uuid.uuid4())} for v in volumes],
+              'share': None, 'state': 'present', 'mode': 'auto', 'domain': None, 'quiesce': 'auto', 'max_depth': 100,
+              'lock_timeout': 60, 'timeout': 600, 'volume_format': None, 'parallel': 3}
+    result = batch.snapshot_many(params, fake_qemu(), lambda: None, False)
+    assert result['changed'] and not result['failed_volumes']
+    # one listing when the task starts, at most two per volume after (under its lock, after its steps)
+    assert 1 <= made[0].reads <= 1 + 2 * len(volumes)
+    # every item's .info file is written and durable; the directory fsyncs went through the shared call
+    for path, item in zip(volumes, params['volumes']):
+        assert os.path.exists(path + '.info')
+        assert item['snapshot_id'] in open(path + '.info').read()
+    assert synced and all(d == str(tmp_path) for d in synced)
+    assert atomic.shared_sync_calls(str(tmp_path)) is None  # only inside the task
