@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import shared_directory_syncs
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import ChainReport, inspect_chain, judge_declared
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import QUIESCE_AUTO, find_disk, quiesce_mode
@@ -291,6 +292,10 @@ class GroupSnapshot(object):
         removed: Dict[int, List[str]] = {}
         try:
             with contextlib.ExitStack() as stack:
+                if not self.check_mode:
+                    # the members' renames in one directory made durable by fsyncs of it shared between the members'
+                    # threads (each one started after its member asked), as a batch of single volumes does
+                    stack.enter_context(shared_directory_syncs(set(v.directory for v in self.volumes)))
                 for index in order:
                     volume = self.volumes[index]
                     if self.check_mode and not os.path.exists(volume.lock_path):

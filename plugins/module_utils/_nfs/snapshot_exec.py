@@ -38,7 +38,12 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic imp
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.steps import Executor as StepExecutor, RunContext, Step
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.image_format import inspect_image
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import qemu_format
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import quiesce_mode
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qcow2_overlay import (
+    native_overlay_supported,
+    write_overlay,
+)
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import (
     QemuImg,
     commit_args,
@@ -386,9 +391,15 @@ class Executor(object):
         attributes = share_file_attributes(args['like']) if args.get('like') else FileAttributes(0o644)
         fd = create_share_file(tmp, attributes)
         try:
-            # -u: never open the backing file (it may be in use by a running domain); the size is explicit.
-            self.qemu.run(create_overlay_args(args['backing'], args['backing_format'], descriptor_path(fd),
-                                              args['size']))
+            backing_format = qemu_format(args['backing_format'])
+            if native_overlay_supported(args['backing'], backing_format, args['size']):
+                # qemu-img's very bytes, without starting it (see _nfs/qcow2_overlay.py); the backing file is never
+                # opened (it may be in use by a running domain); the size is explicit.
+                write_overlay(fd, args['backing'], backing_format, args['size'])
+            else:
+                # -u: as above. qemu-img makes what the native writer does not know, or says what is wrong with it.
+                self.qemu.run(create_overlay_args(args['backing'], args['backing_format'], descriptor_path(fd),
+                                                  args['size']))
             os.fsync(fd)
             publish_descriptor(fd, path)
         finally:

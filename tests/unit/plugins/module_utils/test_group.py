@@ -5,13 +5,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 
 import pytest
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import libvirt as libvirt_mod
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import libvirt as libvirt_mod, snapshot_exec
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.group import (
     COMPLETE_GROUP,
     ROLL_BACK_GROUP,
@@ -212,24 +213,12 @@ def test_quiesce_auto_falls_back_required_refuses_never_does_not_ask(fake_libvir
 # ---- GroupSnapshot offline (no libvirt), qemu-img faked by a runner that writes the overlay's qcow2 header
 
 class OverlayWriter(object):
-    """``qemu-img create -f qcow2 -u -b <backing> -F <fmt> <output> <size>`` done in Python (image_builders);
-    ``qemu-img commit`` of an overlay without data changes nothing."""
-
-    def __init__(self, fail_on=None):
-        self.created = []
-        self.fail_on = fail_on
+    """The qemu-img runner of these tests: the overlays are written by the module itself (_nfs/qcow2_overlay.py),
+    so only ``qemu-img commit`` comes here; committing an overlay without data changes nothing."""
 
     def __call__(self, argv):
         args = argv[1:]
-        if args[0] == 'commit':
-            return 0, '', ''
-        assert args[:2] == ['create', '-q'], argv
-        backing, fmt, output, size = args[args.index('-b') + 1], args[args.index('-F') + 1], args[-2], int(args[-1])
-        if self.fail_on is not None and self.fail_on in backing:
-            return 1, '', 'qemu-img: injected failure'
-        with open(output, 'wb') as handle:
-            handle.write(B.qcow2(size=size, backing=backing, backing_fmt=fmt))
-        self.created.append(backing)
+        assert args[0] == 'commit', argv
         return 0, '', ''
 
 
@@ -271,11 +260,19 @@ def test_offline_group_creates_every_snapshot_then_changes_nothing(offline_group
     assert deleted['changed'] and deleted['group']['operation'] == 'delete'
 
 
-def test_offline_group_overlay_failure_rolls_every_member_back(offline_group):
+def test_offline_group_overlay_failure_rolls_every_member_back(offline_group, monkeypatch):
     share, group = offline_group
     before = sorted(os.listdir(str(share)))
+    write_overlay = snapshot_exec.write_overlay
+
+    def failing(fd, backing, backing_format, size):
+        if VOLS[1] in backing:
+            raise OSError(errno.ENOSPC, 'No space left on device (injected)')
+        return write_overlay(fd, backing, backing_format, size)
+
+    monkeypatch.setattr(snapshot_exec, 'write_overlay', failing)
     with pytest.raises(VolsnapError, match='Every member was rolled back') as err:
-        run_group(group, OverlayWriter(fail_on=VOLS[1]), parallel=1)
+        run_group(group, OverlayWriter(), parallel=1)
     assert err.value.details['failed_volumes'] == [group[1].volume_path]
     assert err.value.details['rolled_back'] is True
     assert [v['failed'] for v in err.value.details['volumes']] == [False, True, False]  # the request's order
