@@ -242,8 +242,11 @@ options:
         has moved on (C(available) after a create, the snapshot gone after a delete) a rerun reports no change.
         There is no option to turn the failure into a warning; use C(ignore_errors) or C(failed_when) to go on.
       - Needs openstacksdk on the host that runs the module. Refused with O(state=resumed) and O(state=abandoned),
-        which do not know the snapshot beforehand, and with O(group=true) (report each snapshot with a single-volume
-        task afterwards, whose rerun changes no file and sends the report while Cinder waits).
+        which do not know the snapshot beforehand.
+      - With O(volumes), each volume's snapshot is reported (its item's C(cinder_report)). With O(group=true) every
+        member is checked before any disk is touched (when one cannot be reported nothing is changed), and after the
+        group each member's outcome is reported; a group rolled back reports every member's failure, a group taken
+        whose completion failed on some volumes reports those failures and the others' success.
     type: bool
     default: false
 notes:
@@ -563,7 +566,7 @@ cinder_report:
 
 import functools
 
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.batch import snapshot_many
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.batch import snapshot_group, snapshot_many
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import DEFAULT_MAX_DEPTH, VOLUME_FORMATS
 from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.cinder import cinder_api
 from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.report import cinder_reporter, run_with_report
@@ -581,7 +584,6 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.conne
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.progress import DEFAULT_DIR as PROGRESS_DIR
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.progress import recording, volume_targets
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.group import GroupRequest, GroupSnapshot, Member
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.volume import ShareVolume
 
@@ -669,33 +671,10 @@ class VolumeSnapshotModule(VolsnapModule):
         if p['parallel'] < 1:
             raise VolsnapError('parallel must be 1 or more (it is %d): how many volumes are worked on at once'
                                % p['parallel'])
-        if not p['group']:
-            return self.run_many()
-        if p['report_to_cinder']:
-            raise VolsnapError('report_to_cinder is not available with group=true; report each snapshot with a '
-                               'single-volume task afterwards (a rerun of the same snapshot reports without changing '
-                               'any file)')
-        members = []
-        for index, item in enumerate(p['volumes']):
-            if item['volume_id'] is not None and not p['share']:
-                raise VolsnapError('volumes[%d] names volume_id %s, which needs share' % (index, item['volume_id']))
-            if p['state'] in ('present', 'absent') and not item['snapshot_id']:
-                raise VolsnapError('volumes[%d] has no snapshot_id, which state=%s needs' % (index, p['state']))
-            path = item['volume_path'] or ShareVolume.in_share(p['share'], item['volume_id']).path
-            members.append(Member(volume_path=path, snapshot_id=item['snapshot_id'], disk=item['disk']))
-        request = GroupRequest(members=members, state=p['state'], mode=p['mode'], domain=p['domain'],
-                               quiesce=p['quiesce'], share=p['share'], max_depth=p['max_depth'],
-                               lock_timeout=p['lock_timeout'], timeout=p['timeout'], volume_format=p['volume_format'],
-                               parallel=p['parallel'])
         qemu = QemuImg(self.module.run_command, self.module.get_bin_path('qemu-img', required=True))
-        return GroupSnapshot(request, qemu, self.libvirt, self.check_mode).run()
-
-    def run_many(self):
-        p = self.params
-        qemu = QemuImg(self.module.run_command, self.module.get_bin_path('qemu-img', required=True))
-        cinder = None
-        if p['report_to_cinder']:
-            cinder = functools.partial(cinder_api, p)
+        cinder = functools.partial(cinder_api, p) if p['report_to_cinder'] else None
+        if p['group']:
+            return snapshot_group(p, qemu, self.libvirt, self.check_mode, cinder)
         return snapshot_many(p, qemu, self.libvirt, self.check_mode, cinder, want_diff=self.module._diff)
 
 

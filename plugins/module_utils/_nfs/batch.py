@@ -26,12 +26,14 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import shared_directory_syncs
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.fresh import FreshCall
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.group import GroupRequest, GroupSnapshot, Member
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import DiskInfo, disks_using
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import DirListing
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.volume import ShareVolume
 from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.report import (
     CinderReporter,
+    run_members_with_reports,
     run_with_report,
     volume_id_of,
 )
@@ -308,3 +310,31 @@ def snapshot_many(params: Mapping[str, Any], qemu: Any, libvirt_factory: Callabl
     with shared_directory_syncs(directories if not check_mode else []):
         outcomes = run_batch(items, run_one, params['parallel'])
     return batch_result(outcomes, check_mode, want_diff)
+
+
+def snapshot_group(params: Mapping[str, Any], qemu: Any, libvirt_factory: Callable[[], Any], check_mode: bool,
+                   cinder_factory: Optional[Callable[[], Any]] = None) -> Dict[str, Any]:
+    """``volume_snapshot`` with ``volumes`` and ``group=true``: one :class:`._nfs.group.GroupSnapshot` over the
+    listed volumes, and, when ``cinder_factory`` gives the Cinder client, each member's snapshot reported
+    (:func:`._openstack.report.run_members_with_reports`: every member checked before any disk is touched)."""
+    members = []
+    for index, item in enumerate(params['volumes']):
+        if item['volume_id'] is not None and not params['share']:
+            raise VolsnapError('volumes[%d] names volume_id %s, which needs share' % (index, item['volume_id']))
+        if params['state'] in ('present', 'absent') and not item['snapshot_id']:
+            raise VolsnapError('volumes[%d] has no snapshot_id, which state=%s needs' % (index, params['state']))
+        path = item['volume_path'] or ShareVolume.in_share(params['share'], item['volume_id']).path
+        members.append(Member(volume_path=path, snapshot_id=item['snapshot_id'], disk=item['disk']))
+    request = GroupRequest(members=members, state=params['state'], mode=params['mode'], domain=params['domain'],
+                           quiesce=params['quiesce'], share=params['share'], max_depth=params['max_depth'],
+                           lock_timeout=params['lock_timeout'], timeout=params['timeout'],
+                           volume_format=params['volume_format'], parallel=params['parallel'])
+    run = GroupSnapshot(request, qemu, libvirt_factory, check_mode).run
+    if cinder_factory is None or params['state'] not in ('present', 'absent'):
+        return run()  # any other state is refused by the group itself
+    api = cinder_factory()
+    reporters = [CinderReporter(api, str(m.snapshot_id), check_mode,
+                                volume_id_of({'volume_id': item['volume_id'], 'volume_path': m.volume_path}))
+                 for m, item in zip(members, params['volumes'])]
+    return run_members_with_reports(run, reporters, [m.volume_path for m in members],
+                                    'create' if params['state'] == 'present' else 'delete')

@@ -447,7 +447,8 @@ class GroupSnapshot(object):
                                                                  for i, why in failures)),
                                failed_volumes=[self.volumes[i].path for i, _why in failures],
                                volumes=[{'volume_path': self.volumes[i].path, 'failed': True, 'msg': why}
-                                        for i, why in failures])
+                                        for i, why in failures],
+                               committed=True)  # the volumes not failed are complete
 
     def _recovered_result(self, journals: List[Journal], pending: List[int], steps: List[str],
                           recovered: str = COMPLETE_GROUP) -> Dict[str, Any]:
@@ -736,7 +737,8 @@ class GroupSnapshot(object):
                                'committed and no data is lost; fix the cause and run the same request again: it '
                                'converges' % (len(failed), len(done), ', '.join(failed),
                                               '; '.join('%s: %s' % (item['volume_path'], item['msg'])
-                                                        for item in done if item.get('failed'))), **result)
+                                                        for item in done if item.get('failed'))),
+                               committed=True, **result)  # each volume deleted on its own: the others are complete
         if diffs:
             result['diff'] = diffs
         return result

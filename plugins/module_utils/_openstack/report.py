@@ -31,7 +31,7 @@ Check mode only reads, and fails where a real run would.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.ids import is_uuid
@@ -308,4 +308,61 @@ def run_with_report(run: Callable[[], Dict[str, Any]], reporter: Optional[Cinder
         raise VolsnapError(reporter.failure_after_success(operation, report), **details)
     if report['reported'] or (reporter.check_mode and report['would_report']):
         result['changed'] = True
+    return result
+
+
+def run_members_with_reports(run: Callable[[], Dict[str, Any]], reporters: Sequence[CinderReporter],
+                             paths: Sequence[str], operation: str) -> Dict[str, Any]:
+    """:func:`run_with_report` for a request over several volumes whose result lists them in ``volumes`` (in the
+    order of ``reporters`` / ``paths``): a group snapshot and the group delete.
+
+    Before: every member's :meth:`CinderReporter.preflight` (one refusal: nothing changed on any volume). Success:
+    each member's report in its item (``cinder_report``); a report that changed Cinder makes the item and the result
+    ``changed``; reports that cannot be made fail the task with the whole result. Failure of the operation: a
+    failure the members' completion survived (``committed`` in the error: the group was taken, or each delete ran
+    on its own) reports the failed members' failure and the others' success; any other failure (refused, rolled
+    back) reports every member's failure where Cinder waits for it, as a single volume's failure does.
+    """
+    for reporter, path in zip(reporters, paths):
+        try:
+            reporter.preflight(operation)
+        except VolsnapError as exc:
+            raise VolsnapError('%s (volume %s; nothing was changed on any volume of the request)'
+                               % (exc.msg.rstrip('.'), path), **dict(exc.details, failed_volumes=[path]))
+    try:
+        result = run()
+    except VolsnapError as exc:
+        items = list(exc.details.get('volumes') or [])
+        committed = bool(exc.details.get('committed'))
+        problems: List[str] = []
+        for index, reporter in enumerate(reporters):
+            item = items[index] if index < len(items) else {}
+            succeeded = committed and not item.get('failed')
+            report = reporter.report(operation, succeeded, item if succeeded else None, changed=True)
+            if index < len(items):
+                items[index] = dict(item, cinder_report=report)
+            if report.get('error'):
+                problems.append('%s (snapshot %s): %s' % (paths[index], reporter.snapshot_id, report['error']))
+        if items:
+            exc.details['volumes'] = items
+        if problems:
+            exc.msg = '%s. Cinder could not be told about %d of the snapshots: %s' % (
+                exc.msg.rstrip('.'), len(problems), '; '.join(problems))
+            exc.args = (exc.msg,)
+        raise
+    problems = []
+    for reporter, item, path in zip(reporters, result.get('volumes') or [], paths):
+        report = reporter.report(operation, True, item, changed=bool(item.get('changed')))
+        item['cinder_report'] = report
+        if report.get('error'):
+            problems.append('%s: %s' % (path, reporter.failure_after_success(operation, report)))
+        elif report['reported'] or (reporter.check_mode and report['would_report']):
+            item['changed'] = True
+            result['changed'] = True
+    if problems:
+        details = dict((k, v) for k, v in result.items() if k != 'diff')
+        details['failed_volumes'] = [path for path, item in zip(paths, result.get('volumes') or [])
+                                     if item['cinder_report'].get('error')]
+        raise VolsnapError('%d of the reports to Cinder could not be made: %s' % (len(problems), ' | '.join(problems)),
+                           **details)
     return result

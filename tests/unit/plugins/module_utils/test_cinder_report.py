@@ -13,6 +13,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.repor
     SEND,
     CinderReporter,
     decide,
+    run_members_with_reports,
     run_with_report,
     volume_id_of,
     wanted_update,
@@ -261,3 +262,73 @@ class TestCannotReport:
         sid = cinder.add_snapshot(cinder.vid, 's', status='error')
         with pytest.raises(VolsnapError, match='gave up waiting'):
             run_with_report(Operation(changed=False), reporter(cinder, sid), 'create')
+
+
+class TestMembersReport:
+    """run_members_with_reports: a group snapshot's (or group delete's) members each reported."""
+
+    def members(self, cinder, statuses):
+        vids = [cinder.add_volume('vol%d' % index) for index in range(len(statuses))]
+        sids = [cinder.add_snapshot(vid, 's%d' % index, status=status, progress='0%')
+                for index, (vid, status) in enumerate(zip(vids, statuses))]
+        reporters = [CinderReporter(cinder, sid, False, vid) for sid, vid in zip(sids, vids)]
+        return sids, reporters, ['/share/volume-%s' % vid for vid in vids]
+
+    @staticmethod
+    def group_result(paths, changed=True):
+        return {'changed': changed, 'volumes': [
+            {'volume_path': path, 'changed': changed, 'failed': False, 'file_format': FILE_FORMAT,
+             'compute_status': 'creating_compute_complete' if changed else None} for path in paths]}
+
+    def test_success_reports_every_member_and_a_rerun_nothing(self, cinder):
+        sids, reporters, paths = self.members(cinder, ['creating', 'creating'])
+        result = run_members_with_reports(lambda: self.group_result(paths), reporters, paths, 'create')
+        assert [v['cinder_report']['reported'] for v in result['volumes']] == [True, True]
+        assert [cinder.snapshots[sid]['progress'] for sid in sids] == ['90%', '90%']
+        again = run_members_with_reports(lambda: self.group_result(paths, changed=False), reporters, paths, 'create')
+        assert again['changed'] is False and not any(v['cinder_report']['reported'] for v in again['volumes'])
+
+    def test_one_member_that_cannot_be_reported_stops_the_group_before_it_runs(self, cinder):
+        sids, reporters, paths = self.members(cinder, ['creating', 'creating'])
+        del cinder.snapshots[sids[1]]  # a create of a snapshot Cinder does not have
+        ran = []
+        with pytest.raises(VolsnapError) as info:
+            run_members_with_reports(lambda: ran.append(1) or self.group_result(paths), reporters, paths, 'create')
+        assert not ran and info.value.details['failed_volumes'] == [paths[1]]
+        assert 'nothing was changed on any volume' in info.value.msg and paths[1] in info.value.msg
+        assert cinder.snapshots[sids[0]]['progress'] == '0%'
+
+    def test_a_rolled_back_group_reports_every_members_failure(self, cinder):
+        sids, reporters, paths = self.members(cinder, ['creating', 'creating'])
+
+        def rolled_back():
+            raise VolsnapError('Every member was rolled back', rolled_back=True, failed_volumes=[paths[1]],
+                               volumes=[{'volume_path': paths[0], 'failed': False},
+                                        {'volume_path': paths[1], 'failed': True}])
+
+        with pytest.raises(VolsnapError) as info:
+            run_members_with_reports(rolled_back, reporters, paths, 'create')
+        assert [cinder.snapshots[sid]['status'] for sid in sids] == ['error', 'error']
+        assert [v['cinder_report']['status'] for v in info.value.details['volumes']] == ['error', 'error']
+        assert info.value.msg == 'Every member was rolled back'
+
+    def test_a_committed_group_reports_the_completed_members_success(self, cinder):
+        sids, reporters, paths = self.members(cinder, ['creating', 'creating'])
+
+        def half_complete():
+            raise VolsnapError('completing 1 of its volumes failed', committed=True, failed_volumes=[paths[0]],
+                               volumes=[{'volume_path': paths[0], 'failed': True},
+                                        {'volume_path': paths[1], 'failed': False}])
+
+        with pytest.raises(VolsnapError):
+            run_members_with_reports(half_complete, reporters, paths, 'create')
+        assert [cinder.snapshots[sid]['status'] for sid in sids] == ['error', 'creating']
+        assert cinder.snapshots[sids[1]]['progress'] == '90%'
+
+    def test_a_report_refused_after_success_fails_naming_the_volume(self, cinder):
+        sids, reporters, paths = self.members(cinder, ['creating', 'creating'])
+        cinder.fail['update_snapshot_status'] = http_error(403, 'Policy does not allow update_snapshot_status')
+        with pytest.raises(VolsnapError) as info:
+            run_members_with_reports(lambda: self.group_result(paths), reporters, paths, 'create')
+        assert info.value.details['failed_volumes'] == paths and 'HTTP 403' in info.value.msg
+        assert info.value.details['changed'] is True  # the share operation is complete and kept
