@@ -297,7 +297,7 @@ def test_lazy_libvirt_calls_its_factory_once_on_first_use_across_threads():
         barrier.wait()
         got.append(lazy.get(True))
 
-    threads = [threading.Thread(target=use) for _ in range(4)]
+    threads = [threading.Thread(target=use) for _thread in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:

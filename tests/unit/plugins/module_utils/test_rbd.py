@@ -336,7 +336,7 @@ def test_one_io_context_per_pool_shared_by_threads(cluster, rbd):
     def read():
         barrier.wait()
         rbd.describe(Ref('volumes', 'volume-1'))
-    threads = [threading.Thread(target=read) for _ in range(8)]
+    threads = [threading.Thread(target=read) for _thread in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
