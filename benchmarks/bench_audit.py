@@ -139,9 +139,11 @@ def pool_only(args):
         judge_cinder_pool,
         read_pool,
     )
+    from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.rbd import Rbd  # pylint: disable=import-outside-toplevel
 
     cluster = rados.Rados(conffile=args.ceph_conf, rados_id='admin', conf={'keyring': args.keyring})
     cluster.connect(timeout=30)
+    ops = Rbd(cluster, rbd)  # what the module reads the pool through
     pool = 'volsnap-bench-audit-%s' % uuid.uuid4().hex[:8]
     cluster.create_pool(pool)
     try:
@@ -162,10 +164,10 @@ def pool_only(args):
                 rbd.RBD().create(ioctx, name, 1 << 30, old_format=False, features=rbd.RBD_FEATURE_LAYERING)
             known.append(vid)
         leaked = known.pop()  # an image of a volume Cinder no longer has
-        _common.timed(read_pool, cluster, rbd, pool)  # warm-up
+        _common.timed(read_pool, ops, pool)  # warm-up
         samples = []
         for _run in range(args.repeat):
-            seconds, images = _common.timed(read_pool, cluster, rbd, pool)
+            seconds, images = _common.timed(read_pool, ops, pool)
             samples.append(seconds)
             audit = judge_cinder_pool(images, known, [], pool)
             found = [c['name'] for c in audit['cleanup_candidates']]
@@ -185,6 +187,7 @@ def pool_only(args):
                           'naive_sampled_images': len(names), 'naive_seconds_extrapolated': round(naive_all, 2),
                           'ratio': round(naive_all / _common.median(samples), 1)}))
     finally:
+        ops.close()
         with contextlib.suppress(Exception):
             ioctx.close()
         cluster.delete_pool(pool)

@@ -17,12 +17,18 @@ volume is reported as such and never touched.
 One playbook audits both pools, lists the planted and Cinder-made leaks in check mode with diff (restricted with
 ``only`` to this test's objects: the pools are shared with other runs), removes exactly them, and runs the cleanup
 again, which changes nothing.
+
+The verification before each removal, on the real librbd (``_ceph/audit.py`` through ``_ceph/rbd.py`` in the lab's
+Python with the Ceph bindings): between the audit's read and the cleanup an image is replaced by another of the same
+name, one is opened by a client, one gets a snapshot, and a trash entry stays as it was; only the trash entry goes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -30,7 +36,7 @@ from typing import Any, Dict, List
 
 import pytest
 
-from ansible_run import run_tasks
+from ansible_run import COLLECTION_ROOT, run_tasks
 from openstack_helpers import remove_volume, unique, uploaded_image, wait_volume
 
 MODULE = "volsnap.openstack.rbd_pool_audit"
@@ -205,6 +211,88 @@ def test_pools_against_cinder_and_glance(openstack_lab: Any, ceph_lab: Any, admi
             errors += remove_volume(admin, ceph_lab, volume_id)
         for spec in planted_images:
             errors += purge(ceph_lab, spec.split("/")[0], ["--image", spec.split("/", 1)[1]])
+        for trash_id in trash_ids:
+            errors += purge(ceph_lab, pool, ["--image-id", trash_id], trash=True)
+        if errors:
+            pytest.fail("cleanup failed: " + "; ".join(errors), pytrace=False)
+
+
+_VERIFY_SCRIPT = r"""
+import json, sys
+import rados, rbd
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph import audit
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.rbd import Rbd
+
+args = json.loads(sys.argv[1])
+pool, names = args["pool"], args["names"]
+cluster = rados.Rados(conffile=args["conf"], name="client.admin", conf={"keyring": args["keyring"]})
+cluster.connect(timeout=30)
+ops = Rbd(cluster, rbd)
+try:
+    images = audit.read_pool(ops, pool)
+    judged = audit.judge_cinder_pool([i for i in images if i.name in names.values()], [], [], pool)
+    cands = judged["cleanup_candidates"]
+    ioctx = cluster.open_ioctx(pool)
+    try:
+        # meanwhile: "replaced" is removed and made again under its name; "watched" is opened by a client;
+        # "snapped" gets a snapshot; the trash entry stays as the audit saw it
+        rbd.RBD().remove(ioctx, names["replaced"])
+        rbd.RBD().create(ioctx, names["replaced"], 4 << 20, old_format=False, features=rbd.RBD_FEATURE_LAYERING)
+        with rbd.Image(ioctx, names["snapped"]) as image:
+            image.create_snap("late")
+        with rbd.Image(ioctx, names["watched"]) as client:
+            watchers = len(list(client.watchers_list()))
+            cleaned = audit.clean_pool(ops, pool, cands, False, lambda cand: None)
+    finally:
+        ioctx.close()
+    print(json.dumps({"candidates": cands, "cleaned": cleaned, "watchers": watchers}))
+finally:
+    ops.close()
+    cluster.shutdown()
+"""
+
+
+def test_cleanup_verifies_each_candidate_again_on_real_librbd(openstack_lab: Any, ceph_lab: Any) -> None:
+    pool = ceph_lab.volumes_pool
+    names = {what: f"volume-{uuid.uuid4()}" for what in ("replaced", "watched", "snapped", "trashed")}
+    trash_ids: List[str] = []
+    try:
+        for name in names.values():
+            ceph_lab.rbd("create", "--size", "4M", f"{pool}/{name}")
+        ceph_lab.rbd("snap", "create", f"{pool}/{names['snapped']}@first")
+        ceph_lab.rbd("snap", "create", f"{pool}/{names['trashed']}@snapshot-{uuid.uuid4()}")
+        ceph_lab.rbd("snap", "protect", f"{pool}/{names['trashed']}@" + rbd_json(
+            ceph_lab, "snap", "ls", f"{pool}/{names['trashed']}")[0]["name"])
+        ceph_lab.rbd("trash", "mv", f"{pool}/{names['trashed']}")
+        [entry] = [e for e in rbd_json(ceph_lab, "trash", "ls", "--all", pool) if e["name"] == names["trashed"]]
+        trash_ids.append(entry["id"])
+        replaced_id = rbd_json(ceph_lab, "info", f"{pool}/{names['replaced']}")["id"]
+        payload = {"pool": pool, "names": names, "conf": str(ceph_lab.conf), "keyring": str(ceph_lab.admin_keyring)}
+        env = dict(os.environ, PYTHONPATH=str(COLLECTION_ROOT.parents[2]))  # the build copy's ansible_collections
+        proc = subprocess.run([openstack_lab.python, "-c", _VERIFY_SCRIPT, json.dumps(payload)], capture_output=True,
+                              text=True, timeout=300, check=False, env=env)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        kinds = sorted((c["kind"], c["name"]) for c in out["candidates"])
+        assert kinds == sorted([("image", names["replaced"]), ("image", names["watched"]),
+                                ("image", names["snapped"]), ("trash", names["trashed"])])
+        assert out["watchers"] == 1
+        new_id = rbd_json(ceph_lab, "info", f"{pool}/{names['replaced']}")["id"]
+        assert new_id != replaced_id
+        assert sorted(out["cleaned"]["kept"]) == sorted([
+            f"kept {names['replaced']}: its image id changed ({new_id}, audited {replaced_id})",
+            f"kept {names['watched']}: a client has it open (1 watcher(s))",
+            f"kept {names['snapped']}: its snapshots changed since the audit",
+        ])
+        assert out["cleaned"]["removed"] == [f"{pool}/trash {names['trashed']}"]
+        assert not [e for e in rbd_json(ceph_lab, "trash", "ls", "--all", pool) if e["id"] == entry["id"]]
+        left = set(ceph_lab.rbd("ls", pool).split())
+        assert {names["replaced"], names["watched"], names["snapped"]} <= left
+        assert [s["name"] for s in rbd_json(ceph_lab, "snap", "ls", f"{pool}/{names['snapped']}")] == ["first", "late"]
+    finally:
+        errors: List[str] = []
+        for what in ("replaced", "watched", "snapped"):
+            errors += purge(ceph_lab, pool, ["--image", names[what]])
         for trash_id in trash_ids:
             errors += purge(ceph_lab, pool, ["--image-id", trash_id], trash=True)
         if errors:

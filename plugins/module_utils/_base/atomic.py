@@ -154,15 +154,6 @@ def apply_attributes(fd: int, attributes: FileAttributes) -> None:
     os.fchmod(fd, attributes.mode)
 
 
-def set_attributes(path: str, attributes: FileAttributes) -> None:
-    """Give the existing file ``path`` (not followed when a symlink) ``attributes``: owner and group, then mode."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NOFOLLOW', 0))
-    try:
-        apply_attributes(fd, attributes)
-    finally:
-        os.close(fd)
-
-
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:

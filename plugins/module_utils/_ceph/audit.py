@@ -4,19 +4,19 @@
 """Audit of one RBD pool (``rbd_pool_audit``): Cinder's volume pool against Cinder, Glance's image pool against
 Glance, and the removal of what the audit proved nobody references.
 
-* :func:`read_pool` (I/O, librbd): every image and trash entry of the pool with its id, parent, snapshots (id,
-  protection, children); images are opened read-only, several at a time (librbd releases the GIL);
+* :func:`read_pool` (I/O, through :class:`._ceph.rbd.Rbd`, the one place that talks to librbd): every image and trash
+  entry of the pool with its id, parent, snapshots (id, protection, children); images are opened read-only, several
+  at a time on one I/O context (librbd releases the GIL);
 * :func:`judge_cinder_pool` / :func:`judge_glance_pool` (pure): each image classified by the naming of Cinder's RBD
   driver (``volume-<id>``, ``volume-<id>.deleted``, snapshots ``snapshot-<id>`` and ``<clone>.clone_snap``) or
   glance_store (``<image id>`` with snapshot ``snap``) against the ids Cinder or Glance has; the findings; the
   cleanup candidates (only what nobody references: no snapshot with children, not known to Cinder or Glance);
 * :func:`clean_pool`: removes candidates, each verified again immediately before (same image id and snapshot ids,
-  still no children and no watchers, still unknown to Cinder or Glance).
+  still no children and no watchers, still unknown to Cinder or Glance), through :class:`._ceph.rbd.Rbd`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,10 +25,16 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.ids import UUID, is_uuid
-from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.connection import ceph_errors, rbd_module
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.connection import rbd_module
 from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.connection import connect as ceph_connect
-from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.error_kinds import error_kind, is_ceph_exception
-from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.rbd import CLONE_SNAP_SUFFIX, DELETED_SUFFIX, GLANCE_SNAP
+from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.rbd import (
+    CLONE_SNAP_SUFFIX,
+    DELETED_SUFFIX,
+    GLANCE_SNAP,
+    Rbd,
+    Ref,
+    SnapInfo,
+)
 from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.cinder import CinderApi
 from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.connection import connect
 from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.glance import Glance
@@ -48,6 +54,12 @@ class SnapFacts:
 
     def as_dict(self) -> Dict[str, Any]:
         return {'name': self.name, 'id': self.id, 'protected': self.protected, 'children': list(self.children)}
+
+    @classmethod
+    def of(cls, snap: SnapInfo) -> 'SnapFacts':
+        """The audit's view of a snapshot :class:`._ceph.rbd.Rbd` read."""
+        return cls(name=snap.name, id=int(snap.id or 0), protected=snap.protected,
+                   children=sorted(str(child) for child in snap.children))
 
 
 @dataclass
@@ -70,69 +82,43 @@ class ImageFacts:
     def children(self) -> List[str]:
         return sorted(child for snap in self.snaps for child in snap.children)
 
+    def ref(self, pool: str) -> Ref:
+        """The image (a trash entry: by its id) as :class:`._ceph.rbd.Rbd` opens it."""
+        return Ref(pool, self.name, image_id=self.id if self.trash else None)
 
-def _image_facts(rbd_lib: Any, ioctx: Any, pool: str, name: str, image_id: str, trash: bool) -> ImageFacts:
+
+def _image_facts(rbd: Rbd, pool: str, name: str, image_id: str, trash: bool) -> ImageFacts:
     facts = ImageFacts(name=name, id=image_id, trash=trash)
     try:
-        kwargs = {'image_id': image_id} if trash else {}
-        img = rbd_lib.Image(ioctx, None if trash else name, read_only=True, **kwargs)
-    except Exception as exc:  # gone meanwhile, or not openable: reported, never a candidate
-        if not is_ceph_exception(exc):
+        info = rbd.describe(facts.ref(pool))
+    except VolsnapError as exc:  # gone meanwhile, or not openable: reported, never a candidate
+        kind = exc.details.get('ceph_error')
+        if kind is None:  # not an error of librbd
             raise
-        facts.error = '%s (%s)' % (type(exc).__name__, error_kind(exc))
+        facts.error = '%s (%s)' % (exc.details.get('exception_type'), kind)
         return facts
-    try:
-        if not facts.id:
-            facts.id = str(img.id())
-        for snap in img.list_snaps():
-            info = SnapFacts(name=snap['name'], id=int(snap['id']), protected=bool(img.is_protected_snap(snap['name'])))
-            img.set_snap(snap['name'])
-            try:
-                info.children = sorted('%s/%s' % (child['pool'], child['image']) for child in img.list_children2())
-            finally:
-                img.set_snap(None)
-            facts.snaps.append(info)
-        try:
-            parent_pool, parent_image, parent_snap = img.parent_info()
-            facts.parent = '%s/%s@%s' % (parent_pool, parent_image, parent_snap)
-        except Exception as exc:
-            if not (is_ceph_exception(exc) and error_kind(exc) == 'not_found'):
-                raise
-    except Exception as exc:
-        if not is_ceph_exception(exc):
-            raise
-        facts.error = '%s (%s)' % (type(exc).__name__, error_kind(exc))
-    finally:
-        with contextlib.suppress(Exception):
-            img.close()
+    facts.id = info.id
+    facts.snaps = [SnapFacts.of(snap) for snap in info.snaps]
+    facts.parent = str(info.parent) if info.parent is not None else None
     return facts
 
 
-def read_pool(cluster: Any, rbd_lib: Any, pool: str, user: Optional[str] = None,
-              workers: int = DEFAULT_WORKERS, now: Optional[datetime] = None) -> List[ImageFacts]:
-    """Every image and trash entry of ``pool`` (read-only; ``workers`` images at a time)."""
-    hints = {'not_found': 'Pool %s does not exist on this cluster (ceph osd pool ls)' % pool}
-    with ceph_errors('opening pool %s' % pool, user=user, pool=pool, write=False, hints=hints):
-        ioctx = cluster.open_ioctx(pool)
-    try:
-        with ceph_errors('listing the RBD images and trash of pool %s' % pool, user=user, pool=pool, write=False):
-            listed = [(str(e['name']), str(e['id'])) for e in rbd_lib.RBD().list2(ioctx)]
-            trash = list(rbd_lib.RBD().trash_list(ioctx))
-        jobs: List[Tuple[str, str, bool]] = [(name, image_id, False) for name, image_id in listed]
-        jobs += [(str(e['name']), str(e['id']), True) for e in trash]
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool_exec:
-            facts = list(pool_exec.map(lambda job: _image_facts(rbd_lib, ioctx, pool, *job), jobs))
-        moment = now or datetime.now(timezone.utc).replace(tzinfo=None)  # librbd gives naive UTC times
-        for entry, item in zip(trash, facts[len(listed):]):
-            item.trash_source = str(entry.get('source'))
-            end = entry.get('deferment_end_time')
-            if isinstance(end, datetime):
-                item.deferment_end = end.isoformat()
-                item.deferred = end > moment
-        return facts
-    finally:
-        with contextlib.suppress(Exception):
-            ioctx.close()
+def read_pool(rbd: Rbd, pool: str, workers: int = DEFAULT_WORKERS, now: Optional[datetime] = None) -> List[ImageFacts]:
+    """Every image and trash entry of ``pool`` (read-only; ``workers`` images at a time, sharing ``rbd``'s I/O
+    context of the pool)."""
+    listed, trash = rbd.images_and_trash(pool)
+    jobs: List[Tuple[str, str, bool]] = [(name, image_id, False) for name, image_id in listed]
+    jobs += [(str(e['name']), str(e['id']), True) for e in trash]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool_exec:
+        facts = list(pool_exec.map(lambda job: _image_facts(rbd, pool, *job), jobs))
+    moment = now or datetime.now(timezone.utc).replace(tzinfo=None)  # librbd gives naive UTC times
+    for entry, item in zip(trash, facts[len(listed):]):
+        item.trash_source = str(entry.get('source'))
+        end = entry.get('deferment_end_time')
+        if isinstance(end, datetime):
+            item.deferment_end = end.isoformat()
+            item.deferred = end > moment
+    return facts
 
 
 # --- judging (pure) ----------------------------------------------------------------------------------------------
@@ -362,10 +348,10 @@ def select_candidates(candidates: Sequence[Mapping[str, Any]],
     return selected, kept
 
 
-def _verify(rbd_lib: Any, ioctx: Any, pool: str, cand: Mapping[str, Any]) -> Tuple[Optional[str], Optional[ImageFacts]]:
+def _verify(rbd: Rbd, pool: str, cand: Mapping[str, Any]) -> Tuple[Optional[str], Optional[ImageFacts]]:
     """Read the candidate again: why it must stay (None when it is still what the audit saw, unreferenced)."""
     trash = cand['kind'] == 'trash'
-    now = _image_facts(rbd_lib, ioctx, pool, str(cand['name']), str(cand['id']), trash)
+    now = _image_facts(rbd, pool, str(cand['name']), str(cand['id']), trash)
     if now.error:
         return 'it cannot be read now (%s)' % now.error, None
     if now.id != cand['id']:
@@ -381,58 +367,44 @@ def _verify(rbd_lib: Any, ioctx: Any, pool: str, cand: Mapping[str, Any]) -> Tup
     return None, now
 
 
-def clean_pool(cluster: Any, rbd_lib: Any, pool: str, candidates: Sequence[Mapping[str, Any]], check_mode: bool,
-               still_unknown: Callable[[Mapping[str, Any]], Optional[str]],
-               user: Optional[str] = None) -> Dict[str, Any]:
+def clean_pool(rbd: Rbd, pool: str, candidates: Sequence[Mapping[str, Any]], check_mode: bool,
+               still_unknown: Callable[[Mapping[str, Any]], Optional[str]]) -> Dict[str, Any]:
     """Remove (in check mode: list) ``candidates``; each verified again just before (:func:`_verify`, no watchers,
     ``still_unknown(candidate)`` None: Cinder or Glance still does not know it)."""
     removed: List[str] = []
     kept: List[str] = []
-    with ceph_errors('opening pool %s' % pool, user=user, pool=pool, write=not check_mode):
-        ioctx = cluster.open_ioctx(pool)
-    try:
-        for cand in candidates:
-            what = '%s%s%s' % ('trash ' if cand['kind'] == 'trash' else '', cand['name'],
-                               '@%s' % cand['snapshot'] if cand.get('snapshot') else '')
-            why, now = _verify(rbd_lib, ioctx, pool, cand)
-            if why is None:
-                why = still_unknown(cand)
-            if why is None and cand['kind'] == 'image':
-                why = _watched(rbd_lib, ioctx, str(cand['name']))
-            if why is not None or now is None:
-                kept.append('kept %s: %s' % (what, why))
-                continue
-            if not check_mode:
-                with ceph_errors('removing %s from pool %s' % (what, pool), user=user, pool=pool):
-                    _remove(rbd_lib, ioctx, cand, now)
-            removed.append('%s/%s' % (pool, what))
-    finally:
-        with contextlib.suppress(Exception):
-            ioctx.close()
+    for cand in candidates:
+        what = '%s%s%s' % ('trash ' if cand['kind'] == 'trash' else '', cand['name'],
+                           '@%s' % cand['snapshot'] if cand.get('snapshot') else '')
+        why, now = _verify(rbd, pool, cand)
+        if why is None:
+            why = still_unknown(cand)
+        if why is None and cand['kind'] == 'image':
+            why = _watched(rbd, pool, str(cand['name']))
+        if why is not None or now is None:
+            kept.append('kept %s: %s' % (what, why))
+            continue
+        if not check_mode and not _remove(rbd, pool, cand, now, 'removing %s from pool %s' % (what, pool)):
+            kept.append('kept %s: another client removed it meanwhile' % what)
+            continue
+        removed.append('%s/%s' % (pool, what))
     return {'removed': removed, 'kept': kept}
 
 
-def _watched(rbd_lib: Any, ioctx: Any, name: str) -> Optional[str]:
-    with rbd_lib.Image(ioctx, name, read_only=True) as img:
-        watchers = list(img.watchers_list())
-    return 'a client has it open (%d watcher(s))' % len(watchers) if watchers else None
+def _watched(rbd: Rbd, pool: str, name: str) -> Optional[str]:
+    watchers = rbd.watchers(Ref(pool, name))
+    return 'a client has it open (%d watcher(s))' % watchers if watchers else None
 
 
-def _remove(rbd_lib: Any, ioctx: Any, cand: Mapping[str, Any], now: ImageFacts) -> None:
-    """Unprotect and remove the snapshots (all, or the one), then the image or trash entry."""
-    trash = cand['kind'] == 'trash'
-    kwargs = {'image_id': now.id} if trash else {}
-    with rbd_lib.Image(ioctx, None if trash else now.name, **kwargs) as img:
-        for snap in now.snaps:
-            if cand['kind'] == 'snapshot' and snap.id != cand.get('snapshot_id'):
-                continue
-            if img.is_protected_snap(snap.name):
-                img.unprotect_snap(snap.name)
-            img.remove_snap(snap.name)
-    if cand['kind'] == 'image':
-        rbd_lib.RBD().remove(ioctx, now.name)
-    elif trash:
-        rbd_lib.RBD().trash_remove(ioctx, now.id, True)
+def _remove(rbd: Rbd, pool: str, cand: Mapping[str, Any], now: ImageFacts, action: str) -> bool:
+    """Unprotect and remove the snapshots (all, or the one), then the image or trash entry; False when another client
+    removed it meanwhile (nothing was removed here)."""
+    ref = now.ref(pool)
+    names = [snap.name for snap in now.snaps if cand['kind'] != 'snapshot' or snap.id == cand.get('snapshot_id')]
+    removed = rbd.remove_snaps(ref, names, action=action)
+    if cand['kind'] == 'snapshot':
+        return bool(removed)
+    return rbd.remove(ref, action=action) or bool(removed)
 
 
 # --- the module's request ---------------------------------------------------------------------------------------
@@ -445,8 +417,17 @@ def run_pool_audit(params: Mapping[str, Any], check_mode: bool, cluster: Any, rb
                    cinder: Optional[Any], glance: Optional[Any]) -> Dict[str, Any]:
     """``rbd_pool_audit`` on connected services: ``cinder`` (:class:`._openstack.cinder.CinderApi`) for
     ``role=cinder``, ``glance`` (:class:`._openstack.glance.Glance`) for ``role=glance``."""
-    pool, user = params['pool'], params.get('ceph_user')
-    images = read_pool(cluster, rbd_lib, pool, user, int(params.get('workers') or DEFAULT_WORKERS))
+    rbd = Rbd(cluster, rbd_lib, params.get('ceph_user'))
+    try:
+        return _run_pool_audit(params, check_mode, rbd, cinder, glance)
+    finally:
+        rbd.close()
+
+
+def _run_pool_audit(params: Mapping[str, Any], check_mode: bool, rbd: Rbd, cinder: Optional[Any],
+                    glance: Optional[Any]) -> Dict[str, Any]:
+    pool = params['pool']
+    images = read_pool(rbd, pool, int(params.get('workers') or DEFAULT_WORKERS))
     if params['role'] == 'cinder':
         if cinder is None:
             raise VolsnapError('internal error: role=cinder without a Cinder client')
@@ -477,7 +458,7 @@ def run_pool_audit(params: Mapping[str, Any], check_mode: bool, cluster: Any, rb
             return 'Glance has image %s now' % name
         return None
 
-    cleaned = clean_pool(cluster, rbd_lib, pool, selected, check_mode, still_unknown, user)
+    cleaned = clean_pool(rbd, pool, selected, check_mode, still_unknown)
     removed = cleaned['removed']
     verb = 'would remove' if check_mode else 'removed'
     result.update({

@@ -21,9 +21,10 @@ import concurrent.futures
 import contextlib
 import hashlib
 import math
+import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Sequence, Tuple
 from urllib.parse import quote, unquote
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.connection import ceph_errors
@@ -71,11 +72,13 @@ def parse_rbd_url(url: str) -> Optional[Tuple[str, str, str, str]]:
 
 @dataclass
 class Ref:
-    """An RBD image (``snap`` None) or snapshot."""
+    """An RBD image (``snap`` None) or snapshot; with ``image_id`` the image is opened by its id (a trash entry, which
+    has no name librbd opens; ``image`` is the name it had)."""
 
     pool: str
     image: str
     snap: Optional[str] = None
+    image_id: Optional[str] = None
 
     def __str__(self) -> str:
         return '%s/%s%s' % (self.pool, self.image, '@' + self.snap if self.snap else '')
@@ -91,6 +94,16 @@ class SnapInfo:
     name: str
     protected: bool
     children: List[Ref] = field(default_factory=list)
+    id: Optional[int] = None  # librbd's snapshot id (a new snapshot of the same name has another)
+
+
+@dataclass
+class ImageInfo:
+    """What :meth:`Rbd.describe` reads of an image in one opening."""
+
+    id: str
+    snaps: List[SnapInfo]
+    parent: Optional[Ref]
 
 
 @dataclass
@@ -130,7 +143,8 @@ def merge_extents(size: int, allocated: List[Tuple[int, int]]) -> List[Extent]:
 class Rbd(object):
     """RBD operations as client ``user`` on a connected cluster.
 
-    I/O contexts are opened on first use per pool and closed by :meth:`close`.
+    I/O contexts are opened on first use per pool (once, also when threads ask at the same time: librados' I/O
+    contexts serve several threads) and closed by :meth:`close`. Reading methods may run in several threads at once.
     """
 
     def __init__(self, cluster: Any, rbd_lib: Any, user: Optional[str] = None) -> None:
@@ -138,6 +152,7 @@ class Rbd(object):
         self.lib = rbd_lib
         self.user = user
         self._ioctxs: Dict[str, Any] = {}
+        self._ioctx_lock = threading.Lock()
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -148,18 +163,23 @@ class Rbd(object):
         self._ioctxs.clear()
 
     def ioctx(self, pool: str) -> Any:
-        if pool not in self._ioctxs:
-            hints = {'not_found': 'Pool %s does not exist on this cluster (ceph osd pool ls)' % pool}
-            with ceph_errors('opening pool %s' % pool, user=self.user, pool=pool, write=False, hints=hints):
-                self._ioctxs[pool] = self.cluster.open_ioctx(pool)
-        return self._ioctxs[pool]
+        with self._ioctx_lock:
+            if pool not in self._ioctxs:
+                hints = {'not_found': 'Pool %s does not exist on this cluster (ceph osd pool ls)' % pool}
+                with ceph_errors('opening pool %s' % pool, user=self.user, pool=pool, write=False, hints=hints):
+                    self._ioctxs[pool] = self.cluster.open_ioctx(pool)
+            return self._ioctxs[pool]
 
     @contextlib.contextmanager
     def image(self, ref: Ref, read_only: bool = True, action: Optional[str] = None) -> Iterator[Any]:
-        """An open ``rbd.Image`` (at ``ref.snap`` when set), closed on exit."""
+        """An open ``rbd.Image`` (at ``ref.snap`` when set; by its id when ``ref.image_id`` is set), closed on exit."""
         what = action or 'opening RBD image %s' % ref
         with ceph_errors(what, user=self.user, pool=ref.pool, write=not read_only):
-            img = self.lib.Image(self.ioctx(ref.pool), ref.image, snapshot=ref.snap, read_only=read_only)
+            if ref.image_id:
+                img = self.lib.Image(self.ioctx(ref.pool), None, snapshot=ref.snap, read_only=read_only,
+                                     image_id=ref.image_id)
+            else:
+                img = self.lib.Image(self.ioctx(ref.pool), ref.image, snapshot=ref.snap, read_only=read_only)
         try:
             yield img
         finally:
@@ -194,28 +214,48 @@ class Rbd(object):
         with self._errors('listing the RBD images of pool %s' % pool, pool, write=False):
             return list(self.lib.RBD().list(self.ioctx(pool)))
 
+    def images_and_trash(self, pool: str) -> Tuple[List[Tuple[str, str]], List[Dict[str, Any]]]:
+        """(name, id) of every image of ``pool``, and its trash entries as librbd lists them (``id``, ``name``,
+        ``source``, ``deferment_end_time``...)."""
+        with self._errors('listing the RBD images and trash of pool %s' % pool, pool, write=False):
+            ioctx = self.ioctx(pool)
+            listed = [(str(e['name']), str(e['id'])) for e in self.lib.RBD().list2(ioctx)]
+            trash = [dict(e) for e in self.lib.RBD().trash_list(ioctx)]
+        return listed, trash
+
     def size(self, ref: Ref) -> int:
         with self.image(ref) as img:
             with self._errors('reading the size of %s' % ref, ref.pool, write=False):
                 return int(img.size())
 
     def snaps(self, pool: str, name: str, children: bool = True) -> List[SnapInfo]:
-        """The image's snapshots with their protection and (optionally) their children."""
+        """The image's snapshots with their id, protection and (optionally) their children."""
+        ref = Ref(pool, name)
+        with self.image(ref) as img:
+            return self._snaps_of(img, ref, children)
+
+    def _snaps_of(self, img: Any, ref: Ref, children: bool) -> List[SnapInfo]:
         out: List[SnapInfo] = []
-        with self.image(Ref(pool, name)) as img:
-            with self._errors('listing the snapshots of %s/%s' % (pool, name), pool, write=False):
-                listed = [snap['name'] for snap in img.list_snaps()]
-                for snap in listed:
-                    info = SnapInfo(name=snap, protected=bool(img.is_protected_snap(snap)))
-                    if children:
-                        img.set_snap(snap)
-                        try:
-                            info.children = [Ref(child['pool'], child['image'])
-                                             for child in img.list_children2()]
-                        finally:
-                            img.set_snap(None)
-                    out.append(info)
+        with self._errors('listing the snapshots of %s' % ref, ref.pool, write=False):
+            for snap in list(img.list_snaps()):
+                info = SnapInfo(name=snap['name'], protected=bool(img.is_protected_snap(snap['name'])),
+                                id=int(snap['id']))
+                if children:
+                    img.set_snap(info.name)
+                    try:
+                        info.children = [Ref(child['pool'], child['image']) for child in img.list_children2()]
+                    finally:
+                        img.set_snap(None)
+                out.append(info)
         return out
+
+    def describe(self, ref: Ref) -> ImageInfo:
+        """The image's id, snapshots (with their children) and parent, read in one opening (read-only; a trash
+        entry by its id, ``ref.image_id``)."""
+        with self.image(ref) as img:
+            with self._errors('reading the id of %s' % ref, ref.pool, write=False):
+                image_id = ref.image_id or str(img.id())
+            return ImageInfo(id=image_id, snaps=self._snaps_of(img, ref, True), parent=self._parent_of(img, ref))
 
     def snap(self, pool: str, name: str, snap: str) -> Optional[SnapInfo]:
         for info in self.snaps(pool, name):
@@ -226,13 +266,16 @@ class Rbd(object):
     def parent(self, ref: Ref) -> Optional[Ref]:
         """The parent snapshot of an image (or of one of its snapshots), None when it has none."""
         with self.image(ref) as img:
-            try:
-                pool, image, snap = img.parent_info()
-            except Exception as exc:  # ImageNotFound means "no parent"
-                if is_ceph_exception(exc) and error_kind(exc) == 'not_found':
-                    return None
-                self._raise(exc, 'reading the parent of %s' % ref, ref.pool)
-                raise
+            return self._parent_of(img, ref)
+
+    def _parent_of(self, img: Any, ref: Ref) -> Optional[Ref]:
+        try:
+            pool, image, snap = img.parent_info()
+        except Exception as exc:  # ImageNotFound means "no parent"
+            if is_ceph_exception(exc) and error_kind(exc) == 'not_found':
+                return None
+            self._raise(exc, 'reading the parent of %s' % ref, ref.pool)
+            raise
         return Ref(pool, image, snap)
 
     def depth(self, ref: Ref, limit: int = 64) -> int:
@@ -291,15 +334,29 @@ class Rbd(object):
         A snapshot that still has clones is refused with the list of clones.
         """
         _need_snap(ref)
-        with self.image(Ref(ref.pool, ref.image), read_only=False) as img:
-            with self._errors('removing snapshot %s' % ref, ref.pool,
-                              hints={'busy': 'The snapshot still has clones: flatten or remove them first'}):
-                if not any(s['name'] == ref.snap for s in img.list_snaps()):
-                    return False
-                if img.is_protected_snap(ref.snap):
-                    img.unprotect_snap(ref.snap)
-                img.remove_snap(ref.snap)
-        return True
+        return bool(self.remove_snaps(ref, [str(ref.snap)]))
+
+    def remove_snaps(self, ref: Ref, names: Sequence[str], action: Optional[str] = None) -> List[str]:
+        """Unprotect (if needed) and remove the snapshots ``names`` of the image ``ref`` (by its id when
+        ``ref.image_id`` is set), opened once; returns those removed (a missing one is skipped).
+
+        A snapshot that still has clones is refused (EBUSY). ``action`` names every failure (the opening
+        included); by default the opening and each snapshot are named, with a hint for a snapshot with clones.
+        """
+        image = Ref(ref.pool, ref.image, image_id=ref.image_id)
+        hints = None if action else {'busy': 'The snapshot still has clones: flatten or remove them first'}
+        removed: List[str] = []
+        with self.image(image, read_only=False, action=action) as img:
+            for name in names:
+                with self._errors(action or 'removing snapshot %s' % Ref(ref.pool, ref.image, name), ref.pool,
+                                  hints=hints):
+                    if not any(s['name'] == name for s in img.list_snaps()):
+                        continue
+                    if img.is_protected_snap(name):
+                        img.unprotect_snap(name)
+                    img.remove_snap(name)
+                removed.append(name)
+        return removed
 
     def clone(self, parent: Ref, child: Ref, features: Optional[int] = None) -> bool:
         """Clone ``parent`` (a snapshot) as ``child``; False when ``child`` already is that clone."""
@@ -335,11 +392,18 @@ class Rbd(object):
                 img.flatten()
         return True
 
-    def remove(self, ref: Ref) -> bool:
-        """Remove an image; False when it does not exist."""
-        with self._errors('removing RBD image %s' % ref, ref.pool):
+    def remove(self, ref: Ref, action: Optional[str] = None) -> bool:
+        """Remove an image (a trash entry when ``ref.image_id`` is set: for good, even before its deferment ends);
+        False when it does not exist. ``action`` names a failure (default: what is removed)."""
+        trash = bool(ref.image_id)
+        what = action or ('removing the RBD trash entry %s (%s)' % (ref.image_id, ref) if trash
+                          else 'removing RBD image %s' % ref)
+        with self._errors(what, ref.pool):
             try:
-                self.lib.RBD().remove(self.ioctx(ref.pool), ref.image)
+                if trash:
+                    self.lib.RBD().trash_remove(self.ioctx(ref.pool), ref.image_id, True)
+                else:
+                    self.lib.RBD().remove(self.ioctx(ref.pool), ref.image)
             except Exception as exc:
                 if is_ceph_exception(exc) and error_kind(exc) == 'not_found':
                     return False

@@ -27,7 +27,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic imp
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.fresh import FreshCall
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.group import GroupRequest, GroupSnapshot, Member
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import DiskInfo, disks_using
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import DiskInfo, LazyLibvirt, disks_using
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import DirListing
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.volume import ShareVolume
@@ -198,19 +198,14 @@ class SharedLibvirt(object):
         return getattr(self._libvirt, name)
 
 
-def shared_factory(factory: Callable[[], Any]) -> Callable[[], Any]:
-    """A libvirt factory for a batch: ``factory()`` is called once (None: no bindings) and its connection is
-    opened once, under a lock, so the items' threads share one :class:`SharedLibvirt`."""
-    lock = threading.Lock()
-    made: List[Any] = []
+def shared_factory(factory: Callable[[], Any]) -> LazyLibvirt:
+    """A libvirt factory for a batch: ``factory()`` is called once (None: no bindings), under a lock
+    (:class:`._nfs.libvirt.LazyLibvirt`), so the items' threads share one :class:`SharedLibvirt`."""
 
-    def get() -> Any:
-        with lock:
-            if not made:
-                libvirt = factory()
-                made.append(SharedLibvirt(libvirt) if libvirt is not None else None)
-            return made[0]
-    return get
+    def shared() -> Optional[SharedLibvirt]:
+        libvirt = factory()
+        return SharedLibvirt(libvirt) if libvirt is not None else None
+    return LazyLibvirt(shared)
 
 
 class ShareListings(object):

@@ -166,10 +166,6 @@ class ClonePlan:
         return [step.action for step in self.steps] == ['keep']
 
     @property
-    def stale_tmp(self) -> bool:
-        return any(step.action == 'remove_stale_tmp' for step in self.steps)
-
-    @property
     def command(self) -> List[str]:
         """The qemu-img argv of the ``convert`` step (the temporary file as output); empty without one."""
         for step in self.steps:

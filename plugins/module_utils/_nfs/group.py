@@ -37,7 +37,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import shared_directory_syncs
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import ChainReport, inspect_chain, judge_declared
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import QUIESCE_AUTO, find_disk, quiesce_mode
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import (
+    QUIESCE_AUTO,
+    LazyLibvirt,
+    find_disk,
+    quiesce_mode,
+)
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg, opened_for_write_by_qemu
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import SnapshotInfo, load_info, os_error_text
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
@@ -234,24 +239,17 @@ def _info_text(info: Optional[Dict[str, str]]) -> str:
 class GroupSnapshot(object):
     """One group request (:class:`GroupRequest`) over the members' :class:`._nfs.volume.ShareVolume` s.
 
-    ``libvirt_factory()`` returns a :class:`._nfs.libvirt.Libvirt`, or None when the bindings are missing.
+    ``libvirt_factory()`` returns a :class:`._nfs.libvirt.Libvirt`, or None when the bindings are missing; it is
+    called on first use, once (:class:`._nfs.libvirt.LazyLibvirt`), and the members' deletes share that connection.
     """
 
     def __init__(self, request: GroupRequest, qemu: QemuImg, libvirt_factory: Callable[[], Any],
                  check_mode: bool) -> None:
         self.req = request
         self.qemu = qemu
-        self.libvirt_factory = libvirt_factory
+        self.libvirt = LazyLibvirt(libvirt_factory, 'online group snapshots')
         self.check_mode = check_mode
-        self._libvirt: Any = None
         self.volumes: List[ShareVolume] = []
-
-    def libvirt(self, needed: bool) -> Any:
-        if self._libvirt is None:
-            self._libvirt = self.libvirt_factory()
-        if self._libvirt is None and needed:
-            raise VolsnapError('online group snapshots need the libvirt Python bindings on this host (python3-libvirt)')
-        return self._libvirt
 
     def run(self) -> Dict[str, Any]:
         try:
@@ -388,7 +386,7 @@ class GroupSnapshot(object):
         """Converge an interrupted group: complete every member after the commit point, else roll every one back."""
         plans = [journals[i].plan for i in pending]
         online = any(step.action == 'libvirt_snapshot' for plan in plans if plan is not None for step in plan.steps)
-        lv = self.libvirt(online)
+        lv = self.libvirt.get(online)
         states = [self._pending_state(i, journals[i], lv) for i in pending]
         decision, refusal = judge_recovery(states)
         if refusal is not None:
@@ -498,7 +496,7 @@ class GroupSnapshot(object):
         req = self.req
         members = req.members
         count = len(members)
-        lv = self.libvirt(req.mode == ONLINE or req.domain is not None)
+        lv = self.libvirt.get(req.mode == ONLINE or req.domain is not None)
         if req.domain is not None:
             dom = lv.domain(req.domain)
             if lv.is_running(dom):
@@ -563,7 +561,7 @@ class GroupSnapshot(object):
     def _execute(self, group: GroupPlan, dom: Any) -> Optional[bool]:
         """Prepare every member (journal naming the group, then its overlay), commit (the one atomic libvirt call;
         offline, the first .info file), then complete every member. A failure before the commit rolls back all."""
-        lv = self.libvirt(group.mode == ONLINE)
+        lv = self.libvirt.get(group.mode == ONLINE)
         executor = Executor(self.qemu, lv, self.req.timeout)
         record = group_record(group.mode, group.domain, group.quiesce, group.members, group.disks)
         journals = [self.volumes[i].journal() for i in range(len(self.volumes))]
@@ -715,7 +713,7 @@ class GroupSnapshot(object):
                               share=req.share, max_depth=req.max_depth, lock_timeout=req.lock_timeout,
                               timeout=req.timeout, volume_format=req.volume_format)
             try:
-                item = VolumeSnapshot(request, self.qemu, self._shared_libvirt, self.check_mode).run()
+                item = VolumeSnapshot(request, self.qemu, self.libvirt, self.check_mode).run()
                 item.update(volume_path=member.volume_path, failed=False)
             except VolsnapError as exc:
                 item = dict(exc.details, volume_path=member.volume_path, snapshot_id=member.snapshot_id,
@@ -742,6 +740,3 @@ class GroupSnapshot(object):
         if diffs:
             result['diff'] = diffs
         return result
-
-    def _shared_libvirt(self) -> Any:
-        return self.libvirt(False)

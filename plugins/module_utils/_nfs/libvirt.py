@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: volsnap.openstack contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""libvirt access: domain XML parsing (pure) and a thin connection wrapper.
+"""libvirt access: domain XML parsing (pure), a thin connection wrapper (:class:`Libvirt`) and the lazy connection
+a request or a batch opens once, on first use (:class:`LazyLibvirt`).
 
 Disks are found as Nova finds them: by ``<serial>`` (the Cinder volume id) or by target dev.
 The backing chain comes from the domain XML's nested ``<backingStore>`` elements (spec 000:
@@ -11,11 +12,12 @@ The backing chain comes from the domain XML's nested ``<backingStore>`` elements
 from __future__ import annotations
 
 import os
+import threading
 import time
 import traceback
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Any, List, Mapping, Optional, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import (
     DeclaredChain,
@@ -133,6 +135,37 @@ def disks_using(running: List[Tuple[str, DiskInfo]], paths: List[str]) -> List[T
     ``paths`` (compared after resolving links)."""
     wanted = set(os.path.realpath(p) for p in paths)
     return [(name, disk) for name, disk in running if any(os.path.realpath(p) in wanted for p, _fmt in disk.chain)]
+
+
+class LazyLibvirt(object):
+    """The libvirt connection of a request (or of a batch's items), made on first use.
+
+    ``factory()`` returns a :class:`Libvirt`, or None when the bindings are missing; it is called once, under a lock,
+    so the threads sharing this object share one connection. Calling the object returns that connection (or None):
+    it is a factory itself, to hand to the requests that share it. ``purpose`` says in the error of :meth:`get`
+    what needs the bindings.
+    """
+
+    def __init__(self, factory: Callable[[], Any], purpose: str = 'online snapshots') -> None:
+        self._factory = factory
+        self.purpose = purpose
+        self._lock = threading.Lock()
+        self._made = False
+        self._libvirt: Any = None
+
+    def __call__(self) -> Any:
+        with self._lock:
+            if not self._made:
+                self._libvirt = self._factory()
+                self._made = True
+            return self._libvirt
+
+    def get(self, needed: bool) -> Any:
+        """The connection, or None without the bindings; when ``needed``, no bindings is an error."""
+        libvirt_ = self()
+        if libvirt_ is None and needed:
+            raise VolsnapError('%s need the libvirt Python bindings on this host (python3-libvirt)' % self.purpose)
+        return libvirt_
 
 
 class Libvirt:

@@ -29,7 +29,6 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic imp
     apply_attributes,
     fsync_dir,
     is_temporary_name,
-    set_attributes,
     remove_if_exists,
     write_atomic as _write_atomic,
 )
@@ -513,8 +512,3 @@ def remove_if_same(path: str, fd: int) -> None:
     """Unlink ``path`` only while it still names the file open as ``fd`` (a symlink is never followed)."""
     if names_descriptor(path, fd):
         remove_if_exists(path)
-
-
-def copy_owner_mode(reference: str, path: str) -> None:
-    """Give ``path`` the mode (and, as root, the owner and group) of ``reference`` (neither followed)."""
-    set_attributes(path, share_file_attributes(reference))

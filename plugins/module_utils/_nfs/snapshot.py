@@ -15,7 +15,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic imp
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import VOLUME_FORMATS, ChainReport, inspect_chain, judge_declared
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.cleanup import cleanup_volume
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import find_disk
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import LazyLibvirt, find_disk
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg, opened_for_write_by_qemu
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import DirListing, SnapshotInfo, os_error_text
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_exec import FIX_AND_RERUN, Executor
@@ -134,8 +134,9 @@ def _planned_volume_format(plan: Plan) -> Optional[str]:
 class VolumeSnapshot(object):
     """One volume_snapshot request on one volume (:class:`._nfs.volume.ShareVolume`).
 
-    ``libvirt_factory()`` returns a :class:`._nfs.libvirt.Libvirt`, or None when the bindings are missing. A request
-    reads the chain once before it acts (a running domain's declared chain is judged on that same read) and once after.
+    ``libvirt_factory()`` returns a :class:`._nfs.libvirt.Libvirt`, or None when the bindings are missing; it is
+    called on first use, once (:class:`._nfs.libvirt.LazyLibvirt`). A request reads the chain once before it acts (a
+    running domain's declared chain is judged on that same read) and once after.
 
     The volume's directory is listed once per phase, and every check of that phase uses that listing: before the
     lock (stale temporaries, the judgement while no lock file exists), under the lock (read after the lock was
@@ -150,21 +151,13 @@ class VolumeSnapshot(object):
                  lister: Optional[Callable[[str], DirListing]] = None, listing: Optional[DirListing] = None) -> None:
         self.req = request
         self.qemu = qemu
-        self.libvirt_factory = libvirt_factory
+        self.libvirt = LazyLibvirt(libvirt_factory, 'online snapshots')
         self.check_mode = check_mode
-        self._libvirt: Any = None
         self.volume: Optional[ShareVolume] = None
         self.lister: Callable[[str], DirListing] = lister if lister is not None else DirListing.read
         self.unlocked_listing = listing
         # the listing of the current phase (None: the next inspection reads one, started after the steps ran)
         self._listing: Optional[DirListing] = None
-
-    def libvirt(self, needed: bool) -> Any:
-        if self._libvirt is None:
-            self._libvirt = self.libvirt_factory()
-        if self._libvirt is None and needed:
-            raise VolsnapError('online snapshots need the libvirt Python bindings on this host (python3-libvirt)')
-        return self._libvirt
 
     def run(self) -> Dict[str, Any]:
         try:
@@ -261,7 +254,7 @@ class VolumeSnapshot(object):
         self._listing = None
 
     def _executor(self, mode: str) -> Executor:
-        return Executor(self.qemu, self.libvirt(mode == ONLINE), self.req.timeout)
+        return Executor(self.qemu, self.libvirt.get(mode == ONLINE), self.req.timeout)
 
     def _resume(self, journal: Journal, path: str) -> Dict[str, Any]:
         plan = journal.plan
@@ -356,14 +349,14 @@ class VolumeSnapshot(object):
         """The mode, the online domain and disk, and the chain read once (with the chain the domain declares)."""
         req = self.req
         if req.mode == OFFLINE and req.domain is None:
-            lv = self.libvirt(False)
+            lv = self.libvirt.get(False)
             report = self._inspect(path)
             users = self._users(lv, path, report) if lv is not None else []
             if users:
                 raise VolsnapError('mode=offline but running domain %s uses the volume (disk %s); use mode=online '
                                    'or auto, or stop the domain' % (users[0][0], users[0][1].target))
             return OFFLINE, None, None, report
-        lv = self.libvirt(req.mode == ONLINE or req.domain is not None)
+        lv = self.libvirt.get(req.mode == ONLINE or req.domain is not None)
         if lv is None:
             return OFFLINE, None, None, self._inspect(path)
         if req.domain is not None:

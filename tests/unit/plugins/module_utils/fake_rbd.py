@@ -7,13 +7,17 @@ It models what the RBD logic relies on, with librbd's rules (checked against Cep
 clones hang on protected snapshots; a protected snapshot cannot be removed; unprotecting a snapshot
 that has clones is EBUSY; an image with snapshots cannot be removed (ImageHasSnapshots); reads of
 a clone fall through to its parent where the clone has no data; exception classes carry the
-bindings' names and ``__module__``.
+bindings' names and ``__module__``. Images have ids and snapshots ids (never reused); an image moved
+to the trash (:meth:`Cluster.trash_move`) is opened by its id only.
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
 from typing import Any, Dict, List, Optional, Tuple
+
+_IDS = itertools.count(0x1000)
 
 
 def _exc(name, code):
@@ -40,6 +44,21 @@ class FakeRbdLib(object):
         class RBD(object):
             def list(self, ioctx):
                 return sorted(lib.cluster.pools[ioctx.pool])
+
+            def list2(self, ioctx):
+                return [{'name': name, 'id': img.id} for name, img in sorted(lib.cluster.pools[ioctx.pool].items())]
+
+            def trash_list(self, ioctx):
+                return [{'id': image_id, 'name': name, 'source': 'USER', 'deferment_end_time': lib.cluster.deferment_end}
+                        for image_id, (name, _img) in sorted(lib.cluster.trash[ioctx.pool].items())]
+
+            def trash_remove(self, ioctx, image_id, force=False):
+                lib.cluster.check_write(ioctx.pool)
+                if image_id not in lib.cluster.trash[ioctx.pool]:
+                    raise lib.ImageNotFound('[errno 2] RBD image not found (error removing image from trash)')
+                if lib.cluster.trash[ioctx.pool][image_id][1].snaps:
+                    raise lib.ImageHasSnapshots('image has snapshots')
+                del lib.cluster.trash[ioctx.pool][image_id]
 
             def remove(self, ioctx, name):
                 lib.cluster.check_write(ioctx.pool)
@@ -90,10 +109,14 @@ class FakeRbdLib(object):
         self.RBD = RBD
 
         class Image(object):
-            def __init__(self, ioctx, name, snapshot=None, read_only=False):
+            def __init__(self, ioctx, name=None, snapshot=None, read_only=False, image_id=None):
                 self.pool = ioctx.pool
+                if image_id is not None:
+                    assert name is None, 'fake: an image is opened by its name or by its id'
+                    name, self.img = lib.cluster.by_id(ioctx.pool, image_id)
+                else:
+                    self.img = lib.cluster.get(ioctx.pool, name)
                 self.name = name
-                self.img = lib.cluster.get(ioctx.pool, name)
                 self.read_only = read_only
                 self.snap = None
                 if snapshot is not None:
@@ -116,8 +139,11 @@ class FakeRbdLib(object):
                     return self.img.snaps[self.snap]['size']
                 return self.img.size
 
+            def id(self):
+                return self.img.id
+
             def list_snaps(self):
-                return [{'name': n, 'id': i, 'size': s['size']} for i, (n, s) in enumerate(self.img.snaps.items())]
+                return [{'name': n, 'id': s['id'], 'size': s['size']} for n, s in self.img.snaps.items()]
 
             def is_protected_snap(self, name):
                 if name not in self.img.snaps:
@@ -134,7 +160,7 @@ class FakeRbdLib(object):
                 if name in self.img.snaps:
                     raise lib.ImageExists('snapshot exists')
                 self.img.snaps[name] = {'protected': False, 'children': set(), 'size': self.img.size,
-                                        'data': dict(self.img.data), 'parent': self.img.parent}
+                                        'data': dict(self.img.data), 'parent': self.img.parent, 'id': next(_IDS)}
 
             def protect_snap(self, name):
                 self._writable()
@@ -222,6 +248,7 @@ class FakeRbdLib(object):
 
 class FakeImage(object):
     def __init__(self, size: int) -> None:
+        self.id = '%x' % next(_IDS)
         self.size = size
         self.data: Dict[int, bytes] = {}
         self.snaps: Dict[str, dict] = {}
@@ -268,6 +295,9 @@ class Cluster(object):
         self.created: List[Tuple[Any, ...]] = []  # RBD().create calls: (pool, name, order, old_format, features)
         self.writes: List[Tuple[str, str, int, int]] = []
         self.conf: Dict[str, str] = {}
+        self.trash: Dict[str, Dict[str, Tuple[str, FakeImage]]] = {p: {} for p in pools}  # pool -> id -> (name, image)
+        self.deferment_end: Any = None
+        self.opened_ioctxs: List[str] = []
         self.lib = FakeRbdLib(self)
 
     def open_ioctx(self, pool):
@@ -275,6 +305,7 @@ class Cluster(object):
             exc = type('ObjectNotFound', (Exception,), {'__module__': 'rados'})('pool not found')
             exc.errno = errno.ENOENT
             raise exc
+        self.opened_ioctxs.append(pool)
         return FakeIoctx(self, pool)
 
     def conf_get(self, name):
@@ -292,6 +323,21 @@ class Cluster(object):
             return self.pools[pool][name]
         except KeyError:
             raise self.lib.ImageNotFound('[errno 2] RBD image not found (error opening image %s)' % name)
+
+    def by_id(self, pool, image_id) -> Tuple[str, FakeImage]:
+        """(name, image) of the image or trash entry ``image_id``."""
+        for name, img in self.pools[pool].items():
+            if img.id == image_id:
+                return name, img
+        if image_id in self.trash[pool]:
+            return self.trash[pool][image_id]
+        raise self.lib.ImageNotFound('[errno 2] RBD image not found (error opening image id %s)' % image_id)
+
+    def trash_move(self, pool, name) -> str:
+        """Move an image to the pool's trash (as ``rbd trash mv``); its id."""
+        img = self.pools[pool].pop(name)
+        self.trash[pool][img.id] = (name, img)
+        return img.id
 
     def all_images(self):
         for images in self.pools.values():

@@ -15,12 +15,11 @@ import pytest
 from ansible_collections.volsnap.openstack.plugins.module_utils._base import atomic as at
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import (
     FileAttributes,
+    apply_attributes,
     attributes_like,
     fsync_dir,
-    set_attributes,
     write_atomic,
 )
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import copy_owner_mode
 
 NOBODY = 65534  # uid of nobody and gid of nogroup on Debian
 
@@ -216,32 +215,35 @@ class TestAttributesLike:
             attributes_like(str(tmp_path / 'absent'))
 
 
-class TestSetAttributes:
-    def test_owner_group_then_mode_of_an_existing_file(self, tmp_path, as_root):
+class TestApplyAttributes:
+    """apply_attributes on an open descriptor: what write_atomic and _nfs.share.create_share_file give a new file."""
+
+    def test_owner_group_then_mode_of_an_open_file(self, tmp_path, as_root):
         path = tmp_path / 'f'
         path.write_bytes(b'data')
-        set_attributes(str(path), FileAttributes(0o2660, NOBODY, NOBODY))
+        fd = os.open(str(path), os.O_RDONLY)
+        try:
+            apply_attributes(fd, FileAttributes(0o2660, NOBODY, NOBODY))
+        finally:
+            os.close(fd)
         # the mode is set after the chown (which clears set-id bits), so the setgid bit stays
         assert meta(path) == (NOBODY, NOBODY, 0o2660) and path.read_bytes() == b'data'
 
-    def test_symlink_not_followed(self, tmp_path):
-        target = tmp_path / 'target'
-        target.write_bytes(b'')
-        os.chmod(str(target), 0o600)
-        (tmp_path / 'link').symlink_to(target)
-        with pytest.raises(OSError) as err:
-            set_attributes(str(tmp_path / 'link'), FileAttributes(0o666))
-        assert err.value.errno == errno.ELOOP
-        assert meta(target)[2] == 0o600
-
-    def test_copy_owner_mode_copies_the_reference(self, tmp_path, as_root):
-        ref, path = tmp_path / 'volume-1', tmp_path / 'volume-1.tmp'
-        ref.write_bytes(b'')
+    def test_best_effort_group_that_cannot_be_given(self, tmp_path, monkeypatch):
+        path = tmp_path / 'f'
         path.write_bytes(b'')
-        os.chown(str(ref), NOBODY, 0)
-        os.chmod(str(ref), 0o660)
-        copy_owner_mode(str(ref), str(path))
-        assert meta(path) == (NOBODY, 0, 0o660)
+
+        def refuse(fd, uid, gid):
+            raise PermissionError(errno.EPERM, 'not permitted')
+        monkeypatch.setattr(at.os, 'fchown', refuse)
+        fd = os.open(str(path), os.O_RDONLY)
+        try:
+            apply_attributes(fd, FileAttributes(0o640, -1, NOBODY, best_effort=True))
+            assert meta(path)[2] == 0o640
+            with pytest.raises(PermissionError):
+                apply_attributes(fd, FileAttributes(0o600, -1, NOBODY))
+        finally:
+            os.close(fd)
 
 
 def test_fsync_dir_of_a_missing_directory(tmp_path):

@@ -12,6 +12,7 @@ from typing import Any, Dict, List
 
 import pytest
 
+from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._ceph import audit as A
 from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.audit import ImageFacts, SnapFacts
 
@@ -125,6 +126,7 @@ class RbdError(Exception):
 
 ImageNotFound = type('ImageNotFound', (RbdError,), {'__module__': 'rbd'})
 ImageBusy = type('ImageBusy', (RbdError,), {'__module__': 'rbd'})
+RbdPermissionError = type('PermissionError', (RbdError,), {'__module__': 'rbd'})
 
 
 class Store(object):
@@ -298,3 +300,80 @@ def test_clone_snap_whose_clone_is_gone_is_removed_alone():
     done = A.run_pool_audit(_params(state='cleaned'), False, FakeCluster(), lib, cinder, None)
     assert done['removed'] == ['volumes/volume-%s@volume-%s.clone_snap' % (V1, gone_clone)]
     assert list(store.images['aaa']['snaps']) == ['snapshot-' + S1] and store.removed == []
+
+
+class RacingCinder(FakeCinder):
+    """A Cinder client that runs ``meanwhile()`` once, when the audit asks for the snapshots: after the pool was read,
+    before the candidates are verified again and removed."""
+
+    def __init__(self, volumes, snapshots, meanwhile):
+        FakeCinder.__init__(self, volumes, snapshots)
+        self.meanwhile = meanwhile
+
+    def all_snapshots(self):
+        if self.meanwhile is not None:
+            self.meanwhile()
+            self.meanwhile = None
+        return FakeCinder.all_snapshots(self)
+
+
+def test_an_image_replaced_under_the_same_name_after_the_audit_read_it_is_kept():
+    store = Store()
+    store.add('volume-' + V1, 'aaa')  # unknown to Cinder, no snapshot: a candidate
+
+    def replace():
+        del store.images['aaa']
+        store.add('volume-' + V1, 'bbb')  # a new image of the same name (no snapshot ids to tell them apart)
+    result = A.run_pool_audit(_params(state='cleaned'), False, FakeCluster(), FakeLib(store),
+                              RacingCinder([], [], replace), None)
+    assert result['removed'] == [] and store.removed == [] and result['changed'] is False
+    assert result['kept'] == ['kept volume-%s: its image id changed (bbb, audited aaa)' % V1]
+
+
+def test_a_snapshot_another_client_removed_meanwhile_is_not_reported_removed():
+    store = Store()
+    gone_clone = 'abcdefab-1234-4234-8234-123456789abc'
+    store.add('volume-' + V1, 'aaa', [('volume-%s.clone_snap' % gone_clone, True, ())])
+
+    class Remover(FakeCinder):
+        def find_volume(self, vid):  # asked just before the removal: another client removes the snapshot then
+            store.images['aaa']['snaps'].clear()
+            return FakeCinder.find_volume(self, vid)
+    result = A.run_pool_audit(_params(state='cleaned'), False, FakeCluster(), FakeLib(store), Remover([V1], []), None)
+    assert result['removed'] == [] and result['changed'] is False
+    assert result['kept'] == ['kept volume-%s@volume-%s.clone_snap: another client removed it meanwhile'
+                              % (V1, gone_clone)]
+
+
+def test_an_image_that_cannot_be_read_is_reported_and_never_a_candidate(store):
+    lib = FakeLib(store)
+    real = lib.Image
+
+    def failing(ioctx, name=None, **kwargs):
+        if name == 'volume-' + V2:
+            raise ImageNotFound('gone between the listing and the opening')
+        return real(ioctx, name, **kwargs)
+    lib.Image = failing
+    audit = A.run_pool_audit(_params(), False, FakeCluster(), lib, FakeCinder([V3], [S1]), None)
+    [entry] = [i for i in audit['images'] if i['name'] == 'volume-' + V2]
+    assert entry['cleanable'] is False and 'ImageNotFound (not_found)' in entry['reason']
+    assert 'volume-' + V2 not in [c['name'] for c in audit['cleanup_candidates']]
+
+
+def test_an_error_while_removing_names_the_candidate_and_the_pool(store):
+    lib = FakeLib(store)
+    cinder = FakeCinder([V3], [S1])
+    audit = A.run_pool_audit(_params(), False, FakeCluster(), lib, cinder, None)
+    only = [c for c in audit['cleanup_candidates'] if c['kind'] == 'trash']
+    real_remove_snap = lib.Image.remove_snap
+
+    def refused(self, name):
+        raise RbdPermissionError('[errno 1] RBD permission error (error removing snapshot)', errno.EPERM)
+    lib.Image.remove_snap = refused
+    try:
+        with pytest.raises(VolsnapError, match=r'^removing trash volume-%s from pool volumes failed: PermissionError: '
+                                               r'\[errno 1\] RBD permission error' % S1) as err:
+            A.run_pool_audit(_params(state='cleaned', only=only), False, FakeCluster(), lib, cinder, None)
+    finally:
+        lib.Image.remove_snap = real_remove_snap
+    assert err.value.details['ceph_error'] == 'permission' and err.value.details['pool'] == 'volumes'

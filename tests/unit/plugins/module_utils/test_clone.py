@@ -97,7 +97,7 @@ def test_command(share, fmt):
 def test_stale_temp_file_is_planned_for_removal(share):
     (share / ('.%s.volsnap-tmp' % NEW)).write_bytes(b'half written')
     result = plan(share, SNAP1)
-    assert result.stale_tmp
+    assert [step.action for step in result.steps][:2] == ['lock', 'remove_stale_tmp']
     assert any('stale temporary file' in step for step in result.describe())
 
 

@@ -279,6 +279,25 @@ def test_offline_group_overlay_failure_rolls_every_member_back(offline_group, mo
     assert sorted(n for n in os.listdir(str(share)) if not n.endswith('.lock')) == before
 
 
+def test_an_online_group_without_bindings_says_what_needs_them(offline_group):
+    share, group = offline_group
+    request = GroupRequest(list(group), state='present', mode='online', parallel=1)
+    with pytest.raises(VolsnapError, match='online group snapshots need the libvirt Python bindings'):
+        GroupSnapshot(request, QemuImg(OverlayWriter()), lambda: None, False).run()
+    left = sorted(n for n in os.listdir(str(share)) if not n.endswith('.lock'))
+    assert left == sorted(os.path.basename(m.volume_path) for m in group)  # nothing else made
+
+
+def test_group_delete_members_share_the_groups_libvirt_connection(offline_group):
+    share, group = offline_group
+    run_group(group, OverlayWriter())
+    made = []
+    request = GroupRequest(list(group), state='absent', mode='offline', parallel=1)
+    result = GroupSnapshot(request, QemuImg(OverlayWriter()), lambda: made.append(1), False).run()
+    assert result['changed'] and result['group']['operation'] == 'delete'
+    assert made == [1]  # one factory call for the group and its three members' deletes
+
+
 def test_single_volume_requests_refuse_a_pending_group_member(offline_group, monkeypatch):
     share, group = offline_group
     original = GroupSnapshot._complete

@@ -1,15 +1,23 @@
 # -*- coding: utf-8 -*-
 # Copyright: volsnap.openstack contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Unit tests of the pure part of _libvirt: parse_disks, find_disk and DiskInfo."""
+"""Unit tests of the pure part of _libvirt: parse_disks, find_disk and DiskInfo; LazyLibvirt (the lazy connection)."""
 
 from __future__ import annotations
+
+import threading
 
 import pytest
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import DeclaredChain
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import DiskInfo, Libvirt, find_disk, parse_disks
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import (
+    DiskInfo,
+    LazyLibvirt,
+    Libvirt,
+    find_disk,
+    parse_disks,
+)
 
 VOL_ID = '0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d'
 OTHER_ID = 'ffffffff-eeee-4ddd-8ccc-bbbbbbbbbbbb'
@@ -268,3 +276,44 @@ def test_running_domains_using_skips_a_domain_that_vanishes_during_the_scan(monk
         assert lv.running_disks_using([disk]) == []
     finally:
         lv.close()
+
+
+# ---- LazyLibvirt: the connection of a request, made once on first use
+
+
+def test_lazy_libvirt_calls_its_factory_once_on_first_use_across_threads():
+    made = []
+    barrier = threading.Barrier(4)
+
+    def factory():
+        made.append(object())
+        return made[-1]
+
+    lazy = LazyLibvirt(factory)
+    assert made == []  # nothing is opened before it is used
+    got = []
+
+    def use():
+        barrier.wait()
+        got.append(lazy.get(True))
+
+    threads = [threading.Thread(target=use) for _thread in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(made) == 1 and got == made * 4 and lazy() is made[0]
+    # handed on as a factory, it still gives the one connection
+    assert LazyLibvirt(lazy, 'online group snapshots').get(True) is made[0] and len(made) == 1
+
+
+def test_lazy_libvirt_without_bindings():
+    calls = []
+    lazy = LazyLibvirt(lambda: calls.append(1), 'online group snapshots')
+    assert lazy.get(False) is None and lazy() is None
+    with pytest.raises(VolsnapError, match=r'^online group snapshots need the libvirt Python bindings on this host '
+                                           r'\(python3-libvirt\)$'):
+        lazy.get(True)
+    assert calls == [1]  # a factory without bindings is not asked again
+    with pytest.raises(VolsnapError, match='^online snapshots need the libvirt Python bindings'):
+        LazyLibvirt(lambda: None).get(True)

@@ -2,9 +2,12 @@
 # Copyright: volsnap.openstack contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Unit tests of _rbd on the in-memory fake (fake_rbd.py): URLs, extents, idempotent operations,
-clone checks, the Cinder-style walk of parent references, and the sparse read stream."""
+clone checks, the Cinder-style walk of parent references, the sparse read stream, and what rbd_pool_audit reads
+and removes through it (ids, trash entries by id, several snapshots in one opening, one I/O context for threads)."""
 
 from __future__ import annotations
+
+import threading
 
 import pytest
 
@@ -234,3 +237,108 @@ def test_remove_missing_is_false_and_with_snaps_is_error(cluster, rbd):
     rbd.create_snap(Ref('volumes', 'volume-1', 's'))
     with pytest.raises(VolsnapError, match='It still has snapshots'):
         rbd.remove(Ref('volumes', 'volume-1'))
+
+
+# ---- what rbd_pool_audit reads and removes through Rbd: ids, trash entries by id, several snapshots at once
+
+
+def test_snaps_carry_their_ids_never_reused(cluster, rbd):
+    cluster.create('volumes', 'volume-1', 4096)
+    rbd.create_snap(Ref('volumes', 'volume-1', 'a'))
+    rbd.create_snap(Ref('volumes', 'volume-1', 'b'))
+    first = {s.name: s.id for s in rbd.snaps('volumes', 'volume-1')}
+    assert all(isinstance(i, int) for i in first.values()) and first['a'] != first['b']
+    rbd.remove_snap(Ref('volumes', 'volume-1', 'a'))
+    rbd.create_snap(Ref('volumes', 'volume-1', 'a'))
+    again = {s.name: s.id for s in rbd.snaps('volumes', 'volume-1')}
+    assert again['b'] == first['b'] and again['a'] not in (first['a'], first['b'])
+
+
+def test_describe_reads_id_snapshots_children_and_parent_in_one_opening(cluster, rbd):
+    parent = cluster.create('volumes', 'volume-p', 4096)
+    rbd.create_snap(Ref('volumes', 'volume-p', 's'))
+    rbd.protect(Ref('volumes', 'volume-p', 's'))
+    rbd.clone(Ref('volumes', 'volume-p', 's'), Ref('images', 'child'))
+    info = rbd.describe(Ref('volumes', 'volume-p'))
+    assert info.id == parent.id and info.parent is None
+    [snap] = info.snaps
+    assert (snap.name, snap.protected, [str(c) for c in snap.children]) == ('s', True, ['images/child'])
+    child = rbd.describe(Ref('images', 'child'))
+    assert str(child.parent) == 'volumes/volume-p@s' and child.snaps == []
+    assert cluster.open_images == []  # every opening closed
+    opened = []
+    real = cluster.lib.Image
+
+    def counting(*args, **kwargs):
+        opened.append(args[1:2])
+        return real(*args, **kwargs)
+    cluster.lib.Image = counting
+    rbd.describe(Ref('volumes', 'volume-p'))
+    assert opened == [('volume-p',)]
+
+
+def test_a_trash_entry_is_read_and_removed_by_its_id(cluster, rbd):
+    cluster.create('volumes', 'volume-1', 4096)
+    rbd.create_snap(Ref('volumes', 'volume-1', 'snapshot-x'))
+    rbd.protect(Ref('volumes', 'volume-1', 'snapshot-x'))
+    cluster.create('volumes', 'volume-2', 4096)
+    image_id = cluster.trash_move('volumes', 'volume-1')
+    listed, trash = rbd.images_and_trash('volumes')
+    assert listed == [('volume-2', cluster.pools['volumes']['volume-2'].id)]
+    assert [(e['id'], e['name'], e['source']) for e in trash] == [(image_id, 'volume-1', 'USER')]
+    ref = Ref('volumes', 'volume-1', image_id=image_id)
+    with pytest.raises(VolsnapError, match='RBD image not found'):
+        rbd.describe(Ref('volumes', 'volume-1'))  # by name: a trash entry has none librbd opens
+    info = rbd.describe(ref)
+    assert info.id == image_id and [s.name for s in info.snaps] == ['snapshot-x']
+    with pytest.raises(VolsnapError, match=r'^removing the RBD trash entry %s \(volumes/volume-1\) failed: '
+                                           r'ImageHasSnapshots' % image_id):
+        rbd.remove(ref)
+    assert rbd.remove_snaps(ref, ['snapshot-x']) == ['snapshot-x']
+    assert rbd.remove(ref) is True and cluster.trash['volumes'] == {}
+    assert rbd.remove(ref) is False
+
+
+def test_remove_snaps_opens_once_skips_missing_and_names_failures_by_action(cluster, rbd):
+    cluster.create('volumes', 'volume-1', 4096)
+    for name in ('a', 'b', 'c'):
+        rbd.create_snap(Ref('volumes', 'volume-1', name))
+    rbd.protect(Ref('volumes', 'volume-1', 'a'))
+    assert rbd.remove_snaps(Ref('volumes', 'volume-1'), ['a', 'gone', 'b']) == ['a', 'b']
+    assert [s.name for s in rbd.snaps('volumes', 'volume-1')] == ['c']
+    rbd.protect(Ref('volumes', 'volume-1', 'c'))
+    rbd.clone(Ref('volumes', 'volume-1', 'c'), Ref('volumes', 'clone'))
+    # the default names the snapshot, with the hint about clones (what remove_snap always said)
+    with pytest.raises(VolsnapError, match=r'^removing snapshot volumes/volume-1@c failed: ImageBusy: .*The snapshot '
+                                           r'still has clones: flatten or remove them first$'):
+        rbd.remove_snap(Ref('volumes', 'volume-1', 'c'))
+    # a caller's action names every failure, the opening included, with the default hints
+    with pytest.raises(VolsnapError, match=r'^removing volume-1@c from pool volumes failed: ImageBusy: .*It is in use'):
+        rbd.remove_snaps(Ref('volumes', 'volume-1'), ['c'], action='removing volume-1@c from pool volumes')
+    with pytest.raises(VolsnapError, match=r'^removing nope from pool volumes failed: ImageNotFound'):
+        rbd.remove_snaps(Ref('volumes', 'nope'), ['c'], action='removing nope from pool volumes')
+    with pytest.raises(VolsnapError, match=r'^removing volume-1 from pool volumes failed: ImageHasSnapshots'):
+        rbd.remove(Ref('volumes', 'volume-1'), action='removing volume-1 from pool volumes')
+    assert cluster.open_images == []
+
+
+def test_one_io_context_per_pool_shared_by_threads(cluster, rbd):
+    cluster.create('volumes', 'volume-1', 4096)
+    barrier = threading.Barrier(8)
+    real = cluster.open_ioctx
+
+    def slow_open(pool):
+        ioctx = real(pool)
+        threading.Event().wait(0.01)  # widen the window two threads could both open in
+        return ioctx
+    cluster.open_ioctx = slow_open
+
+    def read():
+        barrier.wait()
+        rbd.describe(Ref('volumes', 'volume-1'))
+    threads = [threading.Thread(target=read) for _thread in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert cluster.opened_ioctxs == ['volumes']

@@ -130,6 +130,25 @@ def test_create_share_file_has_its_mode_before_data(tmp_path):
         os.close(fd)
 
 
+def test_new_share_file_gets_the_owner_group_and_mode_of_the_volume_file(tmp_path):
+    """What a new overlay or clone is created with (share_file_attributes of the volume file, create_share_file)."""
+    if os.geteuid() != 0:
+        pytest.fail('this test gives files away (chown) and must run as root, as make units does in this lab')
+    nobody = 65534  # uid of nobody and gid of nogroup on Debian
+    ref = tmp_path / VOL
+    ref.write_bytes(b'')
+    os.chown(str(ref), nobody, 0)
+    os.chmod(str(ref), 0o660)
+    attributes = rfs.share_file_attributes(str(ref))
+    assert attributes == FileAttributes(0o660, nobody, 0)
+    fd = rfs.create_share_file(str(tmp_path / ('%s.%s' % (VOL, SNAP1))), attributes)
+    try:
+        st = os.fstat(fd)
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777, st.st_size) == (nobody, 0, 0o660, 0)
+    finally:
+        os.close(fd)
+
+
 def test_share_file_attributes_refuse_a_link(tmp_path):
     (tmp_path / 'f').write_text('x')
     os.symlink('f', str(tmp_path / 'l'))
