@@ -53,9 +53,8 @@ def share_files(share: Path) -> List[str]:
     return sorted(p.name for p in share.iterdir() if not p.name.endswith(".lock"))
 
 
-def test_group_reports_every_member_and_refuses_before_touching_any(tmp_path: Path, admin: Any, openstack_lab: Any,
-                                                                     two_snapshots: List[Tuple[Any, Any]],
-                                                                     qemu_img: str) -> None:
+def test_group_reports_every_member_and_refuses_before_touching_any(
+        tmp_path: Path, admin: Any, openstack_lab: Any, two_snapshots: List[Tuple[Any, Any]], qemu_img: str) -> None:
     share = tmp_path / "share"
     share.mkdir()
     for volume, _snap in two_snapshots:

@@ -144,4 +144,3 @@ def write_overlay(fd: int, backing: str, backing_format: str, size: int) -> Over
             raise OSError(errno.EIO, 'short write (%d of %d bytes) at offset %d' % (written, len(data), offset))
     os.ftruncate(fd, layout.length)
     return layout
-
