@@ -183,6 +183,10 @@ class DirListing(object):
         gone = set(names)
         return DirListing(self.names - gone) if gone & self.names else self
 
+    def changed(self, added: Iterable[str], removed: Iterable[str]) -> 'DirListing':
+        """The same listing after this run made ``added`` and removed ``removed`` (base names)."""
+        return DirListing((self.names - set(removed)) | set(added))
+
 
 def stale_temporaries(directory: str, volume_name: str, listing: Optional[DirListing] = None) -> List[str]:
     """The temporary files of ``volume_name`` in ``directory`` (regular files only, links never followed).

@@ -24,6 +24,7 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_pl
     ONLINE,
     Plan,
     check_snapshot_id,
+    names_made,
     plan_create,
     plan_delete,
 )
@@ -339,8 +340,15 @@ class VolumeSnapshot(object):
                 journal.begin(plan)
             except OSError as exc:
                 raise _begin_failed(journal, exc)
+            locked = self._listing
             self._steps_ran()
             quiesced = executor.run(journal).get('quiesced')
+            if locked is not None:
+                # Holding the lock, only this run changed the volume's names: the listing read after the lock was
+                # taken, with the names the steps made and removed and the finished journal gone, is what a new
+                # read would say of them (one read of the share per volume instead of two).
+                added, removed = names_made(plan.steps)
+                self._listing = locked.changed(added, removed + [os.path.basename(journal.path)])
         result = self._result(plan, path, changed=True, steps=plan.describe())
         result['quiesced'] = quiesced
         return result

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.ids import is_file_id
@@ -63,6 +63,21 @@ SNAPSHOT_ACTIONS = Actions('volume_snapshot', {
     'delete_file': lambda a: 'delete %s' % a['file'],
 })
 _step = SNAPSHOT_ACTIONS.step
+
+
+def names_made(steps: Sequence[Step]) -> Tuple[List[str], List[str]]:
+    """(added, removed): the base names of the volume's directory that running ``steps`` creates and deletes (the
+    overlay, a new ``.info`` file; a deleted snapshot file). Its temporaries come and go within a step."""
+    added: List[str] = []
+    removed: List[str] = []
+    for step in steps:
+        if step.action == 'create_overlay':
+            added.append(os.path.basename(step.args['file']))
+        elif step.action == 'write_info':
+            added.append(os.path.basename(step.args['path']))
+        elif step.action == 'delete_file':
+            removed.append(os.path.basename(step.args['file']))
+    return added, removed
 
 
 @dataclass

@@ -17,6 +17,7 @@ import pytest
 from ansible_collections.volsnap.openstack.plugins.module_utils._base import atomic
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.fresh import FreshCall
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs import batch
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import inspect_chain
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import DirListing, stale_temporaries
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
@@ -169,9 +170,12 @@ def test_a_snapshot_lists_its_directory_once_per_phase(tmp_path, monkeypatch):
     request = Request(volume_path=volume, snapshot_id=str(uuid.uuid4()))
     result = VolumeSnapshot(request, fake_qemu(), lambda: None, False, lister=lister).run()
     assert result['changed'] and result['active'] == os.path.basename(volume) + '.' + request.snapshot_id
-    # before the lock: one listing; under the lock: one read after taking it; after the steps: one
-    assert asked == [str(tmp_path)] * 2
-    assert listed == [str(tmp_path)] * 3
+    # before the lock: one listing; under the lock: one read after taking it; after the steps none: the one read
+    # under the lock with the names the steps made (the overlay, the .info file) and removed (the journal)
+    assert asked == [str(tmp_path)]
+    assert listed == [str(tmp_path)] * 2
+    # ... which says what a new read says
+    assert result['chain'] == inspect_chain(volume, share=str(tmp_path)).as_dict()
     # a rerun changes nothing and decides before the lock exists... which it does now: under it, one listing
     del listed[:], asked[:]
     again = VolumeSnapshot(request, fake_qemu(), lambda: None, False, lister=lister).run()
