@@ -170,3 +170,33 @@ def run_module(workdir: Path, module: str, args: Dict[str, Any], check: bool = F
                              f"{proc.stdout[-4000:]}")
     result.setdefault("changed", False)
     return result
+
+
+PLAIN_TASK_KEYS = {"name", "register", "ignore_errors", "check_mode", "diff"}
+
+
+def run_tasks_directly(workdir: Path, tasks: List[Dict[str, Any]], registers: List[str], check: bool = False,
+                       diff: bool = False, python: Optional[str] = None,
+                       env_extra: Optional[Dict[str, str]] = None) -> PlaybookResult:
+    """``run_tasks`` for plain module tasks (no templating, loops or conditions), each run with ``run_module``.
+
+    The same result shape: rc 2 if a task failed without ``ignore_errors`` (its register is then missing and no
+    later task runs, as in a play), else 0; ``output`` is the results as JSON.
+    """
+    results: Dict[str, Any] = {}
+    rc = 0
+    for index, task in enumerate(tasks):
+        modules = [key for key in task if key not in PLAIN_TASK_KEYS]
+        assert len(modules) == 1 and modules[0].startswith("volsnap.openstack."), f"not a plain module task: {task}"
+        args = task[modules[0]]
+        assert "{{" not in json.dumps(args), f"templated arguments need run_tasks (ansible-playbook): {task}"
+        result = run_module(workdir / f"task{index:03d}", modules[0].rsplit(".", 1)[-1], args,
+                            check=bool(task.get("check_mode", check)), diff=bool(task.get("diff", diff)),
+                            python=python, env_extra=env_extra)
+        if result.get("failed") and not task.get("ignore_errors"):
+            rc = 2
+            break
+        if task.get("register"):
+            results[task["register"]] = result
+    return PlaybookResult(rc, json.dumps(results, indent=1, sort_keys=True),
+                          {name: value for name, value in results.items() if name in registers})
