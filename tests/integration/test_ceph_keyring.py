@@ -125,8 +125,8 @@ def test_client_created_then_caps_changed_only_when_different(ceph_lab: Any, cli
     assert audit_writes(ceph_lab, client) == ["auth get-or-create"]
 
     # Check mode with other caps: reported, not sent.
-    check = ok(run_tasks_directly(tmp_path / "3", [client_task(ceph_lab, client, "r", caps=RBD_BOTH)], ["r"], check=True,
-                         diff=True))
+    check = ok(run_tasks_directly(tmp_path / "3", [client_task(ceph_lab, client, "r", caps=RBD_BOTH)], ["r"],
+                                  check=True, diff=True))
     assert check["r"]["changed"] and check["r"]["caps"]["osd"] == RBD_BOTH["osd"]
     assert check["r"]["diff"]["before"]["caps"] == RBD and check["r"]["diff"]["after"]["caps"] == RBD_BOTH
     assert auth_get(ceph_lab, client)["caps"] == RBD
