@@ -35,8 +35,11 @@ help: ## List the targets
 	@echo "volsnap.openstack make targets:"
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 18
 
+# VOLSNAP_DEPS_DONE=1: deps already ran in this `make test` (scripts/test-all.sh) or this `make lint`; each later
+# stage would run bootstrap.sh again for nothing (3-7 s each on a busy 2-core machine).
 deps: ## Install apt packages, .venv (Python 3.12 + requirements-dev.txt), ansible-test pip stand-in
-	bash $(ROOT)/scripts/bootstrap.sh
+	@if [[ $${VOLSNAP_DEPS_DONE:-} == 1 ]]; then echo "deps: done earlier in this run (VOLSNAP_DEPS_DONE=1)"; \
+	  else bash $(ROOT)/scripts/bootstrap.sh; fi
 
 build: ## Sync the working tree into .build/ansible_collections/volsnap/openstack
 	bash $(ROOT)/scripts/sync-build.sh
@@ -62,8 +65,8 @@ molecule: deps build ## Start the Ceph lab, then every molecule scenario (extens
 lint: deps build ## ansible-lint (production), antsibull-docs lint, antsibull-changelog lint, shellcheck, mypy --strict
 	cd $(COLL) && ansible-lint --offline
 	cd $(COLL) && antsibull-docs lint-collection-docs --plugin-docs .
-	$(MAKE) --no-print-directory changelog-lint
-	$(MAKE) --no-print-directory typecheck
+	VOLSNAP_DEPS_DONE=1 $(MAKE) --no-print-directory changelog-lint
+	VOLSNAP_DEPS_DONE=1 $(MAKE) --no-print-directory typecheck
 	cd $(COLL) && shopt -s nullglob && files=(.ci/run scripts/*.sh tests/lab/*.sh tests/hosts/*.sh) && \
 	  echo "shellcheck $${files[*]}" && shellcheck -x "$${files[@]}"
 

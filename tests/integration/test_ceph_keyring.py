@@ -1,4 +1,7 @@
-"""ceph_auth_client and ceph_keyring against the lab's real Ceph cluster, through real ansible-playbook.
+"""ceph_auth_client and ceph_keyring against the lab's real Ceph cluster.
+
+The client tests (created/changed, merge, absent and bad caps) run ceph_auth_client's code path directly
+(ansible_run.run_tasks_directly); the key, no_log and keyring tests run through real ansible-playbook.
 
 * clients are created, their caps changed only when they differ (the monitors' audit log shows which
   auth commands were really sent), check mode sends nothing, absent removes;
@@ -24,7 +27,7 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from ansible_run import COLLECTION_ROOT, PlaybookResult, run_tasks
+from ansible_run import COLLECTION_ROOT, PlaybookResult, run_tasks, run_tasks_directly
 
 CHECK_SCRIPT = COLLECTION_ROOT / "roles" / "ceph_client_keyrings" / "files" / "ceph_client_check.py"
 # Sent before the check script, as the role's tasks/verify.yml does (the one classification of Ceph errors).
@@ -110,20 +113,20 @@ RBD_BOTH = {"mon": "profile rbd", "osd": "profile rbd pool=volumes, profile rbd 
 
 
 def test_client_created_then_caps_changed_only_when_different(ceph_lab: Any, client: str, tmp_path: Path) -> None:
-    first = ok(run_tasks(tmp_path / "1", [client_task(ceph_lab, client, "r", caps=RBD)], ["r"], diff=True))
+    first = ok(run_tasks_directly(tmp_path / "1", [client_task(ceph_lab, client, "r", caps=RBD)], ["r"], diff=True))
     assert first["r"]["changed"] and first["r"]["exists"]
     assert auth_get(ceph_lab, client)["caps"] == RBD
     assert audit_writes(ceph_lab, client) == ["auth get-or-create"]
 
     # Same grants, other white space and order: nothing is sent.
     same = {"osd": "profile rbd  pool=volumes", "mon": "profile rbd"}
-    again = ok(run_tasks(tmp_path / "2", [client_task(ceph_lab, client, "r", caps=same)], ["r"]))
+    again = ok(run_tasks_directly(tmp_path / "2", [client_task(ceph_lab, client, "r", caps=same)], ["r"]))
     assert not again["r"]["changed"] and again["r"]["commands"] == []
     assert audit_writes(ceph_lab, client) == ["auth get-or-create"]
 
     # Check mode with other caps: reported, not sent.
-    check = ok(run_tasks(tmp_path / "3", [client_task(ceph_lab, client, "r", caps=RBD_BOTH)], ["r"], check=True,
-                         diff=True))
+    check = ok(run_tasks_directly(tmp_path / "3", [client_task(ceph_lab, client, "r", caps=RBD_BOTH)], ["r"],
+                                  check=True, diff=True))
     assert check["r"]["changed"] and check["r"]["caps"]["osd"] == RBD_BOTH["osd"]
     assert check["r"]["diff"]["before"]["caps"] == RBD and check["r"]["diff"]["after"]["caps"] == RBD_BOTH
     assert auth_get(ceph_lab, client)["caps"] == RBD
@@ -131,14 +134,14 @@ def test_client_created_then_caps_changed_only_when_different(ceph_lab: Any, cli
 
     # The real change: one auth caps, and the client keeps its key.
     key_before = auth_get(ceph_lab, client)["key"]
-    changed = ok(run_tasks(tmp_path / "4", [client_task(ceph_lab, client, "r", caps=RBD_BOTH)], ["r"]))
+    changed = ok(run_tasks_directly(tmp_path / "4", [client_task(ceph_lab, client, "r", caps=RBD_BOTH)], ["r"]))
     assert changed["r"]["changed"]
     assert changed["r"]["commands"] == ["ceph auth caps client.%s mon 'profile rbd' osd 'profile rbd pool=volumes, "
                                         "profile rbd pool=images'" % client]
     assert auth_get(ceph_lab, client)["caps"] == RBD_BOTH
     assert auth_get(ceph_lab, client)["key"] == key_before
     assert audit_writes(ceph_lab, client) == ["auth get-or-create", "auth caps"]
-    final = ok(run_tasks(tmp_path / "5", [client_task(ceph_lab, client, "r", caps=RBD_BOTH)], ["r"]))
+    final = ok(run_tasks_directly(tmp_path / "5", [client_task(ceph_lab, client, "r", caps=RBD_BOTH)], ["r"]))
     assert not final["r"]["changed"]
     assert audit_writes(ceph_lab, client) == ["auth get-or-create", "auth caps"]
 
@@ -146,29 +149,29 @@ def test_client_created_then_caps_changed_only_when_different(ceph_lab: Any, cli
 def test_merge_adds_write_on_images_and_keeps_the_rest(ceph_lab: Any, client: str, tmp_path: Path) -> None:
     start = {"mon": "profile rbd", "osd": "profile rbd pool=volumes, profile rbd-read-only pool=images",
              "mgr": "profile rbd pool=volumes"}
-    ok(run_tasks(tmp_path / "1", [client_task(ceph_lab, client, "r", caps=start)], ["r"]))
+    ok(run_tasks_directly(tmp_path / "1", [client_task(ceph_lab, client, "r", caps=start)], ["r"]))
     merge = {"caps": {"osd": "profile rbd pool=images"}, "caps_mode": "merge"}
-    first = ok(run_tasks(tmp_path / "2", [client_task(ceph_lab, client, "r", **merge)], ["r"]))
+    first = ok(run_tasks_directly(tmp_path / "2", [client_task(ceph_lab, client, "r", **merge)], ["r"]))
     assert first["r"]["changed"]
     assert auth_get(ceph_lab, client)["caps"] == dict(start, osd=start["osd"] + ", profile rbd pool=images")
-    second = ok(run_tasks(tmp_path / "3", [client_task(ceph_lab, client, "r", **merge)], ["r"]))
+    second = ok(run_tasks_directly(tmp_path / "3", [client_task(ceph_lab, client, "r", **merge)], ["r"]))
     assert not second["r"]["changed"]
 
 
 def test_absent_and_bad_caps(ceph_lab: Any, client: str, tmp_path: Path) -> None:
-    ok(run_tasks(tmp_path / "1", [client_task(ceph_lab, client, "r", caps=RBD)], ["r"]))
+    ok(run_tasks_directly(tmp_path / "1", [client_task(ceph_lab, client, "r", caps=RBD)], ["r"]))
     bad = dict(client_task(ceph_lab, client, "r", caps={"mon": "profile nosuchprofile x y"}), ignore_errors=True)
-    refused = run_tasks(tmp_path / "2", [bad], ["r"])
+    refused = run_tasks_directly(tmp_path / "2", [bad], ["r"])
     assert refused["r"]["failed"] and "Ceph refused the caps" in refused["r"]["msg"]
     assert auth_get(ceph_lab, client)["caps"] == RBD
-    check = ok(run_tasks(tmp_path / "3", [client_task(ceph_lab, client, "r", state="absent")], ["r"], check=True))
+    check = ok(run_tasks_directly(tmp_path / "3", [client_task(ceph_lab, client, "r", state="absent")], ["r"], check=True))
     assert check["r"]["changed"]
     assert auth_get(ceph_lab, client)["caps"] == RBD
-    gone = ok(run_tasks(tmp_path / "4", [client_task(ceph_lab, client, "r", state="absent")], ["r"]))
+    gone = ok(run_tasks_directly(tmp_path / "4", [client_task(ceph_lab, client, "r", state="absent")], ["r"]))
     assert gone["r"]["changed"] and not gone["r"]["exists"]
     with pytest.raises(Exception):
         auth_get(ceph_lab, client)
-    again = ok(run_tasks(tmp_path / "5", [client_task(ceph_lab, client, "r", state="absent")], ["r"]))
+    again = ok(run_tasks_directly(tmp_path / "5", [client_task(ceph_lab, client, "r", state="absent")], ["r"]))
     assert not again["r"]["changed"]
 
 

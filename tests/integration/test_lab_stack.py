@@ -121,7 +121,7 @@ def test_cinder_volume_lives_in_rbd(openstack_lab, ceph_lab) -> None:
     assert vtype.extra_specs.get("volume_backend_name") == openstack_lab.volume_backend_name
     volume = conn.block_storage.create_volume(size=1, name=_name("vol"), volume_type=openstack_lab.volume_type)
     try:
-        volume = conn.block_storage.wait_for_status(volume, "available", failures=["error"], interval=1, wait=180)
+        volume = conn.block_storage.wait_for_status(volume, "available", failures=["error"], interval=0.25, wait=180)
         assert volume.host == openstack_lab.cinder_pool
         rbd_name = f"volume-{volume.id}"
         assert rbd_name in _rbd_images(ceph_lab, ceph_lab.volumes_pool)
@@ -129,7 +129,7 @@ def test_cinder_volume_lives_in_rbd(openstack_lab, ceph_lab) -> None:
         assert info["size"] == 1024 ** 3
     finally:
         conn.block_storage.delete_volume(volume, ignore_missing=True)
-        conn.block_storage.wait_for_delete(volume, interval=1, wait=180)
+        conn.block_storage.wait_for_delete(volume, interval=0.25, wait=180)
     _wait(f"rbd image volume-{volume.id} to be removed",
           lambda: f"volume-{volume.id}" not in _rbd_images(ceph_lab, ceph_lab.volumes_pool))
 
@@ -148,7 +148,7 @@ def test_cinder_nfs_volume_lives_in_the_export(openstack_lab) -> None:
     volume = conn.block_storage.create_volume(size=1, volume_type=openstack_lab.nfs_volume_type, name=_name("nfs"))
     path = export / f"volume-{volume.id}"
     try:
-        volume = conn.block_storage.wait_for_status(volume, "available", failures=["error"], interval=1, wait=180)
+        volume = conn.block_storage.wait_for_status(volume, "available", failures=["error"], interval=0.25, wait=180)
         assert volume.host == openstack_lab.nfs_cinder_pool
         assert path.is_file()
         assert (Path(openstack_lab.nfs_mount) / path.name).is_file()
@@ -161,7 +161,7 @@ def test_cinder_nfs_volume_lives_in_the_export(openstack_lab) -> None:
             assert path.stat().st_size == 1024 ** 3
     finally:
         conn.block_storage.delete_volume(volume, ignore_missing=True)
-        conn.block_storage.wait_for_delete(volume, interval=1, wait=180)
+        conn.block_storage.wait_for_delete(volume, interval=0.25, wait=180)
     assert not path.exists()
 
 

@@ -27,7 +27,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import pytest
 from openstack import exceptions as sdk_exceptions
 
-from ansible_run import collections_path, run_tasks
+from ansible_run import collections_path, run_module, run_tasks
 from openstack_helpers import rbd_sha256
 
 MODULE = 'volsnap.openstack.rbd_image_clone_upload'
@@ -110,8 +110,10 @@ EXPECTED = expected_sha256(GIB, PATTERN)
 class Lab(object):
     """The lab's Ceph and OpenStack, with the helpers the tests share; removes what a test made."""
 
-    def __init__(self, ceph: Any, stack: Any, workdir: Path) -> None:
+    def __init__(self, ceph: Any, stack: Any, workdir: Path, through_ansible: bool = False) -> None:
         self.ceph = ceph
+        # True: every module run is a real ansible-playbook play; False: the module's code path run directly
+        self.through_ansible = through_ansible
         self.stack = stack
         self.workdir = workdir
         self.conn = stack.connection()
@@ -142,7 +144,7 @@ class Lab(object):
         vol = bs.create_volume(size=size_gib, name='rbdup-%s-%d' % (self.tag, len(self.volumes)),
                                volume_type=self.stack.volume_type, image_id=image_id)
         self.volumes.append(vol.id)
-        vol = bs.wait_for_status(vol, status='available', failures=['error'], interval=1, wait=300)
+        vol = bs.wait_for_status(vol, status='available', failures=['error'], interval=0.25, wait=300)
         if write:
             self.rbd_tool(op='write', pool=self.ceph.volumes_pool, image='volume-%s' % vol.id, writes=PATTERN)
         return vol.id
@@ -164,7 +166,7 @@ class Lab(object):
                 return
             assert vol.status not in ('error_deleting', 'error'), 'Cinder could not delete volume %s: %s' % (
                 volume_id, vol.status)
-            time.sleep(1)
+            time.sleep(0.25)
         raise AssertionError('volume %s still exists after 300 s' % volume_id)
 
     def attach(self, volume_id: str) -> str:
@@ -173,7 +175,7 @@ class Lab(object):
         for body in ({'os-reserve': None}, {'os-attach': {'instance_uuid': str(uuid.uuid4()), 'mountpoint': '/dev/vdb'}}):
             resp = bs.post('/volumes/%s/action' % volume_id, json=body, raise_exc=False)
             assert resp.status_code == 202, resp.text
-        vol = bs.wait_for_status(bs.get_volume(volume_id), status='in-use', failures=['error'], interval=1, wait=60)
+        vol = bs.wait_for_status(bs.get_volume(volume_id), status='in-use', failures=['error'], interval=0.25, wait=60)
         return vol.attachments[0]['attachment_id']
 
     def detach(self, volume_id: str, attachment_id: str) -> None:
@@ -181,7 +183,7 @@ class Lab(object):
         resp = bs.post('/volumes/%s/action' % volume_id, json={'os-detach': {'attachment_id': attachment_id}},
                        raise_exc=False)
         assert resp.status_code == 202, resp.text
-        bs.wait_for_status(bs.get_volume(volume_id), status='available', failures=['error'], interval=1, wait=60)
+        bs.wait_for_status(bs.get_volume(volume_id), status='available', failures=['error'], interval=0.25, wait=60)
 
     def volume_status(self, volume_id: str) -> str:
         return self.conn.block_storage.get_volume(volume_id).status
@@ -225,6 +227,13 @@ class Lab(object):
         self.runs += 1
         work = self.workdir / ('run%d' % self.runs)
         work.mkdir()
+        if not self.through_ansible:
+            # the module's own code path, run directly with the lab's Python (ansible_run.run_module)
+            out = run_module(work, MODULE.rsplit('.', 1)[-1], self.args(**kw), check=check, diff=diff,
+                             python=self.stack.python, env_extra=self.stack.env())
+            if out.get('image_id'):
+                self.images.append(out['image_id'])
+            return (1 if out.get('failed') and not ignore_errors else 0), out, json.dumps(out, indent=1)
         task: Dict[str, Any] = {'name': 'upload', MODULE: self.args(**kw), 'register': 'out'}
         if ignore_errors:
             task['ignore_errors'] = True
@@ -279,9 +288,14 @@ def set_glance_caps(ceph: Any, caps: Dict[str, str]) -> None:
     ceph.ceph('auth', 'caps', 'client.%s' % ceph.glance_user, *args)
 
 
+# These tests run the module through real ansible-playbook; the others run its code path directly (the module is
+# also run by ansible-playbook in test_operator_playbooks.py, through playbooks/upload_volume_to_image.yml).
+THROUGH_ANSIBLE = {'test_copy_path_data_rerun_and_check_mode', 'test_clone_path_data_rerun_check_mode'}
+
+
 @pytest.fixture
-def lab(ceph_lab: Any, openstack_lab: Any, tmp_path: Path) -> Any:
-    helper = Lab(ceph_lab, openstack_lab, tmp_path)
+def lab(ceph_lab: Any, openstack_lab: Any, tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    helper = Lab(ceph_lab, openstack_lab, tmp_path, through_ansible=request.node.name in THROUGH_ANSIBLE)
     yield helper
     problems = helper.cleanup()
     # whatever the test left in Ceph for its images is released the supported way
@@ -659,7 +673,7 @@ def test_copy_run_killed_during_the_upload_is_completed(lab: Any) -> None:
     # Glance puts an interrupted upload back to queued; the temporary snapshot is still there
     deadline = time.monotonic() + 120
     while lab.image(saving)['status'] == 'saving' and time.monotonic() < deadline:
-        time.sleep(1)
+        time.sleep(0.25)
     assert lab.image(saving)['status'] == 'queued'
     snaps = lab.pool_info(lab.ceph.volumes_pool, 'volume-%s' % vol)['volume-%s' % vol]['snaps']
     assert [s['name'] for s in snaps] == ['%s.upload_snap' % saving]

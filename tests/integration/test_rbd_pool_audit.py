@@ -50,7 +50,7 @@ def wait_gone(get: Any, timeout: float = 120) -> None:
         except Exception:  # NotFound: gone
             return
         assert time.monotonic() < deadline, "still there after %ds" % timeout
-        time.sleep(1)
+        time.sleep(0.25)
 
 
 def rbd_json(ceph_lab: Any, *args: str) -> Any:
@@ -104,19 +104,19 @@ def test_pools_against_cinder_and_glance(openstack_lab: Any, ceph_lab: Any, admi
         wait_volume(admin, clone2)
         # Cinder leak 3: a clone is deleted, its source stays: volume-<clone>.clone_snap stays on the source
         admin.block_storage.delete_volume(clone2)
-        admin.block_storage.wait_for_status(snap, "available", failures=["error"], interval=1, wait=120)
+        admin.block_storage.wait_for_status(snap, "available", failures=["error"], interval=0.25, wait=120)
         # Cinder leak 1: the clone is deleted, then its source
         admin.block_storage.delete_volume(clone)
         # Cinder leak 2: the snapshot is unmanaged, then its volume deleted
         resp = admin.block_storage.post(f"/snapshots/{snap.id}/action", json={"os-unmanage": {}}, microversion="3.8")
         assert resp.status_code == 202, resp.text
-        admin.block_storage.wait_for_delete(clone, interval=1, wait=120)
+        admin.block_storage.wait_for_delete(clone, interval=0.25, wait=120)
         admin.block_storage.delete_volume(source)
         wait_gone(lambda: admin.block_storage.get_snapshot(snap.id))
         admin.block_storage.delete_volume(doomed)
-        admin.block_storage.wait_for_delete(source, interval=1, wait=120)
-        admin.block_storage.wait_for_delete(doomed, interval=1, wait=120)
-        admin.block_storage.wait_for_delete(clone2, interval=1, wait=120)
+        admin.block_storage.wait_for_delete(source, interval=0.25, wait=120)
+        admin.block_storage.wait_for_delete(doomed, interval=0.25, wait=120)
+        admin.block_storage.wait_for_delete(clone2, interval=0.25, wait=120)
         clone_snap = f"volume-{clone2.id}.clone_snap"
         assert [s["name"] for s in rbd_json(ceph_lab, "snap", "ls", f"{pool}/volume-{keeper.id}")] == [clone_snap], (
             "Cinder no longer leaves the clone_snap of a deleted clone: update this test")

@@ -76,10 +76,10 @@ def nfs_volume(openstack_lab: Any) -> Any:
     conn = openstack_lab.connection()
     volume = conn.block_storage.create_volume(size=1, volume_type=openstack_lab.nfs_volume_type, name=unique("audit"))
     try:
-        yield conn.block_storage.wait_for_status(volume, "available", failures=["error"], interval=1, wait=180)
+        yield conn.block_storage.wait_for_status(volume, "available", failures=["error"], interval=0.25, wait=180)
     finally:
         conn.block_storage.delete_volume(volume, ignore_missing=True)
-        conn.block_storage.wait_for_delete(volume, interval=1, wait=180)
+        conn.block_storage.wait_for_delete(volume, interval=0.25, wait=180)
 
 
 def test_lab_nfs_share_against_cinder_and_cleanup(openstack_lab: Any, nfs_volume: Any, qemu_img: str,
@@ -160,7 +160,7 @@ def test_lab_nfs_share_against_cinder_and_cleanup(openstack_lab: Any, nfs_volume
     # Cinder deletes its volume: its files go, the lock file the cleanup took stays behind, a stale lock
     conn = openstack_lab.connection()
     conn.block_storage.delete_volume(nfs_volume)
-    conn.block_storage.wait_for_delete(nfs_volume, interval=1, wait=180)
+    conn.block_storage.wait_for_delete(nfs_volume, interval=0.25, wait=180)
     only = "{{ after.cleanup_candidates | selectattr('name', 'equalto', '%s') | list }}" % lock
     tasks = [{"name": "audit", MODULE: base, "register": "after"},
              {"name": "clean", MODULE: dict(base, state="cleaned", only=only), "register": "last"}]

@@ -56,8 +56,10 @@ def volumes(admin: Any, ceph_lab: Any, openstack_lab: Any):
 
 
 @pytest.fixture
-def run(tmp_path: Path, openstack_lab: Any) -> ModuleRunner:
-    return ModuleRunner(tmp_path, openstack_lab)
+def run(tmp_path: Path, openstack_lab: Any, request: pytest.FixtureRequest) -> ModuleRunner:
+    """The module's code path run directly (ModuleRunner); the round trip goes through real ansible-playbook."""
+    through_ansible = request.node.name == "test_manage_and_unmanage_round_trip"
+    return ModuleRunner(tmp_path, openstack_lab, through_ansible=through_ansible)
 
 
 def backend_snapshot(ceph_lab: Any, volume_id: str, name: str) -> None:
@@ -283,7 +285,7 @@ def test_unmanaged_snapshot_then_volume_delete_goes_to_the_rbd_trash(run: Module
     assert rbd_snaps(ceph_lab, volume.id) == {f"snapshot-{sid}": {"size": GIB, "protected": False}}
 
     admin.block_storage.delete_volume(volume.id)
-    admin.block_storage.wait_for_delete(volume, interval=1, wait=180)  # deleted, not error_deleting
+    admin.block_storage.wait_for_delete(volume, interval=0.25, wait=180)  # deleted, not error_deleting
     assert image not in ceph_lab.rbd("ls", ceph_lab.volumes_pool).split()
     trash = [t for t in json.loads(ceph_lab.rbd("trash", "ls", "--long", ceph_lab.volumes_pool, "--format", "json"))
              if t["name"] == image]
@@ -340,7 +342,7 @@ def test_member_cloud_policy_refusal(run: ModuleRunner, ceph_lab: Any, openstack
     assert_failed(info, "(HTTP 403)", "snapshot_extension:list_manageable")
     # a snapshot the member owns (a normal one): the member may not unmanage it
     own = member.block_storage.create_snapshot(volume_id=volume.id, name="member-own")
-    member.block_storage.wait_for_status(own, status="available", failures=["error"], interval=1, wait=180)
+    member.block_storage.wait_for_status(own, status="available", failures=["error"], interval=0.25, wait=180)
     result = run("snapshot_manage", {"volume": volume.id, "name": "member-own", "state": "absent"},
                  cloud=openstack_lab.member_cloud)
     assert_failed(result, "(HTTP 403)", "snapshot_extension:snapshot_unmanage")

@@ -32,7 +32,7 @@ def cinder_snapshot(admin: Any, ceph_lab: Any, openstack_lab: Any):
     volume = make_volume(admin, openstack_lab)
     try:
         snap = admin.block_storage.create_snapshot(volume_id=volume.id, name="assisted")
-        snap = admin.block_storage.wait_for_status(snap, status="available", failures=["error"], interval=1,
+        snap = admin.block_storage.wait_for_status(snap, status="available", failures=["error"], interval=0.25,
                                                    wait=180)
         yield volume, snap
     finally:
@@ -60,7 +60,7 @@ def cinder_state(admin: Any, snapshot_id: str) -> Dict[str, Any]:
 def test_report_create_and_delete_round_trip(tmp_path: Path, admin: Any, openstack_lab: Any,
                                              cinder_snapshot: Any, volume_file: Path) -> None:
     _volume, snap = cinder_snapshot
-    run = ModuleRunner(tmp_path / "runs", openstack_lab)
+    run = ModuleRunner(tmp_path / "runs", openstack_lab, through_ansible=True)  # the others run the module directly
     args = {"volume_path": str(volume_file), "snapshot_id": snap.id, "mode": "offline", "report_to_cinder": True}
     before = cinder_state(admin, snap.id)
     assert before["status"] == "available"
@@ -189,7 +189,7 @@ def member_snapshot(admin: Any, ceph_lab: Any, openstack_lab: Any) -> Iterator[T
     volume = make_volume(member, openstack_lab)
     try:
         snap = member.block_storage.create_snapshot(volume_id=volume.id, name="member-assisted")
-        snap = member.block_storage.wait_for_status(snap, status="available", failures=["error"], interval=1,
+        snap = member.block_storage.wait_for_status(snap, status="available", failures=["error"], interval=0.25,
                                                     wait=180)
         yield volume, snap
     finally:
