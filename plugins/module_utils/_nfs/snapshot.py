@@ -141,7 +141,9 @@ class VolumeSnapshot(object):
 
     The volume's directory is listed once per phase, and every check of that phase uses that listing: before the
     lock (stale temporaries, the judgement while no lock file exists), under the lock (read after the lock was
-    taken: stale temporaries, the chain's checks, the plan), and after the steps ran (read after the last one).
+    taken: stale temporaries, the chain's checks, the plan), and after the steps ran (a create or delete: that same
+    listing with the names its steps made and removed, :func:`._nfs.snapshot_plan.names_made`, since only the lock
+    holder changes the volume's names; a resume or an abandon: one read after the last step).
     ``lister(directory)`` returns a listing that started after it was called (default: ``os.listdir`` now; a
     batch shares one between its items, :class:`._base.fresh.FreshCall`). ``listing``: the directory's names read
     earlier in the task, used only before the lock exists, where nothing is changed (what would change something is
