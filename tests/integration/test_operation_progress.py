@@ -57,8 +57,11 @@ def check_rises_to_100(samples: List[Dict[str, Any]], kind: str) -> List[Dict[st
     percents = [s["percent"] for s in samples]
     assert percents == sorted(percents), percents
     running = [s for s in samples if s["state"] == "running"]
+    # Seen running part way: how many distinct values a reader catches depends on how fast the work runs against
+    # the recorder's 4 writes a second (a fast blockCommit was seen at 0, 36.71 and 100 only), so one is the
+    # behaviour asserted, never a count that is a timing.
     partway = sorted({s["percent"] for s in running if 0 < s["percent"] < 100})
-    assert len(partway) >= 2, "the operation was not seen part way: %s" % percents
+    assert partway, "the operation was not seen part way: %s" % percents
     assert all(s["kind"] == kind for s in samples if s["state"] == "running" and s["bytes_total"]), samples
     final = samples[-1]
     assert final["state"] == "done" and final["percent"] == 100.0 and final["error"] is None, final
