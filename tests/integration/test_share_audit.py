@@ -36,6 +36,25 @@ sys.stdin.read()
 """
 
 
+def audit_then_clean(workdir: Path, audit: Dict[str, Any], clean: Dict[str, Any], mine: List[str],
+                     openstack_lab: Any) -> Any:
+    """One ansible-playbook run: the audit (registered ``found``), the cleanup in check mode with diff
+    (``checked``), the cleanup (``done``) and the same cleanup again (``again``); every task gets ``mine`` (the names
+    or volume ids this test may clean up: the lab's share is shared with other runs)."""
+    tasks = [
+        {"name": "audit", MODULE: audit, "register": "found"},
+        {"name": "check", MODULE: clean, "register": "checked", "check_mode": True, "diff": True},
+        {"name": "clean", MODULE: clean, "register": "done"},
+        {"name": "again", MODULE: clean, "register": "again"},
+    ]
+    for task in tasks:
+        task["vars"] = {"mine": mine}
+    res = run_tasks(workdir, tasks, ["found", "checked", "done", "again"], python=sys.executable,
+                    env_extra=openstack_lab.env())
+    assert res.rc == 0, res.output[-6000:]
+    return res
+
+
 def classes(result: Dict[str, Any]) -> Dict[str, str]:
     return {f["name"]: f["class"] for f in result["files"]}
 
@@ -116,17 +135,7 @@ def test_lab_nfs_share_against_cinder_and_cleanup(openstack_lab: Any, nfs_volume
         # the share is shared with other runs: the cleanups are restricted to this test's files
         only = "{{ found.cleanup_candidates | selectattr('name', 'in', mine) | list }}"
         clean = dict(base, state="cleaned", only=only, min_age=0)
-        tasks = [
-            {"name": "audit", MODULE: dict(base, min_age=0), "register": "found"},
-            {"name": "check", MODULE: clean, "register": "checked", "check_mode": True, "diff": True},
-            {"name": "clean", MODULE: clean, "register": "done"},
-            {"name": "again", MODULE: clean, "register": "again"},
-        ]
-        for task in tasks:
-            task["vars"] = {"mine": planted}
-        res = run_tasks(tmp_path / "first", tasks, ["found", "checked", "done", "again"], python=sys.executable,
-                        env_extra=openstack_lab.env())
-        assert res.rc == 0, res.output[-6000:]
+        res = audit_then_clean(tmp_path / "first", dict(base, min_age=0), clean, planted, openstack_lab)
         found = res["found"]
         got = classes(found)
         assert (got[vol], got[orphan], got[stale_lock], got[temp], got[unknown]) == (

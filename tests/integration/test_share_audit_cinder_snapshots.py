@@ -38,6 +38,7 @@ from ansible_run import run_tasks
 from openstack_helpers import unique
 import test_operator_playbooks_lab as playbooks_lab
 from test_operator_playbooks_lab import cinder_services_up, playbook, wait
+from test_share_audit import audit_then_clean
 
 # the fixture that resets the lab configuration before the test and restores it (restarting cinder-volume) after
 lab_state = playbooks_lab.lab_state
@@ -155,17 +156,7 @@ def test_snapshot_mismatches_against_real_cinder(openstack_lab: Any, nfs_snapsho
         # asked to remove every file of both volumes: only a proven leak may go
         everything = "{{ found.files | selectattr('volume_id', 'in', mine) | list }}"
         clean = dict(base, state="cleaned", only=everything)
-        tasks = [
-            {"name": "audit", MODULE: base, "register": "found"},
-            {"name": "check", MODULE: clean, "register": "checked", "check_mode": True, "diff": True},
-            {"name": "clean", MODULE: clean, "register": "done"},
-            {"name": "again", MODULE: clean, "register": "again"},
-        ]
-        for task in tasks:
-            task["vars"] = {"mine": ids}
-        res = run_tasks(tmp_path / "audit", tasks, ["found", "checked", "done", "again"], python=sys.executable,
-                        env_extra=openstack_lab.env())
-        assert res.rc == 0, res.output[-6000:]
+        res = audit_then_clean(tmp_path / "audit", base, clean, ids, openstack_lab)
         found = res["found"]
 
         findings = sorted((f["code"], f["volume_id"], f.get("snapshot_id"))

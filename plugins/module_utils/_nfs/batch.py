@@ -21,7 +21,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, cast
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import shared_directory_syncs
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
@@ -310,16 +310,14 @@ def snapshot_many(params: Mapping[str, Any], qemu: Any, libvirt_factory: Callabl
 def snapshot_group(params: Mapping[str, Any], qemu: Any, libvirt_factory: Callable[[], Any], check_mode: bool,
                    cinder_factory: Optional[Callable[[], Any]] = None) -> Dict[str, Any]:
     """``volume_snapshot`` with ``volumes`` and ``group=true``: one :class:`._nfs.group.GroupSnapshot` over the
-    listed volumes, and, when ``cinder_factory`` gives the Cinder client, each member's snapshot reported
-    (:func:`._openstack.report.run_members_with_reports`: every member checked before any disk is touched)."""
-    members = []
-    for index, item in enumerate(params['volumes']):
-        if item['volume_id'] is not None and not params['share']:
-            raise VolsnapError('volumes[%d] names volume_id %s, which needs share' % (index, item['volume_id']))
-        if params['state'] in ('present', 'absent') and not item['snapshot_id']:
-            raise VolsnapError('volumes[%d] has no snapshot_id, which state=%s needs' % (index, params['state']))
-        path = item['volume_path'] or ShareVolume.in_share(params['share'], item['volume_id']).path
-        members.append(Member(volume_path=path, snapshot_id=item['snapshot_id'], disk=item['disk']))
+    listed volumes (read and checked by :func:`batch_items`, as a batch's), and, when ``cinder_factory`` gives the
+    Cinder client, each member's snapshot reported (:func:`._openstack.report.run_members_with_reports`: every
+    member checked before any disk is touched)."""
+    items = batch_items(params['volumes'], params.get('share'), params['state'])
+    # snapshot_id is None only with a state the group refuses before it reads one (batch_items requires it for
+    # present and absent)
+    members = [Member(volume_path=item.volume_path, snapshot_id=cast(str, item.snapshot_id), disk=item.disk)
+               for item in items]
     request = GroupRequest(members=members, state=params['state'], mode=params['mode'], domain=params['domain'],
                            quiesce=params['quiesce'], share=params['share'], max_depth=params['max_depth'],
                            lock_timeout=params['lock_timeout'], timeout=params['timeout'],
@@ -328,8 +326,8 @@ def snapshot_group(params: Mapping[str, Any], qemu: Any, libvirt_factory: Callab
     if cinder_factory is None or params['state'] not in ('present', 'absent'):
         return run()  # any other state is refused by the group itself
     api = cinder_factory()
-    reporters = [CinderReporter(api, str(m.snapshot_id), check_mode,
-                                volume_id_of({'volume_id': item['volume_id'], 'volume_path': m.volume_path}))
-                 for m, item in zip(members, params['volumes'])]
+    reporters = [CinderReporter(api, str(item.snapshot_id), check_mode,
+                                volume_id_of({'volume_id': item.volume_id, 'volume_path': item.volume_path}))
+                 for item in items]
     return run_members_with_reports(run, reporters, [m.volume_path for m in members],
                                     'create' if params['state'] == 'present' else 'delete')
