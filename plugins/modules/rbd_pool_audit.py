@@ -16,11 +16,15 @@ description:
     images of volumes Cinder no longer has, C(volume-<id>.deleted) images and whether a clone still depends on them,
     C(<clone>.clone_snap) snapshots whose clone is gone, protected snapshots without children, snapshots Cinder does
     not know (unmanaged), trash entries.
+  - In either pool, a snapshot whose removal was interrupted (librbd first moves a snapshot it removes to its trash
+    namespace under a generated name; a client killed then leaves it there for ever, and it blocks the removal of its
+    image) is the finding V(interrupted_snapshot_removal) and a cleanup candidate when no clone uses it. One that
+    clones still use is librbd's own (removed with its last clone) and only listed.
   - With O(role=glance) (Glance's C(rbd_store_pool)), against Glance's image records - images without a record, and
     records of O(glance_store) whose data is gone.
   - With O(state=audited) (the default) nothing is changed. With O(state=cleaned) the module removes the
-    RV(cleanup_candidates) - images, trash entries and C(clone_snap) snapshots that no clone depends on and that
-    Cinder or Glance does not know - each verified again immediately before its removal (same image id and snapshot
+    RV(cleanup_candidates) - images, trash entries, interrupted snapshot removals and C(clone_snap) snapshots that no
+    clone depends on and that Cinder or Glance does not know - each verified again immediately before its removal (same image id and snapshot
     ids as the audit saw, still no clone, no client has the image open, still unknown to Cinder or Glance). Their
     snapshots are unprotected and removed first.
   - Images are opened read-only, several at a time (O(workers)); nothing is read from their data.
@@ -165,7 +169,9 @@ images:
       description: The parent snapshot of a clone, C(pool/image@snap).
       type: str
     snapshots:
-      description: Its snapshots (name, id, protected, children).
+      description:
+        - Its snapshots (C(name), C(id), C(protected), C(children), C(namespace)), of every librbd namespace. A
+          snapshot of the V(trash) namespace has a generated C(name) and the name it had in C(original_name).
       type: list
       elements: dict
 findings:

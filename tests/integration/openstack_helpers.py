@@ -14,7 +14,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from ansible_run import run_module, run_tasks
 
@@ -124,7 +124,7 @@ def remove_volume(admin: Any, ceph_lab: Any, volume_id: str) -> List[str]:
 
 
 _RBD_SCRIPT = r"""
-import hashlib, json, sys
+import hashlib, json, struct, sys
 import rados, rbd
 args = json.loads(sys.argv[1])
 cluster = rados.Rados(conffile=args["conf"], name="client.admin", conf={"keyring": args["keyring"]})
@@ -138,6 +138,22 @@ try:
                     image.write(text.encode(), offset)
                 image.flush()
             print(json.dumps({"ok": True}))
+        elif args["op"] == "interrupt_snap_removal":
+            # librbd's first step of removing a snapshot (SnapshotRemoveRequest TRASH_SNAP): the class method that
+            # moves it to the trash namespace under a generated name; a removal killed after it leaves this
+            with rbd.Image(ioctx, args["image"]) as image:
+                if not any(s["name"] == args["snap"] and s.get("namespace", 0) == 0 for s in image.list_snaps()):
+                    image.create_snap(args["snap"])
+                snap_id, image_id = image.snap_get_id(args["snap"]), image.id()
+            ioctx.execute("rbd_header." + image_id, "rbd", "snapshot_trash_add", struct.pack("<Q", snap_id))
+            with rbd.Image(ioctx, args["image"], read_only=True) as image:
+                listed = [s for s in image.list_snaps() if s["id"] == snap_id]
+            print(json.dumps({"name": listed[0]["name"], "namespace": listed[0]["namespace"],
+                              "original_name": listed[0]["trash"]["original_name"]}))
+        elif args["op"] == "all_snaps":
+            with rbd.Image(ioctx, args["image"], read_only=True) as image:
+                print(json.dumps({"snaps": [{"name": s["name"], "namespace": s.get("namespace", 0)}
+                                            for s in image.list_snaps()]}))
         elif args["op"] == "sha256":
             with rbd.Image(ioctx, args["image"], snapshot=args.get("snapshot"), read_only=True) as image:
                 digest = hashlib.sha256()
@@ -156,7 +172,8 @@ finally:
 
 
 def _rbd_python(openstack_lab: Any, ceph_lab: Any, payload: Dict[str, Any], timeout: float = 120) -> Dict[str, Any]:
-    payload = dict(payload, conf=str(ceph_lab.conf), keyring=str(ceph_lab.admin_keyring), pool=ceph_lab.volumes_pool)
+    payload = dict({"pool": ceph_lab.volumes_pool}, **payload, conf=str(ceph_lab.conf),
+                   keyring=str(ceph_lab.admin_keyring))
     proc = subprocess.run([openstack_lab.python, "-c", _RBD_SCRIPT, json.dumps(payload)], capture_output=True,
                           text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
@@ -166,6 +183,21 @@ def _rbd_python(openstack_lab: Any, ceph_lab: Any, payload: Dict[str, Any], time
 
 def rbd_write(openstack_lab: Any, ceph_lab: Any, image: str, chunks: Dict[int, str]) -> None:
     _rbd_python(openstack_lab, ceph_lab, {"op": "write", "image": image, "chunks": sorted(chunks.items())})
+
+
+def interrupt_snap_removal(openstack_lab: Any, ceph_lab: Any, pool: str, image: str, snap: str) -> str:
+    """Leave ``pool/image@snap`` (made when missing) as a removal SIGKILLed after librbd's first step leaves it: in
+    the trash namespace under a generated name, which it returns."""
+    out = _rbd_python(openstack_lab, ceph_lab, {"op": "interrupt_snap_removal", "pool": pool, "image": image,
+                                                "snap": snap})
+    assert (out["namespace"], out["original_name"]) == (2, snap), out
+    return str(out["name"])
+
+
+def rbd_all_snaps(openstack_lab: Any, ceph_lab: Any, pool: str, image: str) -> List[Tuple[str, int]]:
+    """(name, librbd namespace) of every snapshot of ``pool/image``, the trash namespace's too."""
+    out = _rbd_python(openstack_lab, ceph_lab, {"op": "all_snaps", "pool": pool, "image": image})
+    return sorted((str(s["name"]), int(s["namespace"])) for s in out["snaps"])
 
 
 def rbd_sha256(openstack_lab: Any, ceph_lab: Any, image: str, snapshot: Optional[str] = None) -> str:

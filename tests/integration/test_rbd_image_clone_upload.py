@@ -28,7 +28,7 @@ import pytest
 from openstack import exceptions as sdk_exceptions
 
 from ansible_run import collections_path, run_module, run_tasks
-from openstack_helpers import rbd_sha256
+from openstack_helpers import interrupt_snap_removal, rbd_all_snaps, rbd_sha256
 
 MODULE = 'volsnap.openstack.rbd_image_clone_upload'
 GIB = 1 << 30
@@ -62,6 +62,8 @@ with rados.Rados(conffile=a["conf"], rados_id="admin", conf={"keyring": a["keyri
                 with rbd.Image(ioctx, name, read_only=True) as img:
                     snaps = []
                     for s in img.list_snaps():
+                        if s.get("namespace", 0) != 0:  # as rbd snap ls: user snapshots only
+                            continue
                         img.set_snap(s["name"])
                         children = ["%s/%s" % (c["pool"], c["image"]) for c in img.list_children2()]
                         img.set_snap(None)
@@ -400,6 +402,38 @@ def test_clone_path_data_rerun_check_mode(lab: Any) -> None:
     assert again['changed'] is False and again['image_id'] == image_id and again['path'] == 'clone'
     checked = lab.run(check=True, volume=vol, image_name=name, enable_clone_optimization=True)
     assert checked['changed'] is False
+
+
+def test_an_interrupted_removal_of_the_upload_snapshot_is_completed(lab: Any) -> None:
+    """A run killed inside the removal of <volume>@<image id>.upload_snap (librbd moved it to its trash namespace
+    under a generated name, then the kill): the next run is not stopped by it and completes the removal."""
+    vol = lab.create_volume()
+    name = 'rbdup-trashsnap-%s' % lab.tag
+    image = 'volume-%s' % vol
+    out = lab.run(volume=vol, image_name=name, copy_in_cluster=True, checksum_by='module')
+    image_id = out['image_id']
+    assert out['path'] == 'ceph_copy'
+    trashed = interrupt_snap_removal(lab.stack, lab.ceph, lab.ceph.volumes_pool, image, image_id + '.upload_snap')
+    assert rbd_all_snaps(lab.stack, lab.ceph, lab.ceph.volumes_pool, image) == [(trashed, 2)]
+
+    planned = lab.run(check=True, volume=vol, image_name=name, copy_in_cluster=True, checksum_by='module')
+    assert planned['changed'] is True and planned['image_id'] == image_id
+    assert planned['plan'] == ['remove_upload_snapshot: remove leftover snapshot %s/%s@%s.upload_snap' % (
+        lab.ceph.volumes_pool, image, image_id)], planned['plan']
+    assert rbd_all_snaps(lab.stack, lab.ceph, lab.ceph.volumes_pool, image) == [(trashed, 2)]
+    done = lab.run(volume=vol, image_name=name, copy_in_cluster=True, checksum_by='module')
+    assert done['changed'] is True and done['image']['status'] == 'active'
+    assert rbd_all_snaps(lab.stack, lab.ceph, lab.ceph.volumes_pool, image) == []
+    again = lab.run(volume=vol, image_name=name, copy_in_cluster=True, checksum_by='module')
+    assert again['changed'] is False and again['plan'] == []
+
+    # state=cleanup finds one whatever image it belonged to, by the name it had
+    other = str(uuid.uuid4())
+    trashed = interrupt_snap_removal(lab.stack, lab.ceph, lab.ceph.volumes_pool, image, other + '.upload_snap')
+    cleaned = lab.run(state='cleanup')
+    assert '%s/%s@%s.upload_snap' % (lab.ceph.volumes_pool, image, other) in cleaned['removed'], cleaned
+    assert rbd_all_snaps(lab.stack, lab.ceph, lab.ceph.volumes_pool, image) == []
+    assert lab.image_sha(image_id) == (EXPECTED, GIB)
 
 
 def test_spec_scenario_1_delete_the_volume_after_upload(lab: Any) -> None:

@@ -10,7 +10,8 @@ Leaks made by Cinder 29 itself, through its API:
   alone, the volume Cinder has stays);
 
 and planted by hand with the rbd CLI: an image of a volume Cinder never had (with a protected snapshot), a protected
-snapshot without children on a healthy Cinder volume (reported, never removed), and in Glance's pool an image without
+snapshot without children on a healthy Cinder volume (reported, never removed) and beside it a snapshot whose removal
+was interrupted (librbd's trash namespace; removed alone), and in Glance's pool an image without
 a Glance record; and a Glance record whose RBD image was removed by hand (reported, never removed). A healthy Cinder
 volume is reported as such and never touched.
 
@@ -37,7 +38,7 @@ from typing import Any, Dict, List
 import pytest
 
 from ansible_run import COLLECTION_ROOT, run_tasks
-from openstack_helpers import remove_volume, unique, uploaded_image, wait_volume
+from openstack_helpers import interrupt_snap_removal, rbd_all_snaps, remove_volume, unique, uploaded_image, wait_volume
 
 MODULE = "volsnap.openstack.rbd_pool_audit"
 
@@ -131,6 +132,8 @@ def test_pools_against_cinder_and_glance(openstack_lab: Any, ceph_lab: Any, admi
         # healthy: a Cinder volume, with a protected snapshot without children planted on it (reported, kept)
         ceph_lab.rbd("snap", "create", f"{pool}/volume-{healthy.id}@manual")
         ceph_lab.rbd("snap", "protect", f"{pool}/volume-{healthy.id}@manual")
+        # ... and a snapshot whose removal was killed after librbd's first step (left in the trash namespace)
+        interrupted = interrupt_snap_removal(openstack_lab, ceph_lab, pool, f"volume-{healthy.id}", "half-removed")
 
         # planted: an image of a volume Cinder never had, with a protected snapshot; a Glance-pool image with no record
         orphan = f"volume-{uuid.uuid4()}"
@@ -151,7 +154,7 @@ def test_pools_against_cinder_and_glance(openstack_lab: Any, ceph_lab: Any, admi
         ceph_lab.rbd("snap", "rm", f"{images_pool}/{record.id}@snap")
         ceph_lab.rbd("rm", f"{images_pool}/{record.id}")
 
-        mine = {deleted, f"volume-{doomed.id}", orphan, stray, f"volume-{keeper.id}"}
+        mine = {deleted, f"volume-{doomed.id}", orphan, stray, f"volume-{keeper.id}", f"volume-{healthy.id}"}
         common = {"cloud": openstack_lab.cloud, "ceph_conf": ceph_lab.conf, "keyring": ceph_lab.admin_keyring}
         vol_args = dict(common, pool=pool, role="cinder")
         img_args = dict(common, pool=images_pool, role="glance", glance_store="rbd")
@@ -181,14 +184,19 @@ def test_pools_against_cinder_and_glance(openstack_lab: Any, ceph_lab: Any, admi
         assert by_name[(orphan, False)]["class"] == "volume_unknown_to_cinder"
         assert by_name[(f"volume-{healthy.id}", False)]["class"] == "volume"
         healthy_findings = {f["code"] for f in vol["findings"] if f["image"] == f"volume-{healthy.id}"}
-        assert healthy_findings == {"protected_snapshot_without_children"}
-        assert f"volume-{healthy.id}" not in {c["name"] for c in vol["cleanup_candidates"]}
+        assert healthy_findings == {"protected_snapshot_without_children", "interrupted_snapshot_removal"}
+        # the volume stays; only the interrupted removal is a candidate
+        assert [(c["kind"], c.get("snapshot")) for c in vol["cleanup_candidates"]
+                if c["name"] == f"volume-{healthy.id}"] == [("snapshot", interrupted)]
+        healthy_snaps = {s["name"]: s for s in by_name[(f"volume-{healthy.id}", False)]["snapshots"]}
+        assert (healthy_snaps[interrupted]["namespace"], healthy_snaps[interrupted]["original_name"]) == (
+            "trash", "half-removed")
         assert {i["name"]: i["class"] for i in img["images"]}[stray] == "image_without_record"
         assert ("record_without_data", record.id) in {(f["code"], f["image"]) for f in img["findings"]}
         assert by_name[(f"volume-{keeper.id}", False)]["class"] == "volume"
         assert ("clone_snap_without_clone", f"volume-{keeper.id}") in {(f["code"], f["image"]) for f in vol["findings"]}
         expected = sorted([f"{pool}/{deleted}", f"{pool}/trash volume-{doomed.id}", f"{pool}/{orphan}",
-                           f"{pool}/volume-{keeper.id}@{clone_snap}"])
+                           f"{pool}/volume-{keeper.id}@{clone_snap}", f"{pool}/volume-{healthy.id}@{interrupted}"])
         assert set(expected) <= set(res["vol_check"]["removed"]) and res["vol_check"]["changed"] is True
         assert set(res["vol_check"]["removed"]) <= {"%s/%s%s%s" % (
             pool, "trash " if c["kind"] == "trash" else "", c["name"], "@" + c["snapshot"] if c.get("snapshot") else "")
@@ -202,7 +210,7 @@ def test_pools_against_cinder_and_glance(openstack_lab: Any, ceph_lab: Any, admi
         assert not {deleted, orphan} & names and f"volume-{healthy.id}" in names
         assert not [e for e in rbd_json(ceph_lab, "trash", "ls", "--all", pool) if e["id"] == trashed[0]["id"]]
         assert stray not in ceph_lab.rbd("ls", images_pool).split()
-        assert [s["name"] for s in rbd_json(ceph_lab, "snap", "ls", f"{pool}/volume-{healthy.id}")] == ["manual"]
+        assert rbd_all_snaps(openstack_lab, ceph_lab, pool, f"volume-{healthy.id}") == [("manual", 0)]
         assert rbd_json(ceph_lab, "snap", "ls", f"{pool}/volume-{keeper.id}") == [] and f"volume-{keeper.id}" in names
     finally:
         stack.close()  # the Glance record is deleted

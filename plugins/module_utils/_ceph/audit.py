@@ -31,6 +31,8 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.rbd import
     CLONE_SNAP_SUFFIX,
     DELETED_SUFFIX,
     GLANCE_SNAP,
+    TRASH,
+    USER,
     Rbd,
     Ref,
     SnapInfo,
@@ -51,15 +53,22 @@ class SnapFacts:
     id: int
     protected: bool
     children: List[str] = field(default_factory=list)  # "pool/image" of each clone
+    namespace: str = USER  # librbd's snapshot namespace (trash: its removal began; see _ceph.rbd.SNAP_NAMESPACES)
+    original_name: Optional[str] = None  # a trash snapshot's name before its removal began
 
     def as_dict(self) -> Dict[str, Any]:
-        return {'name': self.name, 'id': self.id, 'protected': self.protected, 'children': list(self.children)}
+        out = {'name': self.name, 'id': self.id, 'protected': self.protected, 'children': list(self.children),
+               'namespace': self.namespace}
+        if self.original_name is not None:
+            out['original_name'] = self.original_name
+        return out
 
     @classmethod
     def of(cls, snap: SnapInfo) -> 'SnapFacts':
         """The audit's view of a snapshot :class:`._ceph.rbd.Rbd` read."""
         return cls(name=snap.name, id=int(snap.id or 0), protected=snap.protected,
-                   children=sorted(str(child) for child in snap.children))
+                   children=sorted(str(child) for child in snap.children), namespace=snap.namespace,
+                   original_name=snap.original_name)
 
 
 @dataclass
@@ -161,9 +170,7 @@ def judge_cinder_pool(images: Sequence[ImageFacts], volume_ids: Iterable[str], s
     findings: List[Dict[str, Any]] = []
     cands: List[Dict[str, Any]] = []
 
-    def finding(code: str, img: ImageFacts, message: str, **extra: Any) -> None:
-        findings.append(dict({'code': code, 'image': img.name, 'id': img.id, 'message': message}, **extra))
-
+    finding = _finder(findings)
     for img in images:
         match = CINDER_IMAGE_RE.match(img.name)
         vid = match.group(1).lower() if match else None
@@ -218,6 +225,8 @@ def judge_cinder_pool(images: Sequence[ImageFacts], volume_ids: Iterable[str], s
 
 def _judge_cinder_snapshot(img: ImageFacts, snap: SnapFacts, volumes: Set[str], snapshots: Set[str], live: Set[str],
                            finding: Callable[..., None], cands: List[Dict[str, Any]]) -> None:
+    if _judge_trashed(img, snap, finding, cands):
+        return
     snap_match = CINDER_SNAP_RE.match(snap.name)
     clone_match = CLONE_SNAP_RE.match(snap.name)
     if snap_match is not None:
@@ -245,6 +254,27 @@ def _judge_cinder_snapshot(img: ImageFacts, snap: SnapFacts, volumes: Set[str], 
                 snapshot=snap.name)
 
 
+def _finder(findings: List[Dict[str, Any]]) -> Callable[..., None]:
+    """``finding(code, img, message, **extra)`` appending to ``findings``."""
+    def finding(code: str, img: ImageFacts, message: str, **extra: Any) -> None:
+        findings.append(dict({'code': code, 'image': img.name, 'id': img.id, 'message': message}, **extra))
+    return finding
+
+
+def _judge_trashed(img: ImageFacts, snap: SnapFacts, finding: Callable[..., None],
+                   cands: List[Dict[str, Any]]) -> bool:
+    """A snapshot not in the user namespace: True when judged here. A trash snapshot with clones is librbd's
+    (removed when its last clone goes); one without is an interrupted removal, which stays for ever: a candidate."""
+    if snap.namespace == USER:
+        return False
+    if snap.namespace == TRASH and not snap.children:
+        reason = ('the removal of snapshot %s was interrupted (left in the trash namespace as %s) and no clone uses it'
+                  % (snap.original_name or '?', snap.name))
+        finding('interrupted_snapshot_removal', img, '%s: %s' % (img.name, reason), snapshot=snap.name)
+        cands.append(_candidate(img, 'snapshot', 'interrupted_snapshot_removal', reason, snap))
+    return True
+
+
 def judge_glance_pool(images: Sequence[ImageFacts], records: Mapping[str, Mapping[str, Any]], pool: str,
                       store: Optional[str]) -> Dict[str, Any]:
     """Glance's image pool against Glance's image records (id -> record, all the admin sees).
@@ -255,6 +285,7 @@ def judge_glance_pool(images: Sequence[ImageFacts], records: Mapping[str, Mappin
     out: List[Dict[str, Any]] = []
     findings: List[Dict[str, Any]] = []
     cands: List[Dict[str, Any]] = []
+    finding = _finder(findings)
     present = set()
     for img in images:
         if img.trash:
@@ -275,7 +306,9 @@ def judge_glance_pool(images: Sequence[ImageFacts], records: Mapping[str, Mappin
         present.add(img.name.lower())
         record = records.get(img.name.lower())
         if record is not None:
-            snaps = dict((s.name, s) for s in img.snaps)
+            snaps = dict((s.name, s) for s in img.snaps if s.namespace == USER)
+            for snap in img.snaps:
+                _judge_trashed(img, snap, finding, cands)
             extra = {'glance_status': record.get('status')}
             if GLANCE_SNAP not in snaps and record.get('status') == 'active':
                 findings.append({'code': 'image_without_snap', 'image': img.name, 'id': img.id,

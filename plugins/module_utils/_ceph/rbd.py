@@ -24,7 +24,7 @@ import math
 import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Generator, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 from urllib.parse import quote, unquote
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.connection import ceph_errors
@@ -42,6 +42,12 @@ GLANCE_ORDER = int(math.log(CHUNK, 2))
 COPY_WORKERS = 4
 # A progress callback: (bytes done, bytes in all).
 Progress = Callable[[int, int], None]
+# librbd's snapshot namespaces (RBD_SNAP_NAMESPACE_TYPE_*): only a user snapshot is found by its name. Removing a
+# snapshot first moves it to the trash namespace under a generated name (its name kept as original_name); librbd
+# removes it there once no clone uses it, so an interrupted removal, or one of a snapshot clones still use, leaves it.
+SNAP_NAMESPACES = {0: 'user', 1: 'group', 2: 'trash', 3: 'mirror'}
+USER = 'user'
+TRASH = 'trash'
 
 
 def clone_snap_name(child: str) -> str:
@@ -95,6 +101,19 @@ class SnapInfo:
     protected: bool
     children: List[Ref] = field(default_factory=list)
     id: Optional[int] = None  # librbd's snapshot id (a new snapshot of the same name has another)
+    namespace: str = USER  # a snapshot of another namespace is not found by its name (see SNAP_NAMESPACES)
+    original_name: Optional[str] = None  # a trash snapshot's name before its removal began
+
+
+def snap_namespace(listed: Mapping[str, Any]) -> str:
+    """The namespace of one entry of ``Image.list_snaps()`` (an entry without one is a user snapshot)."""
+    kind = listed.get('namespace', 0)
+    return SNAP_NAMESPACES.get(kind, str(kind)) if isinstance(kind, int) else str(kind)
+
+
+def user_snap_names(img: Any) -> Set[str]:
+    """The names of an open image's user snapshots: the only ones librbd finds by name."""
+    return {str(s['name']) for s in img.list_snaps() if snap_namespace(s) == USER}
 
 
 @dataclass
@@ -235,13 +254,21 @@ class Rbd(object):
             return self._snaps_of(img, ref, children)
 
     def _snaps_of(self, img: Any, ref: Ref, children: bool) -> List[SnapInfo]:
+        """Every snapshot, of every namespace: a trash (group, mirror) snapshot has no name librbd finds it by, so it
+        is read by its id (not protected: protection is a user snapshot's)."""
         out: List[SnapInfo] = []
         with self._errors('listing the snapshots of %s' % ref, ref.pool, write=False):
             for snap in list(img.list_snaps()):
-                info = SnapInfo(name=snap['name'], protected=bool(img.is_protected_snap(snap['name'])),
-                                id=int(snap['id']))
+                namespace = snap_namespace(snap)
+                user = namespace == USER
+                info = SnapInfo(name=str(snap['name']), protected=bool(img.is_protected_snap(snap['name'])) if user
+                                else False, id=int(snap['id']), namespace=namespace,
+                                original_name=(snap.get('trash') or {}).get('original_name'))
                 if children:
-                    img.set_snap(info.name)
+                    if user:
+                        img.set_snap(info.name)
+                    else:
+                        img.set_snap_by_id(info.id)
                     try:
                         info.children = [Ref(child['pool'], child['image']) for child in img.list_children2()]
                     finally:
@@ -258,8 +285,9 @@ class Rbd(object):
             return ImageInfo(id=image_id, snaps=self._snaps_of(img, ref, True), parent=self._parent_of(img, ref))
 
     def snap(self, pool: str, name: str, snap: str) -> Optional[SnapInfo]:
+        """The user snapshot named ``snap``, None when there is none."""
         for info in self.snaps(pool, name):
-            if info.name == snap:
+            if info.name == snap and info.namespace == USER:
                 return info
         return None
 
@@ -314,7 +342,7 @@ class Rbd(object):
         _need_snap(ref)
         with self.image(Ref(ref.pool, ref.image), read_only=False) as img:
             with self._errors('creating snapshot %s' % ref, ref.pool):
-                if any(s['name'] == ref.snap for s in img.list_snaps()):
+                if ref.snap in user_snap_names(img):
                     return False
                 img.create_snap(ref.snap)
         return True
@@ -340,8 +368,11 @@ class Rbd(object):
         """Unprotect (if needed) and remove the snapshots ``names`` of the image ``ref`` (by its id when
         ``ref.image_id`` is set), opened once; returns those removed (a missing one is skipped).
 
-        A snapshot that still has clones is refused (EBUSY). ``action`` names every failure (the opening
-        included); by default the opening and each snapshot are named, with a hint for a snapshot with clones.
+        A removal that was interrupted (its snapshot left in the trash namespace, named ``name`` in
+        ``original_name`` or by its generated name) is completed when no clone uses the snapshot: librbd would
+        otherwise keep it for ever. A snapshot that still has clones is refused (EBUSY). ``action`` names every
+        failure (the opening included); by default the opening and each snapshot are named, with a hint for a
+        snapshot with clones.
         """
         image = Ref(ref.pool, ref.image, image_id=ref.image_id)
         hints = None if action else {'busy': 'The snapshot still has clones: flatten or remove them first'}
@@ -350,13 +381,33 @@ class Rbd(object):
             for name in names:
                 with self._errors(action or 'removing snapshot %s' % Ref(ref.pool, ref.image, name), ref.pool,
                                   hints=hints):
-                    if not any(s['name'] == name for s in img.list_snaps()):
-                        continue
-                    if img.is_protected_snap(name):
-                        img.unprotect_snap(name)
-                    img.remove_snap(name)
-                removed.append(name)
-        return removed
+                    if name in user_snap_names(img):
+                        if img.is_protected_snap(name):
+                            img.unprotect_snap(name)
+                        img.remove_snap(name)
+                        removed.append(name)
+                    if self._finish_trashed(img, name):
+                        removed.append(name)
+        return sorted(set(removed), key=removed.index)
+
+    @staticmethod
+    def _finish_trashed(img: Any, name: str) -> bool:
+        """Remove the trash-namespace snapshots left by interrupted removals of ``name`` that no clone uses."""
+        done = False
+        for snap in list(img.list_snaps()):
+            if snap_namespace(snap) != TRASH:
+                continue
+            if name not in (snap['name'], (snap.get('trash') or {}).get('original_name')):
+                continue
+            img.set_snap_by_id(int(snap['id']))
+            try:
+                used = bool(list(img.list_children2()))
+            finally:
+                img.set_snap(None)
+            if not used:
+                img.remove_snap_by_id(int(snap['id']))
+                done = True
+        return done
 
     def clone(self, parent: Ref, child: Ref, features: Optional[int] = None) -> bool:
         """Clone ``parent`` (a snapshot) as ``child``; False when ``child`` already is that clone."""
@@ -527,6 +578,10 @@ class Rbd(object):
                     log('removed snapshot %s' % current)
             else:
                 grand = None
+                if current.snap and self.remove_snaps(Ref(current.pool, current.image), [current.snap]):
+                    removed.append(str(current))  # its removal had been interrupted (a trash snapshot): completed
+                    if log:
+                        log('completed the removal of snapshot %s' % current)
             if not current.image.endswith(DELETED_SUFFIX) or not self.exists(current.pool, current.image):
                 break
             if self.snaps(current.pool, current.image, children=False):

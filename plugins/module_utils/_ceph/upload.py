@@ -49,6 +49,8 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._ceph.rbd import
     DELETED_SUFFIX,
     GLANCE_SNAP,
     Progress,
+    TRASH,
+    USER,
     Rbd,
     Ref,
     clone_snap_name,
@@ -328,9 +330,12 @@ class Upload(object):
         if not image_id or not volume.exists:
             return state
         with self.timer.phase('discover_ceph'):
-            snaps = {s.name: s for s in self.rbd.snaps(volume.pool, volume.image)}
+            listed = self.rbd.snaps(volume.pool, volume.image)
+            snaps = {s.name: s for s in listed if s.namespace == USER}
             state.volume_snap = snaps.get(clone_snap_name(image_id))
             state.upload_snap = snaps.get(upload_snap_name(image_id))
+            state.upload_snap_trashed = any(s.namespace == TRASH and s.original_name == upload_snap_name(image_id)
+                                            and not s.children for s in listed)
             if store is not None and store.type == 'rbd' and store.pool and store.fsid == self.fsid:
                 state.clone_exists = self.rbd.exists(store.pool, image_id)
                 if state.clone_exists:
@@ -756,7 +761,10 @@ class Upload(object):
                 if exc.details.get('ceph_error') == 'not_found':
                     continue
                 raise
-            found += [Ref(pool, name, s.name) for s in snaps if s.name in wanted]
+            found += [Ref(pool, name, s.name) for s in snaps if s.namespace == USER and s.name in wanted]
+            # an interrupted removal: removing the name again completes it (Rbd.remove_snaps)
+            found += [Ref(pool, name, s.original_name) for s in snaps
+                      if s.namespace == TRASH and s.original_name in wanted and not s.children]
         return found
 
     def _absent_result(self, plan: Plan, image: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
@@ -785,14 +793,17 @@ class Upload(object):
                 if name.endswith(DELETED_SUFFIX) and not snaps:
                     orphans.append(Ref(pool, name))
                 for snap in snaps:
-                    parsed = parse_our_snap(snap.name)
+                    # a trash snapshot is one whose removal was interrupted: judged (and removed) by its old name
+                    ours = snap.name if snap.namespace == USER else snap.original_name if snap.namespace == TRASH \
+                        else None
+                    parsed = parse_our_snap(ours) if ours else None
                     if parsed is None:
                         continue
                     image_id, kind = parsed
                     if image_id not in statuses:
                         image = self.glance.get_image(image_id)
                         statuses[image_id] = image.get('status') if image else None
-                    candidate = Candidate(Ref(pool, name, snap.name), image_id, kind, len(snap.children),
+                    candidate = Candidate(Ref(pool, name, ours), image_id, kind, len(snap.children),
                                           statuses[image_id],
                                           any(self.rbd.exists(p, image_id) for p in image_pools))
                     remove, why = classify_candidate(candidate)

@@ -119,6 +119,7 @@ class CephState:
 
     volume_snap: Optional[SnapInfo] = None      # <volume>@<id>.clone_snap
     upload_snap: Optional[SnapInfo] = None      # <volume>@<id>.upload_snap
+    upload_snap_trashed: bool = False           # its removal was interrupted (trash namespace, no clone uses it)
     clone_exists: bool = False                  # <images pool>/<id>
     clone_parent: Optional[Ref] = None          # its parent, None when flattened or not a clone
     clone_snap: Optional[SnapInfo] = None       # <images pool>/<id>@snap
@@ -414,7 +415,7 @@ def plan_present(req: Request, volume: Volume, stores: Stores, store: Optional[S
             location = rbd_url(volume.fsid, store.pool, shown_id)
         plan = Plan(done_path, 'Glance image %s is active and was made from %s (%s path); nothing to do'
                     % (image_id, volume.describe(), done_path), image_id, location)
-        if ceph.upload_snap is not None:
+        if ceph.upload_snap is not None or ceph.upload_snap_trashed:
             plan.steps.append(step('remove_upload_snapshot', leftover=True, **on_volume))
         if done_path == 'clone' and ceph.clone_exists and ceph.clone_parent is None and ceph.volume_snap is not None \
                 and not ceph.volume_snap.children:
@@ -459,7 +460,7 @@ def plan_present(req: Request, volume: Volume, stores: Stores, store: Optional[S
             plan.steps.append(step('release_volume_snapshot', **on_volume))
         plan.steps.append(step('register_location', location=plan.location, fsid=volume.fsid, **on_clone))
         plan.steps.append(step('wait_active', path=path, **on_volume))
-        if ceph.upload_snap is not None:
+        if ceph.upload_snap is not None or ceph.upload_snap_trashed:
             plan.steps.append(step('remove_upload_snapshot', leftover=True, **on_volume))
     elif path == 'ceph_copy':
         if store is None or not store.pool:  # pragma: no cover - choose_path checked it
@@ -504,7 +505,7 @@ def _plan_ceph_copy(req: Request, plan: Plan, volume: Volume, store_pool: str, c
         plan.steps.append(step('snapshot_clone', **on_copy))
     if not copied or ceph.clone_snap is None or not ceph.clone_snap.protected:
         plan.steps.append(step('protect_clone_snapshot', **on_copy))
-    if not copied or ceph.upload_snap is not None:
+    if not copied or ceph.upload_snap is not None or ceph.upload_snap_trashed:
         plan.steps.append(step('remove_upload_snapshot', leftover=copied, **on_volume))
     if req.checksum_by == 'module':
         plan.steps.append(step('compute_hash', size=volume.size, hash_algo=req.hash_algo, **on_copy))

@@ -143,21 +143,46 @@ class FakeRbdLib(object):
                 return self.img.id
 
             def list_snaps(self):
-                return [{'name': n, 'id': s['id'], 'size': s['size']} for n, s in self.img.snaps.items()]
+                out = []
+                for n, s in self.img.snaps.items():
+                    entry = {'name': n, 'id': s['id'], 'size': s['size'], 'namespace': s.get('namespace', 0)}
+                    if s.get('namespace') == 2:
+                        entry['trash'] = {'original_name': s['original_name']}
+                    out.append(entry)
+                return out
+
+            def _user_snap(self, name):
+                # as librbd: a name finds only a user-namespace snapshot
+                if name not in self.img.snaps or self.img.snaps[name].get('namespace', 0) != 0:
+                    raise lib.ImageNotFound('no snapshot %s' % name)
+                return self.img.snaps[name]
 
             def is_protected_snap(self, name):
-                if name not in self.img.snaps:
-                    raise lib.ImageNotFound('no snapshot %s' % name)
-                return self.img.snaps[name]['protected']
+                return self._user_snap(name)['protected']
 
             def set_snap(self, name):
-                if name is not None and name not in self.img.snaps:
-                    raise lib.ImageNotFound('no snapshot %s' % name)
+                if name is not None:
+                    self._user_snap(name)
                 self.snap = name
+
+            def set_snap_by_id(self, snap_id):
+                found = [n for n, s in self.img.snaps.items() if s['id'] == snap_id]
+                if not found:
+                    raise lib.ImageNotFound('no snapshot id %s' % snap_id)
+                self.snap = found[0]
+
+            def remove_snap_by_id(self, snap_id):
+                self._writable()
+                found = [n for n, s in self.img.snaps.items() if s['id'] == snap_id]
+                if not found:
+                    raise lib.ImageNotFound('no snapshot id %s' % snap_id)
+                if self.img.snaps[found[0]]['children']:
+                    raise lib.ImageBusy('snapshot has children')
+                del self.img.snaps[found[0]]
 
             def create_snap(self, name):
                 self._writable()
-                if name in self.img.snaps:
+                if name in self.img.snaps and self.img.snaps[name].get('namespace', 0) == 0:
                     raise lib.ImageExists('snapshot exists')
                 self.img.snaps[name] = {'protected': False, 'children': set(), 'size': self.img.size,
                                         'data': dict(self.img.data), 'parent': self.img.parent, 'id': next(_IDS)}
@@ -179,8 +204,7 @@ class FakeRbdLib(object):
 
             def remove_snap(self, name):
                 self._writable()
-                if name not in self.img.snaps:
-                    raise lib.ImageNotFound('no snapshot')
+                self._user_snap(name)
                 if self.img.snaps[name]['protected']:
                     raise lib.ImageBusy('snapshot is protected')
                 del self.img.snaps[name]
@@ -317,6 +341,14 @@ class Cluster(object):
     def check_write(self, pool):
         if pool in self.read_only_pools:
             raise RadosPermissionError('[errno 1] RADOS permission error (error writing object)')
+
+    def trash_snap(self, pool, name, snap) -> str:
+        """What librbd's first step of removing ``snap`` does (an interrupted removal leaves this): the snapshot
+        moves to the trash namespace under a generated name; returns that name."""
+        img = self.get(pool, name)
+        new = 'trashed-%x' % next(_IDS)
+        img.snaps[new] = dict(img.snaps.pop(snap), namespace=2, original_name=snap, protected=False)
+        return new
 
     def get(self, pool, name) -> FakeImage:
         try:

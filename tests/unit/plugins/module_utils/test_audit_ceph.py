@@ -82,6 +82,31 @@ def test_snapshot_findings_on_a_volume_cinder_has():
     assert (cand['kind'], cand['snapshot'], cand['snapshot_id']) == ('snapshot', 'volume-%s.clone_snap' % V2, 2)
 
 
+def test_a_trash_namespace_snapshot_is_an_interrupted_removal_unless_clones_use_it():
+    """librbd moves a snapshot it removes to its trash namespace under a generated name; there it stays while clones
+    use it (librbd's own), or for ever when the removal was interrupted (a candidate)."""
+    left = SnapFacts(name='d3b07384-d9a0-4c9b-8f0e-0a1b2c3d4e5f', id=7, protected=False, namespace='trash',
+                     original_name='snapshot-' + S1)
+    kept = SnapFacts(name='c157a790-3a4b-4c5d-8e6f-7a8b9c0d1e2f', id=8, protected=False, namespace='trash',
+                     original_name='other', children=['volumes/volume-' + V2])
+    volume = img('volume-' + V1, [left, kept])
+    audit = A.judge_cinder_pool([volume, img('volume-' + V2)], [V1, V2], [S1], 'volumes')
+    assert codes(audit) == [('interrupted_snapshot_removal', volume.name)]
+    assert 'the removal of snapshot snapshot-%s was interrupted' % S1 in audit['findings'][0]['message']
+    [cand] = audit['cleanup_candidates']
+    assert (cand['kind'], cand['snapshot'], cand['snapshot_id']) == ('snapshot', left.name, 7)
+    assert left.as_dict()['namespace'] == 'trash' and left.as_dict()['original_name'] == 'snapshot-' + S1
+    assert 'original_name' not in snap('s').as_dict() and snap('s').as_dict()['namespace'] == 'user'
+    # the same in Glance's pool; the image's own 'snap' is still found (the trash one does not count as it)
+    image = img(V1, [SnapFacts(name='snap', id=1, protected=True), left])
+    audit = A.judge_glance_pool([image], {V1: {'id': V1, 'status': 'active', 'stores': 'rbd'}}, 'images', 'rbd')
+    assert codes(audit) == [('interrupted_snapshot_removal', V1)]
+    assert [c['snapshot'] for c in audit['cleanup_candidates']] == [left.name]
+    audit = A.judge_glance_pool([img(V1, [left])], {V1: {'id': V1, 'status': 'active', 'stores': 'rbd'}},
+                                'images', 'rbd')
+    assert codes(audit) == [('image_without_snap', V1), ('interrupted_snapshot_removal', V1)]
+
+
 def test_known_or_depended_on_or_deferred_is_never_a_candidate():
     now = datetime(2026, 1, 1)
     images = [img('volume-%s.deleted' % V1),                                   # Cinder still has V1

@@ -342,3 +342,43 @@ def test_one_io_context_per_pool_shared_by_threads(cluster, rbd):
     for thread in threads:
         thread.join()
     assert cluster.opened_ioctxs == ['volumes']
+
+
+def test_a_trash_snapshot_is_listed_by_id_and_an_interrupted_removal_is_completed(cluster, rbd):
+    """librbd's first step of removing a snapshot moves it to the trash namespace under a generated name; a kill
+    then leaves it there, where librbd's lookups by name (is_protected_snap, set_snap) do not find it."""
+    cluster.create('volumes', 'volume-1', 4096)
+    for name in ('x.upload_snap', 'keep', 'used'):
+        rbd.create_snap(Ref('volumes', 'volume-1', name))
+    rbd.protect(Ref('volumes', 'volume-1', 'used'))
+    rbd.clone(Ref('volumes', 'volume-1', 'used'), Ref('images', 'child'))
+    trashed = cluster.trash_snap('volumes', 'volume-1', 'x.upload_snap')
+    used = cluster.trash_snap('volumes', 'volume-1', 'used')  # a clone v2 parent removed: librbd keeps it
+    snaps = {s.name: s for s in rbd.snaps('volumes', 'volume-1')}
+    assert (snaps[trashed].namespace, snaps[trashed].original_name, snaps[trashed].protected,
+            snaps[trashed].children) == ('trash', 'x.upload_snap', False, [])
+    assert (snaps[used].namespace, snaps[used].children) == ('trash', [Ref('images', 'child')])
+    assert (snaps['keep'].namespace, snaps['keep'].original_name) == ('user', None)
+    # a name finds only a user snapshot
+    assert rbd.snap('volumes', 'volume-1', trashed) is None
+    assert rbd.create_snap(Ref('volumes', 'volume-1', 'x.upload_snap')) is True  # the trash one is not in the way
+    # removing the name again removes the new snapshot and completes the interrupted removal; one with clones stays
+    assert rbd.remove_snaps(Ref('volumes', 'volume-1'), ['x.upload_snap', 'used']) == ['x.upload_snap']
+    assert sorted(s.name for s in rbd.snaps('volumes', 'volume-1')) == sorted(['keep', used])
+    # by its generated name (what the audit lists) too
+    again = cluster.trash_snap('volumes', 'volume-1', 'keep')
+    assert rbd.remove_snap(Ref('volumes', 'volume-1', again)) is True
+    assert rbd.remove_snap(Ref('volumes', 'volume-1', again)) is False
+    assert [s.name for s in rbd.snaps('volumes', 'volume-1')] == [used]
+    assert cluster.open_images == []
+
+
+def test_release_parent_refs_completes_an_interrupted_removal(cluster, rbd):
+    cluster.create('volumes', 'volume-1', 4096)
+    ours = Ref('volumes', 'volume-1', clone_snap_name(IMG))
+    rbd.create_snap(ours)
+    cluster.trash_snap('volumes', 'volume-1', ours.snap)
+    logged = []
+    assert rbd.release_parent_refs(ours, logged.append) == [str(ours)]
+    assert rbd.snaps('volumes', 'volume-1') == [] and logged == ['completed the removal of snapshot %s' % ours]
+    assert rbd.release_parent_refs(ours) == []

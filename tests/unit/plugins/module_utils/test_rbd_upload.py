@@ -211,6 +211,15 @@ def test_switch_from_clone_to_copy_discards_the_clone():
                             'remove_upload_snapshot']
 
 
+def test_an_interrupted_removal_of_the_upload_snapshot_is_completed_on_a_done_image():
+    for path in ('clone', 'copy', 'ceph_copy'):
+        plan = plan_present(request(), volume(), STORES, RBD_STORE, ours('active', path=path),
+                            CephState(upload_snap_trashed=True))
+        assert plan.names() == ['remove_upload_snapshot'], path
+    plan = plan_present(request(), volume(), STORES, RBD_STORE, ours('queued'), CephState(upload_snap_trashed=True))
+    assert plan.names()[-1] == 'remove_upload_snapshot'
+
+
 def test_copy_resume_reuses_upload_snapshot():
     plan = plan_present(request(optimization=False), volume(), STORES, RBD_STORE, ours('queued', path='copy'),
                         CephState(upload_snap=snap(False)))
@@ -412,6 +421,12 @@ TAIL = ['compute_hash', 'register_location', 'wait_active']
      ['remove_upload_snapshot'] + TAIL),
     # killed after remove_upload_snapshot, in compute_hash or register_location
     (CephState(clone_exists=True, clone_snap=snap(True)), TAIL),
+    # killed inside remove_upload_snapshot: librbd had moved the snapshot to its trash namespace; removed again
+    (CephState(clone_exists=True, clone_snap=snap(True), upload_snap_trashed=True),
+     ['remove_upload_snapshot'] + TAIL),
+    # ... before the copy was made: a new upload snapshot is taken (the trash one is not found by its name)
+    (CephState(upload_snap_trashed=True), ['check_caps', 'snapshot_upload', 'copy_data', 'snapshot_clone',
+                                           'protect_clone_snapshot', 'remove_upload_snapshot'] + TAIL),
     # an earlier clone-path run left its clone (the user switched paths): it goes first
     (CephState(volume_snap=snap(True, [Ref('images', IMG)]), clone_exists=True, clone_parent=CLONE_PARENT),
      ['check_caps', 'discard_clone', 'snapshot_upload', 'copy_data', 'snapshot_clone', 'protect_clone_snapshot',
