@@ -8,8 +8,10 @@ its own lock, journal, ``.info`` file and Cinder report); :func:`run_batch` runs
 collects the outcomes in the input order. What the items can share is made once per task: one libvirt connection
 and one listing of the running domains (:class:`SharedLibvirt`), one Cinder connection (:class:`LockedApi`), one
 ``qemu-img`` runner, and the listings of the share (:class:`ShareListings`): one read when the task starts, for
-every item's decision before its lock exists, and the listings read under the items' locks shared between the
-items that ask at the same time (each one started after the item asked), and the fsyncs of the share's directory
+every item's decision before its lock exists; then the items that need their lock take it by chunks
+(:func:`lock_chunks`, :func:`take_chunk`: up to ``LOCK_CHUNK`` locks of one directory taken without waiting, in
+the order of their paths) and one listing read after a chunk's locks were taken serves all its items, so a
+volume's cost does not grow with the share's size; and the fsyncs of the share's directory
 (:func:`._base.atomic.shared_directory_syncs`). An item that fails does not stop the others: the task fails
 afterwards naming the failed volumes (:func:`batch_result`), the others stay committed, and a rerun converges (done
 items report no change).
@@ -21,13 +23,14 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, cast
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, cast
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import shared_directory_syncs
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.fresh import FreshCall
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.group import GroupRequest, GroupSnapshot, Member
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import DiskInfo, LazyLibvirt, disks_using
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.lock import VolumeLock
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import DirListing
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot import Request, VolumeSnapshot
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.volume import ShareVolume
@@ -40,6 +43,9 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._openstack.repor
 
 # The keys of an item of the ``volumes`` option.
 ITEM_KEYS = ('volume_path', 'volume_id', 'snapshot_id', 'disk')
+# How many volumes' locks a batch takes before one listing of their directory serves them all.
+LOCK_CHUNK = 64
+T = TypeVar('T')
 
 
 @dataclass(frozen=True)
@@ -284,27 +290,130 @@ def snapshot_many(params: Mapping[str, Any], qemu: Any, libvirt_factory: Callabl
     """``volume_snapshot`` with ``volumes`` and ``group=false``: every item an independent
     :class:`._nfs.snapshot.VolumeSnapshot` (and Cinder report when ``cinder_factory`` gives the client), run
     ``params['parallel']`` at a time with one libvirt connection, one listing of the running domains and one
-    Cinder client for all of them. The result (or failure) of :func:`batch_result`."""
+    Cinder client for all of them. The result (or failure) of :func:`batch_result`.
+
+    Two phases: every item's :meth:`~._nfs.snapshot.VolumeSnapshot.before_lock` (what is decided without a lock),
+    then the items that need their lock in :func:`lock_chunks` (one listing of the share, read after a chunk's locks
+    were taken, serves the whole chunk: a volume's cost does not grow with the share's size).
+    """
     items = batch_items(params['volumes'], params.get('share'), params['state'])
     libvirt = shared_factory(libvirt_factory)
     api = LockedApi(cinder_factory()) if cinder_factory is not None and items else None
     directories = [d for d in (_directory_of(item) for item in items) if d is not None]
     listings = ShareListings(directories)
+    snapshots = [VolumeSnapshot(snapshot_request(params, item), qemu, libvirt, check_mode, lister=listings.fresh,
+                                listing=listings.before_lock(_directory_of(item) or '')) for item in items]
+
+    def probe(item: BatchItem) -> Tuple[Optional[Dict[str, Any]], Optional[BaseException]]:
+        try:
+            return snapshots[index_of[id(item)]].before_lock(), None
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            return None, exc  # raised again in phase two, where the item's outcome (and Cinder report) is made
+
+    index_of = {id(item): index for index, item in enumerate(items)}
+    probed = _map(probe, items, params['parallel'])
+    held: Dict[int, Held] = {}  # the locks a chunk took for its items (each released when its item is done)
+
+    def locked_phase(index: int) -> Dict[str, Any]:
+        early, error = probed[index]
+        if error is not None:
+            raise error
+        if early is not None:
+            return early
+        if index not in held:  # another run held it when the chunk was taken: waited for the usual way
+            return snapshots[index].under_own_lock()
+        lock, listing = held[index]
+        return snapshots[index].under_lock(lock, listing)
 
     def run_one(item: BatchItem) -> Dict[str, Any]:
-        request = snapshot_request(params, item)
-        snapshot = VolumeSnapshot(request, qemu, libvirt, check_mode, lister=listings.fresh,
-                                  listing=listings.before_lock(_directory_of(item) or ''))
-        if api is None:
-            return snapshot.run()
-        volume_id = volume_id_of({'volume_id': item.volume_id, 'volume_path': item.volume_path})
-        reporter = CinderReporter(api, str(item.snapshot_id), check_mode, volume_id)
-        return run_with_report(snapshot.run, reporter, str(request.operation))
+        index = index_of[id(item)]
+        try:
+            if api is None:
+                return locked_phase(index)
+            volume_id = volume_id_of({'volume_id': item.volume_id, 'volume_path': item.volume_path})
+            reporter = CinderReporter(api, str(item.snapshot_id), check_mode, volume_id)
+            return run_with_report(lambda: locked_phase(index), reporter, str(snapshots[index].req.operation))
+        finally:
+            taken = held.pop(index, None)
+            if taken is not None:
+                taken[0].release()  # also when Cinder's preflight refused before the item ran
+
+    decided = [i for i, (early, error) in enumerate(probed) if early is not None or error is not None]
+    undecided = sorted(set(range(len(items))) - set(decided))
+    outcomes: Dict[int, Dict[str, Any]] = {}
+
+    def run(indices: List[int]) -> None:
+        for index, outcome in zip(indices, run_batch([items[i] for i in indices], run_one, params['parallel'])):
+            outcomes[index] = outcome
 
     # the items' renames in one directory made durable by shared fsyncs of it (each one started after its item asked)
     with shared_directory_syncs(directories if not check_mode else []):
-        outcomes = run_batch(items, run_one, params['parallel'])
-    return batch_result(outcomes, check_mode, want_diff)
+        run(decided)
+        waiting: List[int] = []
+        for chunk in lock_chunks([(i, _volume_of(snapshots[i])) for i in undecided]):
+            members = [(i, _volume_of(snapshots[i])) for i in chunk]
+            taken = take_chunk(members, params['lock_timeout'], listings.fresh)
+            held.update(taken)
+            run([i for i in chunk if i in taken])  # each releases its lock when done
+            waiting += [i for i in chunk if i not in taken]
+        # Locks another run held: each waited for on its own (the usual way), holding no other lock meanwhile.
+        run(waiting)
+    return batch_result([outcomes[i] for i in range(len(items))], check_mode, want_diff)
+
+
+def _volume_of(snapshot: VolumeSnapshot) -> ShareVolume:
+    if snapshot.volume is None:  # pragma: no cover - before_lock set it, or the item failed there
+        raise VolsnapError('internal error: an item without its volume reached its lock')
+    return snapshot.volume
+
+
+def _map(function: Callable[[BatchItem], T], items: Sequence[BatchItem], parallel: int) -> List[T]:
+    """``function`` of every item, ``parallel`` at a time, in the items' order (``function`` never raises)."""
+    if parallel <= 1 or len(items) < 2:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(parallel, len(items))) as pool:
+        return list(pool.map(function, items))
+
+
+def lock_chunks(volumes: Sequence[Tuple[int, ShareVolume]], size: int = LOCK_CHUNK) -> List[List[int]]:
+    """The items (indices) that need their volume's lock, in chunks of at most ``size`` of one directory, each in
+    the order of the lock files' paths (the order a group takes its locks in)."""
+    by_directory: Dict[str, List[Tuple[str, int]]] = {}
+    for index, volume in volumes:
+        by_directory.setdefault(volume.directory, []).append((volume.lock_path, index))
+    chunks: List[List[int]] = []
+    for directory in sorted(by_directory):
+        ordered = [index for _path, index in sorted(by_directory[directory])]
+        chunks += [ordered[start:start + size] for start in range(0, len(ordered), size)]
+    return chunks
+
+
+Held = Tuple[VolumeLock, Optional[DirListing]]
+
+
+def take_chunk(volumes: Sequence[Tuple[int, ShareVolume]], timeout: float,
+               lister: Callable[[str], DirListing] = DirListing.read) -> Dict[int, Held]:
+    """Take the locks of one chunk (one directory) without waiting (:meth:`._nfs.lock.VolumeLock.try_acquire`),
+    then read ONE listing of the directory, started after all of them were taken: it serves every item of the
+    chunk as the listing each would have read after taking its own lock. Returns the locks taken (index -> (lock,
+    listing; None when the directory cannot be read: each item reads its own and reports the error)). A volume
+    whose lock another run holds, or whose lock file cannot be opened, is not in it: the caller runs that item the
+    usual way afterwards, which waits for the lock or reports the error."""
+    taken: Dict[int, VolumeLock] = {}
+    for index, volume in volumes:
+        lock = volume.lock(timeout)
+        try:
+            if lock.try_acquire():
+                taken[index] = lock
+        except (VolsnapError, OSError):
+            continue  # reported by the item's own run
+    listing: Optional[DirListing] = None
+    if taken:
+        try:
+            listing = lister(volumes[0][1].directory)
+        except OSError:
+            listing = None
+    return {index: (lock, listing) for index, lock in taken.items()}
 
 
 def snapshot_group(params: Mapping[str, Any], qemu: Any, libvirt_factory: Callable[[], Any], check_mode: bool,

@@ -70,6 +70,15 @@ class VolumeLock(object):
             raise _refused(self.path, exc)
 
     def acquire(self) -> None:
+        """Take the lock, waiting up to ``timeout`` seconds for another holder to release it."""
+        self._acquire(True)
+
+    def try_acquire(self) -> bool:
+        """One attempt, no wait: True when the lock is held now. A batch takes many volumes' locks this way before
+        one listing serves them all: never waiting while it holds others, it cannot deadlock."""
+        return self._acquire(False)
+
+    def _acquire(self, wait: bool) -> bool:
         start = time.monotonic()
         delay = 0.01
         fd = self._open()
@@ -87,6 +96,9 @@ class VolumeLock(object):
                 raise
             if locked:
                 break
+            if not wait:
+                os.close(fd)
+                return False
             if time.monotonic() - start >= self.timeout:
                 os.close(fd)
                 raise VolsnapError('timed out after %.0f s waiting for the volume lock %s (%s): another operation on '
@@ -96,6 +108,7 @@ class VolumeLock(object):
             delay = min(delay * 2, 0.2)
         self.fd = fd
         self.waited = time.monotonic() - start
+        return True
 
     def release(self) -> None:
         if self.fd is not None:

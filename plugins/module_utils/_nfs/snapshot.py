@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import remove_if_exists
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.chain import VOLUME_FORMATS, ChainReport, inspect_chain, judge_declared
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.cleanup import cleanup_volume
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import LazyLibvirt, find_disk
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.lock import VolumeLock
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.qemu_img import QemuImg, opened_for_write_by_qemu
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import DirListing, SnapshotInfo, os_error_text
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_exec import FIX_AND_RERUN, Executor
@@ -29,6 +30,8 @@ from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.snapshot_pl
     plan_delete,
 )
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.volume import Journal, ShareVolume, check_journaled_plan
+
+T = TypeVar('T')
 
 
 def group_member_pending(journal: Journal) -> VolsnapError:
@@ -163,8 +166,25 @@ class VolumeSnapshot(object):
         self._listing: Optional[DirListing] = None
 
     def run(self) -> Dict[str, Any]:
+        """The request: :meth:`before_lock`, then (when that did not decide it) :meth:`under_lock` holding the
+        volume's lock taken here, with a listing (``lister``) started after it was taken."""
+        return self._guarded(self._run)
+
+    def before_lock(self) -> Optional[Dict[str, Any]]:
+        """The first phase, without the volume's lock: the result when it is decided here (state=cleanup, or nothing
+        to change while no run ever locked the volume), None when the caller must take the lock and call
+        :meth:`under_lock`. A batch does this for every item first, then takes the locks of many items before one
+        listing serves them all."""
+        return self._guarded(self._before_lock)
+
+    def under_lock(self, lock: VolumeLock, listing: Optional[DirListing]) -> Dict[str, Any]:
+        """The second phase, holding ``lock`` (this volume's, taken after :meth:`before_lock` returned None) with
+        ``listing``, the directory's names read after the lock was taken (None: read one now, ``lister``)."""
+        return self._guarded(lambda: self._locked(lock, listing))
+
+    def _guarded(self, phase: Callable[[], T]) -> T:
         try:
-            return self._run()
+            return phase()
         except OSError as exc:
             # Executor and Journal map the errors of every step; this is the net for the rest (the lock file, a
             # temporary file, a read): a failed result that names the file and says what is pending, no traceback.
@@ -172,7 +192,21 @@ class VolumeSnapshot(object):
             raise VolsnapError(_pending_after_error(os_error_text(exc), journal_path), file=exc.filename,
                                pending=_pending_of(journal_path), rolled_back=False)
 
+    def under_own_lock(self) -> Dict[str, Any]:
+        """The second phase after :meth:`before_lock` returned None: waits up to ``lock_timeout`` for the volume's
+        lock, then decides and acts under it with a listing read after it was taken."""
+        return self._guarded(self._under_own_lock)
+
     def _run(self) -> Dict[str, Any]:
+        early = self._before_lock()
+        return early if early is not None else self._under_own_lock()
+
+    def _under_own_lock(self) -> Dict[str, Any]:
+        lock = self._share_volume().lock(self.req.lock_timeout)
+        with lock:
+            return self._locked(lock, None)
+
+    def _before_lock(self) -> Optional[Dict[str, Any]]:
         req = self.req
         if req.state not in (RESUMED, CLEANUP, ABANDONED) or req.snapshot_id is not None:
             check_snapshot_id(req.snapshot_id)
@@ -192,18 +226,21 @@ class VolumeSnapshot(object):
             if probed is not None:
                 probed.update(lock_waited=0.0, removed_temporaries=[])
                 return probed
-        lock = volume.lock(req.lock_timeout)
-        with lock:
-            # One listing read after the lock was taken serves every check made under it.
+        return None
+
+    def _locked(self, lock: VolumeLock, listing: Optional[DirListing]) -> Dict[str, Any]:
+        volume = self._share_volume()
+        # One listing read after the lock was taken serves every check made under it.
+        if listing is None:
             listing = self.lister(volume.directory)
-            # Temporary files of this volume found while we hold its lock were left by a killed run: removed (check
-            # mode: listed) before anything else, so they never pile up.
-            removed = volume.remove_stale_temporaries(self.check_mode, listing)
-            self._listing = listing if self.check_mode else listing.without(os.path.basename(p) for p in removed)
-            try:
-                result = self._decide(volume)
-            finally:
-                self._listing = None
+        # Temporary files of this volume found while we hold its lock were left by a killed run: removed (check
+        # mode: listed) before anything else, so they never pile up.
+        removed = volume.remove_stale_temporaries(self.check_mode, listing)
+        self._listing = listing if self.check_mode else listing.without(os.path.basename(p) for p in removed)
+        try:
+            result = self._decide(volume)
+        finally:
+            self._listing = None
         result['lock_waited'] = round(lock.waited, 3)
         result['removed_temporaries'] = removed
         return result

@@ -252,10 +252,10 @@ def test_snapshot_many_reports_each_item_with_one_cinder_client(monkeypatch):
 
     class Snapshot(object):
         def __init__(self, request, qemu, libvirt, check_mode, **shared):
-            self.request = request
+            self.req = request
 
-        def run(self):
-            return {'changed': True, 'snapshot_id': self.request.snapshot_id, 'state': self.request.state}
+        def before_lock(self):  # decided without the lock, the result returned under the Cinder report
+            return {'changed': True, 'snapshot_id': self.req.snapshot_id, 'state': self.req.state}
 
     def fake_report(run, reporter, operation):
         reported.append((reporter.snapshot_id, reporter.volume_id, operation, type(reporter.api).__name__))

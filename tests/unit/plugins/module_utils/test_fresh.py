@@ -8,6 +8,8 @@ VolumeSnapshot. The integration tests (tests/integration/test_volume_snapshot_ma
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -207,11 +209,120 @@ def test_a_batch_reads_the_share_once_before_the_locks_and_shares_fsyncs(tmp_pat
               'lock_timeout': 60, 'timeout': 600, 'volume_format': None, 'parallel': 3}
     result = batch.snapshot_many(params, fake_qemu(), lambda: None, False)
     assert result['changed'] and not result['failed_volumes']
-    # one listing when the task starts, at most two per volume after (under its lock, after its steps)
-    assert 1 <= made[0].reads <= 1 + 2 * len(volumes)
+    # one listing when the task starts, one for the chunk of locks (all six, taken before it), none per volume
+    assert made[0].reads == 2
     # every item's .info file is written and durable; the directory fsyncs went through the shared call
     for path, item in zip(volumes, params['volumes']):
         assert os.path.exists(path + '.info')
         assert item['snapshot_id'] in open(path + '.info').read()
     assert synced and all(d == str(tmp_path) for d in synced)
     assert atomic.shared_sync_calls(str(tmp_path)) is None  # only inside the task
+
+
+def _many(volumes, parallel=3, state='present', ids=None):
+    return {'volumes': [{'volume_path': v, 'snapshot_id': ids[i] if ids else str(uuid.uuid4())}
+                        for i, v in enumerate(volumes)],
+            'share': None, 'state': state, 'mode': 'auto', 'domain': None, 'quiesce': 'auto', 'max_depth': 100,
+            'lock_timeout': 60, 'timeout': 600, 'volume_format': None, 'parallel': parallel}
+
+
+def test_a_batch_takes_its_locks_by_chunk_and_reads_one_listing_per_chunk(tmp_path, monkeypatch):
+    volumes = [B.write(str(tmp_path / ('volume-%s' % uuid.uuid4())), b'', 1 << 20) for _volume in range(5)]
+    made = []
+    real = batch.ShareListings
+    monkeypatch.setattr(batch, 'ShareListings', lambda directories: made.append(real(directories)) or made[-1])
+    monkeypatch.setattr(batch, 'LOCK_CHUNK', 2)
+    order = []
+    real_take = batch.take_chunk
+
+    def take(members, timeout, lister):
+        order.append([volume.lock_path for _index, volume in members])
+        return real_take(members, timeout, lister)
+
+    monkeypatch.setattr(batch, 'take_chunk', take)
+    monkeypatch.setattr(batch.lock_chunks, '__defaults__', (2,))
+    ids = [str(uuid.uuid4()) for _volume in volumes]
+    for parallel in (1, 3):
+        del made[:], order[:]
+        result = batch.snapshot_many(_many(volumes, parallel, ids=ids), fake_qemu(), lambda: None, False)
+        assert not result['failed_volumes']
+        # chunks of two in the order of the lock files (the order a group takes them in), one listing each
+        assert [len(chunk) for chunk in order] == [2, 2, 1]
+        assert sum(order, []) == sorted(sum(order, []))
+        assert made[0].reads == 1 + 3
+    # the first run made the snapshots (lock files did not exist: nothing was decided before the lock), the second
+    # changed nothing but took the locks (they exist now) and still read one listing per chunk
+    assert not result['changed']
+    assert all(os.path.basename(v) + '.' + i in open(v + '.info').read() for v, i in zip(volumes, ids))
+
+
+def test_a_volume_another_run_holds_is_waited_for_after_the_chunk_without_holding_other_locks(tmp_path):
+    volumes = sorted(B.write(str(tmp_path / ('volume-%s' % uuid.uuid4())), b'', 1 << 20) for _volume in range(3))
+    params = _many(volumes, parallel=1)
+    batch.snapshot_many(_many(volumes, parallel=1), fake_qemu(), lambda: None, False)  # the lock files exist now
+    busy = batch.ShareVolume.from_path(volumes[0])
+    # another process holds the first volume's lock (POSIX locks are per process) for a moment
+    holder = subprocess.Popen([sys.executable, '-c', HOLD_LOCK, busy.lock_path, '0.5'], stdout=subprocess.PIPE)
+    assert holder.stdout.readline().strip() == b'locked'
+    seen = []
+    real_run = batch.VolumeSnapshot.under_own_lock
+
+    def under_own_lock(snapshot):
+        # waiting for its own lock, the batch holds no other volume's lock: the others are done and released
+        others = [batch.ShareVolume.from_path(v).lock_path for v in volumes[1:]]
+        probe = subprocess.run([sys.executable, '-c', TRY_LOCKS] + others, capture_output=True, text=True, check=True)
+        seen.append(probe.stdout.split())
+        return real_run(snapshot)
+
+    try:
+        batch.VolumeSnapshot.under_own_lock = under_own_lock
+        result = batch.snapshot_many(params, fake_qemu(), lambda: None, False)
+    finally:
+        batch.VolumeSnapshot.under_own_lock = real_run
+        holder.wait(timeout=30)
+    assert result['changed'] and not result['failed_volumes']
+    assert seen == [['free', 'free']]
+    assert result['volumes'][0]['lock_waited'] > 0
+    assert all(item['snapshot_id'] in open(v + '.info').read() for v, item in zip(volumes, params['volumes']))
+
+
+TRY_LOCKS = r"""
+import errno, fcntl, os, sys
+for path in sys.argv[1:]:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        print("free")
+    except OSError as exc:
+        print("held" if exc.errno in (errno.EAGAIN, errno.EACCES) else "error")
+    finally:
+        os.close(fd)
+"""
+
+HOLD_LOCK = r"""
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_chunk_lock_is_released_when_cinder_refuses_before_the_item_runs(tmp_path, monkeypatch):
+    volumes = sorted(B.write(str(tmp_path / ('volume-%s' % uuid.uuid4())), b'', 1 << 20) for _volume in range(2))
+    batch.snapshot_many(_many(volumes), fake_qemu(), lambda: None, False)  # the lock files exist now
+    locks = [batch.ShareVolume.from_path(v).lock_path for v in volumes]
+    seen = []
+
+    def refuse(run, reporter, operation):
+        probe = subprocess.run([sys.executable, '-c', TRY_LOCKS] + locks, capture_output=True, text=True, check=True)
+        seen.append(probe.stdout.split())
+        raise batch.VolsnapError('Cinder refused: snapshot %s is not creating' % reporter.snapshot_id)
+
+    monkeypatch.setattr(batch, 'run_with_report', refuse)
+    with pytest.raises(batch.VolsnapError, match='2 of 2 volumes failed'):
+        batch.snapshot_many(_many(volumes, parallel=1), fake_qemu(), lambda: None, False, lambda: object())
+    # both taken by the chunk before either item ran; the first, refused, released before the second ran
+    assert seen == [['held', 'held'], ['free', 'held']]
+    probe = subprocess.run([sys.executable, '-c', TRY_LOCKS] + locks, capture_output=True, text=True, check=True)
+    assert probe.stdout.split() == ['free', 'free']
