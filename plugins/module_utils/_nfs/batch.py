@@ -28,7 +28,6 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.atomic import shared_directory_syncs
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.fresh import FreshCall
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.group import GroupRequest, GroupSnapshot, Member
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.libvirt import DiskInfo, LazyLibvirt, disks_using
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.lock import VolumeLock
 from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.share import DirListing
@@ -425,6 +424,13 @@ def snapshot_group(params: Mapping[str, Any], qemu: Any, libvirt_factory: Callab
     items = batch_items(params['volumes'], params.get('share'), params['state'])
     # snapshot_id is None only with a state the group refuses before it reads one (batch_items requires it for
     # present and absent)
+    # imported here: a task without group=true does not pay for compiling the group layer (AnsiballZ compiles
+    # every module_utils file a run imports, on every run)
+    from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.group import (  # pylint: disable=import-outside-toplevel
+        GroupRequest,
+        GroupSnapshot,
+        Member,
+    )
     members = [Member(volume_path=item.volume_path, snapshot_id=cast(str, item.snapshot_id), disk=item.disk)
                for item in items]
     request = GroupRequest(members=members, state=params['state'], mode=params['mode'], domain=params['domain'],

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.metadata as importlib_metadata
 import re
 import time
 import traceback
@@ -93,6 +92,9 @@ def sdk_too_old(version: Optional[str]) -> bool:
 
 def _sdk_version() -> Optional[str]:
     """The version of the installed openstacksdk distribution (None when its metadata cannot be read)."""
+    # imported here: importlib.metadata costs every module that has the OpenStack options ~30 ms to start
+    # (AnsiballZ compiles what it imports on each run), and only a run that talks to OpenStack needs it
+    import importlib.metadata as importlib_metadata  # pylint: disable=import-outside-toplevel
     try:
         return importlib_metadata.version(SDK_NAME)
     except (importlib_metadata.PackageNotFoundError, ValueError):

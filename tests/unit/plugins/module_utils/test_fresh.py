@@ -321,7 +321,7 @@ def test_a_chunk_lock_is_released_when_cinder_refuses_before_the_item_runs(tmp_p
 
     monkeypatch.setattr(batch, 'run_with_report', refuse)
     with pytest.raises(batch.VolsnapError, match='2 of 2 volumes failed'):
-        batch.snapshot_many(_many(volumes, parallel=1), fake_qemu(), lambda: None, False, lambda: object())
+        batch.snapshot_many(_many(volumes, parallel=1), fake_qemu(), lambda: None, False, object)
     # both taken by the chunk before either item ran; the first, refused, released before the second ran
     assert seen == [['held', 'held'], ['free', 'held']]
     probe = subprocess.run([sys.executable, '-c', TRY_LOCKS] + locks, capture_output=True, text=True, check=True)

@@ -9,8 +9,8 @@ The SDK exceptions are real openstacksdk/keystoneauth exception objects built fr
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
-
 import sys
 import types
 
@@ -110,11 +110,11 @@ class TestSpec:
         def installed(name):
             assert name == 'openstacksdk'
             if version is None:
-                raise _openstack.importlib_metadata.PackageNotFoundError(name)
+                raise importlib.metadata.PackageNotFoundError(name)
             return version
 
         monkeypatch.setitem(sys.modules, 'openstack', types.ModuleType('openstack'))
-        monkeypatch.setattr(_openstack.importlib_metadata, 'version', installed)
+        monkeypatch.setattr(importlib.metadata, 'version', installed)  # imported when the version is read
         monkeypatch.setattr(_openstack, '_SDK', {})
         name, error, _url = openstack_dependency()
         assert name == 'openstacksdk >= %s (found %s)' % (_openstack.SDK_MIN_VERSION, version or 'of unknown version')
