@@ -73,6 +73,24 @@ def timed(func, *args, **kwargs):
     return time.perf_counter() - start, result
 
 
+def cpu_seconds():
+    """CPU time the whole machine has spent busy so far (/proc/stat: user, nice, system, irq, softirq, steal), and the
+    number of CPUs. The delta over a run counts every process of it (ansible-playbook, its forks, ssh, the remote
+    modules in namespace hosts); on a quiet machine, delta / CPUs bounds how short the run can be when CPU-bound."""
+    with open('/proc/stat') as handle:
+        fields = handle.readline().split()
+    ticks = os.sysconf('SC_CLK_TCK')
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / float(ticks), os.cpu_count() or 1
+
+
+def cpu_timed(func, *args, **kwargs):
+    """``(seconds, machine CPU seconds, result)`` of one call (see :func:`cpu_seconds`)."""
+    cpu_before, _cpus = cpu_seconds()
+    seconds, result = timed(func, *args, **kwargs)
+    return seconds, cpu_seconds()[0] - cpu_before, result
+
+
 def median(values):
     """The median of a non-empty list of numbers (a BenchError when nothing was measured)."""
     values = list(values)

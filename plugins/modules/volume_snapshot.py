@@ -644,11 +644,11 @@ class VolumeSnapshotModule(VolsnapModule):
 
     def run_module(self):
         p = self.params
-        if p['volumes'] is not None:
-            return self.run_volumes()
         if p['state'] in ('resumed', 'abandoned', 'cleanup') and p['report_to_cinder']:
             raise VolsnapError('report_to_cinder needs the snapshot it reports on: finish the interrupted operation '
                                'with state=resumed first, or run state=present/absent with its snapshot_id')
+        if p['volumes'] is not None:
+            return self.run_volumes()
         if p['group']:
             raise VolsnapError('group=true needs the volumes option: the list of the volumes (disks of one domain) '
                                'of the group snapshot')

@@ -142,14 +142,18 @@ def test_many_volumes_refused_before_anything_runs(share: Path, tmp_path: Path) 
                   volumes=[{"volume_id": vols[1][0], "snapshot_id": vols[1][1]}]), ignore_errors=True),
         dict(task("group resumed", "group", share=str(share), group=True, state="resumed",
                   volumes=[{"volume_id": vols[1][0], "snapshot_id": vols[1][1]}]), ignore_errors=True),
+        # cleanup removes files: refused with report_to_cinder before anything is looked at (no snapshot to report)
+        dict(task("cleanup reported", "cleanup_report", share=str(share), state="cleanup", report_to_cinder=True,
+                  volumes=[{"volume_id": vols[1][0]}]), ignore_errors=True),
         task("empty list", "empty", share=str(share), volumes=[]),
     ]
-    run = run_tasks(tmp_path, tasks, ["twice", "no_snap", "both", "zero", "group", "empty"])
+    run = run_tasks(tmp_path, tasks, ["twice", "no_snap", "both", "zero", "group", "cleanup_report", "empty"])
     assert "lists %s again (already volumes[0])" % (share / f"volume-{vols[0][0]}") in run["twice"]["msg"]
     assert "has no snapshot_id, which state=present needs" in run["no_snap"]["msg"]
     assert "mutually exclusive" in run["both"]["msg"]
     assert "parallel must be 1 or more" in run["zero"]["msg"]
     assert run["group"]["failed"] is True and "group=true takes state=present" in run["group"]["msg"]
+    assert "report_to_cinder needs the snapshot it reports on" in run["cleanup_report"]["msg"]
     assert (run["empty"]["changed"], run["empty"]["volumes"], run["empty"]["failed_volumes"]) == (False, [], [])
     assert listing(share) == before
 
