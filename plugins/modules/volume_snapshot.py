@@ -183,6 +183,11 @@ options:
       - With O(volumes) and O(group=false), how many volumes are worked on at once; V(1) runs them one after
         another. Must be 1 or more. Each volume holds only its own lock, so independent volumes never wait for each
         other.
+      - The volumes that need their lock take it by chunks of up to 64 volumes of one share, without waiting (in the
+        order of the lock files' names), and one listing of the share read after a chunk's locks were taken serves
+        all its volumes, so a volume's cost does not grow with the number of files in the share. A volume whose lock
+        another operation holds is worked on after its chunk, waiting up to O(lock_timeout) while the task holds no
+        other lock. Each lock is released as soon as its volume is done.
       - With O(group=true), how many of the group's overlays are created (and C(.info) files written) at once; the
         group itself is one operation, one libvirt call switches every disk.
     type: int
