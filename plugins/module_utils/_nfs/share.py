@@ -166,16 +166,27 @@ class DirListing(object):
     def __init__(self, names: Iterable[str]) -> None:
         self.names: FrozenSet[str] = frozenset(names)
         self._of_volume: Dict[str, List[str]] = {}
+        self._by_length: Dict[int, Dict[str, List[str]]] = {}
 
     @classmethod
     def read(cls, directory: str) -> 'DirListing':
         return cls(os.listdir(directory))
 
     def of_volume(self, volume_name: str) -> List[str]:
-        """The names that contain ``volume_name`` (sorted)."""
+        """The names that contain ``volume_name`` (sorted).
+
+        A name ``volume-...`` is looked up in an index of the listing (built once per length asked for, shared by
+        every volume the listing serves: a batch's chunk), so a volume's lookup does not scan the whole share."""
         found = self._of_volume.get(volume_name)
         if found is None:
-            found = self._of_volume[volume_name] = sorted(name for name in self.names if volume_name in name)
+            if volume_name.startswith(VOLUME_PREFIX):
+                index = self._by_length.get(len(volume_name))
+                if index is None:
+                    index = self._by_length[len(volume_name)] = _prefix_index(self.names, len(volume_name))
+                found = sorted(index.get(volume_name, ()))
+            else:
+                found = sorted(name for name in self.names if volume_name in name)
+            self._of_volume[volume_name] = found
         return list(found)
 
     def without(self, names: Iterable[str]) -> 'DirListing':
@@ -186,6 +197,23 @@ class DirListing(object):
     def changed(self, added: Iterable[str], removed: Iterable[str]) -> 'DirListing':
         """The same listing after this run made ``added`` and removed ``removed`` (base names)."""
         return DirListing((self.names - set(removed)) | set(added))
+
+
+def _prefix_index(names: Iterable[str], length: int) -> Dict[str, List[str]]:
+    """Every ``length``-character piece of the names that starts with ``volume-`` -> the names holding it. A name
+    contains a ``volume-...`` name of that length exactly when one of its pieces is that name (every occurrence of
+    ``volume-`` is indexed; it cannot overlap itself)."""
+    index: Dict[str, List[str]] = {}
+    for name in names:
+        keys = set()
+        at = name.find(VOLUME_PREFIX)
+        while at != -1:
+            if at + length <= len(name):
+                keys.add(name[at:at + length])
+            at = name.find(VOLUME_PREFIX, at + 1)
+        for key in keys:
+            index.setdefault(key, []).append(name)
+    return index
 
 
 def stale_temporaries(directory: str, volume_name: str, listing: Optional[DirListing] = None) -> List[str]:

@@ -8,6 +8,7 @@ VolumeSnapshot. The integration tests (tests/integration/test_volume_snapshot_ma
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -326,3 +327,22 @@ def test_a_chunk_lock_is_released_when_cinder_refuses_before_the_item_runs(tmp_p
     assert seen == [['held', 'held'], ['free', 'held']]
     probe = subprocess.run([sys.executable, '-c', TRY_LOCKS] + locks, capture_output=True, text=True, check=True)
     assert probe.stdout.split() == ['free', 'free']
+
+
+def test_dir_listing_of_volume_index_says_what_a_scan_says():
+    """of_volume looks a volume-... name up in an index of the listing: the same names as scanning every name."""
+    rng = random.Random(15)
+    ids = [str(uuid.uuid4()) for _i in range(40)] + [uuid.uuid4().hex for _i in range(10)]
+    pieces = ['volume-', 'volume-volume-', '.', '.info', '.lock', '.volsnap-tmp', 'tmp-snap-', '-', 'x', 'volume']
+    names = set()
+    for _i in range(3000):
+        parts = [rng.choice(pieces) if rng.random() < 0.5 else rng.choice(ids)[:rng.randint(1, 36)]
+                 for _j in range(rng.randint(1, 6))]
+        names.add(''.join(parts))
+    names |= {'volume-%s%s' % (i, suffix) for i in ids for suffix in ('', '.info', '.' + ids[0])}
+    listing = DirListing(names)
+    queries = ['volume-%s' % i for i in ids] + ['volume-%s' % i[:n] for i in ids[:5] for n in (1, 8, 35)]
+    queries += ['volume-', 'volume', ids[0], 'volume-volume-', 'nothing-like-it', '.info']
+    for query in queries:
+        assert listing.of_volume(query) == sorted(name for name in names if query in name), query
+        assert listing.of_volume(query) == sorted(name for name in names if query in name)  # cached
