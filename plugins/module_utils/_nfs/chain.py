@@ -579,7 +579,7 @@ def _check_info(reads: _Reads, report: ChainReport, directory: str) -> None:
         listing = DirListing(())
     else:
         report.listing = listing
-    present = listing.names
+    present = listing
     own_prefix = volume_name + '.'
     snapshot_like = set(entry for entry in listing.of_volume(volume_name)
                         if entry.startswith(own_prefix) and is_snapshot_like(entry, volume_name))

@@ -157,20 +157,38 @@ class DirListing(object):
     """The names of a directory read once (``os.listdir``), for every check one phase of a request makes.
 
     What was decided from a listing is only as fresh as the listing: a request takes its own after it took the
-    volume's lock (:meth:`._nfs.snapshot.VolumeSnapshot`), or shares one that started after that
-    (:class:`._base.fresh.FreshCall`). :meth:`of_volume` gives the names that contain a volume's name (every file
-    of a volume does: data, ``.info``, journal, temporaries), so a share of thousands of files is scanned once per
-    volume and listing, not once per check.
+    volume's lock (:meth:`._nfs.snapshot.VolumeSnapshot`), or shares one that started after that (a batch's chunk
+    of locks, :func:`._nfs.batch.take_chunk`; :class:`._base.fresh.FreshCall`). :meth:`of_volume` gives the names
+    that contain a volume's name (every file of a volume does: data, ``.info``, journal, temporaries), from an index
+    built once per listing, so a share of thousands of files is scanned once per listing, not once per volume.
+    :meth:`changed` and :meth:`without` give the listing after a run's own changes, sharing this one's names and
+    index (a volume's cost stays the same in a big share). ``name in listing`` says whether a name is in it.
     """
 
     def __init__(self, names: Iterable[str]) -> None:
-        self.names: FrozenSet[str] = frozenset(names)
+        self._names: Optional[FrozenSet[str]] = frozenset(names)
+        self._base: Optional['DirListing'] = None
+        self._added: FrozenSet[str] = frozenset()
+        self._removed: FrozenSet[str] = frozenset()
         self._of_volume: Dict[str, List[str]] = {}
         self._by_length: Dict[int, Dict[str, List[str]]] = {}
 
     @classmethod
     def read(cls, directory: str) -> 'DirListing':
         return cls(os.listdir(directory))
+
+    @property
+    def names(self) -> FrozenSet[str]:
+        """Every name (of a listing after changes: computed once, on first use)."""
+        if self._names is None:
+            base = self._base.names if self._base is not None else frozenset()
+            self._names = (base - self._removed) | self._added
+        return self._names
+
+    def __contains__(self, name: object) -> bool:
+        if self._base is None:
+            return name in self.names
+        return name in self._added or (name not in self._removed and name in self._base)
 
     def of_volume(self, volume_name: str) -> List[str]:
         """The names that contain ``volume_name`` (sorted).
@@ -179,7 +197,10 @@ class DirListing(object):
         every volume the listing serves: a batch's chunk), so a volume's lookup does not scan the whole share."""
         found = self._of_volume.get(volume_name)
         if found is None:
-            if volume_name.startswith(VOLUME_PREFIX):
+            if self._base is not None:
+                found = sorted((set(self._base.of_volume(volume_name)) - self._removed)
+                               | set(name for name in self._added if volume_name in name))
+            elif volume_name.startswith(VOLUME_PREFIX):
                 index = self._by_length.get(len(volume_name))
                 if index is None:
                     index = self._by_length[len(volume_name)] = _prefix_index(self.names, len(volume_name))
@@ -191,12 +212,19 @@ class DirListing(object):
 
     def without(self, names: Iterable[str]) -> 'DirListing':
         """The same listing less ``names`` (base names): what it says after this run removed them."""
-        gone = set(names)
-        return DirListing(self.names - gone) if gone & self.names else self
+        gone = set(name for name in names if name in self)
+        return self.changed((), gone) if gone else self
 
     def changed(self, added: Iterable[str], removed: Iterable[str]) -> 'DirListing':
         """The same listing after this run made ``added`` and removed ``removed`` (base names)."""
-        return DirListing((self.names - set(removed)) | set(added))
+        derived = DirListing(())
+        derived._names = None
+        base = self._base if self._base is not None else self
+        removed_now = (self._removed | frozenset(removed)) - frozenset(added)
+        derived._base = base
+        derived._added = (self._added - frozenset(removed)) | frozenset(added)
+        derived._removed = removed_now
+        return derived
 
 
 def _prefix_index(names: Iterable[str], length: int) -> Dict[str, List[str]]:

@@ -346,3 +346,25 @@ def test_dir_listing_of_volume_index_says_what_a_scan_says():
     for query in queries:
         assert listing.of_volume(query) == sorted(name for name in names if query in name), query
         assert listing.of_volume(query) == sorted(name for name in names if query in name)  # cached
+
+
+def test_dir_listing_after_changes_says_what_a_new_listing_says():
+    """changed()/without() share the base listing (and its index): every answer equals a listing of the result."""
+    rng = random.Random(3)
+    ids = [str(uuid.uuid4()) for _i in range(20)]
+    universe = ['volume-%s%s' % (i, s) for i in ids for s in ('', '.info', '.' + ids[0], '.lock')] + ['other', 'x.info']
+    truth = set(rng.sample(universe, 40))
+    listing = DirListing(truth)
+    for _step in range(30):
+        added = set(rng.sample(universe, 3))
+        removed = set(rng.sample(sorted(truth | added), 3))
+        if rng.random() < 0.3:
+            listing, truth = listing.without(removed), truth - removed
+        else:
+            listing, truth = listing.changed(added, removed), (truth - removed) | added
+        fresh = DirListing(truth)
+        assert listing.names == fresh.names
+        assert all((name in listing) == (name in truth) for name in universe)
+        for i in ids[:5] + ['volume-', 'x']:
+            query = 'volume-%s' % i if len(i) == 36 else i
+            assert listing.of_volume(query) == fresh.of_volume(query), query
