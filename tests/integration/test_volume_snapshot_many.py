@@ -80,15 +80,18 @@ def test_many_volumes_check_create_partial_failure_rerun_delete(share: Path, tmp
     victim = str(share / f"volume-{victim_id}")
     tasks = [
         dict(task("create", "created", **args), ignore_errors=True),
-        dict(task("create again, the link still there", "again", **args), ignore_errors=True),
+        dict(task("create again, the link still there", "again", **dict(args, return_chain=False)),
+             ignore_errors=True),
         {"name": "remove the link", "ansible.builtin.file": {"path": f"{victim}.info", "state": "absent"}},
         task("create after the fix", "fixed", **args),
-        task("converged", "converged", **args),
+        task("converged", "converged", **dict(args, return_chain=False)),
+        task("one volume without its chain", "single", share=str(share), volume_id=vols[0][0],
+             snapshot_id=vols[0][1], return_chain=False),
         task("delete every snapshot", "deleted", **dict(args, state="absent")),
         task("deleted again", "deleted_again", **dict(args, state="absent")),
     ]
-    run = run_tasks(tmp_path / "run", tasks, ["created", "again", "fixed", "converged", "deleted", "deleted_again"],
-                    diff=True)
+    run = run_tasks(tmp_path / "run", tasks, ["created", "again", "fixed", "converged", "single", "deleted",
+                                              "deleted_again"], diff=True)
     created, again = run["created"], run["again"]
     assert created["failed"] is True and created["failed_volumes"] == [victim], run.output
     assert created["msg"].startswith(f"1 of 5 volumes failed: {victim}. The 4 other volumes succeeded and are "
@@ -108,6 +111,8 @@ def test_many_volumes_check_create_partial_failure_rerun_delete(share: Path, tmp
         assert item["info"] == {"active": overlay, snap_id: overlay}
         assert item["chain"]["safe"] is True and item["active"] == overlay
     assert again["failed"] is True and again["failed_volumes"] == [victim] and again["changed"] is False
+    # return_chain=false: no chain in any item, also in a failed result; the rest of each item is there
+    assert not [v for v in again["volumes"] if "chain" in v] and again["volumes"][0]["info"]
 
     fixed = run["fixed"]
     assert fixed["changed"] is True and fixed["failed_volumes"] == [], run.output
@@ -116,6 +121,8 @@ def test_many_volumes_check_create_partial_failure_rerun_delete(share: Path, tmp
     assert fixed["volumes"][2]["info"] == {"active": f"volume-{victim_id}.{victim_snap}",
                                            victim_snap: f"volume-{victim_id}.{victim_snap}"}
     assert run["converged"]["changed"] is False and not any(v["changed"] for v in run["converged"]["volumes"])
+    assert not [v for v in run["converged"]["volumes"] if "chain" in v] and "chain" in fixed["volumes"][0]
+    assert "chain" not in run["single"] and run["single"]["changed"] is False and run["single"]["info"]
 
     deleted = run["deleted"]
     assert deleted["changed"] is True and all(v["operation"] == "delete" for v in deleted["volumes"])
