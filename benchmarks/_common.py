@@ -74,14 +74,15 @@ def timed(func, *args, **kwargs):
 
 
 def cpu_seconds():
-    """CPU time the whole machine has spent busy so far (/proc/stat: user, nice, system, irq, softirq, steal), and the
-    number of CPUs. The delta over a run counts every process of it (ansible-playbook, its forks, ssh, the remote
-    modules in namespace hosts); on a quiet machine, delta / CPUs bounds how short the run can be when CPU-bound."""
+    """CPU time the whole machine has spent busy so far (/proc/stat: user, nice, system, irq, softirq; not the time a
+    hypervisor stole), and the number of CPUs. The delta over a run counts every process of it (ansible-playbook,
+    its forks, ssh, the remote modules in namespace hosts) and whatever else ran meanwhile; on a quiet machine,
+    delta / CPUs bounds how short the run can be when CPU-bound."""
     with open('/proc/stat') as handle:
         fields = handle.readline().split()
     ticks = os.sysconf('SC_CLK_TCK')
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in fields[1:9])
-    return (user + nice + system + irq + softirq + steal) / float(ticks), os.cpu_count() or 1
+    user, nice, system, _idle, _iowait, irq, softirq = (int(value) for value in fields[1:8])
+    return (user + nice + system + irq + softirq) / float(ticks), os.cpu_count() or 1
 
 
 def cpu_timed(func, *args, **kwargs):

@@ -13,7 +13,9 @@ host with its own qemu-img) in its own share; then, in the same run:
 Both create a snapshot of every volume (one volume_snapshot task per host, ``volumes``); the snapshots are then
 deleted again (state=absent, not timed) so that the next sample starts from the same share. Each figure is the
 median of --repeat samples (whole ansible-playbook runs). Every result is checked (the recap: one changed task per
-host, nothing failed). Goal (reported, not enforced): many hosts within 1.5x of one host.
+host, nothing failed). Goal (reported, not enforced): many hosts within 1.5x of one host. Beside each figure the
+machine's CPU seconds of the run (/proc/stat: every process of it, and whatever else ran) and the CPU-bound floor
+of the ratio they imply on this machine's CPUs.
 
 Needs root (namespaces) and the host rootfs (``bash tests/hosts/hosts.sh build-rootfs``, about 70 s once). The
 hosts are started as scenario ``bench-hosts-<pid>`` and stopped at the end.
