@@ -376,7 +376,8 @@ def _map(function: Callable[[BatchItem], T], items: Sequence[BatchItem], paralle
 
 def lock_chunks(volumes: Sequence[Tuple[int, ShareVolume]], size: int = LOCK_CHUNK) -> List[List[int]]:
     """The items (indices) that need their volume's lock, in chunks of at most ``size`` of one directory, each in
-    the order of the lock files' paths (the order a group takes its locks in)."""
+    the order of the lock files' paths (a fixed order; :func:`take_chunk` never waits while it holds locks, so no
+    order could deadlock with another run)."""
     by_directory: Dict[str, List[Tuple[str, int]]] = {}
     for index, volume in volumes:
         by_directory.setdefault(volume.directory, []).append((volume.lock_path, index))
