@@ -255,7 +255,8 @@ class Rbd(object):
 
     def _snaps_of(self, img: Any, ref: Ref, children: bool) -> List[SnapInfo]:
         """Every snapshot, of every namespace: a trash (group, mirror) snapshot has no name librbd finds it by, so it
-        is read by its id (not protected: protection is a user snapshot's)."""
+        is read by its id (not protected: protection is a user snapshot's), always with its children (whether clones
+        still use it decides what it is; such snapshots are rare)."""
         out: List[SnapInfo] = []
         with self._errors('listing the snapshots of %s' % ref, ref.pool, write=False):
             for snap in list(img.list_snaps()):
@@ -264,7 +265,7 @@ class Rbd(object):
                 info = SnapInfo(name=str(snap['name']), protected=bool(img.is_protected_snap(snap['name'])) if user
                                 else False, id=int(snap['id']), namespace=namespace,
                                 original_name=(snap.get('trash') or {}).get('original_name'))
-                if children:
+                if children or not user:
                     if user:
                         img.set_snap(info.name)
                     else:

@@ -359,6 +359,9 @@ def test_a_trash_snapshot_is_listed_by_id_and_an_interrupted_removal_is_complete
             snaps[trashed].children) == ('trash', 'x.upload_snap', False, [])
     assert (snaps[used].namespace, snaps[used].children) == ('trash', [Ref('images', 'child')])
     assert (snaps['keep'].namespace, snaps['keep'].original_name) == ('user', None)
+    # without children asked for, a trash snapshot still carries them (they say what it is)
+    cheap = {s.name: s for s in rbd.snaps('volumes', 'volume-1', children=False)}
+    assert cheap[used].children == [Ref('images', 'child')] and cheap['keep'].children == []
     # a name finds only a user snapshot
     assert rbd.snap('volumes', 'volume-1', trashed) is None
     assert rbd.create_snap(Ref('volumes', 'volume-1', 'x.upload_snap')) is True  # the trash one is not in the way

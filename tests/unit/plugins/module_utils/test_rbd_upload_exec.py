@@ -502,3 +502,28 @@ def test_ceph_copy_progress_reaches_the_operation_record(world, tmp_path):
     assert record['state'] == 'done' and record['percent'] == 100.0
     allocated = len(BLOCKS) * BLOCK
     assert ('copy_data', allocated, allocated) in seen and ('compute_hash', SIZE, SIZE) in seen
+
+
+def test_an_interrupted_removal_of_an_upload_snapshot_is_completed_unless_clones_use_it(world):
+    out = world.run()  # the copy path: its upload snapshot is removed at the end
+    image_id = out['image_id']
+    upload_snap = '%s.upload_snap' % image_id
+    volume = 'volume-%s' % VOL
+    world.cluster.lib.Image(world.cluster.open_ioctx('volumes'), volume).create_snap(upload_snap)
+    trashed = world.cluster.trash_snap('volumes', volume, upload_snap)  # a removal killed after librbd's first step
+    again = world.run()
+    assert again['changed'] and [p.split(':')[0] for p in again['plan']] == ['remove_upload_snapshot']
+    assert world.snaps('volumes', volume) == []
+    assert not world.run()['changed']
+    # one clones still use (librbd keeps it until the last goes) is left alone, and a rerun does not plan it again
+    image = world.cluster.lib.Image(world.cluster.open_ioctx('volumes'), volume)
+    image.create_snap(upload_snap)
+    image.protect_snap(upload_snap)
+    world.cluster.lib.RBD().clone(world.cluster.open_ioctx('volumes'), volume, upload_snap,
+                                  world.cluster.open_ioctx('volumes'), 'volume-user-clone')
+    trashed = world.cluster.trash_snap('volumes', volume, upload_snap)
+    for _run in range(2):
+        assert not world.run()['changed']
+        gone = world.run(check_mode=True, state='absent', image_id=image_id, image_name=None)
+        assert not [p for p in gone['plan'] if upload_snap in p], gone['plan']
+    assert world.snaps('volumes', volume) == [trashed]
