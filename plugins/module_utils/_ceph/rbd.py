@@ -104,6 +104,14 @@ class SnapInfo:
     namespace: str = USER  # a snapshot of another namespace is not found by its name (see SNAP_NAMESPACES)
     original_name: Optional[str] = None  # a trash snapshot's name before its removal began
 
+    @property
+    def known_as(self) -> Optional[str]:
+        """The name it goes by: a user snapshot's name, a trash snapshot's name before its removal began (removing
+        that name again completes the removal, :meth:`Rbd.remove_snaps`); None in any other namespace."""
+        if self.namespace == USER:
+            return self.name
+        return self.original_name if self.namespace == TRASH else None
+
 
 def snap_namespace(listed: Mapping[str, Any]) -> str:
     """The namespace of one entry of ``Image.list_snaps()`` (an entry without one is a user snapshot)."""
@@ -114,6 +122,23 @@ def snap_namespace(listed: Mapping[str, Any]) -> str:
 def user_snap_names(img: Any) -> Set[str]:
     """The names of an open image's user snapshots: the only ones librbd finds by name."""
     return {str(s['name']) for s in img.list_snaps() if snap_namespace(s) == USER}
+
+
+def original_name(listed: Mapping[str, Any]) -> Optional[str]:
+    """The name a trash snapshot (one entry of ``Image.list_snaps()``) had before its removal began."""
+    return (listed.get('trash') or {}).get('original_name')
+
+
+def _clones_of(img: Any, name: Optional[str] = None, snap_id: Optional[int] = None) -> List[Ref]:
+    """The clones of an open image's snapshot, found by ``name`` (a user snapshot) or by ``snap_id`` (any)."""
+    if name is not None:
+        img.set_snap(name)
+    else:
+        img.set_snap_by_id(snap_id)
+    try:
+        return [Ref(child['pool'], child['image']) for child in img.list_children2()]
+    finally:
+        img.set_snap(None)
 
 
 @dataclass
@@ -263,17 +288,9 @@ class Rbd(object):
                 namespace = snap_namespace(snap)
                 user = namespace == USER
                 info = SnapInfo(name=str(snap['name']), protected=bool(img.is_protected_snap(snap['name'])) if user
-                                else False, id=int(snap['id']), namespace=namespace,
-                                original_name=(snap.get('trash') or {}).get('original_name'))
+                                else False, id=int(snap['id']), namespace=namespace, original_name=original_name(snap))
                 if children or not user:
-                    if user:
-                        img.set_snap(info.name)
-                    else:
-                        img.set_snap_by_id(info.id)
-                    try:
-                        info.children = [Ref(child['pool'], child['image']) for child in img.list_children2()]
-                    finally:
-                        img.set_snap(None)
+                    info.children = _clones_of(img, name=info.name) if user else _clones_of(img, snap_id=info.id)
                 out.append(info)
         return out
 
@@ -382,30 +399,25 @@ class Rbd(object):
             for name in names:
                 with self._errors(action or 'removing snapshot %s' % Ref(ref.pool, ref.image, name), ref.pool,
                                   hints=hints):
-                    if name in user_snap_names(img):
+                    listed = list(img.list_snaps())  # one listing per name serves both kinds
+                    if any(snap_namespace(s) == USER and s['name'] == name for s in listed):
                         if img.is_protected_snap(name):
                             img.unprotect_snap(name)
                         img.remove_snap(name)
                         removed.append(name)
-                    if self._finish_trashed(img, name):
+                    if self._finish_trashed(img, name, listed):
                         removed.append(name)
         return sorted(set(removed), key=removed.index)
 
     @staticmethod
-    def _finish_trashed(img: Any, name: str) -> bool:
-        """Remove the trash-namespace snapshots left by interrupted removals of ``name`` that no clone uses."""
+    def _finish_trashed(img: Any, name: str, listed: Sequence[Mapping[str, Any]]) -> bool:
+        """Remove the trash-namespace snapshots of ``listed`` (the image's snapshots) left by interrupted removals
+        of ``name`` that no clone uses."""
         done = False
-        for snap in list(img.list_snaps()):
-            if snap_namespace(snap) != TRASH:
+        for snap in listed:
+            if snap_namespace(snap) != TRASH or name not in (snap['name'], original_name(snap)):
                 continue
-            if name not in (snap['name'], (snap.get('trash') or {}).get('original_name')):
-                continue
-            img.set_snap_by_id(int(snap['id']))
-            try:
-                used = bool(list(img.list_children2()))
-            finally:
-                img.set_snap(None)
-            if not used:
+            if not _clones_of(img, snap_id=int(snap['id'])):
                 img.remove_snap_by_id(int(snap['id']))
                 done = True
         return done

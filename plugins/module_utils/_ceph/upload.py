@@ -761,10 +761,9 @@ class Upload(object):
                 if exc.details.get('ceph_error') == 'not_found':
                     continue
                 raise
-            found += [Ref(pool, name, s.name) for s in snaps if s.namespace == USER and s.name in wanted]
-            # an interrupted removal: removing the name again completes it (Rbd.remove_snaps)
-            found += [Ref(pool, name, s.original_name) for s in snaps
-                      if s.namespace == TRASH and s.original_name in wanted and not s.children]
+            # a trash one (an interrupted removal) only when no clone uses it: removing its name again completes it
+            found += [Ref(pool, name, s.known_as) for s in snaps
+                      if s.known_as in wanted and (s.namespace == USER or not s.children)]
         return found
 
     def _absent_result(self, plan: Plan, image: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
@@ -794,8 +793,7 @@ class Upload(object):
                     orphans.append(Ref(pool, name))
                 for snap in snaps:
                     # a trash snapshot is one whose removal was interrupted: judged (and removed) by its old name
-                    ours = snap.name if snap.namespace == USER else snap.original_name if snap.namespace == TRASH \
-                        else None
+                    ours = snap.known_as
                     parsed = parse_our_snap(ours) if ours else None
                     if parsed is None:
                         continue
