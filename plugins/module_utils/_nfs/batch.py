@@ -119,6 +119,15 @@ def _run_one(item: BatchItem, run_one: Callable[[BatchItem], Dict[str, Any]]) ->
     return result
 
 
+def _map(function: Callable[[BatchItem], T], items: Sequence[BatchItem], parallel: int) -> List[T]:
+    """``function`` of every item, ``parallel`` at a time, in the items' order (``function`` never raises;
+    one worker: in this thread)."""
+    if parallel <= 1 or len(items) < 2:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(parallel, len(items))) as pool:
+        return list(pool.map(function, items))
+
+
 def run_batch(items: Sequence[BatchItem], run_one: Callable[[BatchItem], Dict[str, Any]],
               parallel: int) -> List[Dict[str, Any]]:
     """Run ``run_one`` for every item, at most ``parallel`` at once; the outcomes in the input order.
@@ -128,13 +137,7 @@ def run_batch(items: Sequence[BatchItem], run_one: Callable[[BatchItem], Dict[st
     """
     if parallel < 1:
         raise VolsnapError('parallel must be 1 or more (it is %d): how many volumes are worked on at once' % parallel)
-    if not items:
-        return []
-    workers = min(parallel, len(items))
-    if workers == 1:
-        return [_run_one(item, run_one) for item in items]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda item: _run_one(item, run_one), items))
+    return _map(lambda item: _run_one(item, run_one), items, parallel)
 
 
 def batch_result(outcomes: List[Dict[str, Any]], check_mode: bool, want_diff: bool = True) -> Dict[str, Any]:
@@ -350,11 +353,10 @@ def snapshot_many(params: Mapping[str, Any], qemu: Any, libvirt_factory: Callabl
         run(decided)
         waiting: List[int] = []
         for chunk in lock_chunks([(i, _volume_of(snapshots[i])) for i in undecided]):
-            members = [(i, _volume_of(snapshots[i])) for i in chunk]
-            taken = take_chunk(members, params['lock_timeout'], listings.fresh)
+            taken = take_chunk(chunk, params['lock_timeout'], listings.fresh)
             held.update(taken)
-            run([i for i in chunk if i in taken])  # each releases its lock when done
-            waiting += [i for i in chunk if i not in taken]
+            run([i for i, _volume in chunk if i in taken])  # each releases its lock when done
+            waiting += [i for i, _volume in chunk if i not in taken]
         # Locks another run held: each waited for on its own (the usual way), holding no other lock meanwhile.
         run(waiting)
     return batch_result([outcomes[i] for i in range(len(items))], check_mode, want_diff)
@@ -366,24 +368,17 @@ def _volume_of(snapshot: VolumeSnapshot) -> ShareVolume:
     return snapshot.volume
 
 
-def _map(function: Callable[[BatchItem], T], items: Sequence[BatchItem], parallel: int) -> List[T]:
-    """``function`` of every item, ``parallel`` at a time, in the items' order (``function`` never raises)."""
-    if parallel <= 1 or len(items) < 2:
-        return [function(item) for item in items]
-    with ThreadPoolExecutor(max_workers=min(parallel, len(items))) as pool:
-        return list(pool.map(function, items))
-
-
-def lock_chunks(volumes: Sequence[Tuple[int, ShareVolume]], size: int = LOCK_CHUNK) -> List[List[int]]:
-    """The items (indices) that need their volume's lock, in chunks of at most ``size`` of one directory, each in
-    the order of the lock files' paths (a fixed order; :func:`take_chunk` never waits while it holds locks, so no
+def lock_chunks(volumes: Sequence[Tuple[int, ShareVolume]],
+                size: int = LOCK_CHUNK) -> List[List[Tuple[int, ShareVolume]]]:
+    """The items (index, volume) that need their volume's lock, in chunks of at most ``size`` of one directory, each
+    in the order of the lock files' paths (a fixed order; :func:`take_chunk` never waits while it holds locks, so no
     order could deadlock with another run)."""
-    by_directory: Dict[str, List[Tuple[str, int]]] = {}
+    by_directory: Dict[str, List[Tuple[int, ShareVolume]]] = {}
     for index, volume in volumes:
-        by_directory.setdefault(volume.directory, []).append((volume.lock_path, index))
-    chunks: List[List[int]] = []
+        by_directory.setdefault(volume.directory, []).append((index, volume))
+    chunks: List[List[Tuple[int, ShareVolume]]] = []
     for directory in sorted(by_directory):
-        ordered = [index for _path, index in sorted(by_directory[directory])]
+        ordered = sorted(by_directory[directory], key=lambda member: member[1].lock_path)
         chunks += [ordered[start:start + size] for start in range(0, len(ordered), size)]
     return chunks
 
