@@ -142,9 +142,11 @@ def test_offline_qemu_img_commit_progress(share: Path, tmp_path: Path) -> None:
     run = run_polling(tmp_path / "run", task, progress_dir, {"volume_id": VOLUME_ID, "snapshot_id": SNAPS[0]})
     assert run["out"]["mode"] == "offline" and "qemu-img commit" in run["out"]["plan"][0], run["out"]["plan"]
     running = check_rises_to_100(run["samples"], "snapshot_delete")
-    # qemu-img's own progress (percent only) moved the first step part way
+    # qemu-img's own progress (percent only) moved the first step part way: a step starts at its band's lower end
+    # (0 for the first), so a record of step 1 above 0 holds a fraction qemu-img printed. How many distinct values
+    # the poller catches is a timing (one on a loaded CI machine), never asserted.
     first = [s["percent"] for s in running if s["step"] == 1]
-    assert len(set(first)) >= 2 and first[-1] > 0, first
+    assert any(0 < percent < 100 for percent in first), first
     check_merged(share, DATA_MIB)
 
 
@@ -239,7 +241,7 @@ def test_copy_upload_progress(ceph_lab: Any, openstack_lab: Any, tmp_path: Path)
         lines = [line for line in run["output"].splitlines() if line.startswith("progress: ")]
         printed = [float(re.search(r", ([0-9.]+) %", line).group(1)) for line in lines]
         assert len(lines) >= 3 and printed == sorted(printed), run["output"][-6000:]
-        assert len(set(printed)) >= 3, lines
+        assert any(0 < percent < 100 for percent in printed), lines  # printed part way, not only start and end
         assert "[running]" in lines[-2] and lines[-1].endswith("[done]") and ", 100.0 %" in lines[-1], lines
         assert any("upload_copy %s: step" % rbd_image in line and " MiB of " in line for line in lines), lines
         ops = operation_info(tmp_path / "info", progress_dir=str(progress_dir), image_id=run["out"]["image_id"])

@@ -41,7 +41,6 @@ CASES = int(os.environ.get("VOLSNAP_DIFF_CASES", "3000"))
 ONE_CASE = os.environ.get("VOLSNAP_DIFF_CASE")
 WORKERS = int(os.environ.get("VOLSNAP_DIFF_WORKERS", "3"))
 QEMU_TIMEOUT = 30
-BUDGET_SECONDS = 120
 SIZE = 64 * 1024 * 1024
 
 QCOW2_FIELDS = {  # name: (offset, struct format)
@@ -538,14 +537,8 @@ def test_native_reader_agrees_with_qemu(tmp_path: Path) -> None:
     assert not failures, "%d disagreements with qemu:\n%s" % (len(failures), "\n".join(report))
     if not ONE_CASE:
         assert safe >= len(results) // 10, "too few cases judged safe (%d): the generator no longer exercises qemu" % safe
-        load = os.getloadavg()[0]
-        if load > 2 * (os.cpu_count() or 1):
-            # a machine this loaded measures the others, not this test: report, do not fail
-            print("differential test: %.0f s with a load average of %.1f; the budget (%d s) is not judged"
-                  % (elapsed, load, BUDGET_SECONDS))
-        else:
-            assert elapsed < BUDGET_SECONDS, "the differential test took %.0f s (budget %d s)" % (
-                elapsed, BUDGET_SECONDS)
+        # the time it took is printed above (the suite's budget is watched in make integration's slowest tests);
+        # a test asserts behaviour, never a timing
 
 
 if __name__ == "__main__":  # pragma: no cover - manual runs: python test_qemu_differential.py <case>...
