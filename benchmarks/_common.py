@@ -198,13 +198,29 @@ def run_playbook(workdir, name, tasks, host_python=HOST_PYTHON):
     playbook = os.path.join(directory, 'playbook.yml')
     with open(playbook, 'w') as handle:
         json.dump([{'name': name, 'hosts': 'localhost', 'gather_facts': False, 'tasks': tasks}], handle, indent=1)
+    return run_playbook_file(workdir, name, playbook, host_python=host_python)
+
+
+def run_playbook_file(workdir, name, playbook, extra_vars=None, group=None, host_python=HOST_PYTHON):
+    """Run ``playbook`` (a file: one of the collection's playbooks, or one written by :func:`run_playbook`) on
+    localhost, in inventory group ``group`` when given, with ``extra_vars`` (a JSON file passed with ``-e @``);
+    its wall-clock seconds (the whole ansible-playbook run)."""
+    directory = os.path.join(workdir, 'playbook-%s' % name)
+    os.makedirs(directory, exist_ok=True)
     inventory = os.path.join(directory, 'inventory.ini')
     with open(inventory, 'w') as handle:
-        handle.write('localhost ansible_connection=local ansible_python_interpreter=%s\n' % host_python)
+        handle.write(('[%s]\n' % group if group else '')
+                     + 'localhost ansible_connection=local ansible_python_interpreter=%s\n' % host_python)
+    argv = [ansible_tool(), '-i', inventory, playbook]
+    if extra_vars is not None:
+        extra = os.path.join(directory, 'extra-vars.json')
+        with open(extra, 'w') as handle:
+            json.dump(extra_vars, handle)
+        argv += ['-e', '@' + extra]
     env = dict(os.environ)
     env.update({'ANSIBLE_COLLECTIONS_PATH': collections_root(), 'ANSIBLE_NOCOLOR': '1',
                 'ANSIBLE_RETRY_FILES_ENABLED': '0', 'ANSIBLE_LOCAL_TEMP': os.path.join(directory, 'tmp')})
-    seconds, _out = timed(run, [ansible_tool(), '-i', inventory, playbook], cwd=directory, env=env)
+    seconds, _out = timed(run, argv, cwd=directory, env=env)
     return seconds
 
 
