@@ -10,7 +10,7 @@ from __future__ import annotations
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.batch import task_batches
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.batch_entries import task_batches
 
 
 def snapshot_batches(entries, default_state='present', default_format=None, name='entries'):

@@ -99,9 +99,15 @@ def test_one_module_of_each_kind_runs_from_the_installed_collection(installed: D
         {"name": "openstack and ceph in one interpreter", "volsnap.openstack.rbd_image_clone_upload": dict(
             ceph, cloud=openstack_lab.cloud, rbd_image=rbd_image, image_name=rbd_image),
          "check_mode": True, "register": "upload"},
+        {"name": "filter (on the controller)", "ansible.builtin.debug": {
+            "msg": "{{ entries | volsnap.openstack.snapshot_batches('present', 'raw') }}"},
+         "vars": {"entries": [{"volume_id": "a", "snapshot_id": "s2"}, {"volume_id": "a", "snapshot_id": "s1",
+                                                                         "state": "absent"}]},
+         "register": "batches"},
     ]
     try:
-        res = run_tasks(tmp_path, tasks, ["chain", "client", "listing", "upload"], python=installed["python"],
+        res = run_tasks(tmp_path, tasks, ["chain", "client", "listing", "upload", "batches"],
+                        python=installed["python"],
                         env_extra=dict(openstack_lab.env(), ANSIBLE_COLLECTIONS_PATH=str(installed["collections"]),
                                        PYTHONPATH=""))
     finally:
@@ -116,6 +122,9 @@ def test_one_module_of_each_kind_runs_from_the_installed_collection(installed: D
     assert res["client"]["changed"] and res["client"]["exists"]
     assert isinstance(res["listing"]["manageable_snapshots"], list)
     assert res["upload"]["changed"] and res["upload"]["plan"], res["upload"]
+    assert res["batches"]["msg"] == [
+        {"state": "present", "volume_format": "raw", "volumes": [{"volume_id": "a", "snapshot_id": "s2"}]},
+        {"state": "absent", "volume_format": "raw", "volumes": [{"volume_id": "a", "snapshot_id": "s1"}]}]
 
 
 def test_execution_environment_context_installs_what_the_collection_declares(

@@ -10,7 +10,8 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.volsnap.openstack.plugins.filter.snapshot_batches import FilterModule
 from ansible_collections.volsnap.openstack.plugins.module_utils._base.errors import VolsnapError
-from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.batch import batch_items, task_batches
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.batch import batch_items
+from ansible_collections.volsnap.openstack.plugins.module_utils._nfs.batch_entries import task_batches
 
 V = ['%08d-1111-4222-8333-444444444444' % i for i in range(8)]
 S = ['%08d-aaaa-4bbb-8ccc-dddddddddddd' % i for i in range(8)]
