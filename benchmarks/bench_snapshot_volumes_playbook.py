@@ -94,8 +94,10 @@ def one_sample(workdir, count, shape, playbook, sample):
     first, newer = str(uuid.uuid4()), str(uuid.uuid4())
     share, volumes = make_share(workdir, '%s-%d-%d' % (shape, count, sample), count)
     create = [{'volume_id': v, 'snapshot_id': first} for v in volumes]
-    rotation = [entry for v in volumes for entry in ({'volume_id': v, 'snapshot_id': newer},
-                                                    {'volume_id': v, 'snapshot_id': first, 'state': 'absent'})]
+    rotation = []
+    for volume in volumes:
+        rotation += [{'volume_id': volume, 'snapshot_id': newer},
+                     {'volume_id': volume, 'snapshot_id': first, 'state': 'absent'}]
     create_s = run_list(workdir, '%s-create-%d-%d' % (shape, count, sample), playbook, share, create)
     check_info(share, volumes, first)
     rotation_s = run_list(workdir, '%s-rotation-%d-%d' % (shape, count, sample), playbook, share, rotation)

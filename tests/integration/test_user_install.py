@@ -101,8 +101,8 @@ def test_one_module_of_each_kind_runs_from_the_installed_collection(installed: D
          "check_mode": True, "register": "upload"},
         {"name": "filter (on the controller)", "ansible.builtin.debug": {
             "msg": "{{ entries | volsnap.openstack.snapshot_batches('present', 'raw') }}"},
-         "vars": {"entries": [{"volume_id": "a", "snapshot_id": "s2"}, {"volume_id": "a", "snapshot_id": "s1",
-                                                                         "state": "absent"}]},
+         "vars": {"entries": [{"volume_id": "a", "snapshot_id": "s2"},
+                              {"volume_id": "a", "snapshot_id": "s1", "state": "absent"}]},
          "register": "batches"},
     ]
     try:
