@@ -236,12 +236,15 @@ class Recorder(NullRecorder):
             self._update()
 
     def bytes(self, done: int, total: Optional[int]) -> None:
-        """The current step has copied ``done`` of ``total`` bytes (total None: unknown)."""
+        """The current step has copied ``done`` of ``total`` bytes (total None: unknown). Written at once when the
+        step's total is first known (a reader learns the size of the work even when it ends within one interval)
+        and when the step is done; throttled otherwise."""
         with self._lock:
+            first_total = total is not None and self.record['bytes_total'] is None
             self.record.update(bytes_done=int(done), bytes_total=None if total is None else int(total))
             if total:
                 self._set_fraction(float(done) / float(total))
-            self._update(done_now=bool(total) and done >= (total or 0))
+            self._update(done_now=first_total or (bool(total) and done >= (total or 0)))
 
     def fraction(self, value: float) -> None:
         """The current step is ``value`` (0..1) done (qemu-img's own progress)."""

@@ -71,6 +71,28 @@ def test_writes_are_throttled_and_the_last_state_always_lands(tmp_path):
     assert record['state'] == 'done' and record['percent'] == 100.0 and record['bytes_done'] == 100
 
 
+def test_a_steps_first_total_is_written_at_once_then_throttled(tmp_path):
+    """A block job that ends within one interval still leaves its size and progress in the record."""
+    recorder, clock = make(tmp_path)
+    recorder.plan(['commit', 'rebase'])
+    recorder.step(0, 'blockCommit')
+    clock.now += 0.01
+    recorder.bytes(10, 1000)  # within the interval, but the first total of the step: written now
+    record = on_disk(recorder)
+    assert (record['step'], record['bytes_done'], record['bytes_total']) == (1, 10, 1000)
+    clock.now += 0.01
+    recorder.bytes(20, 1000)  # throttled again
+    assert on_disk(recorder)['bytes_done'] == 10
+    recorder.step(1, 'rebase')
+    clock.now += 0.3
+    recorder.bytes(0, 50)  # the next step's first total: written at once too
+    assert (on_disk(recorder)['step'], on_disk(recorder)['bytes_total']) == (2, 50)
+    writes = recorder.writes
+    recorder.bytes(5, None)  # no total: nothing new to say at once
+    recorder.bytes(6, None)
+    assert recorder.writes == writes
+
+
 def test_a_deferred_change_is_written_by_the_timer(tmp_path):
     recorder = progress.Recorder(str(tmp_path / 'p'), 'clone', 'volume_clone', {}, min_interval=0.2)
     recorder.plan(['convert'])
