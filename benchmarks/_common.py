@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 
 EXIT_WRONG = 1
 EXIT_SETUP = 2
@@ -164,6 +165,17 @@ def failed(script, exc, refused=None):
         return EXIT_WRONG
     print('%s: FAILED: %s' % (script, exc), file=sys.stderr)
     return getattr(exc, 'code', EXIT_WRONG)
+
+
+def thin_volumes(share, count, size=GIB):
+    """A new directory ``share`` holding ``count`` sparse raw volume files ``volume-<new id>`` of ``size`` bytes;
+    their ids, in creation order."""
+    os.mkdir(share)
+    volumes = [str(uuid.uuid4()) for _index in range(count)]
+    for volume in volumes:
+        with open(os.path.join(share, 'volume-%s' % volume), 'wb') as handle:
+            handle.truncate(size)
+    return volumes
 
 
 # ---------------------------------------------------------------- the collection and ansible-playbook

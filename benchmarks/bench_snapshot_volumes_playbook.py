@@ -64,12 +64,7 @@ def parse_args(argv):
 def make_share(workdir, name, count):
     """A share of ``count`` sparse raw volumes of 1 GiB; (share, [volume id])."""
     share = os.path.join(workdir, name)
-    os.mkdir(share)
-    volumes = [str(uuid.uuid4()) for _index in range(count)]
-    for volume in volumes:
-        with open(os.path.join(share, 'volume-%s' % volume), 'wb') as handle:
-            handle.truncate(_common.GIB)
-    return share, volumes
+    return share, _common.thin_volumes(share, count)
 
 
 def check_info(share, volumes, snapshot, gone=None):

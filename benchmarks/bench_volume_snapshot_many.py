@@ -58,14 +58,8 @@ def parse_args(argv):
 def make_share(workdir, name, count):
     """A share of ``count`` sparse raw volumes of 1 GiB; [(volume path, snapshot id)]."""
     share = os.path.join(workdir, name)
-    os.mkdir(share)
-    volumes = []
-    for _index in range(count):
-        path = os.path.join(share, 'volume-%s' % uuid.uuid4())
-        with open(path, 'wb') as handle:
-            handle.truncate(_common.GIB)
-        volumes.append((path, str(uuid.uuid4())))
-    return volumes
+    return [(os.path.join(share, 'volume-%s' % volume), str(uuid.uuid4()))
+            for volume in _common.thin_volumes(share, count)]
 
 
 def check_snapshots(qemu_img, volumes, with_info=True):
