@@ -42,7 +42,8 @@ PER_ENTRY_PLAYBOOK = [{
          'volsnap.openstack.volume_snapshot': {
              'share': '{{ snapshot_volumes_share }}', 'volume_id': '{{ snapshot.volume_id }}',
              'snapshot_id': '{{ snapshot.snapshot_id }}', 'state': "{{ snapshot.state | default('present') }}",
-             'volume_format': "{{ snapshot.volume_format | default(snapshot_volumes_volume_format | default('raw')) }}"},
+             'volume_format': "{{ snapshot.volume_format | default(snapshot_volumes_volume_format"
+                              " | default('raw')) }}"},
          'loop': '{{ snapshot_volumes_list }}',
          'loop_control': {'loop_var': 'snapshot', 'label': '{{ snapshot.volume_id }} {{ snapshot.snapshot_id }}'},
          'register': 'snapshot_volumes_results'},

@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The ``volsnap.openstack.snapshot_batches`` filter (documented in ``snapshot_batches.yml``): a list of snapshot
 entries as the fewest ``volume_snapshot`` tasks with ``volumes``; the logic is
-:func:`._nfs.batch.task_batches`."""
+:func:`._nfs.batch_entries.task_batches`."""
 
 from __future__ import annotations
 

@@ -25,9 +25,10 @@ def task_batches(entries: Sequence[Any], default_state: str = 'present',
                  default_format: Optional[str] = None, where: str = 'entry') -> List[Dict[str, Any]]:
     """A list of snapshot entries (each an item of ``volumes`` plus its own ``state`` and ``volume_format``) as the
     fewest ``volume_snapshot`` tasks with ``volumes`` that do the same: each batch one state and one volume format,
-    each volume at most once per batch (:func:`._nfs.batch.batch_items` refuses it twice), and the entries of one volume in the
-    order listed (an entry goes to the first batch after its volume's previous one that has its state and format).
-    Batches come in the order they are first needed; each is ``{'state', 'volume_format', 'volumes'}``.
+    each volume at most once per batch (:func:`._nfs.batch.batch_items` refuses it twice), and the entries of one
+    volume in the order listed (an entry goes to the first batch after its volume's previous one that has its
+    state and format). Batches come in the order they are first needed; each is ``{'state', 'volume_format',
+    'volumes'}``.
 
     A volume is known by its ``volume_id`` or its normalized ``volume_path`` (the same file named both ways is
     refused by the task itself). Entries that are not mappings, name no volume or have unknown keys are refused,
